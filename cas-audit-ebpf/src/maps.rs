@@ -1,0 +1,39 @@
+//! The datapath's maps. Sizes are documented in `cas_audit_common::sizes`;
+//! the agent may resize the flow table and ring buffer before load.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use cas_audit_common::{
+    sizes::{EVENTS_BYTES, MAX_FLOWS, MAX_RANGES, MAX_RANGES_V4, MAX_RANGES_V6, PORT_WORDS},
+    Counter, FlowKey, FlowStats, RangeStats,
+};
+
+/// IPv4 CAS prefixes → range id.
+#[map(name = "CAS_RANGES_V4")]
+pub static RANGES_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_RANGES_V4, 0);
+
+/// IPv6 CAS prefixes → range id.
+#[map(name = "CAS_RANGES_V6")]
+pub static RANGES_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_RANGES_V6, 0);
+
+/// Per-range packet and byte counters, per CPU.
+#[map(name = "CAS_RANGE_STATS")]
+pub static RANGE_STATS: PerCpuArray<RangeStats> = PerCpuArray::with_max_entries(MAX_RANGES, 0);
+
+/// Flow table (LRU: oldest flows are evicted when full).
+#[map(name = "CAS_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// Allowed service ports, as a bitmap of 2048 32-bit words.
+#[map(name = "CAS_ALLOWED_PORTS")]
+pub static ALLOWED_PORTS: Array<u32> = Array::with_max_entries(PORT_WORDS, 0);
+
+/// Disallowed-port flow events for the agent.
+#[map(name = "CAS_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Global counters, per CPU.
+#[map(name = "CAS_COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);

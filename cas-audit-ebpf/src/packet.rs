@@ -1,0 +1,106 @@
+//! Uniform, bounds-checked access to packet bytes for TC and XDP programs.
+//!
+//! Both program types read headers through the kernel's `load_bytes`
+//! helpers, which copy from linear and paged data alike (a TC packet's
+//! headers need not be in the linear area) and fail cleanly past the end.
+
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+    EbpfContext,
+};
+use core::mem::{size_of, MaybeUninit};
+
+/// A packet the datapath can parse.
+pub trait Packet: EbpfContext {
+    /// Length of the frame from the Ethernet header on.
+    fn frame_len(&self) -> u32;
+    /// Wire segments this packet stands for (GSO/GRO super-packets > 1).
+    fn segments(&self) -> u32;
+    /// Interface index the packet is on.
+    fn ifindex(&self) -> u32;
+    /// Copies `size_of::<T>()` bytes at `offset`; `Err` when the packet is shorter.
+    fn load<T: Copy>(&self, offset: u32) -> Result<T, ()>;
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        self.len()
+    }
+
+    #[inline(always)]
+    fn segments(&self) -> u32 {
+        // SAFETY: the context pointer is the kernel's __sk_buff.
+        let segs = unsafe { (*(self.skb.skb as *const __sk_buff)).gso_segs };
+        if segs == 0 {
+            1
+        } else {
+            segs
+        }
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*(self.skb.skb as *const __sk_buff)).ifindex }
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, offset: u32) -> Result<T, ()> {
+        let mut out = MaybeUninit::<T>::uninit();
+        // SAFETY: the helper writes exactly size_of::<T>() bytes or fails.
+        let rc = unsafe {
+            bpf_skb_load_bytes(
+                self.as_ptr(),
+                offset,
+                out.as_mut_ptr() as *mut _,
+                size_of::<T>() as u32,
+            )
+        };
+        if rc == 0 {
+            // SAFETY: fully initialised by the helper.
+            Ok(unsafe { out.assume_init() })
+        } else {
+            Err(())
+        }
+    }
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        (self.data_end() - self.data()) as u32
+    }
+
+    #[inline(always)]
+    fn segments(&self) -> u32 {
+        1
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        self.ingress_ifindex() as u32
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, offset: u32) -> Result<T, ()> {
+        let mut out = MaybeUninit::<T>::uninit();
+        // SAFETY: the helper writes exactly size_of::<T>() bytes or fails.
+        let rc = unsafe {
+            bpf_xdp_load_bytes(
+                self.ctx,
+                offset,
+                out.as_mut_ptr() as *mut _,
+                size_of::<T>() as u32,
+            )
+        };
+        if rc == 0 {
+            // SAFETY: fully initialised by the helper.
+            Ok(unsafe { out.assume_init() })
+        } else {
+            Err(())
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Header parsing: Ethernet, up to two VLAN tags, IPv4 (with options),
+//! IPv6 (bounded extension-header walk), TCP, UDP, ICMP and ICMPv6.
+//!
+//! Results are plain structs with status codes rather than `Option`s held
+//! across helper calls, which keeps the verifier's view of the stack simple.
+
+use cas_audit_common::{family, proto, sizes::MAX_IPV6_EXT_HEADERS};
+
+use crate::packet::Packet;
+
+const ETH_HLEN: u32 = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const VLAN_HLEN: u32 = 4;
+/// VLAN tags we step over (802.1Q inside 802.1ad, "QinQ").
+const MAX_VLAN_TAGS: u32 = 2;
+
+const IPV6_HLEN: u32 = 40;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+
+/// What the network-layer parse found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum L3Status {
+    /// Addresses and transport protocol known; `l4_off` points at its header.
+    Ok = 0,
+    /// A header is truncated or inconsistent.
+    Malformed = 1,
+    /// Not IPv4/IPv6 (ARP, too many VLAN tags, ...).
+    NotIp = 2,
+    /// A non-first fragment: addresses known, no transport header.
+    Fragment = 3,
+    /// IPv6 extension-header chain longer than we walk: no transport header.
+    ExtLimit = 4,
+}
+
+/// Network-layer view of a packet.
+pub struct L3 {
+    pub status: L3Status,
+    pub family: u8,
+    /// Transport protocol (after IPv6 extension headers).
+    pub proto: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Offset of the transport header.
+    pub l4_off: u32,
+}
+
+impl L3 {
+    #[inline(always)]
+    const fn new(status: L3Status) -> Self {
+        L3 {
+            status,
+            family: 0,
+            proto: 0,
+            src: [0; 16],
+            dst: [0; 16],
+            l4_off: 0,
+        }
+    }
+}
+
+/// Parses link and network layers. `gso` relaxes the IP length check, which
+/// does not hold for GSO/GRO super-packets.
+#[inline(always)]
+pub fn parse_l3<P: Packet>(pkt: &P, gso: bool) -> L3 {
+    let len = pkt.frame_len();
+    let mut off = ETH_HLEN - 2;
+    let Ok(mut ethertype) = pkt.load::<[u8; 2]>(off).map(u16::from_be_bytes) else {
+        return L3::new(L3Status::Malformed);
+    };
+    off = ETH_HLEN;
+    let mut tags = 0;
+    while tags < MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        // The tag's own EtherType follows its 2-byte TCI.
+        let Ok(inner) = pkt.load::<[u8; 2]>(off + 2) else {
+            return L3::new(L3Status::Malformed);
+        };
+        ethertype = u16::from_be_bytes(inner);
+        off += VLAN_HLEN;
+        tags += 1;
+    }
+    match ethertype {
+        ETH_P_IP => parse_ipv4(pkt, off, len, gso),
+        ETH_P_IPV6 => parse_ipv6(pkt, off, len, gso),
+        _ => L3::new(L3Status::NotIp),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4<P: Packet>(pkt: &P, off: u32, len: u32, gso: bool) -> L3 {
+    let Ok(h) = pkt.load::<[u8; 20]>(off) else {
+        return L3::new(L3Status::Malformed);
+    };
+    let version = h[0] >> 4;
+    let ihl = ((h[0] & 0x0f) as u32) * 4;
+    let tot_len = u16::from_be_bytes([h[2], h[3]]) as u32;
+    if version != 4 || ihl < 20 {
+        return L3::new(L3Status::Malformed);
+    }
+    // BIG TCP super-packets carry tot_len 0; any other packet must hold its
+    // whole header and must not claim more bytes than the frame has.
+    if !gso && (tot_len < ihl || off + tot_len > len) {
+        return L3::new(L3Status::Malformed);
+    }
+    if off + ihl > len {
+        return L3::new(L3Status::Malformed);
+    }
+    let mut l3 = L3::new(L3Status::Ok);
+    l3.family = family::V4;
+    l3.proto = h[9];
+    l3.src[..4].copy_from_slice(&h[12..16]);
+    l3.dst[..4].copy_from_slice(&h[16..20]);
+    l3.l4_off = off + ihl;
+    let frag_off = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
+    if frag_off != 0 {
+        l3.status = L3Status::Fragment;
+    }
+    l3
+}
+
+#[inline(always)]
+fn parse_ipv6<P: Packet>(pkt: &P, off: u32, len: u32, gso: bool) -> L3 {
+    let Ok(h) = pkt.load::<[u8; 40]>(off) else {
+        return L3::new(L3Status::Malformed);
+    };
+    if h[0] >> 4 != 6 {
+        return L3::new(L3Status::Malformed);
+    }
+    let payload_len = u16::from_be_bytes([h[4], h[5]]) as u32;
+    if !gso && payload_len != 0 && off + IPV6_HLEN + payload_len > len {
+        return L3::new(L3Status::Malformed);
+    }
+    let mut l3 = L3::new(L3Status::Ok);
+    l3.family = family::V6;
+    l3.src.copy_from_slice(&h[8..24]);
+    l3.dst.copy_from_slice(&h[24..40]);
+    let mut next = h[6];
+    let mut cur = off + IPV6_HLEN;
+    let mut walked = 0;
+    while walked < MAX_IPV6_EXT_HEADERS {
+        let ext_len = match next {
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
+                let Ok(e) = pkt.load::<[u8; 2]>(cur) else {
+                    return L3::new(L3Status::Malformed);
+                };
+                next = e[0];
+                (e[1] as u32 + 1) * 8
+            }
+            NEXTHDR_AUTH => {
+                let Ok(e) = pkt.load::<[u8; 2]>(cur) else {
+                    return L3::new(L3Status::Malformed);
+                };
+                next = e[0];
+                (e[1] as u32 + 2) * 4
+            }
+            NEXTHDR_FRAGMENT => {
+                let Ok(e) = pkt.load::<[u8; 4]>(cur) else {
+                    return L3::new(L3Status::Malformed);
+                };
+                next = e[0];
+                if u16::from_be_bytes([e[2], e[3]]) >> 3 != 0 {
+                    l3.status = L3Status::Fragment;
+                }
+                8
+            }
+            _ => break,
+        };
+        cur += ext_len;
+        walked += 1;
+        if l3.status == L3Status::Fragment {
+            break;
+        }
+    }
+    l3.proto = next;
+    l3.l4_off = cur;
+    if l3.status == L3Status::Ok
+        && matches!(
+            next,
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT
+        )
+    {
+        l3.status = L3Status::ExtLimit;
+    }
+    l3
+}
+
+/// Transport-layer view of a packet. Ports are in host byte order.
+pub struct L4 {
+    pub ok: bool,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub tcp_flags: u32,
+    /// Offset just past the transport header (for per-segment header bytes).
+    pub hdr_end: u32,
+}
+
+/// Parses the transport header at `l3.l4_off`. Protocols without ports give
+/// zero ports; `ok` is false when the header is truncated or inconsistent.
+#[inline(always)]
+pub fn parse_l4<P: Packet>(pkt: &P, l3: &L3) -> L4 {
+    let off = l3.l4_off;
+    let mut l4 = L4 {
+        ok: true,
+        src_port: 0,
+        dst_port: 0,
+        tcp_flags: 0,
+        hdr_end: off,
+    };
+    match l3.proto {
+        proto::TCP => match pkt.load::<[u8; 20]>(off) {
+            Ok(h) => {
+                let doff = ((h[12] >> 4) as u32) * 4;
+                if doff < 20 {
+                    l4.ok = false;
+                }
+                l4.src_port = u16::from_be_bytes([h[0], h[1]]);
+                l4.dst_port = u16::from_be_bytes([h[2], h[3]]);
+                l4.tcp_flags = h[13] as u32;
+                l4.hdr_end = off + doff;
+            }
+            Err(()) => l4.ok = false,
+        },
+        proto::UDP => match pkt.load::<[u8; 8]>(off) {
+            Ok(h) => {
+                l4.src_port = u16::from_be_bytes([h[0], h[1]]);
+                l4.dst_port = u16::from_be_bytes([h[2], h[3]]);
+                l4.hdr_end = off + 8;
+            }
+            Err(()) => l4.ok = false,
+        },
+        proto::ICMP | proto::ICMPV6 => match pkt.load::<[u8; 4]>(off) {
+            Ok(_) => l4.hdr_end = off + 4,
+            Err(()) => l4.ok = false,
+        },
+        _ => {}
+    }
+    l4
+}

@@ -1,0 +1,158 @@
+//! Command-line interface (clap derive). Flags and exit codes are a public
+//! contract: see the README.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    addrset::DataCenter,
+    datapath::IngressMode,
+    ports::AllowedPorts,
+    run::{JsonTarget, RunConfig},
+};
+
+/// Audits traffic to and from Microsoft Defender for Cloud Apps (CAS) address ranges with eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "cas-audit", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to interfaces and report CAS flows live, as JSON lines and readable lines.
+    Run(RunArgs),
+}
+
+/// `cas-audit run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Interface to audit (repeatable). Egress and ingress are both watched.
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    pub ifaces: Vec<String>,
+    /// Allowed service port (repeatable; replaces the default 443, 80, 11344).
+    #[arg(long = "allow-port", value_name = "PORT", num_args = 1.., value_parser = clap::value_parser!(u16).range(1..))]
+    pub allow_ports: Vec<u16>,
+    /// Only audit ranges of this data center (repeatable): US1, US2, US3, EU1, EU2, "Gov US1" (or gov-us1).
+    /// Ranges without a data center (mail) are always kept.
+    #[arg(long = "datacenter", value_name = "DC", num_args = 1.., value_parser = parse_dc)]
+    pub datacenters: Vec<DataCenter>,
+    /// Write JSON lines to PATH, or to standard output with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    pub json: Option<String>,
+    /// Stop after SECS seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Ingress hook: auto (native XDP on capable physical NICs, else TC), xdp or tc.
+    #[arg(long, value_enum, default_value_t = IngressMode::Auto)]
+    pub ingress: IngressMode,
+    /// Report a flow as expired after SECS seconds without packets.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+    /// Size of the kernel flow table (LRU; evictions are reported as flows_evicted).
+    #[arg(long, value_name = "N", default_value_t = cas_audit_common::sizes::MAX_FLOWS, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub max_flows: u32,
+}
+
+fn parse_dc(s: &str) -> Result<DataCenter, String> {
+    s.parse::<DataCenter>().map_err(|e| e.to_string())
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v > 0.0 && v < 1e9) {
+        return Err(format!("{s:?}: seconds must be positive"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl RunArgs {
+    /// The run configuration these flags describe.
+    pub fn config(&self) -> RunConfig {
+        RunConfig {
+            ifaces: self.ifaces.clone(),
+            ports: AllowedPorts::from_flags(&self.allow_ports),
+            datacenters: self.datacenters.clone(),
+            json: self.json.as_deref().map(|j| {
+                if j == "-" {
+                    JsonTarget::Stdout
+                } else {
+                    JsonTarget::File(PathBuf::from(j))
+                }
+            }),
+            duration: self.duration,
+            ingress: self.ingress,
+            idle_timeout: self.idle_timeout,
+            max_flows: self.max_flows,
+            ..RunConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags() {
+        let cli = Cli::try_parse_from([
+            "cas-audit",
+            "run",
+            "--iface",
+            "eth1",
+            "--iface",
+            "eth2",
+            "--allow-port",
+            "443",
+            "8443",
+            "--datacenter",
+            "us1",
+            "gov-us1",
+            "--json",
+            "-",
+            "--duration",
+            "2.5",
+            "--ingress",
+            "tc",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command;
+        let c = r.config();
+        assert_eq!(c.ifaces, vec!["eth1", "eth2"]);
+        assert_eq!(c.ports.iter().collect::<Vec<_>>(), vec![443, 8443]);
+        assert_eq!(c.datacenters, vec![DataCenter::Us1, DataCenter::GovUs1]);
+        assert_eq!(c.json, Some(JsonTarget::Stdout));
+        assert_eq!(c.duration, Some(Duration::from_millis(2500)));
+        assert_eq!(c.ingress, IngressMode::Tc);
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for args in [
+            vec!["cas-audit", "run"],
+            vec!["cas-audit", "run", "--iface", "x", "--allow-port", "0"],
+            vec!["cas-audit", "run", "--iface", "x", "--allow-port", "70000"],
+            vec!["cas-audit", "run", "--iface", "x", "--datacenter", "US9"],
+            vec!["cas-audit", "run", "--iface", "x", "--duration", "-1"],
+            vec!["cas-audit", "run", "--iface", "x", "--ingress", "af_xdp"],
+        ] {
+            let e = Cli::try_parse_from(&args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! cas-audit: an eBPF auditor of traffic to and from Microsoft Defender for
+//! Cloud Apps (CAS) address ranges.
+//!
+//! The library reads like the domain: [`addrset`] holds the published CAS
+//! address ranges, [`datapath`] loads and attaches the kernel programs that
+//! count traffic to them, [`flow`] judges each flow's service port,
+//! [`tracker`] decides when flows are reported and [`report`] writes the
+//! JSON-lines records and tables. [`run`] ties them together for
+//! `cas-audit run`; the binary is a thin layer over [`cli`].
+
+pub mod addrset;
+pub mod cli;
+pub mod datapath;
+pub mod error;
+pub mod flow;
+pub mod ports;
+pub mod report;
+pub mod run;
+pub mod tracker;
+
+/// The eBPF object built by `build.rs` (empty when built as a stub).
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cas-audit-ebpf"));

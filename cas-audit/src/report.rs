@@ -1,0 +1,436 @@
+//! Output: JSON-lines records (a public contract: field names are stable),
+//! readable lines for flagged flows and the summary table.
+
+use std::{
+    collections::BTreeSet,
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use serde::Serialize;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+use crate::{
+    addrset::{DataCenter, Purpose, Range},
+    datapath::RangeTotals,
+    flow::{flag_names, has_ports, proto_name, Flow},
+};
+
+/// Converts kernel monotonic timestamps (`bpf_ktime_get_ns`) to wall time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    offset_ns: i128,
+}
+
+impl Clock {
+    /// Measures the current offset between CLOCK_REALTIME and CLOCK_MONOTONIC.
+    pub fn new() -> Clock {
+        let real = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        Clock {
+            offset_ns: real - monotonic_ns() as i128,
+        }
+    }
+
+    /// Wall time of a kernel timestamp.
+    pub fn wall(&self, mono_ns: u64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(mono_ns as i128 + self.offset_ns)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock `bpf_ktime_get_ns` reads).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// RFC 3339 text of a time, UTC, microsecond precision.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t
+        .replace_nanosecond(t.nanosecond() / 1000 * 1000)
+        .unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Why a flow record was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    /// The flow was first flagged (its service port is not allowed).
+    Flagged,
+    /// The TCP connection closed (FIN both ways) or was reset.
+    Ended,
+    /// No packet for the idle timeout.
+    Expired,
+    /// Still open when the agent stopped.
+    Exit,
+}
+
+/// A `{"type":"flow"}` record.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowRecord {
+    /// Always "flow".
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When the record was written.
+    pub ts: String,
+    /// Why it was written (an addition to the contract's fields).
+    pub reason: Reason,
+    /// Interface name.
+    pub iface: String,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
+    pub proto: String,
+    /// Host-side address.
+    pub local_addr: IpAddr,
+    /// Host-side port; null for protocols without ports.
+    pub local_port: Option<u16>,
+    /// CAS-side address.
+    pub remote_addr: IpAddr,
+    /// CAS-side port; null for protocols without ports.
+    pub remote_port: Option<u16>,
+    /// `local`, `remote` or `unknown`.
+    pub initiator: &'static str,
+    /// Direction of the first packet seen: `out` or `in`.
+    pub first_packet: &'static str,
+    /// The port the conversation is for; null for protocols without ports.
+    pub service_port: Option<u16>,
+    /// The CAS range the remote address is in.
+    pub prefix: String,
+    /// Data centers of the range.
+    pub datacenters: Vec<DataCenter>,
+    /// Purposes of the range.
+    pub purposes: Vec<Purpose>,
+    /// `allowed` or `disallowed-port`.
+    pub verdict: &'static str,
+    /// Wire packets local → remote.
+    pub packets_out: u64,
+    /// Bytes local → remote.
+    pub bytes_out: u64,
+    /// Wire packets remote → local.
+    pub packets_in: u64,
+    /// Bytes remote → local.
+    pub bytes_in: u64,
+    /// TCP flags seen local → remote.
+    pub tcp_flags_out: Vec<&'static str>,
+    /// TCP flags seen remote → local.
+    pub tcp_flags_in: Vec<&'static str>,
+    /// First packet.
+    pub first_seen: String,
+    /// Last packet.
+    pub last_seen: String,
+}
+
+impl FlowRecord {
+    /// Builds the record of `flow`, whose remote address is in `range`.
+    pub fn new(
+        flow: &Flow,
+        range: Option<&Range>,
+        iface: &str,
+        clock: &Clock,
+        reason: Reason,
+    ) -> Self {
+        let ports = has_ports(flow.key.proto);
+        FlowRecord {
+            kind: "flow",
+            ts: rfc3339(OffsetDateTime::now_utc()),
+            reason,
+            iface: iface.to_string(),
+            proto: proto_name(flow.key.proto),
+            local_addr: flow.local_addr,
+            local_port: ports.then_some(flow.key.local_port),
+            remote_addr: flow.remote_addr,
+            remote_port: ports.then_some(flow.key.remote_port),
+            initiator: flow.initiator.as_str(),
+            first_packet: flow.first_packet(),
+            service_port: flow.service_port,
+            prefix: range.map(|r| r.prefix.to_string()).unwrap_or_default(),
+            datacenters: range
+                .map(|r| r.datacenters.iter().copied().collect())
+                .unwrap_or_default(),
+            purposes: range
+                .map(|r| r.purposes.iter().copied().collect())
+                .unwrap_or_default(),
+            verdict: flow.verdict.as_str(),
+            packets_out: flow.stats.packets_out,
+            bytes_out: flow.stats.bytes_out,
+            packets_in: flow.stats.packets_in,
+            bytes_in: flow.stats.bytes_in,
+            tcp_flags_out: flag_names(flow.stats.tcp_flags_out),
+            tcp_flags_in: flag_names(flow.stats.tcp_flags_in),
+            first_seen: rfc3339(clock.wall(flow.stats.first_seen_ns)),
+            last_seen: rfc3339(clock.wall(flow.stats.last_seen_ns)),
+        }
+    }
+
+    /// One readable line, as printed live for flagged flows.
+    pub fn line(&self) -> String {
+        let ep = |a: &IpAddr, p: Option<u16>| match (a, p) {
+            (IpAddr::V6(_), Some(p)) => format!("[{a}]:{p}"),
+            (_, Some(p)) => format!("{a}:{p}"),
+            (_, None) => a.to_string(),
+        };
+        let tags = tag_text(&self.datacenters, &self.purposes);
+        let svc = self
+            .service_port
+            .map(|p| format!("service port {p}"))
+            .unwrap_or_else(|| "no service port".into());
+        format!(
+            "{ts} {verdict:<15} {proto:<4} {local} -> {remote}  {svc}, opened by {init}, {prefix} [{tags}] on {iface}",
+            ts = &self.ts.get(11..19).unwrap_or(&self.ts),
+            verdict = self.verdict.to_uppercase(),
+            proto = self.proto,
+            local = ep(&self.local_addr, self.local_port),
+            remote = ep(&self.remote_addr, self.remote_port),
+            init = self.initiator,
+            prefix = self.prefix,
+            iface = self.iface,
+        )
+    }
+}
+
+fn tag_text(dcs: &[DataCenter], purposes: &[Purpose]) -> String {
+    let d: Vec<String> = dcs.iter().map(ToString::to_string).collect();
+    let p: Vec<String> = purposes.iter().map(ToString::to_string).collect();
+    let d = if d.is_empty() {
+        "-".to_string()
+    } else {
+        d.join(",")
+    };
+    format!("{d} {}", p.join(","))
+}
+
+/// One range in the summary.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RangeRecord {
+    /// The prefix.
+    pub prefix: String,
+    /// Its data centers.
+    pub datacenters: Vec<DataCenter>,
+    /// Its purposes.
+    pub purposes: Vec<Purpose>,
+    /// Packets towards it.
+    pub packets_out: u64,
+    /// Bytes towards it.
+    pub bytes_out: u64,
+    /// Packets from it.
+    pub packets_in: u64,
+    /// Bytes from it.
+    pub bytes_in: u64,
+}
+
+/// The `{"type":"summary"}` record written once at exit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Always "summary".
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When it was written.
+    pub ts: String,
+    /// Ranges that saw traffic.
+    pub ranges: Vec<RangeRecord>,
+    /// Flows reported (each flow once, when it ended, expired or at exit).
+    pub flows: u64,
+    /// Of those, flows whose verdict is `disallowed-port`.
+    pub disallowed: u64,
+    /// Flow events the kernel could not queue (the flows are still reported).
+    pub events_lost: u64,
+    /// Truncated or malformed packets passed untouched.
+    pub malformed: u64,
+    /// Flows evicted from the full kernel flow table before they were
+    /// reported (their packets are still in the range counters).
+    pub flows_evicted: u64,
+    /// Flows the kernel could not insert into its table.
+    pub flow_insert_failed: u64,
+    /// Packets seen on the audited interfaces (wire packets).
+    pub packets: u64,
+    /// Packets to or from a CAS range.
+    pub matched: u64,
+    /// Non-IP packets (ARP, ...), passed untouched.
+    pub not_ip: u64,
+    /// CAS packets counted per range only: non-first fragments.
+    pub fragments: u64,
+    /// CAS packets counted per range only: too many IPv6 extension headers.
+    pub ext_header_limit: u64,
+    /// The address set audited against.
+    pub set: String,
+    /// Interfaces audited.
+    pub interfaces: Vec<String>,
+    /// Allowed service ports.
+    pub allowed_ports: Vec<u16>,
+}
+
+impl Summary {
+    /// Ranges with traffic, from the per-range totals.
+    pub fn ranges_with_traffic(ranges: &[Range], totals: &[RangeTotals]) -> Vec<RangeRecord> {
+        ranges
+            .iter()
+            .zip(totals)
+            .filter(|(_, t)| t.packets_out + t.packets_in > 0)
+            .map(|(r, t)| RangeRecord {
+                prefix: r.prefix.to_string(),
+                datacenters: r.datacenters.iter().copied().collect(),
+                purposes: r.purposes.iter().copied().collect(),
+                packets_out: t.packets_out,
+                bytes_out: t.bytes_out,
+                packets_in: t.packets_in,
+                bytes_in: t.bytes_in,
+            })
+            .collect()
+    }
+
+    /// The readable summary: a table of ranges and the totals.
+    pub fn table(&self, disallowed: &[FlowRecord]) -> String {
+        let mut out = String::new();
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(vec![
+            "CAS range",
+            "Data centers",
+            "Purposes",
+            "Pkts out",
+            "Bytes out",
+            "Pkts in",
+            "Bytes in",
+        ]);
+        for r in &self.ranges {
+            t.add_row(vec![
+                Cell::new(&r.prefix),
+                Cell::new(join(&r.datacenters)),
+                Cell::new(join(&r.purposes)),
+                num(r.packets_out),
+                num(r.bytes_out),
+                num(r.packets_in),
+                num(r.bytes_in),
+            ]);
+        }
+        if self.ranges.is_empty() {
+            out.push_str("No traffic to or from CAS ranges.\n");
+        } else {
+            out.push_str(&format!("{t}\n"));
+        }
+        if !disallowed.is_empty() {
+            let mut d = Table::new();
+            d.load_preset(UTF8_FULL_CONDENSED);
+            d.set_header(vec![
+                "Disallowed flow",
+                "Service port",
+                "Opened by",
+                "Range",
+                "Pkts out/in",
+            ]);
+            let mut seen = BTreeSet::new();
+            for f in disallowed {
+                let local = match f.local_port {
+                    Some(p) => format!("{} {}:{p}", f.proto, f.local_addr),
+                    None => format!("{} {}", f.proto, f.local_addr),
+                };
+                let remote = match f.remote_port {
+                    Some(p) => format!("{}:{p}", f.remote_addr),
+                    None => f.remote_addr.to_string(),
+                };
+                let flow = format!("{local} -> {remote}");
+                if !seen.insert(flow.clone()) {
+                    continue;
+                }
+                d.add_row(vec![
+                    Cell::new(flow),
+                    Cell::new(f.service_port.map(|p| p.to_string()).unwrap_or("-".into())),
+                    Cell::new(f.initiator),
+                    Cell::new(format!(
+                        "{} [{}]",
+                        f.prefix,
+                        tag_text(&f.datacenters, &f.purposes)
+                    )),
+                    Cell::new(format!("{}/{}", f.packets_out, f.packets_in)),
+                ]);
+            }
+            out.push_str(&format!("{d}\n"));
+        }
+        out.push_str(&format!(
+            "{} flows, {} disallowed; {} packets seen, {} to/from CAS; events lost {}, malformed {}, flows evicted {}\n",
+            self.flows, self.disallowed, self.packets, self.matched, self.events_lost, self.malformed, self.flows_evicted
+        ));
+        out
+    }
+}
+
+fn join<T: ToString>(v: &[T]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn num(n: u64) -> Cell {
+    Cell::new(n).set_alignment(CellAlignment::Right)
+}
+
+/// Where records go.
+pub struct Output {
+    json: Option<Box<dyn Write + Send>>,
+    human: bool,
+    disallowed: Vec<FlowRecord>,
+}
+
+impl Output {
+    /// `json`: the JSON-lines sink, if any; `human`: print readable lines and
+    /// the summary table on standard output.
+    pub fn new(json: Option<Box<dyn Write + Send>>, human: bool) -> Self {
+        Output {
+            json,
+            human,
+            disallowed: Vec::new(),
+        }
+    }
+
+    /// Writes one flow record (and, for flagged flows, a readable line).
+    pub fn flow(&mut self, rec: &FlowRecord) -> io::Result<()> {
+        if let Some(w) = self.json.as_mut() {
+            serde_json::to_writer(&mut *w, rec)?;
+            w.write_all(b"\n")?;
+            w.flush()?;
+        }
+        if rec.verdict == "disallowed-port" {
+            if self.human && rec.reason == Reason::Flagged {
+                let mut so = io::stdout().lock();
+                writeln!(so, "{}", rec.line())?;
+                so.flush()?;
+            }
+            if self.disallowed.len() < 1000 {
+                self.disallowed.push(rec.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the summary record and table.
+    pub fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        if let Some(w) = self.json.as_mut() {
+            serde_json::to_writer(&mut *w, s)?;
+            w.write_all(b"\n")?;
+            w.flush()?;
+        }
+        if self.human {
+            let mut so = io::stdout().lock();
+            write!(so, "\n{}", s.table(&self.disallowed))?;
+            so.flush()?;
+        }
+        Ok(())
+    }
+}

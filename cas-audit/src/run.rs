@@ -1,0 +1,301 @@
+//! `cas-audit run`: attach, report flows live, summarise at exit.
+
+use std::{
+    collections::HashMap,
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use cas_audit_common::{FlowEvent, FlowStats};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    addrset::{AddressSet, DataCenter, Range},
+    datapath::{Datapath, IngressMode},
+    error::{preflight, Error},
+    flow::Flow,
+    ports::AllowedPorts,
+    report::{monotonic_ns, rfc3339, Clock, FlowRecord, Output, Reason, Summary},
+    tracker::Tracker,
+};
+use cas_audit_common::{sizes, Counter};
+
+/// Where JSON lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonTarget {
+    /// Standard output (`--json -`).
+    Stdout,
+    /// A file, created or truncated.
+    File(PathBuf),
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Interfaces to attach to.
+    pub ifaces: Vec<String>,
+    /// Allowed service ports.
+    pub ports: AllowedPorts,
+    /// Restrict the set to these data centers (empty: all).
+    pub datacenters: Vec<DataCenter>,
+    /// JSON-lines output.
+    pub json: Option<JsonTarget>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Ingress hook choice.
+    pub ingress: IngressMode,
+    /// How often the flow table is read.
+    pub poll_interval: Duration,
+    /// Idle time after which a flow is reported as expired.
+    pub idle_timeout: Duration,
+    /// Kernel flow-table size.
+    pub max_flows: u32,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            ifaces: Vec::new(),
+            ports: AllowedPorts::default(),
+            datacenters: Vec::new(),
+            json: None,
+            duration: None,
+            ingress: IngressMode::Auto,
+            poll_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_flows: sizes::MAX_FLOWS,
+        }
+    }
+}
+
+/// Time an ended TCP flow waits for its last ACK before it is reported.
+const LINGER: Duration = Duration::from_secs(2);
+
+struct Session {
+    dp: Datapath,
+    ranges: Vec<Range>,
+    ifnames: HashMap<u32, String>,
+    ports: AllowedPorts,
+    clock: Clock,
+    tracker: Tracker,
+    out: Output,
+}
+
+impl Session {
+    fn write(&mut self, flow: &Flow, reason: Reason) -> Result<(), Error> {
+        let range = self.ranges.get(flow.stats.range_id as usize);
+        let iface = self
+            .ifnames
+            .get(&flow.key.ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("if{}", flow.key.ifindex));
+        let rec = FlowRecord::new(flow, range, &iface, &self.clock, reason);
+        self.out
+            .flow(&rec)
+            .map_err(Error::io("writing a flow record"))
+    }
+
+    fn on_event(&mut self, ev: &FlowEvent) -> Result<(), Error> {
+        let stats = self.dp.flow(&ev.key).unwrap_or(FlowStats {
+            first_seen_ns: ev.ts_ns,
+            last_seen_ns: ev.ts_ns,
+            range_id: ev.range_id,
+            initiator: ev.initiator,
+            first_dir: ev.dir,
+            flagged: 1,
+            ..FlowStats::default()
+        });
+        let flow = Flow::new(ev.key, stats, &self.ports);
+        if self.tracker.flag(&flow) {
+            self.write(&flow, Reason::Flagged)?;
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<(), Error> {
+        let snapshot = self.dp.flows()?;
+        let due = self.tracker.poll(snapshot, monotonic_ns(), &self.ports);
+        let mut done = Vec::new();
+        for (flow, reason) in &due {
+            self.write(flow, *reason)?;
+            if matches!(reason, Reason::Ended | Reason::Expired) {
+                done.push(flow.key);
+            }
+        }
+        self.dp.remove_flows(&done)?;
+        Ok(())
+    }
+
+    fn drain_events(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), Error> {
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<FlowEvent>() {
+                log::warn!("short event ({} bytes) ignored", item.len());
+                continue;
+            }
+            // SAFETY: the kernel writes whole FlowEvents; read unaligned.
+            let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            drop(item);
+            self.on_event(&ev)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, set_name: &str, ifaces: &[String]) -> Result<Summary, Error> {
+        let snapshot = self.dp.flows()?;
+        for (flow, reason) in self.tracker.finish_all(snapshot, &self.ports) {
+            self.write(&flow, reason)?;
+        }
+        let c = self.dp.counters()?;
+        let totals = self.dp.range_totals(self.ranges.len())?;
+        let created = c.get(Counter::FlowsCreated);
+        let s = Summary {
+            kind: "summary",
+            ts: rfc3339(time::OffsetDateTime::now_utc()),
+            ranges: Summary::ranges_with_traffic(&self.ranges, &totals),
+            flows: self.tracker.reported,
+            disallowed: self.tracker.disallowed,
+            events_lost: c.get(Counter::EventsLost),
+            malformed: c.get(Counter::Malformed),
+            flows_evicted: created.saturating_sub(self.tracker.reported),
+            flow_insert_failed: c.get(Counter::FlowInsertFailed),
+            packets: c.get(Counter::Packets),
+            matched: c.get(Counter::Matched),
+            not_ip: c.get(Counter::NotIp),
+            fragments: c.get(Counter::Fragments),
+            ext_header_limit: c.get(Counter::ExtHeaderLimit),
+            set: set_name.to_string(),
+            interfaces: ifaces.to_vec(),
+            allowed_ports: self.ports.iter().collect(),
+        };
+        self.out
+            .summary(&s)
+            .map_err(Error::io("writing the summary"))?;
+        Ok(s)
+    }
+}
+
+/// Runs the audit until SIGINT, SIGTERM or the end of `duration`; returns the summary.
+pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
+    if cfg.ifaces.is_empty() {
+        return Err(Error::Usage("at least one --iface is needed".into()));
+    }
+    let mut ifnames = HashMap::new();
+    for i in &cfg.ifaces {
+        ifnames.insert(crate::datapath::ifindex(i)?, i.clone());
+    }
+    preflight()?;
+
+    let mut set = AddressSet::builtin();
+    if !cfg.datacenters.is_empty() {
+        set.retain_datacenters(&cfg.datacenters);
+    }
+    let ranges = set.ranges();
+
+    let json: Option<Box<dyn Write + Send>> = match &cfg.json {
+        None => None,
+        Some(JsonTarget::Stdout) => Some(Box::new(std::io::stdout())),
+        Some(JsonTarget::File(p)) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(Error::io(format!("creating {}", p.display())))?,
+        ))),
+    };
+    let human = cfg.json != Some(JsonTarget::Stdout);
+    if human && !std::io::stdout().is_terminal() {
+        log::debug!("standard output is not a terminal; printing plain lines");
+    }
+
+    let mut dp = Datapath::load(&ranges, &cfg.ports, cfg.max_flows)?;
+    let logger = dp.take_logger();
+    // SAFETY (both registrations): the ring buffers own their map fds, which
+    // stay open and unchanged for as long as the AsyncFd owns them.
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(dp.take_events()?, Interest::READABLE) }
+            .map_err(|e| Error::io("polling the event ring")(e.into()))?;
+    let mut logger = match logger {
+        Some(l) => Some(
+            unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }
+                .map_err(|e| Error::io("polling the kernel log")(e.into()))?,
+        ),
+        None => None,
+    };
+    for iface in &cfg.ifaces {
+        let a = dp.attach(iface, cfg.ingress)?;
+        log::info!(
+            "attached to {} (ifindex {}): egress {}, ingress {}",
+            a.iface,
+            a.ifindex,
+            if a.tcx { "tcx" } else { "tc clsact" },
+            a.ingress
+        );
+    }
+    let v6 = ranges.iter().filter(|r| r.prefix.addr().is_ipv6()).count();
+    log::info!(
+        "auditing {} CAS ranges ({} IPv4, {} IPv6) of set {} on {}; allowed ports {}",
+        ranges.len(),
+        ranges.len() - v6,
+        v6,
+        set.name,
+        cfg.ifaces.join(", "),
+        cfg.ports
+    );
+
+    let mut s = Session {
+        dp,
+        ranges,
+        ifnames,
+        ports: cfg.ports.clone(),
+        clock: Clock::new(),
+        tracker: Tracker::new(cfg.idle_timeout.as_nanos() as u64, LINGER.as_nanos() as u64),
+        out: Output::new(json, human),
+    };
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
+    let deadline = async {
+        match cfg.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(cfg.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
+            _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
+            _ = &mut deadline => { log::info!("duration reached: stopping"); break; }
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(Error::io("waiting for events"))?;
+                s.drain_events(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+            guard = async {
+                match logger.as_mut() {
+                    Some(l) => l.readable_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut guard = guard.map_err(Error::io("reading the kernel log"))?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            _ = tick.tick() => s.poll()?,
+        }
+    }
+
+    // Detach first so the final figures are exact, then drain and report.
+    s.dp.detach_all();
+    s.drain_events(ring.get_mut())?;
+    if let Some(l) = logger.as_mut() {
+        l.get_mut().flush();
+    }
+    s.poll()?;
+    let summary = s.finish(&set.name, &cfg.ifaces)?;
+    Ok(summary)
+}

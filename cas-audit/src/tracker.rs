@@ -1,0 +1,194 @@
+//! Decides when each flow is reported: when first flagged, when it ends or
+//! expires, and at exit. Pure logic over snapshots of the kernel table.
+
+use std::collections::HashSet;
+
+use cas_audit_common::{FlowKey, FlowStats};
+
+use crate::{
+    flow::{Ending, Flow, Verdict},
+    ports::AllowedPorts,
+    report::Reason,
+};
+
+/// Reporting state across polls of the flow table.
+#[derive(Debug)]
+pub struct Tracker {
+    flagged: HashSet<FlowKey>,
+    idle_ns: u64,
+    linger_ns: u64,
+    /// Flows reported for good (ended, expired, exit).
+    pub reported: u64,
+    /// Of those, disallowed ones.
+    pub disallowed: u64,
+}
+
+impl Tracker {
+    /// A flow is expired after `idle_ns` without packets; an ended TCP flow
+    /// is reported once `linger_ns` passed after its last packet (so the
+    /// final ACK lands in the same record).
+    pub fn new(idle_ns: u64, linger_ns: u64) -> Self {
+        Tracker {
+            flagged: HashSet::new(),
+            idle_ns,
+            linger_ns,
+            reported: 0,
+            disallowed: 0,
+        }
+    }
+
+    /// Marks a flow flagged; true when it was not flagged before.
+    pub fn flag(&mut self, flow: &Flow) -> bool {
+        flow.verdict == Verdict::DisallowedPort && self.flagged.insert(flow.key)
+    }
+
+    fn finish(&mut self, flow: &Flow) {
+        self.flagged.remove(&flow.key);
+        self.reported += 1;
+        if flow.verdict == Verdict::DisallowedPort {
+            self.disallowed += 1;
+        }
+    }
+
+    /// Looks at a snapshot taken at `now_ns` and returns the records due, in
+    /// order. Flows returned with [`Reason::Ended`] or [`Reason::Expired`]
+    /// must be removed from the kernel table by the caller.
+    pub fn poll(
+        &mut self,
+        snapshot: Vec<(FlowKey, FlowStats)>,
+        now_ns: u64,
+        ports: &AllowedPorts,
+    ) -> Vec<(Flow, Reason)> {
+        let mut out = Vec::new();
+        for (k, s) in snapshot {
+            let flow = Flow::new(k, s, ports);
+            if self.flag(&flow) {
+                out.push((flow.clone(), Reason::Flagged));
+            }
+            let idle = now_ns.saturating_sub(s.last_seen_ns);
+            let reason = if flow.ending() != Ending::Open && idle >= self.linger_ns {
+                Some(Reason::Ended)
+            } else if idle >= self.idle_ns {
+                Some(Reason::Expired)
+            } else {
+                None
+            };
+            if let Some(r) = reason {
+                self.finish(&flow);
+                out.push((flow, r));
+            }
+        }
+        out
+    }
+
+    /// Reports every flow still in the table (at exit), flagging first any
+    /// disallowed flow not reported as flagged yet.
+    pub fn finish_all(
+        &mut self,
+        snapshot: Vec<(FlowKey, FlowStats)>,
+        ports: &AllowedPorts,
+    ) -> Vec<(Flow, Reason)> {
+        let mut out = Vec::new();
+        for (k, s) in snapshot {
+            let flow = Flow::new(k, s, ports);
+            if self.flag(&flow) {
+                out.push((flow.clone(), Reason::Flagged));
+            }
+            self.finish(&flow);
+            out.push((flow, Reason::Exit));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cas_audit_common::{family, initiator, proto, tcp_flags};
+
+    use super::*;
+
+    fn key(p: u8, remote_port: u16) -> FlowKey {
+        FlowKey {
+            local_addr: [198, 51, 100, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_addr: [13, 64, 196, 27, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ifindex: 3,
+            local_port: 40000,
+            remote_port,
+            proto: p,
+            family: family::V4,
+            _pad: [0; 2],
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn flags_once_ends_after_linger_and_expires_when_idle() {
+        let ports = AllowedPorts::default();
+        let mut t = Tracker::new(60 * S, 2 * S);
+        let udp = (
+            key(proto::UDP, 8443),
+            FlowStats {
+                last_seen_ns: 10 * S,
+                packets_out: 5,
+                ..Default::default()
+            },
+        );
+        let closed = FlowStats {
+            last_seen_ns: 10 * S,
+            initiator: initiator::LOCAL,
+            tcp_flags_out: tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN,
+            tcp_flags_in: tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN,
+            ..Default::default()
+        };
+        let tcp = (key(proto::TCP, 443), closed);
+
+        let r = t.poll(vec![udp, tcp], 11 * S, &ports);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].1, Reason::Flagged);
+        assert_eq!(r[0].0.key.remote_port, 8443);
+
+        // Linger passed: the closed TCP flow ends; the UDP flow is not re-flagged.
+        let r = t.poll(vec![udp, tcp], 12 * S, &ports);
+        assert_eq!(
+            r.iter()
+                .map(|(f, r)| (f.key.remote_port, *r))
+                .collect::<Vec<_>>(),
+            vec![(443, Reason::Ended)]
+        );
+
+        // Idle timeout: the UDP flow expires.
+        let r = t.poll(vec![udp], 70 * S, &ports);
+        assert_eq!(
+            r.iter()
+                .map(|(f, r)| (f.key.remote_port, *r))
+                .collect::<Vec<_>>(),
+            vec![(8443, Reason::Expired)]
+        );
+        assert_eq!((t.reported, t.disallowed), (2, 1));
+    }
+
+    #[test]
+    fn exit_reports_everything_and_flags_late_ones() {
+        let ports = AllowedPorts::default();
+        let mut t = Tracker::new(60 * S, 2 * S);
+        let s = FlowStats {
+            last_seen_ns: S,
+            ..Default::default()
+        };
+        let r = t.finish_all(
+            vec![(key(proto::UDP, 9999), s), (key(proto::TCP, 443), s)],
+            &ports,
+        );
+        let got: Vec<_> = r.iter().map(|(f, r)| (f.key.remote_port, *r)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (9999, Reason::Flagged),
+                (9999, Reason::Exit),
+                (443, Reason::Exit)
+            ]
+        );
+        assert_eq!((t.reported, t.disallowed), (2, 1));
+    }
+}

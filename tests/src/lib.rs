@@ -1,0 +1,544 @@
+//! Network-namespace test bed for cas-audit.
+//!
+//! [`Topology::new`] builds three network namespaces joined by veth pairs:
+//!
+//! ```text
+//!  {tag}-lan                {tag}-gw                        {tag}-cloud
+//!  lan0 ──────────────── inside        uplink ──────────────── edge
+//!  198.51.100.2/24       198.51.100.1  203.0.113.1/24          203.0.113.2/24
+//!  2001:db8:1::2/64      2001:db8:1::1 2001:db8:2::1/64        2001:db8:2::2/64
+//!                                                              lo: simulated CAS
+//!                                                                  endpoints
+//! ```
+//!
+//! The gateway forwards IPv4 and IPv6; the cloud namespace answers for the
+//! addresses given to [`Topology::new`] on its loopback device. Both ends of
+//! every veth pair are created directly inside the namespaces, so nothing is
+//! ever added to the root namespace, and dropping the [`Topology`] deletes the
+//! namespaces (and with them the veths).
+//!
+//! The [`traffic`] module has bounded UDP/TCP helpers that run inside a
+//! namespace.
+
+#![warn(missing_docs)]
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+
+use anyhow::{bail, Context, Result};
+
+pub mod traffic;
+
+/// Prefix of every namespace name this crate creates ("casa" + pid + "n" + counter).
+pub const NS_PREFIX: &str = "casa";
+
+/// Directory where `ip netns` keeps the bind mounts of named namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+// Fixed, locally administered MAC addresses. Each topology lives in its own
+// namespaces, so parallel topologies never share an L2 segment.
+const MAC_LAN0: &str = "02:ca:5a:00:00:01";
+const MAC_INSIDE: &str = "02:ca:5a:00:00:02";
+const MAC_UPLINK: &str = "02:ca:5a:00:00:03";
+const MAC_EDGE: &str = "02:ca:5a:00:00:04";
+
+/// Three network namespaces (lan, gw, cloud) wired together with veth pairs.
+///
+/// Dropping it deletes the namespaces.
+#[derive(Debug)]
+pub struct Topology {
+    tag: String,
+    lan: String,
+    gw: String,
+    cloud: String,
+    /// Namespaces actually created so far (deleted on drop, newest first).
+    created: Vec<String>,
+}
+
+impl Topology {
+    /// Name of the gateway's veth towards the cloud namespace.
+    pub const GW_UPLINK: &'static str = "uplink";
+    /// Name of the gateway's veth towards the lan namespace.
+    pub const GW_INSIDE: &'static str = "inside";
+    /// Name of the lan namespace's veth.
+    pub const LAN_IF: &'static str = "lan0";
+    /// Name of the cloud namespace's veth.
+    pub const CLOUD_IF: &'static str = "edge";
+
+    /// IPv4 address of the lan host (`lan0`).
+    pub const LAN_ADDR4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2));
+    /// IPv6 address of the lan host (`lan0`).
+    pub const LAN_ADDR6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2));
+    /// IPv4 address of the gateway's `inside` veth (the lan's default router).
+    pub const GW_INSIDE_ADDR4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+    /// IPv6 address of the gateway's `inside` veth (the lan's default router).
+    pub const GW_INSIDE_ADDR6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1));
+    /// IPv4 address of the gateway's `uplink` veth.
+    pub const GW_UPLINK_ADDR4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+    /// IPv6 address of the gateway's `uplink` veth.
+    pub const GW_UPLINK_ADDR6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1));
+    /// IPv4 address of the cloud namespace's `edge` veth (the gateway's default router).
+    pub const CLOUD_ADDR4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2));
+    /// IPv6 address of the cloud namespace's `edge` veth (the gateway's default router).
+    pub const CLOUD_ADDR6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2));
+
+    /// The lan's IPv4 network.
+    pub const LAN_NET4: &'static str = "198.51.100.0/24";
+    /// The lan's IPv6 network.
+    pub const LAN_NET6: &'static str = "2001:db8:1::/64";
+    /// The gw–cloud IPv4 network.
+    pub const UPLINK_NET4: &'static str = "203.0.113.0/24";
+    /// The gw–cloud IPv6 network.
+    pub const UPLINK_NET6: &'static str = "2001:db8:2::/64";
+
+    /// Creates three namespaces `{tag}-lan`, `{tag}-gw` and `{tag}-cloud`,
+    /// where `tag` is `"casa{pid}n{counter}"` (unique per process and call).
+    ///
+    /// * lan: veth `lan0` 198.51.100.2/24, 2001:db8:1::2/64, default routes
+    ///   via the gw (198.51.100.1, 2001:db8:1::1).
+    /// * gw: veth `inside` 198.51.100.1/24, 2001:db8:1::1/64; veth `uplink`
+    ///   203.0.113.1/24, 2001:db8:2::1/64; IPv4 and IPv6 forwarding on;
+    ///   default routes via the cloud (203.0.113.2, 2001:db8:2::2).
+    /// * cloud: veth `edge` 203.0.113.2/24, 2001:db8:2::2/64; routes back to
+    ///   198.51.100.0/24 and 2001:db8:1::/64 via the gw; every address of
+    ///   `cloud_addrs` on `lo` (as /32 or /128): the simulated CAS endpoints.
+    ///
+    /// All links and every loopback are up, IPv6 DAD is off (so addresses are
+    /// usable at once), `rp_filter` is 0, `tcp_tw_reuse` is 1, and the
+    /// neighbours on each veth are permanent entries (no ARP/ND delay or
+    /// drops on the first packets of a burst).
+    ///
+    /// On error everything created so far is removed again.
+    pub fn new(cloud_addrs: &[IpAddr]) -> Result<Topology> {
+        let tag = format!(
+            "{NS_PREFIX}{}n{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut topo = Topology {
+            lan: format!("{tag}-lan"),
+            gw: format!("{tag}-gw"),
+            cloud: format!("{tag}-cloud"),
+            tag,
+            created: Vec::new(),
+        };
+        topo.build(cloud_addrs)
+            .with_context(|| format!("building test topology {}", topo.tag))?;
+        Ok(topo)
+    }
+
+    fn build(&mut self, cloud_addrs: &[IpAddr]) -> Result<()> {
+        let (lan, gw, cloud) = (self.lan.clone(), self.gw.clone(), self.cloud.clone());
+        for ns in [&lan, &gw, &cloud] {
+            ip(["netns", "add", ns])?;
+            self.created.push(ns.clone());
+            ip(["-n", ns, "link", "set", "lo", "up"])?;
+            // Set before the veths exist so that they inherit `default`.
+            for (key, value) in [
+                ("net.ipv6.conf.all.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_dad", "0"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+                ("net.ipv4.tcp_tw_reuse", "1"),
+            ] {
+                sysctl(ns, key, value)?;
+            }
+        }
+        sysctl(&gw, "net.ipv4.ip_forward", "1")?;
+        sysctl(&gw, "net.ipv6.conf.all.forwarding", "1")?;
+
+        // Both ends are created inside namespaces: `-n` puts the first end
+        // there and `netns` the peer; nothing touches the root namespace.
+        let (lan_if, inside, uplink, edge) = (
+            Self::LAN_IF,
+            Self::GW_INSIDE,
+            Self::GW_UPLINK,
+            Self::CLOUD_IF,
+        );
+        ip([
+            "-n", &lan, "link", "add", lan_if, "address", MAC_LAN0, "type", "veth", "peer", "name",
+            inside, "address", MAC_INSIDE, "netns", &gw,
+        ])?;
+        ip([
+            "-n", &gw, "link", "add", uplink, "address", MAC_UPLINK, "type", "veth", "peer",
+            "name", edge, "address", MAC_EDGE, "netns", &cloud,
+        ])?;
+
+        let addrs: [(&str, &str, IpAddr, u8); 8] = [
+            (&lan, lan_if, Self::LAN_ADDR4, 24),
+            (&lan, lan_if, Self::LAN_ADDR6, 64),
+            (&gw, inside, Self::GW_INSIDE_ADDR4, 24),
+            (&gw, inside, Self::GW_INSIDE_ADDR6, 64),
+            (&gw, uplink, Self::GW_UPLINK_ADDR4, 24),
+            (&gw, uplink, Self::GW_UPLINK_ADDR6, 64),
+            (&cloud, edge, Self::CLOUD_ADDR4, 24),
+            (&cloud, edge, Self::CLOUD_ADDR6, 64),
+        ];
+        for (ns, dev, addr, len) in addrs {
+            add_addr(ns, dev, addr, len)?;
+        }
+        for addr in cloud_addrs {
+            let len = if addr.is_ipv4() { 32 } else { 128 };
+            add_addr(&cloud, "lo", *addr, len)?;
+        }
+        for (ns, dev) in [(&lan, lan_if), (&gw, inside), (&gw, uplink), (&cloud, edge)] {
+            ip(["-n", ns, "link", "set", dev, "up"])?;
+        }
+
+        let neighbours: [(&str, &str, IpAddr, &str); 8] = [
+            (&lan, lan_if, Self::GW_INSIDE_ADDR4, MAC_INSIDE),
+            (&lan, lan_if, Self::GW_INSIDE_ADDR6, MAC_INSIDE),
+            (&gw, inside, Self::LAN_ADDR4, MAC_LAN0),
+            (&gw, inside, Self::LAN_ADDR6, MAC_LAN0),
+            (&gw, uplink, Self::CLOUD_ADDR4, MAC_EDGE),
+            (&gw, uplink, Self::CLOUD_ADDR6, MAC_EDGE),
+            (&cloud, edge, Self::GW_UPLINK_ADDR4, MAC_UPLINK),
+            (&cloud, edge, Self::GW_UPLINK_ADDR6, MAC_UPLINK),
+        ];
+        for (ns, dev, addr, mac) in neighbours {
+            let addr = addr.to_string();
+            ip([
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                &addr,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])?;
+        }
+
+        let routes: [(&str, &str, &str, IpAddr); 6] = [
+            (&lan, "-4", "default", Self::GW_INSIDE_ADDR4),
+            (&lan, "-6", "default", Self::GW_INSIDE_ADDR6),
+            (&gw, "-4", "default", Self::CLOUD_ADDR4),
+            (&gw, "-6", "default", Self::CLOUD_ADDR6),
+            (&cloud, "-4", Self::LAN_NET4, Self::GW_UPLINK_ADDR4),
+            (&cloud, "-6", Self::LAN_NET6, Self::GW_UPLINK_ADDR6),
+        ];
+        for (ns, family, dst, via) in routes {
+            let via = via.to_string();
+            ip(["-n", ns, family, "route", "add", dst, "via", &via])?;
+        }
+        Ok(())
+    }
+
+    /// The unique tag shared by the three namespace names (`casa{pid}n{counter}`).
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Name of the lan namespace (`{tag}-lan`).
+    pub fn lan(&self) -> &str {
+        &self.lan
+    }
+
+    /// Name of the gateway namespace (`{tag}-gw`), where cas-audit attaches.
+    pub fn gw(&self) -> &str {
+        &self.gw
+    }
+
+    /// Name of the cloud namespace (`{tag}-cloud`).
+    pub fn cloud(&self) -> &str {
+        &self.cloud
+    }
+
+    /// The three namespace names: lan, gw, cloud.
+    pub fn namespaces(&self) -> [&str; 3] {
+        [&self.lan, &self.gw, &self.cloud]
+    }
+
+    /// Runs `f` on a fresh thread that has entered network namespace `ns`
+    /// and returns its result. Sockets made inside belong to that namespace
+    /// (and stay there when moved to another thread).
+    ///
+    /// Panics (on the calling thread) if the namespace cannot be entered or
+    /// if `f` panics.
+    pub fn in_ns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        in_netns(ns, f)
+    }
+
+    /// Like [`Topology::in_ns`], but failing to enter the namespace is an
+    /// error rather than a panic.
+    pub fn try_in_ns<T: Send + 'static>(
+        &self,
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        try_in_netns(ns, f)
+    }
+
+    /// Like [`Topology::in_ns`] but does not wait: returns the thread's handle.
+    pub fn spawn_in_ns<T: Send + 'static>(
+        &self,
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        spawn_in_netns(ns, f)
+    }
+
+    /// A [`Command`] for `ip netns exec NS prog`; add arguments with `.arg(..)`.
+    pub fn command(&self, ns: &str, prog: &str) -> Command {
+        netns_command(ns, prog)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in self.created.iter().rev() {
+            match Command::new("ip")
+                .args(["netns", "del", ns])
+                .stdin(Stdio::null())
+                .output()
+            {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => eprintln!(
+                    "cas-audit-tests: `ip netns del {ns}` failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                Err(e) => eprintln!("cas-audit-tests: cannot run `ip netns del {ns}`: {e}"),
+            }
+        }
+    }
+}
+
+/// Runs `f` on a fresh thread that has entered network namespace `ns`
+/// (`/run/netns/{ns}`, `setns(CLONE_NEWNET)`) and returns its result.
+///
+/// Panics if the namespace cannot be entered or if `f` panics.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    match spawn_in_netns(ns, f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Like [`in_netns`], but failing to enter the namespace is an error rather
+/// than a panic (a panic of `f` itself is still propagated).
+pub fn try_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let name = ns.to_owned();
+    let handle = std::thread::Builder::new()
+        .name(format!("netns:{ns}"))
+        .spawn(move || -> Result<T> {
+            enter_netns(&name)?;
+            Ok(f())
+        })
+        .context("spawning a thread")?;
+    match handle.join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Spawns a thread that enters network namespace `ns` and then runs `f`.
+///
+/// The thread panics if the namespace cannot be entered.
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    let ns = ns.to_owned();
+    std::thread::Builder::new()
+        .name(format!("netns:{ns}"))
+        .spawn(move || {
+            if let Err(e) = enter_netns(&ns) {
+                panic!("cannot enter network namespace {ns:?}: {e:#}");
+            }
+            f()
+        })
+        .expect("spawning a thread")
+}
+
+/// Moves the *calling thread* into network namespace `ns` for good.
+///
+/// Only call this on a thread you own (see [`spawn_in_netns`]).
+pub fn enter_netns(ns: &str) -> Result<()> {
+    let path = format!("{NETNS_DIR}/{ns}");
+    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: plain syscall on a valid, open file descriptor.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context(format!("setns({path})"));
+    }
+    Ok(())
+}
+
+/// A [`Command`] for `ip netns exec NS prog`.
+pub fn netns_command(ns: &str, prog: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, prog]);
+    cmd
+}
+
+/// Whether the process runs with effective uid 0 (needed for namespaces).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// For privileged tests: returns `true` when running as root; otherwise
+/// prints a clear "skipped" message naming `test` and returns `false`.
+///
+/// ```no_run
+/// if !cas_audit_tests::require_root("my_test") {
+///     return;
+/// }
+/// ```
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    eprintln!("SKIPPED {test}: needs root to create network namespaces (euid is {euid})");
+    false
+}
+
+/// Names of the network namespaces known to `ip netns`.
+pub fn list_netns() -> Result<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running `ip netns list`")?;
+    if !out.status.success() {
+        bail!(
+            "`ip netns list` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The pid encoded in a namespace name made by this crate
+/// (`casa{pid}n{counter}-...`), if it is one.
+pub fn creator_pid(ns: &str) -> Option<u32> {
+    let rest = ns.strip_prefix(NS_PREFIX)?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+    if digits == 0 || !rest[digits..].starts_with('n') {
+        return None;
+    }
+    rest[..digits].parse().ok()
+}
+
+/// Removes namespaces left over by earlier crashed runs: those whose name
+/// starts with `casa` and whose creating pid (encoded in the name) no
+/// longer exists. Errors are logged to stderr and otherwise ignored.
+pub fn cleanup_stale() {
+    let names = match list_netns() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("cas-audit-tests: cleanup_stale: {e:#}");
+            return;
+        }
+    };
+    for ns in names {
+        let Some(pid) = creator_pid(&ns) else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        eprintln!("cas-audit-tests: removing stale namespace {ns} (pid {pid} is gone)");
+        if let Err(e) = ip(["netns", "del", &ns]) {
+            eprintln!("cas-audit-tests: cleanup_stale: {e:#}");
+        }
+    }
+}
+
+/// Runs `ip ARGS`, failing with its stderr if it does not succeed.
+fn ip<I, S>(args: I) -> Result<()>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<S> = args.into_iter().collect();
+    let shown = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("ip")
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running `ip {shown}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`ip {shown}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `ip netns exec NS sysctl -qw KEY=VALUE` (sysctls under net. are per namespace).
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
+    let out = netns_command(ns, "sysctl")
+        .args(["-q", "-w", &format!("{key}={value}")])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running sysctl in {ns}"))?;
+    if !out.status.success() {
+        bail!(
+            "`sysctl -w {key}={value}` in {ns} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn add_addr(ns: &str, dev: &str, addr: IpAddr, len: u8) -> Result<()> {
+    let cidr = format!("{addr}/{len}");
+    if addr.is_ipv6() {
+        ip(["-n", ns, "addr", "add", &cidr, "dev", dev, "nodad"])
+    } else {
+        ip(["-n", ns, "addr", "add", &cidr, "dev", dev])
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn creator_pid_parses_own_names() {
+        assert_eq!(creator_pid("casa1234n0-lan"), Some(1234));
+        assert_eq!(creator_pid("casa7n12-cloud"), Some(7));
+        assert_eq!(creator_pid("casa-lan"), None);
+        assert_eq!(creator_pid("casan1-lan"), None);
+        assert_eq!(creator_pid("casa12x1-lan"), None);
+        assert_eq!(creator_pid("other1n1-lan"), None);
+        assert_eq!(creator_pid("casa123"), None);
+    }
+
+    #[test]
+    fn interface_names_fit_ifnamsiz() {
+        for name in [
+            Topology::LAN_IF,
+            Topology::GW_INSIDE,
+            Topology::GW_UPLINK,
+            Topology::CLOUD_IF,
+        ] {
+            assert!(name.len() <= 15, "{name}");
+        }
+    }
+}
