@@ -2,7 +2,7 @@
 //! readable lines for flagged flows and the summary table.
 
 use std::{
-    collections::BTreeSet,
+    collections::HashMap,
     io::{self, Write},
     net::IpAddr,
 };
@@ -174,25 +174,33 @@ impl FlowRecord {
         }
     }
 
-    /// One readable line, as printed live for flagged flows.
-    pub fn line(&self) -> String {
+    /// `proto local -> remote`, identifying the flow in tables.
+    pub fn flow_id(&self) -> String {
         let ep = |a: &IpAddr, p: Option<u16>| match (a, p) {
             (IpAddr::V6(_), Some(p)) => format!("[{a}]:{p}"),
             (_, Some(p)) => format!("{a}:{p}"),
             (_, None) => a.to_string(),
         };
+        format!(
+            "{} {} -> {}",
+            self.proto,
+            ep(&self.local_addr, self.local_port),
+            ep(&self.remote_addr, self.remote_port)
+        )
+    }
+
+    /// One readable line, as printed live for flagged flows.
+    pub fn line(&self) -> String {
         let tags = tag_text(&self.datacenters, &self.purposes);
         let svc = self
             .service_port
             .map(|p| format!("service port {p}"))
             .unwrap_or_else(|| "no service port".into());
         format!(
-            "{ts} {verdict:<15} {proto:<4} {local} -> {remote}  {svc}, opened by {init}, {prefix} [{tags}] on {iface}",
+            "{ts} {verdict:<15} {flow}  {svc}, opened by {init}, {prefix} [{tags}] on {iface}",
             ts = &self.ts.get(11..19).unwrap_or(&self.ts),
             verdict = self.verdict.to_uppercase(),
-            proto = self.proto,
-            local = ep(&self.local_addr, self.local_port),
-            remote = ep(&self.remote_addr, self.remote_port),
+            flow = self.flow_id(),
             init = self.initiator,
             prefix = self.prefix,
             iface = self.iface,
@@ -330,20 +338,8 @@ impl Summary {
                 "Range",
                 "Pkts out/in",
             ]);
-            let mut seen = BTreeSet::new();
             for f in disallowed {
-                let local = match f.local_port {
-                    Some(p) => format!("{} {}:{p}", f.proto, f.local_addr),
-                    None => format!("{} {}", f.proto, f.local_addr),
-                };
-                let remote = match f.remote_port {
-                    Some(p) => format!("{}:{p}", f.remote_addr),
-                    None => f.remote_addr.to_string(),
-                };
-                let flow = format!("{local} -> {remote}");
-                if !seen.insert(flow.clone()) {
-                    continue;
-                }
+                let flow = f.flow_id();
                 d.add_row(vec![
                     Cell::new(flow),
                     Cell::new(f.service_port.map(|p| p.to_string()).unwrap_or("-".into())),
@@ -385,8 +381,13 @@ fn num(n: u64) -> Cell {
 pub struct Output {
     json: Option<Box<dyn Write + Send>>,
     human: bool,
+    /// Latest record of each disallowed flow, in the order they were flagged.
     disallowed: Vec<FlowRecord>,
+    disallowed_index: HashMap<String, usize>,
 }
+
+/// Most disallowed flows kept for the summary table (the JSON has them all).
+const MAX_TABLE_FLOWS: usize = 1000;
 
 impl Output {
     /// `json`: the JSON-lines sink, if any; `human`: print readable lines and
@@ -396,6 +397,7 @@ impl Output {
             json,
             human,
             disallowed: Vec::new(),
+            disallowed_index: HashMap::new(),
         }
     }
 
@@ -412,8 +414,14 @@ impl Output {
                 writeln!(so, "{}", rec.line())?;
                 so.flush()?;
             }
-            if self.disallowed.len() < 1000 {
-                self.disallowed.push(rec.clone());
+            let id = rec.flow_id();
+            match self.disallowed_index.get(&id) {
+                Some(&i) => self.disallowed[i] = rec.clone(),
+                None if self.disallowed.len() < MAX_TABLE_FLOWS => {
+                    self.disallowed_index.insert(id, self.disallowed.len());
+                    self.disallowed.push(rec.clone());
+                }
+                None => {}
             }
         }
         Ok(())

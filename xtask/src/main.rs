@@ -1,1 +1,214 @@
-fn main() {}
+//! `cargo xtask`: build, test, demo and lint cas-audit.
+//!
+//! - `cargo xtask [build]`: installs what is missing (nightly rust-src,
+//!   bpf-linker 0.10.2), builds the eBPF object with nightly and the agent
+//!   with stable: `target/release/cas-audit`, self-contained.
+//! - `cargo xtask test`: unit tests, BPF_PROG_TEST_RUN tests and namespace
+//!   tests with real traffic (needs root).
+//! - `cargo xtask demo`: a throwaway three-namespace topology with simulated
+//!   CAS endpoints, the agent on the gateway's uplink for about ten seconds
+//!   against scripted allowed and disallowed traffic.
+//! - `cargo xtask lint`: rustfmt, clippy for the agent and for the eBPF crate.
+//! - `cargo xtask run -- ARGS`: builds and runs the agent.
+
+mod demo;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+const BPF_LINKER_VERSION: &str = "0.10.2";
+const EBPF_TOOLCHAIN: &str = "nightly";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, test and demo cas-audit")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Task>,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain if missing and build target/release/cas-audit.
+    Build,
+    /// Run every test: unit, BPF_PROG_TEST_RUN and namespace tests (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the self-contained demo in throwaway network namespaces (needs root).
+    Demo {
+        /// How long the agent watches, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// rustfmt --check, clippy -D warnings for the agent and the eBPF crate.
+    Lint,
+    /// Build, then run the agent with ARGS.
+    Run {
+        /// Arguments for cas-audit.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Task::Build) {
+        Task::Build => {
+            ensure_toolchain()?;
+            let bin = build_agent(true)?;
+            println!("built {}", bin.display());
+            Ok(())
+        }
+        Task::Test { args } => test(&args),
+        Task::Demo { seconds } => {
+            ensure_toolchain()?;
+            let bin = build_agent(true)?;
+            demo::run(&bin, seconds)
+        }
+        Task::Lint => lint(),
+        Task::Run { args } => {
+            ensure_toolchain()?;
+            let bin = build_agent(true)?;
+            let status = Command::new(&bin).args(&args).status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace());
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let o = cmd.output().ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Installs the nightly rust-src component and bpf-linker when missing.
+fn ensure_toolchain() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+        "--installed",
+    ]))
+    .context(
+        "the nightly toolchain is needed for the eBPF build (rustup toolchain list shows none)",
+    )?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            EBPF_TOOLCHAIN,
+        ]))?;
+    }
+    let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if !linker.contains(BPF_LINKER_VERSION) {
+        run(cargo().args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// Builds the agent with its eBPF object; returns the binary's path.
+fn build_agent(release: bool) -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "-p", "cas-audit"])
+        .env("CAS_AUDIT_EBPF", "require");
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(target_dir().join(profile).join("cas-audit"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    if !cas_audit_tests::is_root() {
+        bail!("the datapath and namespace tests load BPF programs and create network namespaces: run `cargo xtask test` as root");
+    }
+    ensure_toolchain()?;
+    cas_audit_tests::cleanup_stale();
+    let bin = build_agent(false)?;
+    run(cargo()
+        .args(["test", "--workspace"])
+        .args(args)
+        .env("CAS_AUDIT_EBPF", "require")
+        .env("CAS_AUDIT_BIN", &bin))
+}
+
+fn lint() -> Result<()> {
+    ensure_toolchain()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .env("CAS_AUDIT_EBPF", "require"))?;
+    // The eBPF crate, for its own target.
+    run(Command::new("rustup")
+        .current_dir(workspace())
+        .args([
+            "run",
+            EBPF_TOOLCHAIN,
+            "cargo",
+            "clippy",
+            "-p",
+            "cas-audit-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env("CARGO_TARGET_DIR", target_dir().join("ebpf-lint")))
+}
