@@ -282,11 +282,9 @@ pub fn service_port(
     remote_port: u16,
     allowed: impl Fn(u16) -> bool,
 ) -> u16 {
-    if initiator_ == initiator::LOCAL {
-        remote_port
-    } else if initiator_ == initiator::REMOTE {
-        local_port
-    } else if !allowed(remote_port) && allowed(local_port) {
+    let local_serves = initiator_ == initiator::REMOTE
+        || (initiator_ == initiator::UNKNOWN && !allowed(remote_port) && allowed(local_port));
+    if local_serves {
         local_port
     } else {
         remote_port

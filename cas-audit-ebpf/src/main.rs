@@ -237,7 +237,7 @@ fn update_flow<P: Packet>(
     };
     st.flagged = flagged as u8;
 
-    if FLOWS.insert(key, &st, BPF_NOEXIST as u64).is_err() {
+    if FLOWS.insert(key, st, BPF_NOEXIST as u64).is_err() {
         // Another CPU created it first: add to theirs.
         match FLOWS.get_ptr_mut(key) {
             Some(existing) => unsafe {

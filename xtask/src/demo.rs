@@ -56,6 +56,9 @@ impl Drop for Agent {
     }
 }
 
+/// One scripted piece of traffic.
+type Step<'a> = Box<dyn Fn() -> Result<()> + 'a>;
+
 fn step(what: &str) {
     eprintln!("\x1b[1m==> {what}\x1b[0m");
 }
@@ -116,7 +119,7 @@ pub fn run(bin: &Path, seconds: u64) -> Result<()> {
     let sink = UdpSink::start(&topo, topo.cloud(), sa(APP_CONNECTOR, 8443))?;
     let pause = Duration::from_millis((seconds * 1000 / 10).clamp(200, 1000));
 
-    let script: Vec<(&str, Box<dyn Fn() -> Result<()>>)> = vec![
+    let script: Vec<(&str, Step)> = vec![
         (
             "LAN -> portal 52.183.75.62:443 (TCP, allowed)",
             Box::new(|| {

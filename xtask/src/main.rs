@@ -184,6 +184,8 @@ fn lint() -> Result<()> {
         .args([
             "clippy",
             "--workspace",
+            "--exclude",
+            "cas-audit-ebpf",
             "--all-targets",
             "--",
             "-D",
