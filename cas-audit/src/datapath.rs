@@ -189,8 +189,18 @@ impl Datapath {
         if object.is_empty() {
             return Err(DatapathError::NoObject);
         }
+        check_capacity(ranges)?;
+        // Size the range maps to the set (plus headroom for a reload) rather
+        // than to the compiled-in maximum: the per-CPU counters cost
+        // 32 bytes per range per CPU.
+        let v4 = ranges.iter().filter(|r| r.prefix.addr().is_ipv4()).count();
+        let v6 = ranges.len() - v4;
+        let room = |n: usize, max: u32| (n as u32).saturating_add(RANGE_HEADROOM).min(max);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::FLOWS, max_flows)
+            .map_max_entries(names::RANGES_V4, room(v4, sizes::MAX_RANGES_V4))
+            .map_max_entries(names::RANGES_V6, room(v6, sizes::MAX_RANGES_V6))
+            .map_max_entries(names::RANGE_STATS, room(ranges.len(), sizes::MAX_RANGES))
             .load(object)
             .map_err(|e| DatapathError::Load(format!("{e:#}")))?;
         let logger = match EbpfLogger::init(&mut ebpf) {
@@ -233,22 +243,6 @@ impl Datapath {
     }
 
     fn set_ranges(&mut self, ranges: &[Range]) -> Result<(), DatapathError> {
-        let v4 = ranges.iter().filter(|r| r.prefix.addr().is_ipv4()).count();
-        let v6 = ranges.len() - v4;
-        if v4 > sizes::MAX_RANGES_V4 as usize {
-            return Err(DatapathError::TooManyRanges {
-                family: "IPv4",
-                have: v4,
-                max: sizes::MAX_RANGES_V4,
-            });
-        }
-        if v6 > sizes::MAX_RANGES_V6 as usize {
-            return Err(DatapathError::TooManyRanges {
-                family: "IPv6",
-                have: v6,
-                max: sizes::MAX_RANGES_V6,
-            });
-        }
         let mut trie4: LpmTrie<&mut MapData, [u8; 4], u32> =
             LpmTrie::try_from(self.ebpf.map_mut(names::RANGES_V4).expect("v4 trie"))
                 .map_err(map_err("opening the IPv4 trie"))?;
@@ -496,6 +490,29 @@ impl Drop for Datapath {
     fn drop(&mut self) {
         self.detach_all();
     }
+}
+
+/// Range ids reserved beyond the loaded set's size.
+const RANGE_HEADROOM: u32 = 1024;
+
+fn check_capacity(ranges: &[Range]) -> Result<(), DatapathError> {
+    let v4 = ranges.iter().filter(|r| r.prefix.addr().is_ipv4()).count();
+    let v6 = ranges.len() - v4;
+    if v4 > sizes::MAX_RANGES_V4 as usize {
+        return Err(DatapathError::TooManyRanges {
+            family: "IPv4",
+            have: v4,
+            max: sizes::MAX_RANGES_V4,
+        });
+    }
+    if v6 > sizes::MAX_RANGES_V6 as usize {
+        return Err(DatapathError::TooManyRanges {
+            family: "IPv6",
+            have: v6,
+            max: sizes::MAX_RANGES_V6,
+        });
+    }
+    Ok(())
 }
 
 /// Whether `auto` should try native XDP on `iface`: a physical NIC (it has a
