@@ -196,7 +196,10 @@ impl Datapath {
         let v4 = ranges.iter().filter(|r| r.prefix.addr().is_ipv4()).count();
         let v6 = ranges.len() - v4;
         let room = |n: usize, max: u32| (n as u32).saturating_add(RANGE_HEADROOM).min(max);
+        // Kernel log records below the agent's level are not even written.
+        let log_level = log::max_level() as u8;
         let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &log_level, false)
             .map_max_entries(names::FLOWS, max_flows)
             .map_max_entries(names::RANGES_V4, room(v4, sizes::MAX_RANGES_V4))
             .map_max_entries(names::RANGES_V6, room(v6, sizes::MAX_RANGES_V6))

@@ -75,6 +75,11 @@ pub fn preflight() -> Result<(), Error> {
     if !missing.is_empty() {
         return Err(Error::Privilege(missing.join(" and ")));
     }
+    if !std::path::Path::new("/proc/sys/kernel/unprivileged_bpf_disabled").exists() {
+        return Err(Error::Kernel(
+            "no BPF system call (needs CONFIG_BPF_SYSCALL=y)".into(),
+        ));
+    }
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(Error::Kernel(
             "no BTF at /sys/kernel/btf/vmlinux (needs CONFIG_DEBUG_INFO_BTF=y and Linux >= 5.8)"

@@ -60,6 +60,9 @@ impl Tracker {
         ports: &AllowedPorts,
     ) -> Vec<(Flow, Reason)> {
         let mut out = Vec::new();
+        // Forget flagged flows the kernel evicted, so the set stays bounded.
+        let live: HashSet<FlowKey> = snapshot.iter().map(|(k, _)| *k).collect();
+        self.flagged.retain(|k| live.contains(k));
         for (k, s) in snapshot {
             let flow = Flow::new(k, s, ports);
             if self.flag(&flow) {
@@ -166,6 +169,25 @@ mod tests {
             vec![(8443, Reason::Expired)]
         );
         assert_eq!((t.reported, t.disallowed), (2, 1));
+    }
+
+    #[test]
+    fn evicted_flagged_flows_are_forgotten() {
+        let ports = AllowedPorts::default();
+        let mut t = Tracker::new(60 * S, 2 * S);
+        let s = FlowStats {
+            last_seen_ns: S,
+            ..Default::default()
+        };
+        let r = t.poll(vec![(key(proto::UDP, 9999), s)], 2 * S, &ports);
+        assert_eq!(r.len(), 1);
+        assert_eq!(t.flagged.len(), 1);
+        // The kernel evicted it: nothing to report, and the key is dropped.
+        assert!(t.poll(vec![], 3 * S, &ports).is_empty());
+        assert!(t.flagged.is_empty());
+        // Re-created later, it is flagged again.
+        let r = t.poll(vec![(key(proto::UDP, 9999), s)], 4 * S, &ports);
+        assert_eq!(r[0].1, Reason::Flagged);
     }
 
     #[test]
