@@ -9,7 +9,7 @@ use std::{
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use serde::Serialize;
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use time::OffsetDateTime;
 
 use crate::{
     addrset::{DataCenter, Purpose, Range},
@@ -56,12 +56,15 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// RFC 3339 text of a time, UTC, microsecond precision.
+/// RFC 3339 text of a time in UTC with exactly six fractional digits, so
+/// that timestamps also sort correctly as text.
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t
-        .replace_nanosecond(t.nanosecond() / 1000 * 1000)
-        .unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_default()
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
 }
 
 /// Why a flow record was written.
@@ -440,5 +443,20 @@ impl Output {
             so.flush()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_fixed_width() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_795_000_000_120_000_000).unwrap();
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.120000Z");
+        let c = Clock {
+            offset_ns: 1_000_000_000,
+        };
+        assert_eq!(rfc3339(c.wall(5_000_000)), "1970-01-01T00:00:01.005000Z");
     }
 }
