@@ -174,7 +174,8 @@ fn test(args: &[String]) -> Result<()> {
         .args(["test", "--workspace"])
         .args(args)
         .env("CAS_AUDIT_EBPF", "require")
-        .env("CAS_AUDIT_BIN", &bin))
+        .env("CAS_AUDIT_BIN", &bin)
+        .env(cas_audit_tests::REQUIRE_ROOT_ENV, "1"))
 }
 
 fn lint() -> Result<()> {
