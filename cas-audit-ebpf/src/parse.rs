@@ -50,6 +50,9 @@ pub struct L3 {
     pub dst: [u8; 16],
     /// Offset of the transport header.
     pub l4_off: u32,
+    /// Offset just past the IP packet (its length field, or the frame's end
+    /// for super-packets and IPv6 jumbograms); headers must end before it.
+    pub end: u32,
 }
 
 impl L3 {
@@ -62,6 +65,7 @@ impl L3 {
             src: [0; 16],
             dst: [0; 16],
             l4_off: 0,
+            end: 0,
         }
     }
 }
@@ -121,6 +125,11 @@ fn parse_ipv4<P: Packet>(pkt: &P, off: u32, len: u32, gso: bool) -> L3 {
     l3.src[..4].copy_from_slice(&h[12..16]);
     l3.dst[..4].copy_from_slice(&h[16..20]);
     l3.l4_off = off + ihl;
+    l3.end = if gso || tot_len == 0 {
+        len
+    } else {
+        off + tot_len
+    };
     let frag_off = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
     if frag_off != 0 {
         l3.status = L3Status::Fragment;
@@ -142,6 +151,11 @@ fn parse_ipv6<P: Packet>(pkt: &P, off: u32, len: u32, gso: bool) -> L3 {
     }
     let mut l3 = L3::new(L3Status::Ok);
     l3.family = family::V6;
+    l3.end = if gso || payload_len == 0 {
+        len
+    } else {
+        off + IPV6_HLEN + payload_len
+    };
     l3.src.copy_from_slice(&h[8..24]);
     l3.dst.copy_from_slice(&h[24..40]);
     let mut next = h[6];
@@ -180,6 +194,10 @@ fn parse_ipv6<P: Packet>(pkt: &P, off: u32, len: u32, gso: bool) -> L3 {
         if l3.status == L3Status::Fragment {
             break;
         }
+    }
+    // The chain must fit in the packet, whatever follows it.
+    if cur > l3.end {
+        return L3::new(L3Status::Malformed);
     }
     l3.proto = next;
     l3.l4_off = cur;
@@ -220,7 +238,7 @@ pub fn parse_l4<P: Packet>(pkt: &P, l3: &L3) -> L4 {
         proto::TCP => match pkt.load::<[u8; 20]>(off) {
             Ok(h) => {
                 let doff = ((h[12] >> 4) as u32) * 4;
-                if doff < 20 {
+                if doff < 20 || off + doff > l3.end {
                     l4.ok = false;
                 }
                 l4.src_port = u16::from_be_bytes([h[0], h[1]]);
@@ -235,11 +253,15 @@ pub fn parse_l4<P: Packet>(pkt: &P, l3: &L3) -> L4 {
                 l4.src_port = u16::from_be_bytes([h[0], h[1]]);
                 l4.dst_port = u16::from_be_bytes([h[2], h[3]]);
                 l4.hdr_end = off + 8;
+                l4.ok = l4.hdr_end <= l3.end;
             }
             Err(()) => l4.ok = false,
         },
         proto::ICMP | proto::ICMPV6 => match pkt.load::<[u8; 4]>(off) {
-            Ok(_) => l4.hdr_end = off + 4,
+            Ok(_) => {
+                l4.hdr_end = off + 4;
+                l4.ok = l4.hdr_end <= l3.end;
+            }
             Err(()) => l4.ok = false,
         },
         _ => {}
