@@ -1,7 +1,7 @@
 //! The kernel datapath: loading the eBPF object, filling its maps, attaching
 //! the programs to interfaces and reading back what they counted.
 
-use std::{collections::BTreeSet, fmt, net::IpAddr, path::Path};
+use std::{fmt, net::IpAddr, path::Path};
 
 use aya::{
     maps::{
@@ -553,6 +553,3 @@ pub fn addr_of(family: u8, bytes: &[u8; 16]) -> IpAddr {
         IpAddr::from(*bytes)
     }
 }
-
-/// Allowed ports as a sorted set (re-exported for convenience).
-pub type PortSet = BTreeSet<u16>;

@@ -200,11 +200,17 @@ impl FlowRecord {
             .map(|p| format!("service port {p}"))
             .unwrap_or_else(|| "no service port".into());
         format!(
-            "{ts} {verdict:<15} {flow}  {svc}, opened by {init}, {prefix} [{tags}] on {iface}",
+            "{ts} {verdict:<15} {flow}  {svc}, {opened}, {prefix} [{tags}] on {iface}",
             ts = &self.ts.get(11..19).unwrap_or(&self.ts),
             verdict = self.verdict.to_uppercase(),
             flow = self.flow_id(),
-            init = self.initiator,
+            opened = match self.initiator {
+                "unknown" if self.proto == "tcp" => {
+                    format!("start not seen, first packet {}", self.first_packet)
+                }
+                "unknown" => format!("first packet {}", self.first_packet),
+                who => format!("opened by {who}"),
+            },
             prefix = self.prefix,
             iface = self.iface,
         )

@@ -1,14 +1,9 @@
 //! `cas-audit run`: attach, report flows live, summarise at exit.
 
-use std::{
-    collections::HashMap,
-    io::{IsTerminal, Write},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::HashMap, io::Write, path::PathBuf, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use cas_audit_common::{FlowEvent, FlowStats};
+use cas_audit_common::{sizes, Counter, FlowEvent, FlowStats};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -23,7 +18,6 @@ use crate::{
     report::{monotonic_ns, rfc3339, Clock, FlowRecord, Output, Reason, Summary},
     tracker::Tracker,
 };
-use cas_audit_common::{sizes, Counter};
 
 /// Where JSON lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,9 +198,6 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         ))),
     };
     let human = cfg.json != Some(JsonTarget::Stdout);
-    if human && !std::io::stdout().is_terminal() {
-        log::debug!("standard output is not a terminal; printing plain lines");
-    }
 
     let mut dp = Datapath::load(&ranges, &cfg.ports, cfg.max_flows)?;
     let logger = dp.take_logger();
