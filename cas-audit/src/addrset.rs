@@ -1,8 +1,11 @@
-//! Address sets: the IP addresses and CIDR ranges that Microsoft Defender for
-//! Cloud Apps (formerly Cloud App Security, "CAS") documents as network
-//! requirements, tagged with the data center and purpose they belong to.
+//! Address sets: the IP addresses, CIDR ranges and DNS names that Microsoft
+//! Defender for Cloud Apps (formerly Cloud App Security, "CAS") documents as
+//! network requirements, tagged with the data center, purpose, direction and
+//! ports they belong to.
 //!
-//! An address set is stored as JSON (schema 1):
+//! # Set files (schema 1)
+//!
+//! An address set is stored as JSON:
 //!
 //! ```json
 //! {
@@ -11,15 +14,49 @@
 //!   "source": "network-requirements-2019-11.md",
 //!   "published": "2019-11-01",
 //!   "entries": [
-//!     {"prefix": "13.64.26.88/32", "datacenter": "US1", "purpose": "portal", "direction": "outbound"},
-//!     {"prefix": "65.55.234.192/26", "datacenter": null, "purpose": "mail", "direction": "inbound"}
+//!     {"prefix": "13.64.26.88/32", "datacenter": "US1", "purpose": "portal", "direction": "outbound", "ports": [443]},
+//!     {"prefix": "65.55.234.192/26", "datacenter": null, "purpose": "mail"}
+//!   ],
+//!   "dns": [
+//!     {"name": "*.us.portal.cloudappsecurity.com", "datacenter": "US1", "purpose": "portal", "direction": "outbound", "ports": [443]},
+//!     {"name": "ocsp.digicert.com", "datacenter": null, "purpose": "siem-agent", "ports": [80]}
 //!   ]
 //! }
 //! ```
 //!
-//! [`AddressSet::builtin`] returns the set transcribed from the November 2019
-//! revision of the "Network requirements" page. [`AddressSet::ranges`] turns a
-//! set into the distinct prefixes to load into a longest-prefix-match table.
+//! * `schema` (required) must be `1`; it is checked before anything else.
+//! * `name`, `source` (where the addresses were taken from, usually the
+//!   page's file name) and `published` (the page's date, `YYYY-MM-DD`) are
+//!   required strings.
+//! * `entries` (required) lists addresses and ranges. `prefix` (required) is
+//!   an IPv4 or IPv6 address (stored as a `/32` or `/128` host prefix) or a
+//!   CIDR prefix, kept as written (host bits included).
+//! * `dns` (optional, default empty) lists DNS names as the page writes them,
+//!   wildcards included (`*.cas.ms`).
+//! * In both lists `datacenter` is optional: `null` or absent means every
+//!   data center (for example the mail servers). `purpose` is required.
+//!   `direction` and `ports` are optional; absent, they are the purpose's
+//!   [`Purpose::default_direction`] and [`Purpose::default_ports`]. `ports`
+//!   is a non-empty list of TCP ports (1 to 65535); it is stored sorted and
+//!   deduplicated.
+//! * Names ([`DataCenter`], [`Purpose`], [`Direction`]) are parsed
+//!   case-insensitively by their [`FromStr`] implementations.
+//! * Unknown keys are rejected (a misspelt `"port"` would otherwise silently
+//!   mean the default ports).
+//!
+//! Every error says where it is: JSON syntax and shape errors give the line
+//! and column, entry errors name the entry (`entries[3]: ...`,
+//! `dns[0]: ...`), and [`AddressSet::load`] prefixes the file name.
+//! [`AddressSet::to_json`] writes the canonical layout of the files in
+//! `data/`: one entry or DNS name per line, every field written.
+//!
+//! # Built-in sets
+//!
+//! [`AddressSet::builtins`] are the sets imported (by
+//! [`crate::import::import_page`]) from the published "Network requirements"
+//! pages: `cas-2019-11` (November 2019, the default, [`AddressSet::builtin`])
+//! and `cas-2017-07` (July 2017). [`AddressSet::ranges`] turns a set into the
+//! distinct prefixes to load into a longest-prefix-match table.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -31,9 +68,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The schema version of the JSON format understood by [`AddressSet::from_json`].
 pub const SCHEMA_VERSION: u64 = 1;
-
-/// The JSON text of the built-in address set.
-const BUILTIN_JSON: &str = include_str!("../data/cas-2019-11.json");
 
 /// A Defender for Cloud Apps data center, as shown in the portal's "About" box.
 ///
@@ -181,6 +215,42 @@ impl Purpose {
         }
     }
 
+    /// The TCP ports used when a set file does not give `ports`: 443 for
+    /// the HTTPS purposes; 11344 for `dlp` (the default port of the
+    /// customer's stunnel, which the service connects to); 25 for `mail`
+    /// (SMTP: the page gives no port for the mail servers, so this is an
+    /// assumption).
+    #[must_use]
+    pub const fn default_ports(self) -> &'static [u16] {
+        match self {
+            Purpose::Portal
+            | Purpose::AccessSessionControls
+            | Purpose::SiemAgent
+            | Purpose::AppConnector
+            | Purpose::LogCollector
+            | Purpose::AuthGateway => &[443],
+            Purpose::Dlp => &[11344],
+            Purpose::Mail => &[25],
+        }
+    }
+
+    /// The direction used when a set file does not give `direction`:
+    /// outbound (the customer connects) for `portal`,
+    /// `access-session-controls`, `siem-agent`, `log-collector` and
+    /// `auth-gateway`; inbound (the service connects) for `app-connector`,
+    /// `dlp` and `mail`.
+    #[must_use]
+    pub const fn default_direction(self) -> Direction {
+        match self {
+            Purpose::Portal
+            | Purpose::AccessSessionControls
+            | Purpose::SiemAgent
+            | Purpose::LogCollector
+            | Purpose::AuthGateway => Direction::Outbound,
+            Purpose::AppConnector | Purpose::Dlp | Purpose::Mail => Direction::Inbound,
+        }
+    }
+
     /// This purpose's bit in a tag mask.
     const fn bit(self) -> u8 {
         1 << (self as u8)
@@ -282,9 +352,8 @@ impl<'de> Deserialize<'de> for Direction {
         text.parse().map_err(serde::de::Error::custom)
     }
 }
-
 /// One documented address or range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Entry {
     /// The address (as a host prefix, `/32` or `/128`) or CIDR range, as
     /// written in the set; it is not truncated to its network address.
@@ -296,19 +365,42 @@ pub struct Entry {
     pub purpose: Purpose,
     /// Which way the traffic flows.
     pub direction: Direction,
+    /// The TCP ports of the traffic: sorted, deduplicated and non-empty
+    /// (the purpose's [`Purpose::default_ports`] unless the set says
+    /// otherwise).
+    pub ports: Vec<u16>,
 }
 
-/// A named list of [`Entry`] values, as loaded from a schema-1 JSON document.
+/// One documented DNS name, as the page writes it (wildcards included,
+/// markup removed), e.g. `*.us1.access-control.cas.ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct DnsName {
+    /// The host name, possibly starting with a `*.` wildcard label.
+    pub name: String,
+    /// The data center it belongs to, or `None` for every data center.
+    pub datacenter: Option<DataCenter>,
+    /// Why the name is needed.
+    pub purpose: Purpose,
+    /// Which way the traffic flows.
+    pub direction: Direction,
+    /// The TCP ports: sorted, deduplicated and non-empty.
+    pub ports: Vec<u16>,
+}
+
+/// A named list of [`Entry`] and [`DnsName`] values, as loaded from a
+/// schema-1 JSON document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressSet {
     /// Short identifier, e.g. `cas-2019-11`.
     pub name: String,
-    /// Where the addresses were transcribed from.
+    /// Where the addresses were taken from (the page's file name).
     pub source: String,
     /// Publication date of the source (ISO 8601 `YYYY-MM-DD`).
     pub published: String,
-    /// The entries, in document order.
+    /// The address entries, in document order.
     pub entries: Vec<Entry>,
+    /// The DNS names, in document order.
+    pub dns: Vec<DnsName>,
 }
 
 /// A distinct prefix of an [`AddressSet`] with every tag that applies to it.
@@ -321,6 +413,8 @@ pub struct Range {
     pub datacenters: BTreeSet<DataCenter>,
     /// Purposes of the entries with this prefix or a strictly covering one.
     pub purposes: BTreeSet<Purpose>,
+    /// Ports of the entries with this prefix or a strictly covering one.
+    pub ports: BTreeSet<u16>,
 }
 
 /// An error loading an address set, or parsing a data center, purpose or
@@ -328,7 +422,7 @@ pub struct Range {
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum SetError {
     /// The text is not valid JSON or does not have the schema's shape
-    /// (missing field, wrong type, ...).
+    /// (missing field, unknown field, wrong type, ...).
     #[error("invalid address-set JSON at line {line}, column {column}: {message}")]
     Json {
         /// 1-based line of the error (0 if unknown).
@@ -350,7 +444,7 @@ pub enum SetError {
     /// An entry's `prefix` is neither an IP address nor a CIDR prefix.
     #[error(
         "entries[{index}]: invalid prefix {text:?} \
-         (expected an IP address or CIDR prefix such as 192.0.2.0/24 or 2001:db8::/32)"
+         (expected an IP address or CIDR prefix such as 198.51.100.0/24 or 2001:db8::/32)"
     )]
     BadPrefix {
         /// 0-based position of the entry in `entries`.
@@ -364,7 +458,8 @@ pub enum SetError {
         entry_context(.index)
     )]
     UnknownDataCenter {
-        /// 0-based position of the entry in `entries`, if it came from a set.
+        /// 0-based position of the entry in `entries`, if it came from an
+        /// entry (inside [`SetError::InDns`]: `None`).
         index: Option<usize>,
         /// The offending text.
         value: String,
@@ -376,7 +471,8 @@ pub enum SetError {
         entry_context(.index)
     )]
     UnknownPurpose {
-        /// 0-based position of the entry in `entries`, if it came from a set.
+        /// 0-based position of the entry in `entries`, if it came from an
+        /// entry.
         index: Option<usize>,
         /// The offending text.
         value: String,
@@ -387,10 +483,65 @@ pub enum SetError {
         entry_context(.index)
     )]
     UnknownDirection {
-        /// 0-based position of the entry in `entries`, if it came from a set.
+        /// 0-based position of the entry in `entries`, if it came from an
+        /// entry.
         index: Option<usize>,
         /// The offending text.
         value: String,
+    },
+    /// A port is 0 or above 65535.
+    #[error("{}invalid port {value} (ports are 1 to 65535)", entry_context(.index))]
+    BadPort {
+        /// 0-based position of the entry in `entries`, if it came from an
+        /// entry.
+        index: Option<usize>,
+        /// The offending number.
+        value: i64,
+    },
+    /// `ports` is an empty list.
+    #[error(
+        "{}empty port list (omit \"ports\" to use the purpose's default ports)",
+        entry_context(.index)
+    )]
+    EmptyPorts {
+        /// 0-based position of the entry in `entries`, if it came from an
+        /// entry.
+        index: Option<usize>,
+    },
+    /// A DNS name is not a host name (with an optional `*.` wildcard).
+    #[error(
+        "dns[{index}]: invalid DNS name {text:?} \
+         (expected a host name such as portal.cloudappsecurity.com or *.cas.ms)"
+    )]
+    BadDnsName {
+        /// 0-based position of the name in `dns`.
+        index: usize,
+        /// The offending text.
+        text: String,
+    },
+    /// Something else is wrong with an element of `dns`.
+    #[error("dns[{index}]: {reason}")]
+    InDns {
+        /// 0-based position of the name in `dns`.
+        index: usize,
+        /// What is wrong (an error without an entry index).
+        reason: Box<SetError>,
+    },
+    /// A set file could not be read.
+    #[error("{path}: {message}")]
+    Io {
+        /// The path as given.
+        path: String,
+        /// Why, e.g. `cannot read the set file: No such file or directory`.
+        message: String,
+    },
+    /// A set file is invalid.
+    #[error("{path}: {reason}")]
+    File {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: Box<SetError>,
     },
 }
 
@@ -417,22 +568,26 @@ impl From<serde_json::Error> for SetError {
 }
 
 impl SetError {
-    /// Attaches the position of the entry to an unknown-name error.
+    /// Attaches the position of the entry to an error of one of its fields.
     fn at_entry(self, i: usize) -> SetError {
+        let index = Some(i);
         match self {
-            SetError::UnknownDataCenter { value, .. } => SetError::UnknownDataCenter {
-                index: Some(i),
-                value,
-            },
-            SetError::UnknownPurpose { value, .. } => SetError::UnknownPurpose {
-                index: Some(i),
-                value,
-            },
-            SetError::UnknownDirection { value, .. } => SetError::UnknownDirection {
-                index: Some(i),
-                value,
-            },
+            SetError::UnknownDataCenter { value, .. } => {
+                SetError::UnknownDataCenter { index, value }
+            }
+            SetError::UnknownPurpose { value, .. } => SetError::UnknownPurpose { index, value },
+            SetError::UnknownDirection { value, .. } => SetError::UnknownDirection { index, value },
+            SetError::BadPort { value, .. } => SetError::BadPort { index, value },
+            SetError::EmptyPorts { .. } => SetError::EmptyPorts { index },
             other => other,
+        }
+    }
+
+    /// Wraps an error of one of the fields of `dns[i]`.
+    fn at_dns(self, index: usize) -> SetError {
+        SetError::InDns {
+            index,
+            reason: Box::new(self),
         }
     }
 }
@@ -446,24 +601,99 @@ struct RawHeader {
 /// The schema-1 document with its names still as text, so that errors can
 /// say which entry is wrong.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSet {
+    #[allow(dead_code)]
+    schema: u64,
     name: String,
     source: String,
     published: String,
     entries: Vec<RawEntry>,
+    #[serde(default)]
+    dns: Vec<RawDns>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawEntry {
     prefix: String,
     #[serde(default)]
     datacenter: Option<String>,
     purpose: String,
-    direction: String,
+    #[serde(default)]
+    direction: Option<String>,
+    #[serde(default)]
+    ports: Option<Vec<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    name: String,
+    #[serde(default)]
+    datacenter: Option<String>,
+    purpose: String,
+    #[serde(default)]
+    direction: Option<String>,
+    #[serde(default)]
+    ports: Option<Vec<i64>>,
+}
+
+/// The parsed tags of an entry or DNS name.
+struct Tags {
+    datacenter: Option<DataCenter>,
+    purpose: Purpose,
+    direction: Direction,
+    ports: Vec<u16>,
+}
+
+impl Tags {
+    /// Parses the names and checks the ports of an entry or DNS name
+    /// (errors without an index).
+    fn parse(
+        datacenter: Option<&str>,
+        purpose: &str,
+        direction: Option<&str>,
+        ports: Option<&[i64]>,
+    ) -> Result<Tags, SetError> {
+        let datacenter = datacenter.map(DataCenter::from_str).transpose()?;
+        let purpose: Purpose = purpose.parse()?;
+        let direction = match direction {
+            Some(d) => d.parse()?,
+            None => purpose.default_direction(),
+        };
+        let ports = match ports {
+            None => purpose.default_ports().to_vec(),
+            Some([]) => return Err(SetError::EmptyPorts { index: None }),
+            Some(list) => {
+                let mut ports = list
+                    .iter()
+                    .map(|&p| {
+                        u16::try_from(p)
+                            .ok()
+                            .filter(|&p| p != 0)
+                            .ok_or(SetError::BadPort {
+                                index: None,
+                                value: p,
+                            })
+                    })
+                    .collect::<Result<Vec<u16>, SetError>>()?;
+                ports.sort_unstable();
+                ports.dedup();
+                ports
+            }
+        };
+        Ok(Tags {
+            datacenter,
+            purpose,
+            direction,
+            ports,
+        })
+    }
 }
 
 /// Parses `"a.b.c.d/len"`, `"v6::/len"`, or a bare address (as a host prefix).
-fn parse_prefix(text: &str) -> Option<IpNet> {
+pub(crate) fn parse_prefix(text: &str) -> Option<IpNet> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
         return Some(net);
@@ -471,9 +701,75 @@ fn parse_prefix(text: &str) -> Option<IpNet> {
     text.parse::<IpAddr>().ok().map(IpNet::from)
 }
 
+/// Whether `name` is a host name with at least two labels, an alphabetic
+/// top-level label, and at most a leading `*` wildcard label.
+pub(crate) fn valid_dns_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() < 2 {
+        return false;
+    }
+    let last = labels[labels.len() - 1];
+    if last.len() < 2 || !last.chars().all(|c| c.is_ascii_alphabetic()) {
+        return false;
+    }
+    labels.iter().enumerate().all(|(i, label)| {
+        (i == 0 && *label == "*")
+            || (!label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    })
+}
+
+/// The built-in sets: name and embedded JSON, the default first.
+const BUILTINS: [(&str, &str); 2] = [
+    ("cas-2019-11", include_str!("../data/cas-2019-11.json")),
+    ("cas-2017-07", include_str!("../data/cas-2017-07.json")),
+];
+
+/// Parses an embedded set.
+///
+/// # Panics
+///
+/// If the embedded data is invalid, which a unit test rules out.
+fn parse_builtin((name, json): (&str, &str)) -> AddressSet {
+    match AddressSet::from_json(json) {
+        Ok(set) => set,
+        Err(err) => panic!("embedded data/{name}.json is invalid: {err}"),
+    }
+}
+
+/// A JSON string literal.
+fn json_str(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| String::from("\"\""))
+}
+
+/// The fields after the prefix or name, as [`AddressSet::to_json`] writes them.
+fn json_tags(
+    datacenter: Option<DataCenter>,
+    purpose: Purpose,
+    direction: Direction,
+    ports: &[u16],
+) -> String {
+    let dc = datacenter.map_or_else(|| "null".to_owned(), |d| json_str(d.as_str()));
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!(
+        "\"datacenter\": {dc}, \"purpose\": {}, \"direction\": {}, \"ports\": [{}]",
+        json_str(purpose.as_str()),
+        json_str(direction.as_str()),
+        ports.join(", ")
+    )
+}
+
 impl AddressSet {
-    /// The built-in set, transcribed from the 2019-11-01 revision of the
-    /// Cloud App Security "Network requirements" page
+    /// The default built-in set, imported from the 2019-11-01 revision of
+    /// the Cloud App Security "Network requirements" page
     /// (`data/cas-2019-11.json`, embedded at compile time).
     ///
     /// # Panics
@@ -481,27 +777,81 @@ impl AddressSet {
     /// Only if the embedded data is invalid, which a unit test rules out.
     #[must_use]
     pub fn builtin() -> AddressSet {
-        match AddressSet::from_json(BUILTIN_JSON) {
-            Ok(set) => set,
-            Err(err) => panic!("embedded data/cas-2019-11.json is invalid: {err}"),
-        }
+        parse_builtin(BUILTINS[0])
     }
 
-    /// Parses a schema-1 JSON address set.
+    /// Every built-in set, the default ([`AddressSet::builtin`],
+    /// `cas-2019-11`) first, then `cas-2017-07`.
     ///
-    /// Prefixes may be CIDR prefixes (kept as written, host bits included) or
-    /// bare addresses (stored as `/32` or `/128`). `datacenter` may be `null`
-    /// or absent for ranges that apply to every data center. Names are parsed
-    /// with the [`FromStr`] implementations of [`DataCenter`], [`Purpose`] and
-    /// [`Direction`].
+    /// # Panics
+    ///
+    /// Only if the embedded data is invalid, which a unit test rules out.
+    #[must_use]
+    pub fn builtins() -> Vec<AddressSet> {
+        BUILTINS.into_iter().map(parse_builtin).collect()
+    }
+
+    /// The names of the built-in sets, the default first.
+    #[must_use]
+    pub fn builtin_names() -> Vec<&'static str> {
+        BUILTINS.iter().map(|&(name, _)| name).collect()
+    }
+
+    /// The built-in set called `name` (exactly, e.g. `cas-2017-07`).
+    ///
+    /// # Panics
+    ///
+    /// Only if the embedded data is invalid, which a unit test rules out.
+    #[must_use]
+    pub fn builtin_named(name: &str) -> Option<AddressSet> {
+        BUILTINS
+            .into_iter()
+            .find(|&(n, _)| n == name)
+            .map(parse_builtin)
+    }
+
+    /// A built-in set by name, or else a set file by path.
+    ///
+    /// # Errors
+    ///
+    /// [`SetError::Io`] if `name_or_path` is not a built-in name and the
+    /// file cannot be read, [`SetError::File`] (wrapping the error of
+    /// [`AddressSet::from_json`]) if it is not a valid set. Both display as
+    /// `PATH: reason`.
+    pub fn load(name_or_path: &str) -> Result<AddressSet, SetError> {
+        if let Some(set) = AddressSet::builtin_named(name_or_path) {
+            return Ok(set);
+        }
+        let text = std::fs::read_to_string(name_or_path).map_err(|err| {
+            let mut message = format!("cannot read the set file: {err}");
+            if err.kind() == std::io::ErrorKind::NotFound {
+                message.push_str(&format!(
+                    " (and it is not a built-in set: {})",
+                    AddressSet::builtin_names().join(", ")
+                ));
+            }
+            SetError::Io {
+                path: name_or_path.to_owned(),
+                message,
+            }
+        })?;
+        AddressSet::from_json(&text).map_err(|err| SetError::File {
+            path: name_or_path.to_owned(),
+            reason: Box::new(err),
+        })
+    }
+
+    /// Parses a schema-1 JSON address set (see the module documentation).
     ///
     /// # Errors
     ///
     /// [`SetError::Json`] if the text is not JSON of the expected shape,
     /// [`SetError::UnsupportedSchema`] if `schema` is not
     /// [`SCHEMA_VERSION`], and [`SetError::BadPrefix`],
-    /// [`SetError::UnknownDataCenter`], [`SetError::UnknownPurpose`] or
-    /// [`SetError::UnknownDirection`] (naming the entry) for a bad entry.
+    /// [`SetError::UnknownDataCenter`], [`SetError::UnknownPurpose`],
+    /// [`SetError::UnknownDirection`], [`SetError::BadPort`] or
+    /// [`SetError::EmptyPorts`] (naming the entry) for a bad entry;
+    /// [`SetError::BadDnsName`] or [`SetError::InDns`] for a bad DNS name.
     pub fn from_json(text: &str) -> Result<AddressSet, SetError> {
         let header: RawHeader = serde_json::from_str(text)?;
         if header.schema != SCHEMA_VERSION {
@@ -519,25 +869,46 @@ impl AddressSet {
                     index,
                     text: e.prefix.clone(),
                 })?;
-                let datacenter = e
-                    .datacenter
-                    .as_deref()
-                    .map(DataCenter::from_str)
-                    .transpose()
-                    .map_err(|err| err.at_entry(index))?;
-                let purpose = e
-                    .purpose
-                    .parse()
-                    .map_err(|err: SetError| err.at_entry(index))?;
-                let direction = e
-                    .direction
-                    .parse()
-                    .map_err(|err: SetError| err.at_entry(index))?;
+                let t = Tags::parse(
+                    e.datacenter.as_deref(),
+                    &e.purpose,
+                    e.direction.as_deref(),
+                    e.ports.as_deref(),
+                )
+                .map_err(|err| err.at_entry(index))?;
                 Ok(Entry {
                     prefix,
-                    datacenter,
-                    purpose,
-                    direction,
+                    datacenter: t.datacenter,
+                    purpose: t.purpose,
+                    direction: t.direction,
+                    ports: t.ports,
+                })
+            })
+            .collect::<Result<Vec<_>, SetError>>()?;
+        let dns = raw
+            .dns
+            .into_iter()
+            .enumerate()
+            .map(|(index, d)| {
+                if !valid_dns_name(&d.name) {
+                    return Err(SetError::BadDnsName {
+                        index,
+                        text: d.name,
+                    });
+                }
+                let t = Tags::parse(
+                    d.datacenter.as_deref(),
+                    &d.purpose,
+                    d.direction.as_deref(),
+                    d.ports.as_deref(),
+                )
+                .map_err(|err| err.at_dns(index))?;
+                Ok(DnsName {
+                    name: d.name,
+                    datacenter: t.datacenter,
+                    purpose: t.purpose,
+                    direction: t.direction,
+                    ports: t.ports,
                 })
             })
             .collect::<Result<Vec<_>, SetError>>()?;
@@ -546,36 +917,94 @@ impl AddressSet {
             source: raw.source,
             published: raw.published,
             entries,
+            dns,
         })
     }
 
-    /// Keeps the entries of the given data centers, plus every entry without
-    /// a data center (global ranges such as the mail servers).
+    /// The canonical schema-1 text of the set: the layout of the files in
+    /// `data/`, one entry or DNS name per line with every field written
+    /// (`"datacenter": null` for every data center), ending with a newline.
+    /// [`AddressSet::from_json`] reads it back to an equal set.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        let mut out = format!(
+            "{{\n  \"schema\": {SCHEMA_VERSION},\n  \"name\": {},\n  \"source\": {},\n  \"published\": {},\n",
+            json_str(&self.name),
+            json_str(&self.source),
+            json_str(&self.published)
+        );
+        let entries: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{{\"prefix\": {}, {}}}",
+                    json_str(&e.prefix.to_string()),
+                    json_tags(e.datacenter, e.purpose, e.direction, &e.ports)
+                )
+            })
+            .collect();
+        let dns: Vec<String> = self
+            .dns
+            .iter()
+            .map(|d| {
+                format!(
+                    "{{\"name\": {}, {}}}",
+                    json_str(&d.name),
+                    json_tags(d.datacenter, d.purpose, d.direction, &d.ports)
+                )
+            })
+            .collect();
+        for (key, lines, last) in [("entries", entries, false), ("dns", dns, true)] {
+            let comma = if last { "" } else { "," };
+            if lines.is_empty() {
+                out.push_str(&format!("  \"{key}\": []{comma}\n"));
+            } else {
+                out.push_str(&format!(
+                    "  \"{key}\": [\n    {}\n  ]{comma}\n",
+                    lines.join(",\n    ")
+                ));
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// Keeps the entries and DNS names of the given data centers, plus every
+    /// one without a data center (global ranges such as the mail servers).
     pub fn retain_datacenters(&mut self, dcs: &[DataCenter]) {
-        self.entries.retain(|e| match e.datacenter {
-            Some(dc) => dcs.contains(&dc),
-            None => true,
-        });
+        let keep = |dc: Option<DataCenter>| dc.is_none_or(|dc| dcs.contains(&dc));
+        self.entries.retain(|e| keep(e.datacenter));
+        self.dns.retain(|d| keep(d.datacenter));
+    }
+
+    /// Keeps the entries and DNS names of the given purposes (an empty
+    /// slice keeps nothing).
+    pub fn retain_purposes(&mut self, purposes: &[Purpose]) {
+        self.entries.retain(|e| purposes.contains(&e.purpose));
+        self.dns.retain(|d| purposes.contains(&d.purpose));
     }
 
     /// The distinct prefixes of the set, truncated to their network address,
     /// with every IPv4 range before every IPv6 range and each family sorted by
     /// address, then prefix length.
     ///
-    /// Each range carries the union of the tags of the entries with that
-    /// prefix and of the entries whose prefix strictly contains it, so a
-    /// longest-prefix-match lookup that lands on the more specific prefix
-    /// still reports the covering range's data centers and purposes.
+    /// Each range carries the union of the tags (data centers, purposes,
+    /// ports) of the entries with that prefix and of the entries whose
+    /// prefix strictly contains it, so a longest-prefix-match lookup that
+    /// lands on the more specific prefix still reports the covering range's
+    /// data centers, purposes and ports.
     ///
     /// Runs in O(n · L) hash lookups, where L (at most 32 or 128) is the
     /// number of distinct prefix lengths in use.
     #[must_use]
     pub fn ranges(&self) -> Vec<Range> {
-        /// Data-center and purpose bit masks.
-        #[derive(Default, Clone, Copy)]
+        /// Data-center and purpose bit masks, and the ports.
+        #[derive(Default, Clone)]
         struct Tags {
             dcs: u8,
             purposes: u8,
+            ports: BTreeSet<u16>,
         }
 
         let mut own: HashMap<IpNet, Tags> = HashMap::with_capacity(self.entries.len());
@@ -585,6 +1014,7 @@ impl AddressSet {
                 tags.dcs |= dc.bit();
             }
             tags.purposes |= e.purpose.bit();
+            tags.ports.extend(e.ports.iter().copied());
         }
 
         // Only the prefix lengths that actually occur can hold a supernet.
@@ -601,8 +1031,8 @@ impl AddressSet {
 
         let mut ranges: Vec<Range> = own
             .iter()
-            .map(|(&net, &tags)| {
-                let mut all = tags;
+            .map(|(&net, tags)| {
+                let mut all = tags.clone();
                 let (lens, len) = match net {
                     IpNet::V4(n) => (&v4_lens, n.prefix_len()),
                     IpNet::V6(n) => (&v6_lens, n.prefix_len()),
@@ -615,6 +1045,7 @@ impl AddressSet {
                     if let Some(t) = sup.ok().and_then(|s| own.get(&s)) {
                         all.dcs |= t.dcs;
                         all.purposes |= t.purposes;
+                        all.ports.extend(t.ports.iter().copied());
                     }
                 }
                 Range {
@@ -627,6 +1058,7 @@ impl AddressSet {
                         .into_iter()
                         .filter(|p| all.purposes & p.bit() != 0)
                         .collect(),
+                    ports: all.ports,
                 }
             })
             .collect();
@@ -680,7 +1112,7 @@ mod tests {
         assert_eq!(set.source, "network-requirements-2019-11.md");
         assert_eq!(set.published, "2019-11-01");
         assert_eq!(set.entries.len(), 592);
-        assert_eq!(AddressSet::from_json(BUILTIN_JSON).unwrap(), set);
+        assert_eq!(AddressSet::from_json(BUILTINS[0].1).unwrap(), set);
     }
 
     /// Distinct addresses per row of the 2019-11 page, counted from the page
@@ -898,6 +1330,7 @@ mod tests {
                 datacenter: Some(dc),
                 purpose: AppConnector,
                 direction: Direction::Inbound,
+                ports: vec![443],
             });
         }
         entries.push(Entry {
@@ -905,12 +1338,14 @@ mod tests {
             datacenter: Some(Us1),
             purpose: Portal,
             direction: Direction::Outbound,
+            ports: vec![443],
         });
         let set = AddressSet {
             name: "synthetic".into(),
             source: "test".into(),
             published: "2024-01-01".into(),
             entries,
+            dns: Vec::new(),
         };
         let ranges = set.ranges();
         assert_eq!(ranges.len(), 100_001);
@@ -986,7 +1421,7 @@ mod tests {
                 r#"{"prefix": "10.0.0.300/8", "datacenter": "US1", "purpose": "portal", "direction": "outbound"}"#
             )),
             "entries[1]: invalid prefix \"10.0.0.300/8\" (expected an IP address or CIDR prefix \
-             such as 192.0.2.0/24 or 2001:db8::/32)"
+             such as 198.51.100.0/24 or 2001:db8::/32)"
         );
         assert_eq!(
             AddressSet::from_json(&doc(
@@ -1097,10 +1532,412 @@ mod tests {
             "{bad}"
         );
 
-        let entry = AddressSet::builtin().entries[0];
+        let entry = AddressSet::builtin().entries[0].clone();
         assert_eq!(
             serde_json::to_string(&entry).unwrap(),
-            r#"{"prefix":"13.64.26.88/32","datacenter":"US1","purpose":"portal","direction":"outbound"}"#
+            r#"{"prefix":"13.64.26.88/32","datacenter":"US1","purpose":"portal","direction":"outbound","ports":[443]}"#
         );
+    }
+    #[test]
+    fn purpose_defaults() {
+        let got: Vec<(Purpose, &[u16], Direction)> = Purpose::ALL
+            .iter()
+            .map(|&p| (p, p.default_ports(), p.default_direction()))
+            .collect();
+        let out = Direction::Outbound;
+        let inb = Direction::Inbound;
+        let want: Vec<(Purpose, &[u16], Direction)> = vec![
+            (Portal, &[443], out),
+            (AccessSessionControls, &[443], out),
+            (SiemAgent, &[443], out),
+            (AppConnector, &[443], inb),
+            (Dlp, &[11344], inb),
+            (Mail, &[25], inb),
+            (LogCollector, &[443], out),
+            (AuthGateway, &[443], out),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn builtins_in_order() {
+        let sets = AddressSet::builtins();
+        let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["cas-2019-11", "cas-2017-07"]);
+        assert_eq!(AddressSet::builtin_names(), names);
+        assert_eq!(sets[0], AddressSet::builtin());
+        for set in &sets {
+            assert_eq!(AddressSet::builtin_named(&set.name).as_ref(), Some(set));
+            assert_eq!(AddressSet::load(&set.name).as_ref(), Ok(set));
+        }
+        assert_eq!(AddressSet::builtin_named("cas-2020-01"), None);
+        let old = &sets[1];
+        assert_eq!(old.source, "network-requirements-2017-07.md");
+        assert_eq!(old.published, "2017-07-03");
+        assert_eq!(old.entries.len(), 21);
+        assert!(old.dns.is_empty());
+        assert_eq!(distinct(old, AppConnector, None), 10);
+        assert_eq!(distinct(old, Dlp, None), 10);
+        assert_eq!(distinct(old, Portal, None), 1);
+    }
+
+    /// The data files are exactly what the canonical writer produces.
+    #[test]
+    fn data_files_are_canonical() {
+        for (name, json) in BUILTINS {
+            let set = AddressSet::from_json(json).unwrap();
+            assert_eq!(set.name, name);
+            assert!(set.to_json() == json, "data/{name}.json is not canonical");
+            assert_eq!(AddressSet::from_json(&set.to_json()).unwrap(), set);
+        }
+    }
+
+    #[test]
+    fn builtin_dns_and_ports() {
+        let set = AddressSet::builtin();
+        assert_eq!(set.dns.len(), 48);
+        let find = |name: &str, purpose: Purpose| {
+            set.dns
+                .iter()
+                .find(|d| d.name == name && d.purpose == purpose)
+                .unwrap_or_else(|| panic!("{name} {purpose}"))
+                .clone()
+        };
+        let d = find("*.us.portal.cloudappsecurity.com", Portal);
+        assert_eq!(d.datacenter, Some(Us1));
+        assert_eq!(d.ports, [443]);
+        let d = find("adaprodconsole.blob.core.windows.net", LogCollector);
+        assert_eq!(
+            (d.datacenter, d.direction),
+            (Some(Us1), Direction::Outbound)
+        );
+        assert_eq!(d.ports, [443]);
+        for purpose in [SiemAgent, LogCollector] {
+            for name in ["ocsp.msocsp.com", "ocsp.digicert.com"] {
+                let d = find(name, purpose);
+                assert_eq!((d.datacenter, d.ports), (None, vec![80]));
+            }
+        }
+        let ranges = set.ranges();
+        assert_eq!(
+            range_of(&ranges, "13.64.196.27/32").ports,
+            BTreeSet::from([443, 11344])
+        );
+        assert_eq!(
+            range_of(&ranges, "65.55.234.192/26").ports,
+            BTreeSet::from([25])
+        );
+        assert_eq!(
+            range_of(&ranges, "13.80.125.22/32").ports,
+            BTreeSet::from([443])
+        );
+    }
+
+    const WITH_DNS: &str = r#"{
+      "schema": 1,
+      "name": "lab \"quoted\"",
+      "source": "test",
+      "published": "2024-01-01",
+      "entries": [
+        {"prefix": "10.0.0.0/8", "datacenter": "US1", "purpose": "portal", "ports": [8443, 443, 443]},
+        {"prefix": "10.1.0.0/16", "purpose": "dlp"},
+        {"prefix": "10.1.2.0/24", "purpose": "mail", "direction": "outbound", "ports": [587]},
+        {"prefix": "2001:db8::/32", "purpose": "siem-agent", "ports": null}
+      ],
+      "dns": [
+        {"name": "*.cas.ms", "purpose": "access-session-controls"},
+        {"name": "ocsp.digicert.com", "datacenter": "eu1", "purpose": "log-collector", "direction": "Outbound", "ports": [80]}
+      ]
+    }"#;
+
+    #[test]
+    fn optional_fields_and_dns() {
+        let set = AddressSet::from_json(WITH_DNS).unwrap();
+        assert_eq!(set.name, "lab \"quoted\"");
+        let e = &set.entries;
+        assert_eq!(
+            (e[0].direction, e[0].ports.clone()),
+            (Direction::Outbound, vec![443, 8443])
+        );
+        assert_eq!(
+            (e[1].direction, e[1].ports.clone()),
+            (Direction::Inbound, vec![11344])
+        );
+        assert_eq!(
+            (e[2].direction, e[2].ports.clone()),
+            (Direction::Outbound, vec![587])
+        );
+        assert_eq!(e[3].ports, [443]);
+        assert_eq!(
+            set.dns,
+            [
+                DnsName {
+                    name: "*.cas.ms".into(),
+                    datacenter: None,
+                    purpose: AccessSessionControls,
+                    direction: Direction::Outbound,
+                    ports: vec![443],
+                },
+                DnsName {
+                    name: "ocsp.digicert.com".into(),
+                    datacenter: Some(Eu1),
+                    purpose: LogCollector,
+                    direction: Direction::Outbound,
+                    ports: vec![80],
+                },
+            ]
+        );
+        let ranges = set.ranges();
+        assert_eq!(
+            range_of(&ranges, "10.0.0.0/8").ports,
+            BTreeSet::from([443, 8443])
+        );
+        assert_eq!(
+            range_of(&ranges, "10.1.0.0/16").ports,
+            BTreeSet::from([443, 8443, 11344])
+        );
+        assert_eq!(
+            range_of(&ranges, "10.1.2.0/24").ports,
+            BTreeSet::from([443, 587, 8443, 11344])
+        );
+        assert_eq!(
+            range_of(&ranges, "2001:db8::/32").ports,
+            BTreeSet::from([443])
+        );
+
+        let json = set.to_json();
+        assert_eq!(
+            json,
+            r#"{
+  "schema": 1,
+  "name": "lab \"quoted\"",
+  "source": "test",
+  "published": "2024-01-01",
+  "entries": [
+    {"prefix": "10.0.0.0/8", "datacenter": "US1", "purpose": "portal", "direction": "outbound", "ports": [443, 8443]},
+    {"prefix": "10.1.0.0/16", "datacenter": null, "purpose": "dlp", "direction": "inbound", "ports": [11344]},
+    {"prefix": "10.1.2.0/24", "datacenter": null, "purpose": "mail", "direction": "outbound", "ports": [587]},
+    {"prefix": "2001:db8::/32", "datacenter": null, "purpose": "siem-agent", "direction": "outbound", "ports": [443]}
+  ],
+  "dns": [
+    {"name": "*.cas.ms", "datacenter": null, "purpose": "access-session-controls", "direction": "outbound", "ports": [443]},
+    {"name": "ocsp.digicert.com", "datacenter": "EU1", "purpose": "log-collector", "direction": "outbound", "ports": [80]}
+  ]
+}
+"#
+        );
+        assert_eq!(AddressSet::from_json(&json).unwrap(), set);
+
+        let empty = AddressSet {
+            name: "empty".into(),
+            source: "s".into(),
+            published: "2024-01-01".into(),
+            entries: Vec::new(),
+            dns: Vec::new(),
+        };
+        assert_eq!(
+            empty.to_json(),
+            "{\n  \"schema\": 1,\n  \"name\": \"empty\",\n  \"source\": \"s\",\n  \
+             \"published\": \"2024-01-01\",\n  \"entries\": [],\n  \"dns\": []\n}\n"
+        );
+        assert_eq!(AddressSet::from_json(&empty.to_json()).unwrap(), empty);
+    }
+
+    #[test]
+    fn retain_purposes_and_datacenters_filter_dns() {
+        let mut set = AddressSet::builtin();
+        set.retain_purposes(&[Mail, LogCollector]);
+        assert_eq!(set.entries.len(), 7);
+        assert_eq!(set.dns.len(), 1 + 8);
+        assert!(set
+            .dns
+            .iter()
+            .all(|d| matches!(d.purpose, Mail | LogCollector)));
+        set.retain_datacenters(&[Eu2]);
+        let dns: Vec<&str> = set.dns.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            dns,
+            [
+                "mail1.cloudappsecurity.com",
+                "prod4uksconsole1.blob.core.windows.net",
+                "ocsp.msocsp.com",
+                "ocsp.digicert.com",
+            ]
+        );
+        set.retain_purposes(&[]);
+        assert!(set.entries.is_empty() && set.dns.is_empty());
+    }
+
+    fn dns_doc(name: &str) -> String {
+        format!(
+            r#"{{"schema": 1, "name": "t", "source": "s", "published": "p", "entries": [], "dns": [{{"name": "a.cas.ms", "purpose": "portal"}}, {name}]}}"#
+        )
+    }
+
+    #[test]
+    fn port_and_dns_errors() {
+        let bad = |ports: &str| {
+            err(&doc(&format!(
+                r#"{{"prefix": "10.0.0.1", "purpose": "portal", "ports": {ports}}}"#
+            )))
+        };
+        assert_eq!(
+            bad("[443, 0]"),
+            "entries[1]: invalid port 0 (ports are 1 to 65535)"
+        );
+        assert_eq!(
+            bad("[65536]"),
+            "entries[1]: invalid port 65536 (ports are 1 to 65535)"
+        );
+        assert_eq!(
+            bad("[-1]"),
+            "entries[1]: invalid port -1 (ports are 1 to 65535)"
+        );
+        assert_eq!(
+            bad("[]"),
+            "entries[1]: empty port list (omit \"ports\" to use the purpose's default ports)"
+        );
+        assert_eq!(
+            AddressSet::from_json(&doc(
+                r#"{"prefix": "10.0.0.1", "purpose": "portal", "ports": []}"#
+            ))
+            .unwrap_err(),
+            SetError::EmptyPorts { index: Some(1) }
+        );
+        assert!(
+            bad(r#"["443"]"#).starts_with("invalid address-set JSON at line 1, column "),
+            "{}",
+            bad(r#"["443"]"#)
+        );
+        // A misspelt key is an error, not the default ports.
+        assert_eq!(
+            err("{\"schema\": 1, \"name\": \"t\", \"source\": \"s\", \"published\": \"p\",\n\
+                 \"entries\": [{\"prefix\": \"10.0.0.1\", \"purpose\": \"dlp\", \"port\": [1344]}]}"),
+            "invalid address-set JSON at line 2, column 59: unknown field `port`, expected one \
+             of `prefix`, `datacenter`, `purpose`, `direction`, `ports`"
+        );
+
+        assert_eq!(
+            err(&dns_doc(
+                r#"{"name": "https://x.cas.ms/", "purpose": "portal"}"#
+            )),
+            "dns[1]: invalid DNS name \"https://x.cas.ms/\" \
+             (expected a host name such as portal.cloudappsecurity.com or *.cas.ms)"
+        );
+        for name in [
+            "",
+            "cas",
+            "a..ms",
+            "x.*.cas.ms",
+            "-a.cas.ms",
+            "a.cas.m5",
+            "a b.ms",
+        ] {
+            let e = AddressSet::from_json(&dns_doc(&format!(
+                r#"{{"name": "{name}", "purpose": "portal"}}"#
+            )))
+            .unwrap_err();
+            assert_eq!(
+                e,
+                SetError::BadDnsName {
+                    index: 1,
+                    text: name.into()
+                },
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            err(&dns_doc(r#"{"name": "x.cas.ms", "purpose": "proxy"}"#)),
+            "dns[1]: unknown purpose \"proxy\" (accepted: portal, access-session-controls, \
+             siem-agent, app-connector, dlp, mail, log-collector, auth-gateway)"
+        );
+        assert_eq!(
+            err(&dns_doc(
+                r#"{"name": "x.cas.ms", "purpose": "portal", "datacenter": "XX"}"#
+            )),
+            "dns[1]: unknown data center \"XX\" (accepted: US1, US2, US3, EU1, EU2, Gov US1)"
+        );
+        assert_eq!(
+            err(&dns_doc(
+                r#"{"name": "x.cas.ms", "purpose": "portal", "direction": "in"}"#
+            )),
+            "dns[1]: unknown direction \"in\" (accepted: outbound, inbound)"
+        );
+        assert_eq!(
+            AddressSet::from_json(&dns_doc(
+                r#"{"name": "x.cas.ms", "purpose": "portal", "ports": [70000]}"#
+            ))
+            .unwrap_err(),
+            SetError::InDns {
+                index: 1,
+                reason: Box::new(SetError::BadPort {
+                    index: None,
+                    value: 70000
+                })
+            }
+        );
+        assert!(err(&dns_doc(r#"{"name": "x.cas.ms"}"#)).contains("missing field `purpose`"));
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("cas-audit-addrset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.json");
+        std::fs::write(&good, WITH_DNS).unwrap();
+        let good = good.to_str().unwrap();
+        assert_eq!(
+            AddressSet::load(good).unwrap(),
+            AddressSet::from_json(WITH_DNS).unwrap()
+        );
+
+        let bad = dir.join("bad.json");
+        std::fs::write(
+            &bad,
+            doc(r#"{"prefix": "10.0.0.0/33", "purpose": "portal"}"#),
+        )
+        .unwrap();
+        let bad = bad.to_str().unwrap();
+        let e = AddressSet::load(bad).unwrap_err();
+        assert_eq!(
+            e,
+            SetError::File {
+                path: bad.into(),
+                reason: Box::new(SetError::BadPrefix {
+                    index: 1,
+                    text: "10.0.0.0/33".into()
+                })
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{bad}: entries[1]: invalid prefix \"10.0.0.0/33\" (expected an IP address or \
+                 CIDR prefix such as 198.51.100.0/24 or 2001:db8::/32)"
+            )
+        );
+
+        let missing = dir.join("missing.json");
+        let missing = missing.to_str().unwrap();
+        let e = AddressSet::load(missing).unwrap_err();
+        assert!(
+            matches!(&e, SetError::Io { path, .. } if path == missing),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{missing}: cannot read the set file: No such file or directory (os error 2) \
+                 (and it is not a built-in set: cas-2019-11, cas-2017-07)"
+            )
+        );
+        let e = AddressSet::load(dir.to_str().unwrap()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: cannot read the set file: ", dir.display())),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("built-in"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
