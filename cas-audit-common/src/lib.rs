@@ -10,15 +10,16 @@
 /// Names of the maps and programs in the eBPF object, so the agent and the
 /// kernel side cannot drift apart.
 pub mod names {
-    /// LPM trie of IPv4 CAS prefixes: `Key<[u8; 4]>` (network byte order) → range id (`u32`).
+    /// LPM trie of IPv4 CAS prefixes: `Key<[u8; 4]>` (network byte order) → [`crate::RangeValue`].
     pub const RANGES_V4: &str = "CAS_RANGES_V4";
-    /// LPM trie of IPv6 CAS prefixes: `Key<[u8; 16]>` (network byte order) → range id (`u32`).
+    /// LPM trie of IPv6 CAS prefixes: `Key<[u8; 16]>` (network byte order) → [`crate::RangeValue`].
     pub const RANGES_V6: &str = "CAS_RANGES_V6";
     /// Per-CPU array of [`crate::RangeStats`], indexed by range id.
     pub const RANGE_STATS: &str = "CAS_RANGE_STATS";
     /// LRU hash of [`crate::FlowKey`] → [`crate::FlowStats`].
     pub const FLOWS: &str = "CAS_FLOWS";
-    /// Bitmap of allowed service ports: array of `u32` words, bit `port % 32` of word `port / 32`.
+    /// Allowed service ports, one bitmap per port profile: array of `u32`
+    /// words; profile `p`, port `n` is bit `n % 32` of word `p * PORT_WORDS + n / 32`.
     pub const ALLOWED_PORTS: &str = "CAS_ALLOWED_PORTS";
     /// Ring buffer of [`crate::FlowEvent`]s.
     pub const EVENTS: &str = "CAS_EVENTS";
@@ -44,8 +45,11 @@ pub mod sizes {
     /// Default flow table size (LRU: the least recently used flow is evicted when full;
     /// the agent reports evictions as `flows_evicted`).
     pub const MAX_FLOWS: u32 = 65_536;
-    /// Words of the allowed-port bitmap: 65536 ports / 32 bits.
+    /// Words of one allowed-port bitmap: 65536 ports / 32 bits.
     pub const PORT_WORDS: u32 = 2048;
+    /// Port profiles (distinct allowed-port sets) the datapath holds; the
+    /// agent sizes the map to the profiles it uses (8 KiB each).
+    pub const MAX_PORT_PROFILES: u32 = 256;
     /// Ring-buffer size in bytes (power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 256 * 1024;
     /// Upper bound on IPv6 extension headers walked before giving up on the L4 header.
@@ -171,6 +175,18 @@ impl Counter {
     ];
 }
 
+/// Value of the prefix tries: which range a prefix is and which allowed-port
+/// profile judges its flows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeValue {
+    /// Range id: index into the per-range counters, resolved to the range's
+    /// prefix and tags by the agent.
+    pub id: u32,
+    /// Allowed-port profile of the range.
+    pub ports: u32,
+}
+
 /// Packet and byte counters of one CAS range (one per CPU; the agent sums them).
 ///
 /// Bytes are link-layer frame bytes (Ethernet header included, FCS excluded).
@@ -291,10 +307,13 @@ pub fn service_port(
     }
 }
 
-/// Whether `port` is set in an allowed-port bitmap word array lookup.
+/// Word index (in the allowed-port map) and bit mask of `port` in `profile`.
 #[inline(always)]
-pub fn port_bit(port: u16) -> (u32, u32) {
-    ((port as u32) >> 5, 1u32 << (port as u32 & 31))
+pub fn port_bit(profile: u32, port: u16) -> (u32, u32) {
+    (
+        profile * sizes::PORT_WORDS + ((port as u32) >> 5),
+        1u32 << (port as u32 & 31),
+    )
 }
 
 #[cfg(feature = "user")]
@@ -302,6 +321,7 @@ mod user {
     // SAFETY: all four types are #[repr(C)], contain only integers and byte
     // arrays, and have no implicit padding (explicit `_pad` fields instead),
     // so every bit pattern is valid and they can be copied to and from maps.
+    unsafe impl aya::Pod for super::RangeValue {}
     unsafe impl aya::Pod for super::RangeStats {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowStats {}
@@ -309,6 +329,7 @@ mod user {
 }
 
 // Layout checks: the kernel and the agent must agree byte for byte.
+const _: () = assert!(core::mem::size_of::<RangeValue>() == 8);
 const _: () = assert!(core::mem::size_of::<RangeStats>() == 32);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 44);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 64);

@@ -27,7 +27,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use cas_audit_common::{
     family, initiator, port_bit, proto, service_port, tcp_flags, Counter, Direction, FlowEvent,
-    FlowKey, FlowStats,
+    FlowKey, FlowStats, RangeValue,
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -67,31 +67,30 @@ fn count(counter: Counter, n: u64) {
     }
 }
 
-/// Whether `port` is set in the allowed-port bitmap.
+/// Whether `port` is allowed in port profile `profile`.
 #[inline(always)]
-fn port_allowed(port: u16) -> bool {
-    let (word, bit) = port_bit(port);
+fn port_allowed(profile: u32, port: u16) -> bool {
+    let (word, bit) = port_bit(profile, port);
     match ALLOWED_PORTS.get(word) {
         Some(w) => *w & bit != 0,
         None => false,
     }
 }
 
-/// Looks up the remote address; returns the range id or `u32::MAX` on a miss.
+/// Looks up the remote address; a miss gives range id `u32::MAX`.
 #[inline(always)]
-fn lookup_range(fam: u8, addr: &[u8; 16]) -> u32 {
-    if fam == family::V4 {
-        let key = Key::new(32, [addr[0], addr[1], addr[2], addr[3]]);
-        match RANGES_V4.get(&key) {
-            Some(id) => *id,
-            None => u32::MAX,
-        }
+fn lookup_range(fam: u8, addr: &[u8; 16]) -> RangeValue {
+    let hit = if fam == family::V4 {
+        RANGES_V4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
     } else {
-        let key = Key::new(128, *addr);
-        match RANGES_V6.get(&key) {
-            Some(id) => *id,
-            None => u32::MAX,
-        }
+        RANGES_V6.get(Key::new(128, *addr))
+    };
+    match hit {
+        Some(v) => *v,
+        None => RangeValue {
+            id: u32::MAX,
+            ports: 0,
+        },
     }
 }
 
@@ -110,10 +109,11 @@ fn observe<P: Packet>(pkt: &P, dir: Direction) {
     } else {
         &l3.src
     };
-    let range_id = lookup_range(l3.family, remote);
-    if range_id == u32::MAX {
+    let range = lookup_range(l3.family, remote);
+    if range.id == u32::MAX {
         return;
     }
+    let range_id = range.id;
 
     let len = pkt.frame_len() as u64;
     match l3.status {
@@ -155,7 +155,7 @@ fn observe<P: Packet>(pkt: &P, dir: Direction) {
         key.local_port = l4.dst_port;
         key.remote_port = l4.src_port;
     }
-    update_flow(pkt, &key, dir, range_id, segs as u64, bytes, l4.tcp_flags);
+    update_flow(pkt, &key, dir, &range, segs as u64, bytes, l4.tcp_flags);
 }
 
 #[inline(always)]
@@ -189,11 +189,12 @@ fn update_flow<P: Packet>(
     pkt: &P,
     key: &FlowKey,
     dir: Direction,
-    range_id: u32,
+    range: &RangeValue,
     packets: u64,
     bytes: u64,
     flags: u32,
 ) {
+    let range_id = range.id;
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let syn = opening_syn(flags);
@@ -228,9 +229,10 @@ fn update_flow<P: Packet>(
     if key.proto == proto::TCP && syn != 0 {
         st.initiator = opener;
     }
-    let svc = service_port(st.initiator, key.local_port, key.remote_port, port_allowed);
+    let allowed = |port| port_allowed(range.ports, port);
+    let svc = service_port(st.initiator, key.local_port, key.remote_port, allowed);
     let flagged = match key.proto {
-        proto::TCP | proto::UDP => !port_allowed(svc),
+        proto::TCP | proto::UDP => !allowed(svc),
         proto::ICMP | proto::ICMPV6 => false,
         // Other protocols have no port an allowlist could name.
         _ => true,

@@ -6,17 +6,20 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use cas_audit_common::{
-    sizes::{EVENTS_BYTES, MAX_FLOWS, MAX_RANGES, MAX_RANGES_V4, MAX_RANGES_V6, PORT_WORDS},
-    Counter, FlowKey, FlowStats, RangeStats,
+    sizes::{
+        EVENTS_BYTES, MAX_FLOWS, MAX_PORT_PROFILES, MAX_RANGES, MAX_RANGES_V4, MAX_RANGES_V6,
+        PORT_WORDS,
+    },
+    Counter, FlowKey, FlowStats, RangeStats, RangeValue,
 };
 
 /// IPv4 CAS prefixes → range id.
 #[map(name = "CAS_RANGES_V4")]
-pub static RANGES_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_RANGES_V4, 0);
+pub static RANGES_V4: LpmTrie<[u8; 4], RangeValue> = LpmTrie::with_max_entries(MAX_RANGES_V4, 0);
 
 /// IPv6 CAS prefixes → range id.
 #[map(name = "CAS_RANGES_V6")]
-pub static RANGES_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_RANGES_V6, 0);
+pub static RANGES_V6: LpmTrie<[u8; 16], RangeValue> = LpmTrie::with_max_entries(MAX_RANGES_V6, 0);
 
 /// Per-range packet and byte counters, per CPU.
 #[map(name = "CAS_RANGE_STATS")]
@@ -26,9 +29,9 @@ pub static RANGE_STATS: PerCpuArray<RangeStats> = PerCpuArray::with_max_entries(
 #[map(name = "CAS_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 
-/// Allowed service ports, as a bitmap of 2048 32-bit words.
+/// Allowed service ports: one bitmap of 2048 32-bit words per port profile.
 #[map(name = "CAS_ALLOWED_PORTS")]
-pub static ALLOWED_PORTS: Array<u32> = Array::with_max_entries(PORT_WORDS, 0);
+pub static ALLOWED_PORTS: Array<u32> = Array::with_max_entries(MAX_PORT_PROFILES * PORT_WORDS, 0);
 
 /// Disallowed-port flow events for the agent.
 #[map(name = "CAS_EVENTS")]

@@ -16,10 +16,15 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use cas_audit_common::{names, port_bit, sizes, Counter, FlowKey, FlowStats, RangeStats};
+use cas_audit_common::{
+    names, port_bit, sizes, Counter, FlowKey, FlowStats, RangeStats, RangeValue,
+};
 use ipnet::IpNet;
 
-use crate::{addrset::Range, ports::AllowedPorts};
+use crate::{
+    addrset::Range,
+    ports::{AllowedPorts, PortPolicy},
+};
 
 /// Errors of the datapath.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +57,16 @@ pub enum DatapathError {
         /// Why.
         #[source]
         source: MapError,
+    },
+    /// More distinct allowed-port sets than the datapath holds.
+    #[error(
+        "the address set needs {have} distinct allowed-port sets; the datapath holds at most {max}"
+    )]
+    TooManyPortProfiles {
+        /// Port sets needed.
+        have: usize,
+        /// Capacity.
+        max: u32,
     },
     /// More ranges than the tries hold.
     #[error("the address set has {have} {family} prefixes; the datapath holds at most {max}")]
@@ -169,27 +184,48 @@ pub struct Datapath {
 
 impl Datapath {
     /// Loads the embedded object with room for `max_flows` flows, fills the
-    /// prefix tries with `ranges` (range id = index) and the allowed-port
-    /// bitmap with `ports`.
+    /// prefix tries with `ranges` (range id = index) and allows `ports` for
+    /// every range.
     pub fn load(
         ranges: &[Range],
         ports: &AllowedPorts,
         max_flows: u32,
     ) -> Result<Datapath, DatapathError> {
-        Self::load_object(crate::EBPF_OBJECT, ranges, ports, max_flows)
+        Self::load_object(
+            crate::EBPF_OBJECT,
+            ranges,
+            &PortPolicy::global(ports.clone()),
+            max_flows,
+        )
     }
 
-    /// Like [`Datapath::load`] with an explicit object (tests, benchmarks).
+    /// Like [`Datapath::load`] with per-range allowed ports.
+    pub fn load_with_policy(
+        ranges: &[Range],
+        policy: &PortPolicy,
+        max_flows: u32,
+    ) -> Result<Datapath, DatapathError> {
+        Self::load_object(crate::EBPF_OBJECT, ranges, policy, max_flows)
+    }
+
+    /// Loads an explicit object (tests, benchmarks).
     pub fn load_object(
         object: &[u8],
         ranges: &[Range],
-        ports: &AllowedPorts,
+        policy: &PortPolicy,
         max_flows: u32,
     ) -> Result<Datapath, DatapathError> {
         if object.is_empty() {
             return Err(DatapathError::NoObject);
         }
         check_capacity(ranges)?;
+        let profiles = policy.profiles().len() as u32;
+        if profiles > sizes::MAX_PORT_PROFILES {
+            return Err(DatapathError::TooManyPortProfiles {
+                have: profiles as usize,
+                max: sizes::MAX_PORT_PROFILES,
+            });
+        }
         // Size the range maps to the set (plus headroom for a reload) rather
         // than to the compiled-in maximum: the per-CPU counters cost
         // 32 bytes per range per CPU.
@@ -204,6 +240,7 @@ impl Datapath {
             .map_max_entries(names::RANGES_V4, room(v4, sizes::MAX_RANGES_V4))
             .map_max_entries(names::RANGES_V6, room(v6, sizes::MAX_RANGES_V6))
             .map_max_entries(names::RANGE_STATS, room(ranges.len(), sizes::MAX_RANGES))
+            .map_max_entries(names::ALLOWED_PORTS, profiles * sizes::PORT_WORDS)
             .load(object)
             .map_err(|e| DatapathError::Load(format!("{e:#}")))?;
         let logger = match EbpfLogger::init(&mut ebpf) {
@@ -240,13 +277,17 @@ impl Datapath {
             links: Vec::new(),
             attachments: Vec::new(),
         };
-        dp.set_ranges(ranges)?;
-        dp.set_allowed_ports(ports)?;
+        dp.set_ranges(ranges, policy)?;
+        dp.set_allowed_ports(policy)?;
         Ok(dp)
     }
 
-    fn set_ranges(&mut self, ranges: &[Range]) -> Result<(), DatapathError> {
-        let mut trie4: LpmTrie<&mut MapData, [u8; 4], u32> =
+    fn set_ranges(&mut self, ranges: &[Range], policy: &PortPolicy) -> Result<(), DatapathError> {
+        let value = |id: usize| RangeValue {
+            id: id as u32,
+            ports: policy.profile_of(id as u32),
+        };
+        let mut trie4: LpmTrie<&mut MapData, [u8; 4], RangeValue> =
             LpmTrie::try_from(self.ebpf.map_mut(names::RANGES_V4).expect("v4 trie"))
                 .map_err(map_err("opening the IPv4 trie"))?;
         for (id, r) in ranges.iter().enumerate() {
@@ -254,13 +295,13 @@ impl Datapath {
                 trie4
                     .insert(
                         &Key::new(n.prefix_len().into(), n.addr().octets()),
-                        id as u32,
+                        value(id),
                         0,
                     )
                     .map_err(map_err(format!("inserting {n}")))?;
             }
         }
-        let mut trie6: LpmTrie<&mut MapData, [u8; 16], u32> =
+        let mut trie6: LpmTrie<&mut MapData, [u8; 16], RangeValue> =
             LpmTrie::try_from(self.ebpf.map_mut(names::RANGES_V6).expect("v6 trie"))
                 .map_err(map_err("opening the IPv6 trie"))?;
         for (id, r) in ranges.iter().enumerate() {
@@ -268,7 +309,7 @@ impl Datapath {
                 trie6
                     .insert(
                         &Key::new(n.prefix_len().into(), n.addr().octets()),
-                        id as u32,
+                        value(id),
                         0,
                     )
                     .map_err(map_err(format!("inserting {n}")))?;
@@ -277,18 +318,18 @@ impl Datapath {
         Ok(())
     }
 
-    fn set_allowed_ports(&mut self, ports: &AllowedPorts) -> Result<(), DatapathError> {
-        let mut words = vec![0u32; sizes::PORT_WORDS as usize];
-        for p in ports.iter() {
-            let (w, bit) = port_bit(p);
-            words[w as usize] |= bit;
-        }
+    fn set_allowed_ports(&mut self, policy: &PortPolicy) -> Result<(), DatapathError> {
         let mut arr: Array<&mut MapData, u32> =
             Array::try_from(self.ebpf.map_mut(names::ALLOWED_PORTS).expect("ports map"))
                 .map_err(map_err("opening the allowed-port map"))?;
-        for (i, w) in words.iter().enumerate() {
-            if *w != 0 {
-                arr.set(i as u32, *w, 0)
+        for (profile, ports) in policy.profiles().iter().enumerate() {
+            let mut words = std::collections::BTreeMap::<u32, u32>::new();
+            for p in ports.iter() {
+                let (w, bit) = port_bit(profile as u32, p);
+                *words.entry(w).or_default() |= bit;
+            }
+            for (w, bits) in words {
+                arr.set(w, bits, 0)
                     .map_err(map_err("writing the allowed-port map"))?;
             }
         }

@@ -19,6 +19,9 @@ pub enum Error {
     /// A bad flag value or combination.
     #[error("{0}")]
     Usage(String),
+    /// A bad address set (file, place and reason).
+    #[error("address set {0}")]
+    Set(crate::addrset::SetError),
     /// The datapath failed.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
@@ -33,15 +36,25 @@ pub enum Error {
     },
 }
 
+// Not `#[from]`: that would also make the set error this one's cause, and
+// the binary would print it twice.
+impl From<crate::addrset::SetError> for Error {
+    fn from(e: crate::addrset::SetError) -> Self {
+        Error::Set(e)
+    }
+}
+
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Privilege(_) | Error::Kernel(_) | Error::Usage(_) => EXIT_USAGE,
+            Error::Privilege(_) | Error::Kernel(_) | Error::Usage(_) | Error::Set(_) => EXIT_USAGE,
             Error::Datapath(DatapathError::UnknownInterface(_) | DatapathError::NoObject) => {
                 EXIT_USAGE
             }
-            Error::Datapath(DatapathError::TooManyRanges { .. }) => EXIT_USAGE,
+            Error::Datapath(
+                DatapathError::TooManyRanges { .. } | DatapathError::TooManyPortProfiles { .. },
+            ) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }

@@ -284,8 +284,11 @@ pub struct Summary {
     pub set: String,
     /// Interfaces audited.
     pub interfaces: Vec<String>,
-    /// Allowed service ports.
+    /// Allowed service ports (for `per-range`, the union over all ranges).
     pub allowed_ports: Vec<u16>,
+    /// `global` (one port list for every range) or `per-range` (each range's
+    /// purposes decide, with `--set`).
+    pub port_policy: &'static str,
 }
 
 impl Summary {

@@ -10,11 +10,11 @@ use tokio::{
 };
 
 use crate::{
-    addrset::{AddressSet, DataCenter, Range},
+    addrset::{AddressSet, DataCenter, Purpose, Range},
     datapath::{Datapath, IngressMode},
     error::{preflight, Error},
     flow::Flow,
-    ports::AllowedPorts,
+    ports::{AllowedPorts, PortPolicy},
     report::{monotonic_ns, rfc3339, Clock, FlowRecord, Output, Reason, Summary},
     tracker::Tracker,
 };
@@ -33,10 +33,15 @@ pub enum JsonTarget {
 pub struct RunConfig {
     /// Interfaces to attach to.
     pub ifaces: Vec<String>,
-    /// Allowed service ports.
-    pub ports: AllowedPorts,
+    /// Allowed service ports for every range (`--allow-port`); `None`: the
+    /// set's per-purpose ports with `--set`, else the defaults.
+    pub ports: Option<AllowedPorts>,
+    /// The address set: a built-in name or a set file; `None`: the default built-in set.
+    pub set: Option<String>,
     /// Restrict the set to these data centers (empty: all).
     pub datacenters: Vec<DataCenter>,
+    /// Restrict the set to these purposes (empty: all).
+    pub purposes: Vec<Purpose>,
     /// JSON-lines output.
     pub json: Option<JsonTarget>,
     /// Stop after this long.
@@ -55,8 +60,10 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             ifaces: Vec::new(),
-            ports: AllowedPorts::default(),
+            ports: None,
+            set: None,
             datacenters: Vec::new(),
+            purposes: Vec::new(),
             json: None,
             duration: None,
             ingress: IngressMode::Auto,
@@ -74,7 +81,7 @@ struct Session {
     dp: Datapath,
     ranges: Vec<Range>,
     ifnames: HashMap<u32, String>,
-    ports: AllowedPorts,
+    ports: PortPolicy,
     clock: Clock,
     tracker: Tracker,
     out: Output,
@@ -104,7 +111,7 @@ impl Session {
             flagged: 1,
             ..FlowStats::default()
         });
-        let flow = Flow::new(ev.key, stats, &self.ports);
+        let flow = Flow::new(ev.key, stats, self.ports.for_range(stats.range_id));
         if self.tracker.flag(&flow) {
             self.write(&flow, Reason::Flagged)?;
         }
@@ -164,7 +171,19 @@ impl Session {
             ext_header_limit: c.get(Counter::ExtHeaderLimit),
             set: set_name.to_string(),
             interfaces: ifaces.to_vec(),
-            allowed_ports: self.ports.iter().collect(),
+            allowed_ports: self
+                .ports
+                .profiles()
+                .iter()
+                .flat_map(|p| p.iter())
+                .collect::<std::collections::BTreeSet<u16>>()
+                .into_iter()
+                .collect(),
+            port_policy: if self.ports.is_global() {
+                "global"
+            } else {
+                "per-range"
+            },
         };
         self.out
             .summary(&s)
@@ -184,11 +203,22 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     }
     preflight()?;
 
-    let mut set = AddressSet::builtin();
+    let mut set = match &cfg.set {
+        Some(name) => AddressSet::load(name)?,
+        None => AddressSet::builtin(),
+    };
     if !cfg.datacenters.is_empty() {
         set.retain_datacenters(&cfg.datacenters);
     }
+    if !cfg.purposes.is_empty() {
+        set.retain_purposes(&cfg.purposes);
+    }
     let ranges = set.ranges();
+    let policy = match (&cfg.ports, &cfg.set) {
+        (Some(p), _) => PortPolicy::global(p.clone()),
+        (None, Some(_)) => PortPolicy::per_range(&ranges),
+        (None, None) => PortPolicy::global(AllowedPorts::default()),
+    };
 
     let json: Option<Box<dyn Write + Send>> = match &cfg.json {
         None => None,
@@ -199,7 +229,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     };
     let human = cfg.json != Some(JsonTarget::Stdout);
 
-    let mut dp = Datapath::load(&ranges, &cfg.ports, cfg.max_flows)?;
+    let mut dp = Datapath::load_with_policy(&ranges, &policy, cfg.max_flows)?;
     let logger = dp.take_logger();
     // SAFETY (both registrations): the ring buffers own their map fds, which
     // stay open and unchanged for as long as the AsyncFd owns them.
@@ -231,14 +261,14 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         v6,
         set.name,
         cfg.ifaces.join(", "),
-        cfg.ports
+        policy
     );
 
     let mut s = Session {
         dp,
         ranges,
         ifnames,
-        ports: cfg.ports.clone(),
+        ports: policy,
         clock: Clock::new(),
         tracker: Tracker::new(cfg.idle_timeout.as_nanos() as u64, LINGER.as_nanos() as u64),
         out: Output::new(json, human),

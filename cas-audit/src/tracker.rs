@@ -7,7 +7,7 @@ use cas_audit_common::{FlowKey, FlowStats};
 
 use crate::{
     flow::{Ending, Flow, Verdict},
-    ports::AllowedPorts,
+    ports::PortPolicy,
     report::Reason,
 };
 
@@ -57,14 +57,14 @@ impl Tracker {
         &mut self,
         snapshot: Vec<(FlowKey, FlowStats)>,
         now_ns: u64,
-        ports: &AllowedPorts,
+        ports: &PortPolicy,
     ) -> Vec<(Flow, Reason)> {
         let mut out = Vec::new();
         // Forget flagged flows the kernel evicted, so the set stays bounded.
         let live: HashSet<FlowKey> = snapshot.iter().map(|(k, _)| *k).collect();
         self.flagged.retain(|k| live.contains(k));
         for (k, s) in snapshot {
-            let flow = Flow::new(k, s, ports);
+            let flow = Flow::new(k, s, ports.for_range(s.range_id));
             if self.flag(&flow) {
                 out.push((flow.clone(), Reason::Flagged));
             }
@@ -89,11 +89,11 @@ impl Tracker {
     pub fn finish_all(
         &mut self,
         snapshot: Vec<(FlowKey, FlowStats)>,
-        ports: &AllowedPorts,
+        ports: &PortPolicy,
     ) -> Vec<(Flow, Reason)> {
         let mut out = Vec::new();
         for (k, s) in snapshot {
-            let flow = Flow::new(k, s, ports);
+            let flow = Flow::new(k, s, ports.for_range(s.range_id));
             if self.flag(&flow) {
                 out.push((flow.clone(), Reason::Flagged));
             }
@@ -109,6 +109,7 @@ mod tests {
     use cas_audit_common::{family, initiator, proto, tcp_flags};
 
     use super::*;
+    use crate::ports::AllowedPorts;
 
     fn key(p: u8, remote_port: u16) -> FlowKey {
         FlowKey {
@@ -127,7 +128,7 @@ mod tests {
 
     #[test]
     fn flags_once_ends_after_linger_and_expires_when_idle() {
-        let ports = AllowedPorts::default();
+        let ports = PortPolicy::global(AllowedPorts::default());
         let mut t = Tracker::new(60 * S, 2 * S);
         let udp = (
             key(proto::UDP, 8443),
@@ -173,7 +174,7 @@ mod tests {
 
     #[test]
     fn evicted_flagged_flows_are_forgotten() {
-        let ports = AllowedPorts::default();
+        let ports = PortPolicy::global(AllowedPorts::default());
         let mut t = Tracker::new(60 * S, 2 * S);
         let s = FlowStats {
             last_seen_ns: S,
@@ -192,7 +193,7 @@ mod tests {
 
     #[test]
     fn exit_reports_everything_and_flags_late_ones() {
-        let ports = AllowedPorts::default();
+        let ports = PortPolicy::global(AllowedPorts::default());
         let mut t = Tracker::new(60 * S, 2 * S);
         let s = FlowStats {
             last_seen_ns: S,
