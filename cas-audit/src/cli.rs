@@ -6,10 +6,12 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    addrset::DataCenter,
+    addrset::{DataCenter, Purpose},
     datapath::IngressMode,
+    export::ExportFormat,
     ports::AllowedPorts,
     run::{JsonTarget, RunConfig},
+    sets::ShowFormat,
 };
 
 /// Audits traffic to and from Microsoft Defender for Cloud Apps (CAS) address ranges with eBPF.
@@ -29,6 +31,75 @@ pub struct Cli {
 pub enum Command {
     /// Attach to interfaces and report CAS flows live, as JSON lines and readable lines.
     Run(RunArgs),
+    /// Address sets: list, show, diff, export as firewall rules, import a published page.
+    #[command(subcommand)]
+    Sets(SetsCommand),
+}
+
+/// Selection of an address set and a part of it.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Built-in set name (see `sets list`) or set file; default: the built-in default set.
+    #[arg(long = "set", value_name = "NAME|FILE")]
+    pub set: Option<String>,
+    /// Only these data centers (repeatable); entries without a data center are kept.
+    #[arg(long = "datacenter", value_name = "DC", num_args = 1.., value_parser = parse_dc)]
+    pub datacenters: Vec<DataCenter>,
+    /// Only these purposes (repeatable): portal, access-session-controls, siem-agent,
+    /// app-connector, dlp, mail, log-collector, auth-gateway.
+    #[arg(long = "purpose", value_name = "P", num_args = 1.., value_parser = parse_purpose)]
+    pub purposes: Vec<Purpose>,
+}
+
+/// `cas-audit sets` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SetsCommand {
+    /// Built-in sets and the given set files, with counts.
+    List {
+        /// Set files to list too.
+        files: Vec<String>,
+    },
+    /// The entries and DNS names of a set.
+    Show {
+        #[command(flatten)]
+        selection: Selection,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Added and removed prefixes per data center and purpose from A to B.
+    /// Exit 0 when they are the same, 1 when they differ.
+    Diff {
+        /// The old set (name or file).
+        a: String,
+        /// The new set (name or file).
+        b: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The set as a firewall allowlist.
+    Export {
+        #[command(flatten)]
+        selection: Selection,
+        /// nft (nftables), iptables (iptables-restore), ipset (ipset restore) or json.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Import a network-requirements page (Markdown, as published) into a set file.
+    Import {
+        /// The page.
+        page: PathBuf,
+        /// Name of the set (default: cas-YYYY-MM from the page's ms.date).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the set file to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `cas-audit run` flags.
@@ -37,7 +108,15 @@ pub struct RunArgs {
     /// Interface to audit (repeatable). Egress and ingress are both watched.
     #[arg(long = "iface", value_name = "IF", required = true)]
     pub ifaces: Vec<String>,
-    /// Allowed service port (repeatable; replaces the default 443, 80, 11344).
+    /// Address set to audit against: a built-in name (see `sets list`) or a set file.
+    /// With it, each range's purposes decide its allowed ports (unless --allow-port).
+    #[arg(long = "set", value_name = "NAME|FILE")]
+    pub set: Option<String>,
+    /// Only audit ranges of these purposes (repeatable).
+    #[arg(long = "purpose", value_name = "P", num_args = 1.., value_parser = parse_purpose)]
+    pub purposes: Vec<Purpose>,
+    /// Allowed service port for every range (repeatable; replaces the default 443, 80, 11344
+    /// and, with --set, the set's per-purpose ports).
     #[arg(long = "allow-port", value_name = "PORT", num_args = 1.., value_parser = clap::value_parser!(u16).range(1..))]
     pub allow_ports: Vec<u16>,
     /// Only audit ranges of this data center (repeatable): US1, US2, US3, EU1, EU2, "Gov US1" (or gov-us1).
@@ -65,6 +144,10 @@ fn parse_dc(s: &str) -> Result<DataCenter, String> {
     s.parse::<DataCenter>().map_err(|e| e.to_string())
 }
 
+fn parse_purpose(s: &str) -> Result<Purpose, String> {
+    s.parse::<Purpose>().map_err(|e| e.to_string())
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .parse()
@@ -80,8 +163,11 @@ impl RunArgs {
     pub fn config(&self) -> RunConfig {
         RunConfig {
             ifaces: self.ifaces.clone(),
-            ports: AllowedPorts::from_flags(&self.allow_ports),
+            ports: (!self.allow_ports.is_empty())
+                .then(|| AllowedPorts::from_flags(&self.allow_ports)),
+            set: self.set.clone(),
             datacenters: self.datacenters.clone(),
+            purposes: self.purposes.clone(),
             json: self.json.as_deref().map(|j| {
                 if j == "-" {
                     JsonTarget::Stdout
@@ -131,10 +217,12 @@ mod tests {
             "tc",
         ])
         .unwrap();
-        let Command::Run(r) = cli.command;
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
         let c = r.config();
         assert_eq!(c.ifaces, vec!["eth1", "eth2"]);
-        assert_eq!(c.ports.iter().collect::<Vec<_>>(), vec![443, 8443]);
+        assert_eq!(c.ports.unwrap().iter().collect::<Vec<_>>(), vec![443, 8443]);
         assert_eq!(c.datacenters, vec![DataCenter::Us1, DataCenter::GovUs1]);
         assert_eq!(c.json, Some(JsonTarget::Stdout));
         assert_eq!(c.duration, Some(Duration::from_millis(2500)));

@@ -11,11 +11,15 @@
 pub mod addrset;
 pub mod cli;
 pub mod datapath;
+pub mod diff;
 pub mod error;
+pub mod export;
 pub mod flow;
+pub mod import;
 pub mod ports;
 pub mod report;
 pub mod run;
+pub mod sets;
 pub mod tracker;
 
 /// The eBPF object built by `build.rs` (empty when built as a stub).

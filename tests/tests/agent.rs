@@ -1274,3 +1274,232 @@ fn json_to_file() {
         assert_eq!(range["packets_out"], json!(UDP_COUNT), "{range}");
     });
 }
+
+// ---------------------------------------------------------------------------
+// Auditing against a set file (`run --set`)
+// ---------------------------------------------------------------------------
+
+/// A simulated CAS address in an IPv6 range of a hand-written set file.
+const CAS6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xca5, 0, 0, 0, 0, 1));
+const LAN6: IpAddr = Topology::LAN_ADDR6;
+
+/// The published pages, beside the repository (`../shared/seeds`).
+fn seed(page: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/seeds")
+        .join(page);
+    assert!(
+        p.is_file(),
+        "{} is missing: the shared pages are test input",
+        p.display()
+    );
+    p
+}
+
+/// `cas-audit ARGS` in the root namespace (commands that attach nothing).
+fn cli(args: &[&str]) -> Run {
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(args);
+    Agent::spawn(cmd).wait(EXIT_TIMEOUT)
+}
+
+/// `run --set FILE`: each range's purposes decide its allowed ports, for
+/// IPv4 and IPv6. The same 443 connection is allowed to the app-connector
+/// address and disallowed to the DLP range, whose only port is 11344.
+#[test]
+fn run_against_a_set_file_uses_per_purpose_ports() {
+    with_bed(
+        "run_against_a_set_file_uses_per_purpose_ports",
+        &[CAS, CAS6],
+        |topo| {
+            let dir = TempDir::new();
+            let file = dir.0.join("lab.json");
+            std::fs::write(
+                &file,
+                r#"{"schema": 1, "name": "lab", "source": "test", "published": "2026-11-22",
+ "entries": [
+  {"prefix": "13.64.196.27/32", "datacenter": "US1", "purpose": "app-connector", "direction": "inbound"},
+  {"prefix": "2001:db8:ca5::/48", "datacenter": "EU2", "purpose": "dlp", "direction": "inbound"}
+ ]}
+"#,
+            )
+            .expect("writing the set file");
+            let file = file.to_str().expect("utf-8 path");
+            let agent = Agent::start(topo, "tc", &["--set", file]);
+
+            let v4 = (sa(LAN, 40101), sa(CAS, 443));
+            tcp_echo(topo, topo.lan(), v4.0, topo.cloud(), v4.1);
+            // CAS opens to the LAN's stunnel over IPv6.
+            let stunnel = (sa(LAN6, 11344), sa(CAS6, 40102));
+            tcp_echo(topo, topo.cloud(), stunnel.1, topo.lan(), stunnel.0);
+            let v6_443 = (sa(LAN6, 40103), sa(CAS6, 443));
+            tcp_echo(topo, topo.lan(), v6_443.0, topo.cloud(), v6_443.1);
+            let report = agent.stop().report();
+
+            let r = report.flow("tcp", v4.0, v4.1);
+            for (f, v) in [
+                ("verdict", json!("allowed")),
+                ("service_port", json!(443)),
+                ("prefix", json!("13.64.196.27/32")),
+                ("datacenters", json!(["US1"])),
+                ("purposes", json!(["app-connector"])),
+            ] {
+                assert_eq!(r[f], v, "{f}: {r}");
+            }
+            let r = report.flow("tcp", stunnel.0, stunnel.1);
+            for (f, v) in [
+                ("verdict", json!("allowed")),
+                ("initiator", json!("remote")),
+                ("service_port", json!(11344)),
+                ("prefix", json!("2001:db8:ca5::/48")),
+                ("datacenters", json!(["EU2"])),
+                ("purposes", json!(["dlp"])),
+            ] {
+                assert_eq!(r[f], v, "{f}: {r}");
+            }
+            assert!(
+                u64_of(r, "packets_in") > 0 && u64_of(r, "packets_out") > 0,
+                "{r}"
+            );
+            let r = report.flow("tcp", v6_443.0, v6_443.1);
+            assert_eq!(r["verdict"], json!("disallowed-port"), "{r}");
+            assert_eq!(r["initiator"], json!("local"), "{r}");
+            assert!(
+                report.flagged("tcp", v6_443.0, v6_443.1),
+                "{}",
+                report.dump()
+            );
+            assert_eq!(report.finals().len(), 3, "{}", report.dump());
+            assert_eq!(report.summary["set"], json!("lab"));
+            assert_eq!(report.summary["port_policy"], json!("per-range"));
+            assert_eq!(report.summary["allowed_ports"], json!([443, 11344]));
+            assert_eq!(report.summary_u64("disallowed"), 1);
+        },
+    );
+}
+
+/// `sets import` of the published 2019-11 page, then `run --set` on the
+/// imported file: the same verdicts as the built-in set's purposes give.
+#[test]
+fn run_against_an_imported_page() {
+    with_bed("run_against_an_imported_page", &[CAS], |topo| {
+        let dir = TempDir::new();
+        let file = dir.0.join("imported.json");
+        let page = seed("network-requirements-2019-11.md");
+        let import = cli(&[
+            "sets",
+            "import",
+            page.to_str().expect("utf-8"),
+            "--out",
+            file.to_str().expect("utf-8"),
+        ]);
+        import.assert_success();
+        assert!(import.stderr.contains("cas-2019-11"), "{}", import.stderr);
+        let agent = Agent::start(topo, "tc", &["--set", file.to_str().expect("utf-8")]);
+        udp_out(topo);
+        let https = (sa(LAN, 40111), sa(CAS, 443));
+        tcp_echo(topo, topo.lan(), https.0, topo.cloud(), https.1);
+        let stunnel = (sa(LAN, 11344), sa(CAS, 40112));
+        tcp_echo(topo, topo.cloud(), stunnel.1, topo.lan(), stunnel.0);
+        let report = agent.stop().report();
+        check_udp_out(&report);
+        assert_eq!(
+            report.flow("tcp", https.0, https.1)["verdict"],
+            json!("allowed")
+        );
+        let r = report.flow("tcp", stunnel.0, stunnel.1);
+        assert_eq!(r["verdict"], json!("allowed"), "{r}");
+        assert_eq!(r["service_port"], json!(11344), "{r}");
+        assert_eq!(report.summary["set"], json!("cas-2019-11"));
+        assert_eq!(report.summary["port_policy"], json!("per-range"));
+    });
+}
+
+/// A malformed set file: exit 2 naming the file, the entry and the reason;
+/// nothing attached.
+#[test]
+fn exit_2_bad_set_file() {
+    with_bed("exit_2_bad_set_file", &[CAS], |topo| {
+        let dir = TempDir::new();
+        let file = dir.0.join("bad.json");
+        std::fs::write(
+            &file,
+            r#"{"schema": 1, "name": "bad", "source": "test", "published": "2026-11-22",
+ "entries": [
+  {"prefix": "13.64.196.27/32", "datacenter": "US1", "purpose": "portal"},
+  {"prefix": "10.0.0.0/33", "datacenter": "US1", "purpose": "portal"}
+ ]}
+"#,
+        )
+        .expect("writing the set file");
+        let path = file.to_str().expect("utf-8");
+        let run = Agent::spawn_agent(
+            topo,
+            &[
+                "run",
+                "--iface",
+                Topology::GW_UPLINK,
+                "--set",
+                path,
+                "--json",
+                "-",
+            ],
+        )
+        .wait(EXIT_TIMEOUT);
+        run.assert_usage_error(&[path, "entries[1]", "10.0.0.0/33"]);
+        assert_nothing_attached(topo);
+
+        std::fs::write(&file, r#"{"schema": 2, "name": "x"}"#).expect("writing");
+        let run = Agent::spawn_agent(
+            topo,
+            &[
+                "run",
+                "--iface",
+                Topology::GW_UPLINK,
+                "--set",
+                path,
+                "--json",
+                "-",
+            ],
+        )
+        .wait(EXIT_TIMEOUT);
+        run.assert_usage_error(&[path, "schema"]);
+        assert_nothing_attached(topo);
+    });
+}
+
+/// `sets diff`: exit 0 for the same set, 1 for different versions, 2 for a
+/// set that does not exist.
+#[test]
+fn sets_diff_exit_codes() {
+    let same = cli(&["sets", "diff", "cas-2019-11", "cas-2019-11"]);
+    assert_eq!(same.code(), Some(0), "{}{}", same.stdout, same.stderr);
+    assert!(same.stdout.contains("no difference"), "{}", same.stdout);
+    let changed = cli(&["sets", "diff", "cas-2017-07", "cas-2019-11"]);
+    assert_eq!(
+        changed.code(),
+        Some(1),
+        "{}{}",
+        changed.stdout,
+        changed.stderr
+    );
+    // 13.64.26.88 (US1 portal) is new in 2019; 104.42.231.28 (the 2017
+    // portal address) is gone.
+    assert!(
+        changed.stdout.contains("+ 13.64.26.88/32"),
+        "{}",
+        changed.stdout
+    );
+    assert!(
+        changed.stdout.contains("- 104.42.231.28/32"),
+        "{}",
+        changed.stdout
+    );
+    let missing = cli(&["sets", "diff", "cas-2019-11", "/nonexistent/set.json"]);
+    assert_eq!(missing.code(), Some(2), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("/nonexistent/set.json"),
+        "{}",
+        missing.stderr
+    );
+}

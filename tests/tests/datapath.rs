@@ -549,6 +549,10 @@ fn harness(test: &str) -> Option<Harness> {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
+        assert!(
+            std::env::var_os(cas_audit_tests::REQUIRE_ROOT_ENV).is_none(),
+            "{test}: loading BPF programs needs root (euid {euid})"
+        );
         eprintln!("SKIPPED {test}: loading and test-running BPF programs needs root (euid {euid})");
         return None;
     }
@@ -558,6 +562,7 @@ fn harness(test: &str) -> Option<Harness> {
             prefix: p.parse().expect("range prefix"),
             datacenters: BTreeSet::new(),
             purposes: BTreeSet::new(),
+            ports: BTreeSet::new(),
         })
         .collect();
     let dp = match Datapath::load(&ranges, &AllowedPorts::default(), 1024) {

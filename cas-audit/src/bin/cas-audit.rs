@@ -2,9 +2,11 @@
 
 use clap::Parser;
 
+use std::{io::Write, path::Path};
+
 use cas_audit::{
-    cli::{Cli, Command},
-    error::EXIT_FAILURE,
+    cli::{Cli, Command, SetsCommand},
+    error::{Error, EXIT_FAILURE},
 };
 
 fn main() {
@@ -28,15 +30,75 @@ fn main() {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => rt.block_on(cas_audit::run::run(args.config())).map(|_| ()),
+        Command::Run(args) => rt.block_on(cas_audit::run::run(args.config())).map(|_| 0),
+        Command::Sets(cmd) => sets(cmd),
     };
-    if let Err(e) = result {
-        eprintln!("cas-audit: {e}");
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            eprintln!("  caused by: {s}");
-            src = s.source();
-        }
-        std::process::exit(e.exit_code());
+    match result {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail(e),
     }
+}
+
+/// Runs a `sets` subcommand; returns the exit code.
+fn sets(cmd: SetsCommand) -> Result<i32, Error> {
+    use cas_audit::sets;
+    let print = |text: &str, out: Option<&Path>| -> Result<(), Error> {
+        match out {
+            Some(p) => {
+                std::fs::write(p, text).map_err(Error::io(format!("writing {}", p.display())))
+            }
+            None => {
+                let mut so = std::io::stdout().lock();
+                so.write_all(text.as_bytes())
+                    .and_then(|_| so.flush())
+                    .map_err(Error::io("writing to standard output"))
+            }
+        }
+    };
+    match cmd {
+        SetsCommand::List { files } => print(&sets::list(&files)?, None)?,
+        SetsCommand::Show { selection, format } => {
+            let s = sets::select(
+                selection.set.as_deref(),
+                &selection.datacenters,
+                &selection.purposes,
+            )?;
+            print(&sets::show(&s, format), None)?;
+        }
+        SetsCommand::Diff { a, b, json } => {
+            let (text, code) = sets::diff(&a, &b, json)?;
+            print(&text, None)?;
+            return Ok(code);
+        }
+        SetsCommand::Export {
+            selection,
+            format,
+            out,
+        } => {
+            let s = sets::select(
+                selection.set.as_deref(),
+                &selection.datacenters,
+                &selection.purposes,
+            )?;
+            print(&sets::export_set(&s, format), out.as_deref())?;
+        }
+        SetsCommand::Import { page, name, out } => {
+            let (json, report) = sets::import(&page, name.as_deref())?;
+            eprint!("{report}");
+            print(&json, out.as_deref())?;
+        }
+    }
+    Ok(0)
+}
+
+/// Prints the error and its causes and exits with its code.
+fn fail(e: Error) -> ! {
+    eprintln!("cas-audit: {e}");
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        eprintln!("  caused by: {s}");
+        src = s.source();
+    }
+    std::process::exit(e.exit_code());
 }
