@@ -25,6 +25,19 @@ pub mod names {
     pub const EVENTS: &str = "CAS_EVENTS";
     /// Per-CPU array of `u64` datapath counters indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "CAS_COUNTERS";
+    /// Prefilter of IPv4 ranges: bitmap over the top 16 address bits (array of
+    /// `u32` words); a clear bit means no range can match, so the trie is skipped.
+    pub const PREFILTER_V4: &str = "CAS_PREFILTER_V4";
+    /// Prefilter of IPv6 ranges over the top 16 address bits.
+    pub const PREFILTER_V6: &str = "CAS_PREFILTER_V6";
+    /// Benchmark baseline: a TC program that only returns.
+    pub const PROG_BENCH_EMPTY_TC: &str = "cas_bench_empty_tc";
+    /// Benchmark baseline: an XDP program that only returns.
+    pub const PROG_BENCH_EMPTY_XDP: &str = "cas_bench_empty_xdp";
+    /// Benchmark baseline: TC, parsing headers only.
+    pub const PROG_BENCH_PARSE_TC: &str = "cas_bench_parse_tc";
+    /// Benchmark baseline: XDP, parsing headers only.
+    pub const PROG_BENCH_PARSE_XDP: &str = "cas_bench_parse_xdp";
     /// TC classifier for egress.
     pub const PROG_TC_EGRESS: &str = "cas_tc_egress";
     /// TC classifier for ingress.
@@ -47,6 +60,8 @@ pub mod sizes {
     pub const MAX_FLOWS: u32 = 65_536;
     /// Words of one allowed-port bitmap: 65536 ports / 32 bits.
     pub const PORT_WORDS: u32 = 2048;
+    /// Words of a prefilter bitmap: 65536 values of the top 16 bits / 32.
+    pub const PREFILTER_WORDS: u32 = 2048;
     /// Port profiles (distinct allowed-port sets) the datapath holds; the
     /// agent sizes the map to the profiles it uses (8 KiB each).
     pub const MAX_PORT_PROFILES: u32 = 256;
@@ -305,6 +320,13 @@ pub fn service_port(
     } else {
         remote_port
     }
+}
+
+/// Word index and bit mask of the prefilter bit for an address whose top
+/// 16 bits (network byte order, first two bytes) are `hi`.
+#[inline(always)]
+pub fn prefilter_bit(hi: u16) -> (u32, u32) {
+    ((hi as u32) >> 5, 1u32 << (hi as u32 & 31))
 }
 
 /// Word index (in the allowed-port map) and bit mask of `port` in `profile`.

@@ -13,6 +13,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod bench;
 mod maps;
 mod packet;
 mod parse;
@@ -26,13 +27,16 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use cas_audit_common::{
-    family, initiator, port_bit, proto, service_port, tcp_flags, Counter, Direction, FlowEvent,
-    FlowKey, FlowStats, RangeValue,
+    family, initiator, port_bit, prefilter_bit, proto, service_port, tcp_flags, Counter, Direction,
+    FlowEvent, FlowKey, FlowStats, RangeValue,
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use crate::{
-    maps::{ALLOWED_PORTS, COUNTERS, EVENTS, FLOWS, RANGES_V4, RANGES_V6, RANGE_STATS},
+    maps::{
+        ALLOWED_PORTS, COUNTERS, EVENTS, FLOWS, PREFILTER_V4, PREFILTER_V6, RANGES_V4, RANGES_V6,
+        RANGE_STATS,
+    },
     packet::Packet,
     parse::{parse_l3, parse_l4, L3Status},
 };
@@ -78,8 +82,25 @@ fn port_allowed(profile: u32, port: u16) -> bool {
 }
 
 /// Looks up the remote address; a miss gives range id `u32::MAX`.
+///
+/// The prefilter bitmap over the top 16 bits answers most misses without
+/// touching the trie.
 #[inline(always)]
 fn lookup_range(fam: u8, addr: &[u8; 16]) -> RangeValue {
+    const MISS: RangeValue = RangeValue {
+        id: u32::MAX,
+        ports: 0,
+    };
+    let (word, bit) = prefilter_bit(u16::from_be_bytes([addr[0], addr[1]]));
+    let filter = if fam == family::V4 {
+        &PREFILTER_V4
+    } else {
+        &PREFILTER_V6
+    };
+    match filter.get(word) {
+        Some(w) if *w & bit != 0 => {}
+        _ => return MISS,
+    }
     let hit = if fam == family::V4 {
         RANGES_V4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
     } else {
@@ -87,10 +108,7 @@ fn lookup_range(fam: u8, addr: &[u8; 16]) -> RangeValue {
     };
     match hit {
         Some(v) => *v,
-        None => RangeValue {
-            id: u32::MAX,
-            ports: 0,
-        },
+        None => MISS,
     }
 }
 

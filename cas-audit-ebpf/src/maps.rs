@@ -8,7 +8,7 @@ use aya_ebpf::{
 use cas_audit_common::{
     sizes::{
         EVENTS_BYTES, MAX_FLOWS, MAX_PORT_PROFILES, MAX_RANGES, MAX_RANGES_V4, MAX_RANGES_V6,
-        PORT_WORDS,
+        PORT_WORDS, PREFILTER_WORDS,
     },
     Counter, FlowKey, FlowStats, RangeStats, RangeValue,
 };
@@ -40,3 +40,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 /// Global counters, per CPU.
 #[map(name = "CAS_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// IPv4 prefilter: one bit per value of the top 16 address bits, set when
+/// some range overlaps it. Array lookups are inlined by the kernel.
+#[map(name = "CAS_PREFILTER_V4")]
+pub static PREFILTER_V4: Array<u32> = Array::with_max_entries(PREFILTER_WORDS, 0);
+
+/// IPv6 prefilter over the top 16 address bits.
+#[map(name = "CAS_PREFILTER_V6")]
+pub static PREFILTER_V6: Array<u32> = Array::with_max_entries(PREFILTER_WORDS, 0);

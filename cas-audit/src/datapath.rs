@@ -17,7 +17,7 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use cas_audit_common::{
-    names, port_bit, sizes, Counter, FlowKey, FlowStats, RangeStats, RangeValue,
+    names, port_bit, prefilter_bit, sizes, Counter, FlowKey, FlowStats, RangeStats, RangeValue,
 };
 use ipnet::IpNet;
 
@@ -278,6 +278,7 @@ impl Datapath {
             attachments: Vec::new(),
         };
         dp.set_ranges(ranges, policy)?;
+        dp.set_prefilters(ranges)?;
         dp.set_allowed_ports(policy)?;
         Ok(dp)
     }
@@ -313,6 +314,58 @@ impl Datapath {
                         0,
                     )
                     .map_err(map_err(format!("inserting {n}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets, for each family, the prefilter bit of every top-16-bit value
+    /// that some range overlaps.
+    fn set_prefilters(&mut self, ranges: &[Range]) -> Result<(), DatapathError> {
+        let mut v4 = vec![0u32; sizes::PREFILTER_WORDS as usize];
+        let mut v6 = vec![0u32; sizes::PREFILTER_WORDS as usize];
+        for r in ranges {
+            let (words, first, last) = match r.prefix {
+                IpNet::V4(n) => (
+                    &mut v4,
+                    u32::from(n.network()) >> 16,
+                    u32::from(n.broadcast()) >> 16,
+                ),
+                IpNet::V6(n) => (
+                    &mut v6,
+                    (u128::from(n.network()) >> 112) as u32,
+                    (u128::from(n.broadcast()) >> 112) as u32,
+                ),
+            };
+            for hi in first..=last {
+                let (w, bit) = prefilter_bit(hi as u16);
+                words[w as usize] |= bit;
+            }
+        }
+        for (name, words) in [(names::PREFILTER_V4, v4), (names::PREFILTER_V6, v6)] {
+            let mut arr: Array<&mut MapData, u32> =
+                Array::try_from(self.ebpf.map_mut(name).expect("prefilter map"))
+                    .map_err(map_err("opening a prefilter map"))?;
+            for (i, w) in words.iter().enumerate() {
+                if *w != 0 {
+                    arr.set(i as u32, *w, 0)
+                        .map_err(map_err("writing a prefilter map"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets every prefilter bit, so that every packet goes to the trie: the
+    /// datapath as it was without the prefilter (for benchmarks).
+    pub fn disable_prefilter(&mut self) -> Result<(), DatapathError> {
+        for name in [names::PREFILTER_V4, names::PREFILTER_V6] {
+            let mut arr: Array<&mut MapData, u32> =
+                Array::try_from(self.ebpf.map_mut(name).expect("prefilter map"))
+                    .map_err(map_err("opening a prefilter map"))?;
+            for i in 0..sizes::PREFILTER_WORDS {
+                arr.set(i, u32::MAX, 0)
+                    .map_err(map_err("writing a prefilter map"))?;
             }
         }
         Ok(())

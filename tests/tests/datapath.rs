@@ -546,6 +546,11 @@ struct Harness {
 
 /// A fresh datapath, or `None` (after saying why) when the test cannot run.
 fn harness(test: &str) -> Option<Harness> {
+    harness_with(test, &RANGES)
+}
+
+/// A fresh datapath holding `prefixes` (range id = index).
+fn harness_with(test: &str, prefixes: &[&str]) -> Option<Harness> {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
@@ -556,7 +561,7 @@ fn harness(test: &str) -> Option<Harness> {
         eprintln!("SKIPPED {test}: loading and test-running BPF programs needs root (euid {euid})");
         return None;
     }
-    let ranges: Vec<Range> = RANGES
+    let ranges: Vec<Range> = prefixes
         .iter()
         .map(|p| Range {
             prefix: p.parse().expect("range prefix"),
@@ -2471,4 +2476,42 @@ fn every_packet_is_passed() {
     }
     let c = h.dp.counters().expect("counters");
     assert_eq!(c.get(Counter::Packets), frames.len() as u64 * (3 + 2 * 3));
+}
+
+/// The prefilter over the top 16 address bits must pass every address of a
+/// prefix shorter than /16 (and stop those just outside it) so that the
+/// trie still decides.
+#[test]
+fn prefilter_passes_every_address_of_a_wide_prefix() {
+    let Some(mut h) = harness_with(
+        "prefilter_passes_every_address_of_a_wide_prefix",
+        &["10.0.0.0/8", "2000::/12"],
+    ) else {
+        return;
+    };
+    let v4 = |a: [u8; 4]| Pkt::tcp(LOCAL4, Ipv4Addr::from(a), 40000, 443, SYN).build();
+    let v6 = |a: &str| Pkt::tcp(LOCAL6, a.parse::<Ipv6Addr>().unwrap(), 40000, 443, SYN).build();
+    let hits = [
+        v4([10, 0, 0, 1]),
+        v4([10, 128, 7, 7]),
+        v4([10, 255, 255, 254]),
+        v6("2000::1"),
+        v6("2007:1234::1"),
+        v6("200f:ffff:ffff::1"),
+    ];
+    let misses = [
+        v4([9, 255, 255, 255]),
+        v4([11, 0, 0, 1]),
+        v6("1fff:ffff::1"),
+        v6("2010::1"),
+    ];
+    for f in hits.iter().chain(misses.iter()) {
+        h.run(Hook::TcEgress, &f.bytes);
+    }
+    h.expect_counters(&[
+        (Counter::Packets, 10),
+        (Counter::Matched, 6),
+        (Counter::FlowsCreated, 6),
+    ]);
+    assert_eq!(h.flows().len(), 6);
 }
