@@ -11,6 +11,7 @@
 //! - `cargo xtask lint`: rustfmt, clippy for the agent and for the eBPF crate.
 //! - `cargo xtask run -- ARGS`: builds and runs the agent.
 
+mod bench;
 mod demo;
 
 use std::{
@@ -49,6 +50,19 @@ enum Task {
     },
     /// rustfmt --check, clippy -D warnings for the agent and the eBPF crate.
     Lint,
+    /// Benchmarks (needs root): ns per packet, throughput, the agent under
+    /// load; writes target/bench/results.json and BENCHMARKS.md.
+    Bench {
+        /// One short round of everything (CI smoke run); leaves BENCHMARKS.md alone.
+        #[arg(long)]
+        quick: bool,
+        /// Section of BENCHMARKS.md to write (e.g. before / after a change).
+        #[arg(long, default_value = "latest")]
+        label: String,
+        /// Extra arguments for cas-audit-bench (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Build, then run the agent with ARGS.
     Run {
         /// Arguments for cas-audit.
@@ -73,6 +87,7 @@ fn main() -> Result<()> {
             demo::run(&bin, seconds)
         }
         Task::Lint => lint(),
+        Task::Bench { quick, label, args } => bench::bench(quick, &label, &args),
         Task::Run { args } => {
             ensure_toolchain()?;
             let bin = build_agent(true)?;
