@@ -1,8 +1,10 @@
 //! Uniform, bounds-checked access to packet bytes for TC and XDP programs.
 //!
-//! Both program types read headers through the kernel's `load_bytes`
-//! helpers, which copy from linear and paged data alike (a TC packet's
-//! headers need not be in the linear area) and fail cleanly past the end.
+//! Headers in the linear area (nearly always) are read directly, which
+//! costs no helper call; anything else goes through the kernel's
+//! `load_bytes` helpers, which copy from linear and paged data alike (a TC
+//! packet's headers need not be in the linear area) and fail cleanly past
+//! the end.
 
 use aya_ebpf::{
     bindings::__sk_buff,
@@ -11,6 +13,24 @@ use aya_ebpf::{
     EbpfContext,
 };
 use core::mem::{size_of, MaybeUninit};
+
+/// Offsets up to this are tried with direct access; the bound also keeps
+/// the verifier's view of packet-pointer arithmetic simple.
+const DIRECT_MAX_OFFSET: u32 = 512;
+
+/// Reads a `T` at `start + offset` when it lies before `end`.
+#[inline(always)]
+fn direct<T: Copy>(start: usize, end: usize, offset: u32) -> Option<T> {
+    if offset > DIRECT_MAX_OFFSET {
+        return None;
+    }
+    let p = start + offset as usize;
+    if p + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: [p, p + size_of::<T>()) is inside the packet's linear data.
+    Some(unsafe { core::ptr::read_unaligned(p as *const T) })
+}
 
 /// A packet the datapath can parse.
 pub trait Packet: EbpfContext {
@@ -49,6 +69,9 @@ impl Packet for TcContext {
 
     #[inline(always)]
     fn load<T: Copy>(&self, offset: u32) -> Result<T, ()> {
+        if let Some(v) = direct(self.data(), self.data_end(), offset) {
+            return Ok(v);
+        }
         let mut out = MaybeUninit::<T>::uninit();
         // SAFETY: the helper writes exactly size_of::<T>() bytes or fails.
         let rc = unsafe {
@@ -86,6 +109,9 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn load<T: Copy>(&self, offset: u32) -> Result<T, ()> {
+        if let Some(v) = direct(self.data(), self.data_end(), offset) {
+            return Ok(v);
+        }
         let mut out = MaybeUninit::<T>::uninit();
         // SAFETY: the helper writes exactly size_of::<T>() bytes or fails.
         let rc = unsafe {
