@@ -145,9 +145,6 @@ struct Links {
 /// to the agent's logger.
 pub type KernelLog = EbpfLogger<&'static dyn log::Log>;
 
-/// Sum of a per-CPU range counter.
-pub type RangeTotals = RangeStats;
-
 /// Values of the global datapath counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters(pub [u64; Counter::COUNT as usize]);
@@ -218,7 +215,7 @@ impl Datapath {
         if object.is_empty() {
             return Err(DatapathError::NoObject);
         }
-        check_capacity(ranges)?;
+        let (v4, v6) = check_capacity(ranges)?;
         let profiles = policy.profiles().len() as u32;
         if profiles > sizes::MAX_PORT_PROFILES {
             return Err(DatapathError::TooManyPortProfiles {
@@ -229,8 +226,6 @@ impl Datapath {
         // Size the range maps to the set (plus headroom for a reload) rather
         // than to the compiled-in maximum: the per-CPU counters cost
         // 32 bytes per range per CPU.
-        let v4 = ranges.iter().filter(|r| r.prefix.addr().is_ipv4()).count();
-        let v6 = ranges.len() - v4;
         let room = |n: usize, max: u32| (n as u32).saturating_add(RANGE_HEADROOM).min(max);
         // Kernel log records below the agent's level are not even written.
         let log_level = log::max_level() as u8;
@@ -343,15 +338,10 @@ impl Datapath {
             }
         }
         for (name, words) in [(names::PREFILTER_V4, v4), (names::PREFILTER_V6, v6)] {
-            let mut arr: Array<&mut MapData, u32> =
-                Array::try_from(self.ebpf.map_mut(name).expect("prefilter map"))
-                    .map_err(map_err("opening a prefilter map"))?;
-            for (i, w) in words.iter().enumerate() {
-                if *w != 0 {
-                    arr.set(i as u32, *w, 0)
-                        .map_err(map_err("writing a prefilter map"))?;
-                }
-            }
+            self.write_words(
+                name,
+                words.into_iter().enumerate().map(|(i, w)| (i as u32, w)),
+            )?;
         }
         Ok(())
     }
@@ -360,30 +350,36 @@ impl Datapath {
     /// datapath as it was without the prefilter (for benchmarks).
     pub fn disable_prefilter(&mut self) -> Result<(), DatapathError> {
         for name in [names::PREFILTER_V4, names::PREFILTER_V6] {
-            let mut arr: Array<&mut MapData, u32> =
-                Array::try_from(self.ebpf.map_mut(name).expect("prefilter map"))
-                    .map_err(map_err("opening a prefilter map"))?;
-            for i in 0..sizes::PREFILTER_WORDS {
-                arr.set(i, u32::MAX, 0)
-                    .map_err(map_err("writing a prefilter map"))?;
-            }
+            self.write_words(name, (0..sizes::PREFILTER_WORDS).map(|i| (i, u32::MAX)))?;
         }
         Ok(())
     }
 
     fn set_allowed_ports(&mut self, policy: &PortPolicy) -> Result<(), DatapathError> {
-        let mut arr: Array<&mut MapData, u32> =
-            Array::try_from(self.ebpf.map_mut(names::ALLOWED_PORTS).expect("ports map"))
-                .map_err(map_err("opening the allowed-port map"))?;
+        let mut words = std::collections::BTreeMap::<u32, u32>::new();
         for (profile, ports) in policy.profiles().iter().enumerate() {
-            let mut words = std::collections::BTreeMap::<u32, u32>::new();
             for p in ports.iter() {
                 let (w, bit) = port_bit(profile as u32, p);
                 *words.entry(w).or_default() |= bit;
             }
-            for (w, bits) in words {
-                arr.set(w, bits, 0)
-                    .map_err(map_err("writing the allowed-port map"))?;
+        }
+        self.write_words(names::ALLOWED_PORTS, words)
+    }
+
+    /// Writes `(index, word)` pairs into the `u32` array map `name`,
+    /// skipping zero words (a fresh array is all zeros).
+    fn write_words(
+        &mut self,
+        name: &str,
+        words: impl IntoIterator<Item = (u32, u32)>,
+    ) -> Result<(), DatapathError> {
+        let mut arr: Array<&mut MapData, u32> =
+            Array::try_from(self.ebpf.map_mut(name).expect("array map in the object"))
+                .map_err(map_err(format!("opening {name}")))?;
+        for (i, w) in words {
+            if w != 0 {
+                arr.set(i, w, 0)
+                    .map_err(map_err(format!("writing {name}")))?;
             }
         }
         Ok(())
@@ -529,7 +525,7 @@ impl Datapath {
     }
 
     /// Per-range totals (summed over CPUs) for range ids `0..n`.
-    pub fn range_totals(&self, n: usize) -> Result<Vec<RangeTotals>, DatapathError> {
+    pub fn range_totals(&self, n: usize) -> Result<Vec<RangeStats>, DatapathError> {
         let arr: PerCpuArray<&MapData, RangeStats> =
             PerCpuArray::try_from(self.ebpf.map(names::RANGE_STATS).expect("range stats"))
                 .map_err(map_err("opening the range counters"))?;
@@ -592,7 +588,8 @@ impl Drop for Datapath {
 /// Range ids reserved beyond the loaded set's size.
 const RANGE_HEADROOM: u32 = 1024;
 
-fn check_capacity(ranges: &[Range]) -> Result<(), DatapathError> {
+/// IPv4 and IPv6 range counts, checked against the tries' capacity.
+fn check_capacity(ranges: &[Range]) -> Result<(usize, usize), DatapathError> {
     let v4 = ranges.iter().filter(|r| r.prefix.addr().is_ipv4()).count();
     let v6 = ranges.len() - v4;
     if v4 > sizes::MAX_RANGES_V4 as usize {
@@ -609,7 +606,7 @@ fn check_capacity(ranges: &[Range]) -> Result<(), DatapathError> {
             max: sizes::MAX_RANGES_V6,
         });
     }
-    Ok(())
+    Ok((v4, v6))
 }
 
 /// Whether `auto` should try native XDP on `iface`: a physical NIC (it has a

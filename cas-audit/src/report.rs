@@ -13,7 +13,6 @@ use time::OffsetDateTime;
 
 use crate::{
     addrset::{DataCenter, Purpose, Range},
-    datapath::RangeTotals,
     flow::{flag_names, has_ports, proto_name, Flow},
 };
 
@@ -293,7 +292,10 @@ pub struct Summary {
 
 impl Summary {
     /// Ranges with traffic, from the per-range totals.
-    pub fn ranges_with_traffic(ranges: &[Range], totals: &[RangeTotals]) -> Vec<RangeRecord> {
+    pub fn ranges_with_traffic(
+        ranges: &[Range],
+        totals: &[cas_audit_common::RangeStats],
+    ) -> Vec<RangeRecord> {
         ranges
             .iter()
             .zip(totals)

@@ -81,7 +81,7 @@ struct Session {
     dp: Datapath,
     ranges: Vec<Range>,
     ifnames: HashMap<u32, String>,
-    ports: PortPolicy,
+    policy: PortPolicy,
     clock: Clock,
     tracker: Tracker,
     out: Output,
@@ -111,7 +111,7 @@ impl Session {
             flagged: 1,
             ..FlowStats::default()
         });
-        let flow = Flow::new(ev.key, stats, self.ports.for_range(stats.range_id));
+        let flow = Flow::new(ev.key, stats, self.policy.for_range(stats.range_id));
         if self.tracker.flag(&flow) {
             self.write(&flow, Reason::Flagged)?;
         }
@@ -120,7 +120,7 @@ impl Session {
 
     fn poll(&mut self) -> Result<(), Error> {
         let snapshot = self.dp.flows()?;
-        let due = self.tracker.poll(snapshot, monotonic_ns(), &self.ports);
+        let due = self.tracker.poll(snapshot, monotonic_ns(), &self.policy);
         let mut done = Vec::new();
         for (flow, reason) in &due {
             self.write(flow, *reason)?;
@@ -148,7 +148,7 @@ impl Session {
 
     fn finish(&mut self, set_name: &str, ifaces: &[String]) -> Result<Summary, Error> {
         let snapshot = self.dp.flows()?;
-        for (flow, reason) in self.tracker.finish_all(snapshot, &self.ports) {
+        for (flow, reason) in self.tracker.finish_all(snapshot, &self.policy) {
             self.write(&flow, reason)?;
         }
         let c = self.dp.counters()?;
@@ -172,14 +172,14 @@ impl Session {
             set: set_name.to_string(),
             interfaces: ifaces.to_vec(),
             allowed_ports: self
-                .ports
+                .policy
                 .profiles()
                 .iter()
                 .flat_map(|p| p.iter())
                 .collect::<std::collections::BTreeSet<u16>>()
                 .into_iter()
                 .collect(),
-            port_policy: if self.ports.is_global() {
+            port_policy: if self.policy.is_global() {
                 "global"
             } else {
                 "per-range"
@@ -268,7 +268,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         dp,
         ranges,
         ifnames,
-        ports: policy,
+        policy,
         clock: Clock::new(),
         tracker: Tracker::new(cfg.idle_timeout.as_nanos() as u64, LINGER.as_nanos() as u64),
         out: Output::new(json, human),
