@@ -25,11 +25,12 @@ pub mod names {
     pub const EVENTS: &str = "CAS_EVENTS";
     /// Per-CPU array of `u64` datapath counters indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "CAS_COUNTERS";
-    /// Prefilter of IPv4 ranges: bitmap over the top 16 address bits (array of
-    /// `u32` words); a clear bit means no range can match, so the trie is skipped.
-    pub const PREFILTER_V4: &str = "CAS_PREFILTER_V4";
-    /// Prefilter of IPv6 ranges over the top 16 address bits.
-    pub const PREFILTER_V6: &str = "CAS_PREFILTER_V6";
+    /// Prefilter: bitmaps over the top 16 address bits (array of `u32`
+    /// words), IPv4 first, then IPv6 (see [`crate::prefilter_bit`]); a clear
+    /// bit means no range can match, so the trie is skipped. One map for
+    /// both families keeps one map per lookup site, which lets the verifier
+    /// inline the lookup.
+    pub const PREFILTER: &str = "CAS_PREFILTER";
     /// Benchmark baseline: a TC program that only returns.
     pub const PROG_BENCH_EMPTY_TC: &str = "cas_bench_empty_tc";
     /// Benchmark baseline: an XDP program that only returns.
@@ -60,7 +61,7 @@ pub mod sizes {
     pub const MAX_FLOWS: u32 = 65_536;
     /// Words of one allowed-port bitmap: 65536 ports / 32 bits.
     pub const PORT_WORDS: u32 = 2048;
-    /// Words of a prefilter bitmap: 65536 values of the top 16 bits / 32.
+    /// Words of one family's prefilter bitmap: 65536 values of the top 16 bits / 32.
     pub const PREFILTER_WORDS: u32 = 2048;
     /// Port profiles (distinct allowed-port sets) the datapath holds; the
     /// agent sizes the map to the profiles it uses (8 KiB each).
@@ -322,11 +323,17 @@ pub fn service_port(
     }
 }
 
-/// Word index and bit mask of the prefilter bit for an address whose top
-/// 16 bits (network byte order, first two bytes) are `hi`.
+/// Word index and bit mask of the prefilter bit for an address of family
+/// `fam` ([`family::V4`] or [`family::V6`]) whose top 16 bits (network byte
+/// order, first two bytes) are `hi`.
 #[inline(always)]
-pub fn prefilter_bit(hi: u16) -> (u32, u32) {
-    ((hi as u32) >> 5, 1u32 << (hi as u32 & 31))
+pub fn prefilter_bit(fam: u8, hi: u16) -> (u32, u32) {
+    let base = if fam == family::V4 {
+        0
+    } else {
+        sizes::PREFILTER_WORDS
+    };
+    (base + ((hi as u32) >> 5), 1u32 << (hi as u32 & 31))
 }
 
 /// Word index (in the allowed-port map) and bit mask of `port` in `profile`.

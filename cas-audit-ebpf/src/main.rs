@@ -34,11 +34,11 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use crate::{
     maps::{
-        ALLOWED_PORTS, COUNTERS, EVENTS, FLOWS, PREFILTER_V4, PREFILTER_V6, RANGES_V4, RANGES_V6,
+        ALLOWED_PORTS, COUNTERS, EVENTS, FLOWS, PREFILTER, RANGES_V4, RANGES_V6,
         RANGE_STATS,
     },
     packet::Packet,
-    parse::{parse_l3, parse_l4, L3Status},
+    parse::{parse_l3, parse_l4, quick_remote, L3Status, L3, L4, QUICK_SLOW},
 };
 
 /// TC egress: counts packets whose destination is a CAS address.
@@ -81,26 +81,27 @@ fn port_allowed(profile: u32, port: u16) -> bool {
     }
 }
 
-/// Looks up the remote address; a miss gives range id `u32::MAX`.
-///
-/// The prefilter bitmap over the top 16 bits answers most misses without
-/// touching the trie.
+/// A trie miss.
+const MISS: RangeValue = RangeValue {
+    id: u32::MAX,
+    ports: 0,
+};
+
+/// Whether some range may hold addresses whose top 16 bits are `hi16`: a
+/// bitmap in an array map, which the kernel inlines. False means a miss.
+#[inline(always)]
+fn prefilter_passes(fam: u8, hi16: u16) -> bool {
+    let (word, bit) = prefilter_bit(fam, hi16);
+    match PREFILTER.get(word) {
+        Some(w) => *w & bit != 0,
+        None => false,
+    }
+}
+
+/// Looks up the remote address in the trie (after the prefilter passed);
+/// a miss gives range id `u32::MAX`.
 #[inline(always)]
 fn lookup_range(fam: u8, addr: &[u8; 16]) -> RangeValue {
-    const MISS: RangeValue = RangeValue {
-        id: u32::MAX,
-        ports: 0,
-    };
-    let (word, bit) = prefilter_bit(u16::from_be_bytes([addr[0], addr[1]]));
-    let filter = if fam == family::V4 {
-        &PREFILTER_V4
-    } else {
-        &PREFILTER_V6
-    };
-    match filter.get(word) {
-        Some(w) if *w & bit != 0 => {}
-        _ => return MISS,
-    }
     let hit = if fam == family::V4 {
         RANGES_V4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
     } else {
@@ -116,6 +117,13 @@ fn lookup_range(fam: u8, addr: &[u8; 16]) -> RangeValue {
 fn observe<P: Packet>(pkt: &P, dir: Direction) {
     let segs = pkt.segments();
     count(Counter::Packets, segs as u64);
+    // Fast path for the common packet that is not CAS traffic.
+    if segs == 1 {
+        let q = quick_remote(pkt, dir == Direction::Out);
+        if q != QUICK_SLOW && !prefilter_passes((q >> 16) as u8, q as u16) {
+            return;
+        }
+    }
     let l3 = parse_l3(pkt, segs > 1);
     match l3.status {
         L3Status::Malformed => return count(Counter::Malformed, segs as u64),
@@ -127,13 +135,21 @@ fn observe<P: Packet>(pkt: &P, dir: Direction) {
     } else {
         &l3.src
     };
+    if !prefilter_passes(l3.family, u16::from_be_bytes([remote[0], remote[1]])) {
+        return;
+    }
+    let len = pkt.frame_len() as u64;
+    if l3.status != L3Status::Fragment && l3.status != L3Status::ExtLimit {
+        let l4 = parse_l4(pkt, &l3);
+        if l4.ok {
+            return observe_flow(pkt, &l3, &l4, remote, dir, segs as u64, len);
+        }
+    }
     let range = lookup_range(l3.family, remote);
     if range.id == u32::MAX {
         return;
     }
     let range_id = range.id;
-
-    let len = pkt.frame_len() as u64;
     match l3.status {
         L3Status::Fragment | L3Status::ExtLimit => {
             count_range(range_id, dir, segs as u64, len);
@@ -147,15 +163,24 @@ fn observe<P: Packet>(pkt: &P, dir: Direction) {
         }
         _ => {}
     }
-    let l4 = parse_l4(pkt, &l3);
-    if !l4.ok {
-        return count(Counter::Malformed, segs as u64);
-    }
-    // Each wire segment of a super-packet repeats the headers.
-    let bytes = len + (segs as u64 - 1) * l4.hdr_end as u64;
-    count(Counter::Matched, segs as u64);
-    count_range(range_id, dir, segs as u64, bytes);
+    // A CAS packet whose transport header is broken.
+    count(Counter::Malformed, segs as u64)
+}
 
+/// A packet with a good transport header whose remote address passed the
+/// prefilter: the trie decides, then the flow is updated or created.
+#[inline(always)]
+fn observe_flow<P: Packet>(
+    pkt: &P,
+    l3: &L3,
+    l4: &L4,
+    remote: &[u8; 16],
+    dir: Direction,
+    segs: u64,
+    len: u64,
+) {
+    // Each wire segment of a super-packet repeats the headers.
+    let bytes = len + (segs - 1) * l4.hdr_end as u64;
     let mut key = FlowKey {
         ifindex: pkt.ifindex(),
         proto: l3.proto,
@@ -173,7 +198,42 @@ fn observe<P: Packet>(pkt: &P, dir: Direction) {
         key.local_port = l4.dst_port;
         key.remote_port = l4.src_port;
     }
-    update_flow(pkt, &key, dir, &range, segs as u64, bytes, l4.tcp_flags);
+    let range = lookup_range(l3.family, remote);
+    if range.id == u32::MAX {
+        return;
+    }
+    count(Counter::Matched, segs);
+    count_range(range.id, dir, segs, bytes);
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(st) = FLOWS.get_ptr_mut(&key) {
+        // SAFETY: a live map value; counters use atomic adds because both
+        // directions of a flow may be processed on different CPUs at once.
+        unsafe {
+            add_to_flow(
+                st,
+                dir,
+                segs,
+                bytes,
+                l4.tcp_flags,
+                now,
+                opening_syn(l4.tcp_flags),
+                opener(dir),
+            )
+        };
+        return;
+    }
+    new_flow(pkt, &key, dir, &range, segs, bytes, l4.tcp_flags, now);
+}
+
+/// Who opened a connection whose opening SYN travels in `dir`.
+#[inline(always)]
+fn opener(dir: Direction) -> u8 {
+    if dir == Direction::Out {
+        initiator::LOCAL
+    } else {
+        initiator::REMOTE
+    }
 }
 
 #[inline(always)]
@@ -202,8 +262,10 @@ fn opening_syn(flags: u32) -> u8 {
     }
 }
 
+/// Creates the flow of a CAS packet that has none yet.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn update_flow<P: Packet>(
+fn new_flow<P: Packet>(
     pkt: &P,
     key: &FlowKey,
     dir: Direction,
@@ -211,23 +273,11 @@ fn update_flow<P: Packet>(
     packets: u64,
     bytes: u64,
     flags: u32,
+    now: u64,
 ) {
     let range_id = range.id;
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     let syn = opening_syn(flags);
-    let opener = if dir == Direction::Out {
-        initiator::LOCAL
-    } else {
-        initiator::REMOTE
-    };
-    if let Some(st) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: a live map value; counters use atomic adds because both
-        // directions of a flow may be processed on different CPUs at once.
-        unsafe { add_to_flow(st, dir, packets, bytes, flags, now, syn, opener) };
-        return;
-    }
-
+    let opener = opener(dir);
     let mut st = FlowStats {
         first_seen_ns: now,
         last_seen_ns: now,

@@ -41,11 +41,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map(name = "CAS_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
-/// IPv4 prefilter: one bit per value of the top 16 address bits, set when
-/// some range overlaps it. Array lookups are inlined by the kernel.
-#[map(name = "CAS_PREFILTER_V4")]
-pub static PREFILTER_V4: Array<u32> = Array::with_max_entries(PREFILTER_WORDS, 0);
-
-/// IPv6 prefilter over the top 16 address bits.
-#[map(name = "CAS_PREFILTER_V6")]
-pub static PREFILTER_V6: Array<u32> = Array::with_max_entries(PREFILTER_WORDS, 0);
+/// Prefilter: one bit per value of the top 16 address bits, set when some
+/// range overlaps it; IPv4 words first, then IPv6 (16 KiB). Array lookups
+/// are inlined by the verifier when a call site sees a single map, hence
+/// one map for both families.
+#[map(name = "CAS_PREFILTER")]
+pub static PREFILTER: Array<u32> = Array::with_max_entries(2 * PREFILTER_WORDS, 0);

@@ -42,6 +42,9 @@ pub trait Packet: EbpfContext {
     fn ifindex(&self) -> u32;
     /// Copies `size_of::<T>()` bytes at `offset`; `Err` when the packet is shorter.
     fn load<T: Copy>(&self, offset: u32) -> Result<T, ()>;
+    /// Reads a `T` at `offset` of the linear area only (no helper call);
+    /// `None` past its end.
+    fn peek<T: Copy>(&self, offset: u32) -> Option<T>;
 }
 
 impl Packet for TcContext {
@@ -65,6 +68,11 @@ impl Packet for TcContext {
     fn ifindex(&self) -> u32 {
         // SAFETY: as above.
         unsafe { (*(self.skb.skb as *const __sk_buff)).ifindex }
+    }
+
+    #[inline(always)]
+    fn peek<T: Copy>(&self, offset: u32) -> Option<T> {
+        direct(self.data(), self.data_end(), offset)
     }
 
     #[inline(always)]
@@ -105,6 +113,11 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn ifindex(&self) -> u32 {
         self.ingress_ifindex() as u32
+    }
+
+    #[inline(always)]
+    fn peek<T: Copy>(&self, offset: u32) -> Option<T> {
+        direct(self.data(), self.data_end(), offset)
     }
 
     #[inline(always)]

@@ -17,7 +17,8 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use cas_audit_common::{
-    names, port_bit, prefilter_bit, sizes, Counter, FlowKey, FlowStats, RangeStats, RangeValue,
+    family, names, port_bit, prefilter_bit, sizes, Counter, FlowKey, FlowStats, RangeStats,
+    RangeValue,
 };
 use ipnet::IpNet;
 
@@ -317,42 +318,38 @@ impl Datapath {
     /// Sets, for each family, the prefilter bit of every top-16-bit value
     /// that some range overlaps.
     fn set_prefilters(&mut self, ranges: &[Range]) -> Result<(), DatapathError> {
-        let mut v4 = vec![0u32; sizes::PREFILTER_WORDS as usize];
-        let mut v6 = vec![0u32; sizes::PREFILTER_WORDS as usize];
+        let mut words = vec![0u32; 2 * sizes::PREFILTER_WORDS as usize];
         for r in ranges {
-            let (words, first, last) = match r.prefix {
+            let (fam, first, last) = match r.prefix {
                 IpNet::V4(n) => (
-                    &mut v4,
+                    family::V4,
                     u32::from(n.network()) >> 16,
                     u32::from(n.broadcast()) >> 16,
                 ),
                 IpNet::V6(n) => (
-                    &mut v6,
+                    family::V6,
                     (u128::from(n.network()) >> 112) as u32,
                     (u128::from(n.broadcast()) >> 112) as u32,
                 ),
             };
             for hi in first..=last {
-                let (w, bit) = prefilter_bit(hi as u16);
+                let (w, bit) = prefilter_bit(fam, hi as u16);
                 words[w as usize] |= bit;
             }
         }
-        for (name, words) in [(names::PREFILTER_V4, v4), (names::PREFILTER_V6, v6)] {
-            self.write_words(
-                name,
-                words.into_iter().enumerate().map(|(i, w)| (i as u32, w)),
-            )?;
-        }
-        Ok(())
+        self.write_words(
+            names::PREFILTER,
+            words.into_iter().enumerate().map(|(i, w)| (i as u32, w)),
+        )
     }
 
     /// Sets every prefilter bit, so that every packet goes to the trie: the
     /// datapath as it was without the prefilter (for benchmarks).
     pub fn disable_prefilter(&mut self) -> Result<(), DatapathError> {
-        for name in [names::PREFILTER_V4, names::PREFILTER_V6] {
-            self.write_words(name, (0..sizes::PREFILTER_WORDS).map(|i| (i, u32::MAX)))?;
-        }
-        Ok(())
+        self.write_words(
+            names::PREFILTER,
+            (0..2 * sizes::PREFILTER_WORDS).map(|i| (i, u32::MAX)),
+        )
     }
 
     fn set_allowed_ports(&mut self, policy: &PortPolicy) -> Result<(), DatapathError> {
