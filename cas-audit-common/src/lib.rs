@@ -171,11 +171,17 @@ pub enum Counter {
     FlowInsertFailed = 8,
     /// Flow events emitted.
     Events = 9,
+    /// ICMP/ICMPv6 destination-unreachable errors that quoted a packet of a
+    /// flow in the table (attached to that flow).
+    IcmpErrors = 10,
+    /// Such errors quoting a CAS address whose flow was not in the table
+    /// (never seen, or already reported and removed).
+    IcmpUnmatched = 11,
 }
 
 impl Counter {
     /// Number of counters (size of the counter array).
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
     /// All counters in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -188,6 +194,8 @@ impl Counter {
         Counter::FlowsCreated,
         Counter::FlowInsertFailed,
         Counter::Events,
+        Counter::IcmpErrors,
+        Counter::IcmpUnmatched,
     ];
 }
 
@@ -264,20 +272,101 @@ pub struct FlowStats {
     pub packets_in: u64,
     /// Bytes remote → local.
     pub bytes_in: u64,
+    /// [`history`] bits of the events seen so far (64-bit: the eBPF
+    /// target's atomic fetch-or is 64-bit only). A letter's slot in
+    /// `history` is the number of bits set before its own.
+    pub history_mask: u64,
     /// Range id of the remote address (index into the range counters).
     pub range_id: u32,
     /// Union of the TCP flags local → remote ([`tcp_flags`] bits).
     pub tcp_flags_out: u32,
     /// Union of the TCP flags remote → local.
     pub tcp_flags_in: u32,
+    /// ICMP/ICMPv6 errors that quoted one of this flow's packets.
+    pub icmp_errors: u32,
     /// [`initiator`] value: who sent the first SYN.
     pub initiator: u8,
-    /// Direction of the first packet seen ([`Direction`] as `u8`).
+    /// Direction of the first packet seen ([`Direction`] as `u8`); the
+    /// history's originator.
     pub first_dir: u8,
     /// Non-zero when the kernel emitted a disallowed-port event for this flow.
     pub flagged: u8,
+    /// IP TTL / hop limit of the first RST from the remote side (0: none).
+    pub rst_ttl: u8,
+    /// Type of the last ICMP error quoting this flow (valid when `icmp_errors > 0`).
+    pub icmp_type: u8,
+    /// Its code.
+    pub icmp_code: u8,
+    /// Family of `reporter` ([`family`] value).
+    pub reporter_family: u8,
     /// Explicit padding, always zero.
     pub _pad: u8,
+    /// Zeek-style connection history: one letter per event kind and side,
+    /// in order of first occurrence (see [`history`]); unused bytes are zero.
+    pub history: [u8; 16],
+    /// Source address of the last ICMP error (the router or firewall that
+    /// sent it), network byte order.
+    pub reporter: [u8; 16],
+}
+
+/// Zeek-style history letters. The originator is the side that sent the
+/// flow's first packet (upper case), the responder the other (lower case).
+pub mod history {
+    /// SYN without ACK.
+    pub const SYN: u64 = 1 << 0;
+    /// SYN with ACK.
+    pub const SYN_ACK: u64 = 1 << 1;
+    /// A pure ACK (no payload, no SYN/FIN/RST).
+    pub const ACK: u64 = 1 << 2;
+    /// Payload (TCP data or a UDP/ICMP datagram with a body).
+    pub const DATA: u64 = 1 << 3;
+    /// FIN.
+    pub const FIN: u64 = 1 << 4;
+    /// RST.
+    pub const RST: u64 = 1 << 5;
+    /// Event kinds per side; the responder's bits are the originator's
+    /// shifted left by this.
+    pub const KINDS: u32 = 6;
+    /// Letters of the kinds, originator side (upper case).
+    pub const LETTERS: [u8; 6] = *b"SHADFR";
+
+    /// The event kinds one packet shows: for TCP from its flags and whether
+    /// it carries payload; any other packet is a datagram (`DATA`).
+    #[inline(always)]
+    pub const fn kinds(proto: u8, flags: u32, payload: bool) -> u64 {
+        use super::tcp_flags as f;
+        if proto != super::proto::TCP {
+            return DATA;
+        }
+        let mut k = 0;
+        if flags & f::SYN != 0 {
+            k |= if flags & f::ACK != 0 { SYN_ACK } else { SYN };
+        }
+        if flags & f::FIN != 0 {
+            k |= FIN;
+        }
+        if flags & f::RST != 0 {
+            k |= RST;
+        }
+        if payload {
+            k |= DATA;
+        } else if flags & (f::SYN | f::FIN | f::RST) == 0 && flags & f::ACK != 0 {
+            k |= ACK;
+        }
+        k
+    }
+
+    /// The letter of kind bit `kind` (0..KINDS) for the originator or the
+    /// responder.
+    #[inline(always)]
+    pub const fn letter(kind: u32, originator: bool) -> u8 {
+        let l = LETTERS[kind as usize];
+        if originator {
+            l
+        } else {
+            l.to_ascii_lowercase()
+        }
+    }
 }
 
 /// Ring-buffer record: a new flow whose service port is not allowed.
@@ -296,8 +385,14 @@ pub struct FlowEvent {
     pub initiator: u8,
     /// Direction of the packet that created the flow.
     pub dir: u8,
+    /// Wire packets of that first packet (GSO segments).
+    pub packets: u32,
+    /// Its bytes (headers replicated per segment).
+    pub bytes: u32,
+    /// Its TCP flags ([`tcp_flags`] bits; 0 for other protocols).
+    pub tcp_flags: u8,
     /// Explicit padding, always zero.
-    pub _pad: [u8; 4],
+    pub _pad: [u8; 3],
 }
 
 /// The service port of a flow: the port the conversation is *for*.
@@ -361,5 +456,5 @@ mod user {
 const _: () = assert!(core::mem::size_of::<RangeValue>() == 8);
 const _: () = assert!(core::mem::size_of::<RangeStats>() == 32);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 44);
-const _: () = assert!(core::mem::size_of::<FlowStats>() == 64);
-const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 112);
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 72);

@@ -27,18 +27,18 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use cas_audit_common::{
-    family, initiator, port_bit, prefilter_bit, proto, service_port, tcp_flags, Counter, Direction,
-    FlowEvent, FlowKey, FlowStats, RangeValue,
+    family, history, initiator, port_bit, prefilter_bit, proto, service_port, tcp_flags, Counter,
+    Direction, FlowEvent, FlowKey, FlowStats, RangeValue,
 };
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_or, atomic_xadd, AtomicOrdering};
 
 use crate::{
     maps::{
-        ALLOWED_PORTS, COUNTERS, EVENTS, FLOWS, PREFILTER, RANGES_V4, RANGES_V6,
-        RANGE_STATS,
+        ALLOWED_PORTS, COUNTERS, EVENTS, FLOWS, PREFILTER, RANGES_V4, RANGES_V6, RANGE_STATS,
+        SCRATCH,
     },
     packet::Packet,
-    parse::{parse_l3, parse_l4, quick_remote, L3Status, L3, L4, QUICK_SLOW},
+    parse::{parse_l3, parse_l4, parse_quoted, quick_remote, L3Status, Quoted, L3, L4, QUICK_SLOW},
 };
 
 /// TC egress: counts packets whose destination is a CAS address.
@@ -130,6 +130,15 @@ fn observe<P: Packet>(pkt: &P, dir: Direction) {
         L3Status::NotIp => return count(Counter::NotIp, segs as u64),
         _ => {}
     }
+    if l3.status == L3Status::Ok && (l3.proto == proto::ICMP || l3.proto == proto::ICMPV6) {
+        let l4 = parse_l4(pkt, &l3);
+        if l4.ok {
+            let q = parse_quoted(pkt, &l3, &l4);
+            if q.ok && icmp_error(pkt, &l3, &l4, &q, dir) {
+                return;
+            }
+        }
+    }
     let remote = if dir == Direction::Out {
         &l3.dst
     } else {
@@ -167,6 +176,19 @@ fn observe<P: Packet>(pkt: &P, dir: Direction) {
     count(Counter::Malformed, segs as u64)
 }
 
+/// One packet as a flow sees it.
+struct Seen {
+    dir: Direction,
+    /// Wire packets (GSO segments).
+    packets: u64,
+    bytes: u64,
+    tcp_flags: u32,
+    /// [`history`] kinds of this packet (originator side, unshifted).
+    kinds: u64,
+    ttl: u8,
+    now: u64,
+}
+
 /// A packet with a good transport header whose remote address passed the
 /// prefilter: the trie decides, then the flow is updated or created.
 #[inline(always)]
@@ -179,51 +201,123 @@ fn observe_flow<P: Packet>(
     segs: u64,
     len: u64,
 ) {
-    // Each wire segment of a super-packet repeats the headers.
-    let bytes = len + (segs - 1) * l4.hdr_end as u64;
-    let mut key = FlowKey {
-        ifindex: pkt.ifindex(),
-        proto: l3.proto,
-        family: l3.family,
-        ..FlowKey::default()
-    };
-    if dir == Direction::Out {
-        key.local_addr = l3.src;
-        key.remote_addr = l3.dst;
-        key.local_port = l4.src_port;
-        key.remote_port = l4.dst_port;
-    } else {
-        key.local_addr = l3.dst;
-        key.remote_addr = l3.src;
-        key.local_port = l4.dst_port;
-        key.remote_port = l4.src_port;
-    }
     let range = lookup_range(l3.family, remote);
     if range.id == u32::MAX {
         return;
     }
+    // Each wire segment of a super-packet repeats the headers.
+    let bytes = len + (segs - 1) * l4.hdr_end as u64;
     count(Counter::Matched, segs);
     count_range(range.id, dir, segs, bytes);
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let key = flow_key(
+        pkt.ifindex(),
+        l3.proto,
+        l3.family,
+        dir,
+        &l3.src,
+        &l3.dst,
+        l4.src_port,
+        l4.dst_port,
+    );
+    let seen = Seen {
+        dir,
+        packets: segs,
+        bytes,
+        tcp_flags: l4.tcp_flags,
+        kinds: history::kinds(l3.proto, l4.tcp_flags, l4.payload),
+        ttl: l3.ttl,
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        now: unsafe { bpf_ktime_get_ns() },
+    };
     if let Some(st) = FLOWS.get_ptr_mut(&key) {
-        // SAFETY: a live map value; counters use atomic adds because both
-        // directions of a flow may be processed on different CPUs at once.
-        unsafe {
-            add_to_flow(
-                st,
-                dir,
-                segs,
-                bytes,
-                l4.tcp_flags,
-                now,
-                opening_syn(l4.tcp_flags),
-                opener(dir),
-            )
-        };
+        // SAFETY: a live map value.
+        unsafe { add_to_flow(st, &seen) };
         return;
     }
-    new_flow(pkt, &key, dir, &range, segs, bytes, l4.tcp_flags, now);
+    new_flow(pkt, &key, &range, &seen);
+}
+
+/// The flow key of a packet travelling in `dir` from `src` to `dst`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn flow_key(
+    ifindex: u32,
+    proto: u8,
+    fam: u8,
+    dir: Direction,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    src_port: u16,
+    dst_port: u16,
+) -> FlowKey {
+    let mut key = FlowKey {
+        ifindex,
+        proto,
+        family: fam,
+        ..FlowKey::default()
+    };
+    if dir == Direction::Out {
+        key.local_addr = *src;
+        key.remote_addr = *dst;
+        key.local_port = src_port;
+        key.remote_port = dst_port;
+    } else {
+        key.local_addr = *dst;
+        key.remote_addr = *src;
+        key.local_port = dst_port;
+        key.remote_port = src_port;
+    }
+    key
+}
+
+/// Attaches an ICMP destination-unreachable error to the flow whose packet
+/// it quotes. Returns false when the quoted packet is not CAS traffic (the
+/// error is then an ordinary packet).
+///
+/// The quoted packet travelled the other way: an error arriving (`In`)
+/// quotes a packet the local side sent. The reporter is the error's source:
+/// the router or firewall that refused the packet, or the CAS host itself.
+#[inline(always)]
+fn icmp_error<P: Packet>(pkt: &P, l3: &L3, l4: &L4, q: &Quoted, dir: Direction) -> bool {
+    let quoted_dir = if dir == Direction::In {
+        Direction::Out
+    } else {
+        Direction::In
+    };
+    let key = flow_key(
+        pkt.ifindex(),
+        q.proto,
+        q.family,
+        quoted_dir,
+        &q.src,
+        &q.dst,
+        q.src_port,
+        q.dst_port,
+    );
+    if !prefilter_passes(
+        q.family,
+        u16::from_be_bytes([key.remote_addr[0], key.remote_addr[1]]),
+    ) {
+        return false;
+    }
+    if lookup_range(q.family, &key.remote_addr).id == u32::MAX {
+        return false;
+    }
+    let Some(st) = FLOWS.get_ptr_mut(&key) else {
+        count(Counter::IcmpUnmatched, 1);
+        return true;
+    };
+    // SAFETY: a live map value. The fields describe the last error; two
+    // errors racing on two CPUs may mix type and reporter, which is harmless.
+    unsafe {
+        (*st).icmp_type = l4.icmp_type;
+        (*st).icmp_code = l4.icmp_code;
+        (*st).reporter_family = l3.family;
+        (*st).reporter = l3.src;
+        atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*st).icmp_errors, 1);
+    }
+    count(Counter::IcmpErrors, 1);
+    true
 }
 
 /// Who opened a connection whose opening SYN travels in `dir`.
@@ -254,48 +348,51 @@ fn count_range(range_id: u32, dir: Direction, packets: u64, bytes: u64) {
 
 /// The SYN that opens a connection: SYN without ACK.
 #[inline(always)]
-fn opening_syn(flags: u32) -> u8 {
-    if flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
-        1
-    } else {
-        0
-    }
+fn opening_syn(flags: u32) -> bool {
+    flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
 }
 
 /// Creates the flow of a CAS packet that has none yet.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn new_flow<P: Packet>(
-    pkt: &P,
-    key: &FlowKey,
-    dir: Direction,
-    range: &RangeValue,
-    packets: u64,
-    bytes: u64,
-    flags: u32,
-    now: u64,
-) {
-    let range_id = range.id;
-    let syn = opening_syn(flags);
-    let opener = opener(dir);
-    let mut st = FlowStats {
-        first_seen_ns: now,
-        last_seen_ns: now,
-        range_id,
+fn new_flow<P: Packet>(pkt: &P, key: &FlowKey, range: &RangeValue, seen: &Seen) {
+    let Some(st) = SCRATCH.get_ptr_mut(0) else {
+        return count(Counter::FlowInsertFailed, 1);
+    };
+    // SAFETY: this CPU's scratch slot, ours until the program returns.
+    let st = unsafe { &mut *st };
+    let dir = seen.dir;
+    *st = FlowStats {
+        first_seen_ns: seen.now,
+        last_seen_ns: seen.now,
+        range_id: range.id,
         first_dir: dir as u8,
+        history_mask: seen.kinds,
         ..FlowStats::default()
     };
-    if dir == Direction::Out {
-        st.packets_out = packets;
-        st.bytes_out = bytes;
-        st.tcp_flags_out = flags;
-    } else {
-        st.packets_in = packets;
-        st.bytes_in = bytes;
-        st.tcp_flags_in = flags;
+    // The first packet's letters, in kind order (its sender is the originator).
+    let mut n = 0;
+    let mut kind = 0;
+    while kind < history::KINDS {
+        if seen.kinds & (1 << kind) != 0 && n < st.history.len() {
+            st.history[n] = history::letter(kind, true);
+            n += 1;
+        }
+        kind += 1;
     }
-    if key.proto == proto::TCP && syn != 0 {
-        st.initiator = opener;
+    if dir == Direction::Out {
+        st.packets_out = seen.packets;
+        st.bytes_out = seen.bytes;
+        st.tcp_flags_out = seen.tcp_flags;
+    } else {
+        st.packets_in = seen.packets;
+        st.bytes_in = seen.bytes;
+        st.tcp_flags_in = seen.tcp_flags;
+        if seen.tcp_flags & tcp_flags::RST != 0 {
+            st.rst_ttl = seen.ttl;
+        }
+    }
+    if key.proto == proto::TCP && opening_syn(seen.tcp_flags) {
+        st.initiator = opener(dir);
     }
     let allowed = |port| port_allowed(range.ports, port);
     let svc = service_port(st.initiator, key.local_port, key.remote_port, allowed);
@@ -306,32 +403,40 @@ fn new_flow<P: Packet>(
         _ => true,
     };
     st.flagged = flagged as u8;
+    let initiator = st.initiator;
 
-    if FLOWS.insert(key, st, BPF_NOEXIST as u64).is_err() {
+    if FLOWS.insert(key, &*st, BPF_NOEXIST as u64).is_err() {
         // Another CPU created it first: add to theirs.
         match FLOWS.get_ptr_mut(key) {
-            Some(existing) => unsafe {
-                add_to_flow(existing, dir, packets, bytes, flags, now, syn, opener)
-            },
+            // SAFETY: a live map value.
+            Some(existing) => unsafe { add_to_flow(existing, seen) },
             None => count(Counter::FlowInsertFailed, 1),
         }
         return;
     }
     count(Counter::FlowsCreated, 1);
     if flagged {
-        let ev = FlowEvent {
-            ts_ns: now,
-            key: *key,
-            range_id,
-            service_port: svc,
-            initiator: st.initiator,
-            dir: dir as u8,
-            _pad: [0; 4],
-        };
-        if EVENTS.output::<FlowEvent>(&ev, 0).is_ok() {
-            count(Counter::Events, 1);
-        } else {
-            count(Counter::EventsLost, 1);
+        match EVENTS.reserve::<FlowEvent>(0) {
+            Some(mut entry) => {
+                let ev = entry.as_mut_ptr();
+                // SAFETY: a reserved ring-buffer record of FlowEvent's size;
+                // every field is written before it is submitted.
+                unsafe {
+                    (*ev).ts_ns = seen.now;
+                    (*ev).key = *key;
+                    (*ev).range_id = range.id;
+                    (*ev).service_port = svc;
+                    (*ev).initiator = initiator;
+                    (*ev).dir = dir as u8;
+                    (*ev).packets = seen.packets as u32;
+                    (*ev).bytes = seen.bytes as u32;
+                    (*ev).tcp_flags = seen.tcp_flags as u8;
+                    (*ev)._pad = [0; 3];
+                }
+                entry.submit(0);
+                count(Counter::Events, 1);
+            }
+            None => count(Counter::EventsLost, 1),
         }
         debug!(
             pkt,
@@ -348,34 +453,62 @@ fn new_flow<P: Packet>(
 ///
 /// # Safety
 /// `st` must point at a live `FlowStats` map value.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn add_to_flow(
-    st: *mut FlowStats,
-    dir: Direction,
-    packets: u64,
-    bytes: u64,
-    flags: u32,
-    now: u64,
-    syn: u8,
-    opener: u8,
-) {
+unsafe fn add_to_flow(st: *mut FlowStats, seen: &Seen) {
+    let dir = seen.dir;
+    // Counters use atomic adds: both directions of a flow may be processed
+    // on different CPUs at once.
     let (p, b) = if dir == Direction::Out {
         (&raw mut (*st).packets_out, &raw mut (*st).bytes_out)
     } else {
         (&raw mut (*st).packets_in, &raw mut (*st).bytes_in)
     };
-    atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, packets);
-    atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(b, bytes);
-    (*st).last_seen_ns = now;
+    atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, seen.packets);
+    atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(b, seen.bytes);
+    (*st).last_seen_ns = seen.now;
     // Flag bits only ever get set; a lost race re-sets them on the next packet.
     if dir == Direction::Out {
-        (*st).tcp_flags_out |= flags;
+        (*st).tcp_flags_out |= seen.tcp_flags;
     } else {
-        (*st).tcp_flags_in |= flags;
+        (*st).tcp_flags_in |= seen.tcp_flags;
+        if seen.tcp_flags & tcp_flags::RST != 0 && (*st).rst_ttl == 0 {
+            (*st).rst_ttl = seen.ttl;
+        }
     }
-    if syn != 0 && (*st).initiator == initiator::UNKNOWN {
-        (*st).initiator = opener;
+    if opening_syn(seen.tcp_flags) && (*st).initiator == initiator::UNKNOWN {
+        (*st).initiator = opener(dir);
+    }
+    let originator = dir as u8 == (*st).first_dir;
+    let shift = if originator { 0 } else { history::KINDS };
+    if (*st).history_mask & (seen.kinds << shift) != seen.kinds << shift {
+        add_history(st, seen.kinds, shift, originator);
+    }
+}
+
+/// Appends the letters of `kinds` not yet in the flow's history. Each
+/// letter's bit is claimed with an atomic fetch-or; its slot is the number
+/// of bits that were set before, so two CPUs never write the same slot.
+///
+/// # Safety
+/// `st` must point at a live `FlowStats` map value.
+#[inline(always)]
+unsafe fn add_history(st: *mut FlowStats, kinds: u64, shift: u32, originator: bool) {
+    let mut kind = 0;
+    while kind < history::KINDS {
+        let bit = 1u64 << (kind + shift);
+        if kinds & (1 << kind) != 0 && (*st).history_mask & bit == 0 {
+            let old = atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(
+                &raw mut (*st).history_mask,
+                bit,
+            );
+            if old & bit == 0 {
+                let slot = old.count_ones() as usize;
+                if slot < (*st).history.len() {
+                    (*st).history[slot] = history::letter(kind, originator);
+                }
+            }
+        }
+        kind += 1;
     }
 }
 

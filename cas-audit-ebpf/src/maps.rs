@@ -47,3 +47,8 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::C
 /// one map for both families.
 #[map(name = "CAS_PREFILTER")]
 pub static PREFILTER: Array<u32> = Array::with_max_entries(2 * PREFILTER_WORDS, 0);
+
+/// Scratch space for a new flow's `FlowStats` (one per CPU): the value is
+/// built here rather than on the 512-byte eBPF stack.
+#[map(name = "CAS_SCRATCH")]
+pub static SCRATCH: PerCpuArray<FlowStats> = PerCpuArray::with_max_entries(1, 0);

@@ -53,6 +53,8 @@ pub struct L3 {
     /// Offset just past the IP packet (its length field, or the frame's end
     /// for super-packets and IPv6 jumbograms); headers must end before it.
     pub end: u32,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
 }
 
 impl L3 {
@@ -66,6 +68,7 @@ impl L3 {
             dst: [0; 16],
             l4_off: 0,
             end: 0,
+            ttl: 0,
         }
     }
 }
@@ -122,6 +125,7 @@ fn parse_ipv4<P: Packet>(pkt: &P, off: u32, len: u32, gso: bool) -> L3 {
     let mut l3 = L3::new(L3Status::Ok);
     l3.family = family::V4;
     l3.proto = h[9];
+    l3.ttl = h[8];
     l3.src[..4].copy_from_slice(&h[12..16]);
     l3.dst[..4].copy_from_slice(&h[16..20]);
     l3.l4_off = off + ihl;
@@ -156,6 +160,7 @@ fn parse_ipv6<P: Packet>(pkt: &P, off: u32, len: u32, gso: bool) -> L3 {
     } else {
         off + IPV6_HLEN + payload_len
     };
+    l3.ttl = h[7];
     l3.src.copy_from_slice(&h[8..24]);
     l3.dst.copy_from_slice(&h[24..40]);
     let mut next = h[6];
@@ -220,6 +225,11 @@ pub struct L4 {
     pub tcp_flags: u32,
     /// Offset just past the transport header (for per-segment header bytes).
     pub hdr_end: u32,
+    /// Whether payload follows the transport header.
+    pub payload: bool,
+    /// ICMP/ICMPv6 type and code (0 for other protocols).
+    pub icmp_type: u8,
+    pub icmp_code: u8,
 }
 
 /// Parses the transport header at `l3.l4_off`. Protocols without ports give
@@ -233,6 +243,9 @@ pub fn parse_l4<P: Packet>(pkt: &P, l3: &L3) -> L4 {
         dst_port: 0,
         tcp_flags: 0,
         hdr_end: off,
+        payload: false,
+        icmp_type: 0,
+        icmp_code: 0,
     };
     match l3.proto {
         proto::TCP => match pkt.load::<[u8; 20]>(off) {
@@ -258,7 +271,9 @@ pub fn parse_l4<P: Packet>(pkt: &P, l3: &L3) -> L4 {
             Err(()) => l4.ok = false,
         },
         proto::ICMP | proto::ICMPV6 => match pkt.load::<[u8; 4]>(off) {
-            Ok(_) => {
+            Ok(h) => {
+                l4.icmp_type = h[0];
+                l4.icmp_code = h[1];
                 l4.hdr_end = off + 4;
                 l4.ok = l4.hdr_end <= l3.end;
             }
@@ -266,7 +281,94 @@ pub fn parse_l4<P: Packet>(pkt: &P, l3: &L3) -> L4 {
         },
         _ => {}
     }
+    l4.payload = l3.end > l4.hdr_end;
     l4
+}
+
+/// ICMP destination unreachable.
+const ICMP_DEST_UNREACH: u8 = 3;
+/// ICMP "fragmentation needed": path-MTU discovery, not a rejection.
+const ICMP_FRAG_NEEDED: u8 = 4;
+/// ICMPv6 destination unreachable.
+const ICMPV6_DEST_UNREACH: u8 = 1;
+/// Bytes of the ICMP error header before the quoted packet.
+const ICMP_ERROR_HLEN: u32 = 8;
+
+/// The packet an ICMP destination-unreachable error quotes: its addresses,
+/// protocol and ports (the first 8 bytes of its transport header, which
+/// every error carries). `ok` is false for anything else.
+pub struct Quoted {
+    pub ok: bool,
+    pub family: u8,
+    pub proto: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// Parses the packet quoted by an ICMP (type 3, except code 4) or ICMPv6
+/// (type 1) destination-unreachable error. The quote must be the same
+/// family as the error and a TCP or UDP packet (an IPv6 quote without
+/// extension headers); other quotes are left to the normal path.
+#[inline(always)]
+pub fn parse_quoted<P: Packet>(pkt: &P, l3: &L3, l4: &L4) -> Quoted {
+    let mut q = Quoted {
+        ok: false,
+        family: 0,
+        proto: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+    };
+    let is_error = if l3.proto == proto::ICMP {
+        l4.icmp_type == ICMP_DEST_UNREACH && l4.icmp_code != ICMP_FRAG_NEEDED
+    } else {
+        l3.proto == proto::ICMPV6 && l4.icmp_type == ICMPV6_DEST_UNREACH
+    };
+    if !is_error {
+        return q;
+    }
+    let off = l3.l4_off + ICMP_ERROR_HLEN;
+    let l4_off = if l3.family == family::V4 {
+        let Ok(h) = pkt.load::<[u8; 20]>(off) else {
+            return q;
+        };
+        let ihl = ((h[0] & 0x0f) as u32) * 4;
+        if h[0] >> 4 != 4 || ihl < 20 {
+            return q;
+        }
+        q.proto = h[9];
+        q.src[..4].copy_from_slice(&h[12..16]);
+        q.dst[..4].copy_from_slice(&h[16..20]);
+        off + ihl
+    } else {
+        let Ok(h) = pkt.load::<[u8; 40]>(off) else {
+            return q;
+        };
+        if h[0] >> 4 != 6 {
+            return q;
+        }
+        q.proto = h[6];
+        q.src.copy_from_slice(&h[8..24]);
+        q.dst.copy_from_slice(&h[24..40]);
+        off + IPV6_HLEN
+    };
+    if q.proto != proto::TCP && q.proto != proto::UDP {
+        return q;
+    }
+    let Ok(ports) = pkt.load::<[u8; 4]>(l4_off) else {
+        return q;
+    };
+    if l4_off + 4 > l3.end {
+        return q;
+    }
+    q.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    q.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    q.family = l3.family;
+    q.ok = true;
+    q
 }
 
 /// `quick_remote` could not decide: take the full parse.
@@ -276,7 +378,8 @@ pub const QUICK_SLOW: u32 = u32::MAX;
 /// the remote address, as `family << 16 | hi16`, or `QUICK_SLOW`.
 ///
 /// Only untagged IPv4 without options and IPv6 without extension headers,
-/// both with consistent lengths, entirely in the linear area, qualify. For
+/// both with consistent lengths, entirely in the linear area, and not ICMP
+/// (which may quote a CAS flow), qualify. For
 /// those the full parse would find nothing malformed before the address
 /// lookup either, so a prefilter miss here is exactly a miss there: the
 /// counters are the same whichever path a packet takes.
@@ -289,7 +392,8 @@ pub fn quick_remote<P: Packet>(pkt: &P, out: bool) -> u32 {
     match u16::from_be_bytes([h[12], h[13]]) {
         ETH_P_IP => {
             let tot_len = u16::from_be_bytes([h[16], h[17]]) as u32;
-            if h[14] != 0x45 || tot_len < 20 || ETH_HLEN + tot_len > len {
+            // ICMP may be an error about a CAS flow from a non-CAS router.
+            if h[14] != 0x45 || tot_len < 20 || ETH_HLEN + tot_len > len || h[23] == proto::ICMP {
                 return QUICK_SLOW;
             }
             let at = if out { 30 } else { 26 };
@@ -300,7 +404,7 @@ pub fn quick_remote<P: Packet>(pkt: &P, out: bool) -> u32 {
             if h[14] >> 4 != 6
                 || payload_len == 0
                 || ETH_HLEN + IPV6_HLEN + payload_len > len
-                || !matches!(h[20], proto::TCP | proto::UDP | proto::ICMPV6)
+                || !matches!(h[20], proto::TCP | proto::UDP)
             {
                 return QUICK_SLOW;
             }

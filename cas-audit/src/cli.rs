@@ -138,6 +138,10 @@ pub struct RunArgs {
     /// Size of the kernel flow table (LRU; evictions are reported as flows_evicted).
     #[arg(long, value_name = "N", default_value_t = cas_audit_common::sizes::MAX_FLOWS, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub max_flows: u32,
+    /// A flow whose first packet gets no answer within SECS seconds is
+    /// `unanswered` (SYN retries count as one attempt).
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_secs)]
+    pub answer_timeout: Duration,
 }
 
 fn parse_dc(s: &str) -> Result<DataCenter, String> {
@@ -179,6 +183,7 @@ impl RunArgs {
             ingress: self.ingress,
             idle_timeout: self.idle_timeout,
             max_flows: self.max_flows,
+            answer_timeout: self.answer_timeout,
             ..RunConfig::default()
         }
     }

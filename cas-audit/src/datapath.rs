@@ -1,11 +1,11 @@
 //! The kernel datapath: loading the eBPF object, filling its maps, attaching
 //! the programs to interfaces and reading back what they counted.
 
-use std::{fmt, net::IpAddr, path::Path};
+use std::{fmt, net::IpAddr, os::fd::AsFd, path::Path};
 
 use aya::{
     maps::{
-        lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, MapError, PerCpuArray,
+        lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, MapError, PerCpuArray,
         RingBuf,
     },
     programs::{
@@ -49,6 +49,15 @@ pub enum DatapathError {
         /// Why.
         #[source]
         source: ProgramError,
+    },
+    /// A raw BPF syscall failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// A map operation failed.
     #[error("{what}: {source}")]
@@ -544,6 +553,25 @@ impl Datapath {
     /// A snapshot of the flow table. Entries that vanish while iterating
     /// (evicted or removed) are skipped.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
+        let map_data = match self.ebpf.map(names::FLOWS).expect("flows") {
+            Map::LruHashMap(m) | Map::HashMap(m) => m,
+            _ => {
+                return Err(DatapathError::Load(
+                    "the flow table is not a hash map".into(),
+                ))
+            }
+        };
+        match crate::batch::lookup_all::<FlowKey, FlowStats>(map_data.fd().as_fd()) {
+            Ok(v) => return Ok(v),
+            Err(crate::batch::BatchError::Unsupported) => {}
+            Err(crate::batch::BatchError::Io(e)) => {
+                return Err(DatapathError::Io {
+                    what: "reading the flow table",
+                    source: e,
+                })
+            }
+        }
+        // No batch support: one key at a time.
         let map: BpfHashMap<&MapData, FlowKey, FlowStats> =
             BpfHashMap::try_from(self.ebpf.map(names::FLOWS).expect("flows"))
                 .map_err(map_err("opening the flow table"))?;

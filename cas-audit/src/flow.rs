@@ -1,14 +1,18 @@
 //! Flows as the agent presents them: addresses, the CAS range they touch,
 //! who opened them, their service port and the [`Verdict`].
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use cas_audit_common::{
     family, initiator, proto, service_port, tcp_flags, Direction, FlowKey, FlowStats,
 };
 use serde::Serialize;
 
-use crate::{datapath::addr_of, ports::AllowedPorts};
+use crate::{
+    datapath::addr_of,
+    ports::AllowedPorts,
+    state::{classify, State},
+};
 
 /// Whether a flow's service port is one the CAS requirements allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -144,6 +148,14 @@ impl Flow {
     /// Whether the flow is IPv6.
     pub fn is_v6(&self) -> bool {
         self.key.family == family::V6
+    }
+
+    /// What happened to the flow, as of `now_ns` (CLOCK_MONOTONIC): flows
+    /// not answered within `answer_timeout` of their first packet are
+    /// unanswered.
+    pub fn state(&self, now_ns: u64, answer_timeout: Duration) -> State {
+        let age = Duration::from_nanos(now_ns.saturating_sub(self.stats.first_seen_ns));
+        classify(self.key.proto, &self.stats, age, answer_timeout)
     }
 }
 

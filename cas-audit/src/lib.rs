@@ -9,10 +9,12 @@
 //! `cas-audit run`; the binary is a thin layer over [`cli`].
 
 pub mod addrset;
+mod batch;
 pub mod cli;
 pub mod datapath;
 pub mod diff;
 pub mod error;
+pub mod events;
 pub mod export;
 pub mod flow;
 pub mod import;
@@ -20,6 +22,7 @@ pub mod ports;
 pub mod report;
 pub mod run;
 pub mod sets;
+pub mod state;
 pub mod tracker;
 
 /// The eBPF object built by `build.rs` (empty when built as a stub).

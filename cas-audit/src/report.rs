@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use crate::{
     addrset::{DataCenter, Purpose, Range},
     flow::{flag_names, has_ports, proto_name, Flow},
+    state::{history_string, hops_from_ttl, IcmpError, State},
 };
 
 /// Converts kernel monotonic timestamps (`bpf_ktime_get_ns`) to wall time.
@@ -72,6 +73,8 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 pub enum Reason {
     /// The flow was first flagged (its service port is not allowed).
     Flagged,
+    /// The flow was first seen blocked: unanswered, refused or unreachable.
+    Blocked,
     /// The TCP connection closed (FIN both ways) or was reset.
     Ended,
     /// No packet for the idle timeout.
@@ -90,6 +93,22 @@ pub struct FlowRecord {
     pub ts: String,
     /// Why it was written (an addition to the contract's fields).
     pub reason: Reason,
+    /// What happened to the flow: `pending`, `established`, `closed`,
+    /// `reset`, `unanswered`, `refused` or `unreachable`.
+    pub state: State,
+    /// Zeek-style history (see [`crate::state`]).
+    pub history: String,
+    /// Type of the ICMP/ICMPv6 error that quoted the flow; null without one.
+    pub icmp_type: Option<u8>,
+    /// Its code; null without one.
+    pub icmp_code: Option<u8>,
+    /// Who sent the error (router, firewall, or the CAS host); null without one.
+    pub reporter: Option<IpAddr>,
+    /// IP TTL / hop limit of the remote side's first RST; null without one.
+    pub rst_ttl: Option<u8>,
+    /// Hops to the sender of that RST, estimated from its TTL (1: a
+    /// neighbour); a firewall answering for the destination is usually closer.
+    pub rst_hops: Option<u8>,
     /// Interface name.
     pub iface: String,
     /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
@@ -142,12 +161,22 @@ impl FlowRecord {
         iface: &str,
         clock: &Clock,
         reason: Reason,
+        state: State,
     ) -> Self {
         let ports = has_ports(flow.key.proto);
+        let icmp = IcmpError::of(&flow.stats);
+        let rst_ttl = (flow.stats.rst_ttl != 0).then_some(flow.stats.rst_ttl);
         FlowRecord {
             kind: "flow",
             ts: rfc3339(OffsetDateTime::now_utc()),
             reason,
+            state,
+            history: history_string(&flow.stats),
+            icmp_type: icmp.map(|e| e.icmp_type),
+            icmp_code: icmp.map(|e| e.icmp_code),
+            reporter: icmp.map(|e| e.reporter),
+            rst_ttl,
+            rst_hops: rst_ttl.map(hops_from_ttl),
             iface: iface.to_string(),
             proto: proto_name(flow.key.proto),
             local_addr: flow.local_addr,
@@ -191,13 +220,49 @@ impl FlowRecord {
         )
     }
 
-    /// One readable line, as printed live for flagged flows.
+    /// What blocked the flow, readable: the ICMP error and its reporter,
+    /// the RST's distance, or the lack of an answer.
+    pub fn blocked_by(&self) -> String {
+        match (self.state, self.icmp_type, self.icmp_code, self.reporter) {
+            (State::Unreachable, Some(t), Some(c), Some(r)) => {
+                let e = IcmpError {
+                    icmp_type: t,
+                    icmp_code: c,
+                    reporter: r,
+                };
+                let v6 = self.proto == "icmpv6" || self.remote_addr.is_ipv6();
+                format!("ICMP {} (type {t} code {c}) from {r}", e.describe(v6))
+            }
+            (State::Refused, ..) => match (self.rst_ttl, self.rst_hops) {
+                (Some(ttl), Some(h)) => format!(
+                    "RST from {h} hop{} away (TTL {ttl})",
+                    if h == 1 { "" } else { "s" }
+                ),
+                _ => "RST".into(),
+            },
+            (State::Unanswered, ..) => format!("no answer (history {})", self.history),
+            _ => format!("history {}", self.history),
+        }
+    }
+
+    /// One readable line, as printed live for flagged and blocked flows.
     pub fn line(&self) -> String {
         let tags = tag_text(&self.datacenters, &self.purposes);
         let svc = self
             .service_port
             .map(|p| format!("service port {p}"))
             .unwrap_or_else(|| "no service port".into());
+        if self.reason == Reason::Blocked {
+            return format!(
+                "{ts} {state:<15} {flow}  {svc}, {by}, {prefix} [{tags}] on {iface}",
+                ts = &self.ts.get(11..19).unwrap_or(&self.ts),
+                state = self.state.as_str().to_uppercase(),
+                flow = self.flow_id(),
+                by = self.blocked_by(),
+                prefix = self.prefix,
+                iface = self.iface,
+            );
+        }
         format!(
             "{ts} {verdict:<15} {flow}  {svc}, {opened}, {prefix} [{tags}] on {iface}",
             ts = &self.ts.get(11..19).unwrap_or(&self.ts),
@@ -279,6 +344,12 @@ pub struct Summary {
     pub fragments: u64,
     /// CAS packets counted per range only: too many IPv6 extension headers.
     pub ext_header_limit: u64,
+    /// ICMP/ICMPv6 destination-unreachable errors attached to the flow they quoted.
+    pub icmp_errors: u64,
+    /// Such errors about a CAS address whose flow was not in the table.
+    pub icmp_unmatched: u64,
+    /// Flows reported for good (ended, expired, exit) by their final state.
+    pub states: std::collections::BTreeMap<State, u64>,
     /// The address set audited against.
     pub set: String,
     /// Interfaces audited.
@@ -372,6 +443,14 @@ impl Summary {
             "{} flows, {} disallowed; {} packets seen, {} to/from CAS; events lost {}, malformed {}, flows evicted {}\n",
             self.flows, self.disallowed, self.packets, self.matched, self.events_lost, self.malformed, self.flows_evicted
         ));
+        if !self.states.is_empty() {
+            let parts: Vec<String> = self
+                .states
+                .iter()
+                .map(|(s, n)| format!("{s} {n}"))
+                .collect();
+            out.push_str(&format!("states: {}\n", parts.join(", ")));
+        }
         out
     }
 }
@@ -415,12 +494,18 @@ impl Output {
         }
     }
 
-    /// Writes one flow record (and, for flagged flows, a readable line).
+    /// Writes one flow record (and, for flagged and blocked flows, a
+    /// readable line). JSON lines are buffered: call [`Output::flush`] after
+    /// a batch.
     pub fn flow(&mut self, rec: &FlowRecord) -> io::Result<()> {
         if let Some(w) = self.json.as_mut() {
             serde_json::to_writer(&mut *w, rec)?;
             w.write_all(b"\n")?;
-            w.flush()?;
+        }
+        if self.human && rec.reason == Reason::Blocked {
+            let mut so = io::stdout().lock();
+            writeln!(so, "{}", rec.line())?;
+            so.flush()?;
         }
         if rec.verdict == "disallowed-port" {
             if self.human && rec.reason == Reason::Flagged {
@@ -439,6 +524,14 @@ impl Output {
             }
         }
         Ok(())
+    }
+
+    /// Hands buffered JSON lines to the operating system.
+    pub fn flush(&mut self) -> io::Result<()> {
+        match self.json.as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
     }
 
     /// Writes the summary record and table.

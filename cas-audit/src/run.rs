@@ -2,8 +2,7 @@
 
 use std::{collections::HashMap, io::Write, path::PathBuf, time::Duration};
 
-use aya::maps::{MapData, RingBuf};
-use cas_audit_common::{sizes, Counter, FlowEvent, FlowStats};
+use cas_audit_common::{history, sizes, Counter, Direction, FlowEvent, FlowStats};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -54,6 +53,9 @@ pub struct RunConfig {
     pub idle_timeout: Duration,
     /// Kernel flow-table size.
     pub max_flows: u32,
+    /// Time a flow's first packet waits for an answer before the flow is
+    /// unanswered.
+    pub answer_timeout: Duration,
 }
 
 impl Default for RunConfig {
@@ -70,6 +72,7 @@ impl Default for RunConfig {
             poll_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             max_flows: sizes::MAX_FLOWS,
+            answer_timeout: crate::state::DEFAULT_ANSWER_TIMEOUT,
         }
     }
 }
@@ -85,6 +88,8 @@ struct Session {
     clock: Clock,
     tracker: Tracker,
     out: Output,
+    /// Final states of the flows reported for good.
+    states: std::collections::BTreeMap<crate::state::State, u64>,
 }
 
 impl Session {
@@ -95,22 +100,46 @@ impl Session {
             .get(&flow.key.ifindex)
             .cloned()
             .unwrap_or_else(|| format!("if{}", flow.key.ifindex));
-        let rec = FlowRecord::new(flow, range, &iface, &self.clock, reason);
+        let state = flow.state(monotonic_ns(), self.tracker.answer_timeout());
+        let rec = FlowRecord::new(flow, range, &iface, &self.clock, reason, state);
+        if matches!(reason, Reason::Ended | Reason::Expired | Reason::Exit) {
+            *self.states.entry(state).or_default() += 1;
+        }
         self.out
             .flow(&rec)
             .map_err(Error::io("writing a flow record"))
     }
 
+    /// A new disallowed flow from the ring buffer. The record shows the
+    /// flow as of its first packet, from the event alone: no map lookup, so
+    /// that bursts of events cost no syscalls.
     fn on_event(&mut self, ev: &FlowEvent) -> Result<(), Error> {
-        let stats = self.dp.flow(&ev.key).unwrap_or(FlowStats {
+        let kinds = history::kinds(ev.key.proto, ev.tcp_flags as u32, true);
+        let mut stats = FlowStats {
             first_seen_ns: ev.ts_ns,
             last_seen_ns: ev.ts_ns,
             range_id: ev.range_id,
             initiator: ev.initiator,
             first_dir: ev.dir,
             flagged: 1,
+            history_mask: kinds,
             ..FlowStats::default()
-        });
+        };
+        for (slot, kind) in (0..history::KINDS)
+            .filter(|k| kinds & (1 << k) != 0)
+            .enumerate()
+        {
+            stats.history[slot] = history::letter(kind, true);
+        }
+        if ev.dir == Direction::Out as u8 {
+            stats.packets_out = ev.packets.into();
+            stats.bytes_out = ev.bytes.into();
+            stats.tcp_flags_out = ev.tcp_flags.into();
+        } else {
+            stats.packets_in = ev.packets.into();
+            stats.bytes_in = ev.bytes.into();
+            stats.tcp_flags_in = ev.tcp_flags.into();
+        }
         let flow = Flow::new(ev.key, stats, self.policy.for_range(stats.range_id));
         if self.tracker.flag(&flow) {
             self.write(&flow, Reason::Flagged)?;
@@ -129,21 +158,20 @@ impl Session {
             }
         }
         self.dp.remove_flows(&done)?;
-        Ok(())
+        self.flush()
     }
 
-    fn drain_events(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), Error> {
-        while let Some(item) = ring.next() {
-            if item.len() < std::mem::size_of::<FlowEvent>() {
-                log::warn!("short event ({} bytes) ignored", item.len());
-                continue;
-            }
-            // SAFETY: the kernel writes whole FlowEvents; read unaligned.
-            let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            drop(item);
-            self.on_event(&ev)?;
+    fn on_events(&mut self, events: &[FlowEvent]) -> Result<(), Error> {
+        for ev in events {
+            self.on_event(ev)?;
         }
-        Ok(())
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        self.out
+            .flush()
+            .map_err(Error::io("writing the JSON lines"))
     }
 
     fn finish(&mut self, set_name: &str, ifaces: &[String]) -> Result<Summary, Error> {
@@ -169,6 +197,9 @@ impl Session {
             not_ip: c.get(Counter::NotIp),
             fragments: c.get(Counter::Fragments),
             ext_header_limit: c.get(Counter::ExtHeaderLimit),
+            icmp_errors: c.get(Counter::IcmpErrors),
+            icmp_unmatched: c.get(Counter::IcmpUnmatched),
+            states: self.states.clone(),
             set: set_name.to_string(),
             interfaces: ifaces.to_vec(),
             allowed_ports: self
@@ -231,11 +262,10 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
 
     let mut dp = Datapath::load_with_policy(&ranges, &policy, cfg.max_flows)?;
     let logger = dp.take_logger();
-    // SAFETY (both registrations): the ring buffers own their map fds, which
-    // stay open and unchanged for as long as the AsyncFd owns them.
-    let mut ring =
-        unsafe { AsyncFd::register_with_interest(dp.take_events()?, Interest::READABLE) }
-            .map_err(|e| Error::io("polling the event ring")(e.into()))?;
+    let (reader, mut events) =
+        crate::events::spawn(dp.take_events()?).map_err(Error::io("starting the event reader"))?;
+    // SAFETY: the logger's ring buffer owns its map fd, which stays open and
+    // unchanged for as long as the AsyncFd owns it.
     let mut logger = match logger {
         Some(l) => Some(
             unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }
@@ -270,8 +300,13 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         ifnames,
         policy,
         clock: Clock::new(),
-        tracker: Tracker::new(cfg.idle_timeout.as_nanos() as u64, LINGER.as_nanos() as u64),
+        tracker: Tracker::new(
+            cfg.idle_timeout.as_nanos() as u64,
+            LINGER.as_nanos() as u64,
+            cfg.answer_timeout,
+        ),
         out: Output::new(json, human),
+        states: Default::default(),
     };
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
@@ -291,11 +326,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             _ = &mut deadline => { log::info!("duration reached: stopping"); break; }
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(Error::io("waiting for events"))?;
-                s.drain_events(guard.get_inner_mut())?;
-                guard.clear_ready();
-            }
+            Some(batch) = events.recv() => s.on_events(&batch)?,
             guard = async {
                 match logger.as_mut() {
                     Some(l) => l.readable_mut().await,
@@ -312,7 +343,10 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
 
     // Detach first so the final figures are exact, then drain and report.
     s.dp.detach_all();
-    s.drain_events(ring.get_mut())?;
+    reader.stop().map_err(Error::io("reading the event ring"))?;
+    while let Ok(batch) = events.try_recv() {
+        s.on_events(&batch)?;
+    }
     if let Some(l) = logger.as_mut() {
         l.get_mut().flush();
     }

@@ -1,7 +1,7 @@
 //! Decides when each flow is reported: when first flagged, when it ends or
 //! expires, and at exit. Pure logic over snapshots of the kernel table.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
 use cas_audit_common::{FlowKey, FlowStats};
 
@@ -15,8 +15,10 @@ use crate::{
 #[derive(Debug)]
 pub struct Tracker {
     flagged: HashSet<FlowKey>,
+    blocked: HashSet<FlowKey>,
     idle_ns: u64,
     linger_ns: u64,
+    answer: Duration,
     /// Flows reported for good (ended, expired, exit).
     pub reported: u64,
     /// Of those, disallowed ones.
@@ -27,11 +29,14 @@ impl Tracker {
     /// A flow is expired after `idle_ns` without packets; an ended TCP flow
     /// is reported once `linger_ns` passed after its last packet (so the
     /// final ACK lands in the same record).
-    pub fn new(idle_ns: u64, linger_ns: u64) -> Self {
+    /// A flow not answered `answer` after its first packet is unanswered.
+    pub fn new(idle_ns: u64, linger_ns: u64, answer: Duration) -> Self {
         Tracker {
             flagged: HashSet::new(),
+            blocked: HashSet::new(),
             idle_ns,
             linger_ns,
+            answer,
             reported: 0,
             disallowed: 0,
         }
@@ -42,8 +47,19 @@ impl Tracker {
         flow.verdict == Verdict::DisallowedPort && self.flagged.insert(flow.key)
     }
 
+    /// Marks a flow blocked; true when it was not blocked before.
+    fn block(&mut self, flow: &Flow, now_ns: u64) -> bool {
+        flow.state(now_ns, self.answer).is_blocked() && self.blocked.insert(flow.key)
+    }
+
+    /// The answer timeout.
+    pub fn answer_timeout(&self) -> Duration {
+        self.answer
+    }
+
     fn finish(&mut self, flow: &Flow) {
         self.flagged.remove(&flow.key);
+        self.blocked.remove(&flow.key);
         self.reported += 1;
         if flow.verdict == Verdict::DisallowedPort {
             self.disallowed += 1;
@@ -63,10 +79,14 @@ impl Tracker {
         // Forget flagged flows the kernel evicted, so the set stays bounded.
         let live: HashSet<FlowKey> = snapshot.iter().map(|(k, _)| *k).collect();
         self.flagged.retain(|k| live.contains(k));
+        self.blocked.retain(|k| live.contains(k));
         for (k, s) in snapshot {
             let flow = Flow::new(k, s, ports.for_range(s.range_id));
             if self.flag(&flow) {
                 out.push((flow.clone(), Reason::Flagged));
+            }
+            if self.block(&flow, now_ns) {
+                out.push((flow.clone(), Reason::Blocked));
             }
             let idle = now_ns.saturating_sub(s.last_seen_ns);
             let reason = if flow.ending() != Ending::Open && idle >= self.linger_ns {
@@ -106,7 +126,7 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
-    use cas_audit_common::{family, initiator, proto, tcp_flags};
+    use cas_audit_common::{family, history, initiator, proto, tcp_flags};
 
     use super::*;
     use crate::ports::AllowedPorts;
@@ -129,17 +149,25 @@ mod tests {
     #[test]
     fn flags_once_ends_after_linger_and_expires_when_idle() {
         let ports = PortPolicy::global(AllowedPorts::default());
-        let mut t = Tracker::new(60 * S, 2 * S);
+        let mut t = Tracker::new(60 * S, 2 * S, Duration::from_secs(3));
         let udp = (
             key(proto::UDP, 8443),
             FlowStats {
+                first_seen_ns: 9 * S,
                 last_seen_ns: 10 * S,
                 packets_out: 5,
+                history_mask: history::DATA,
                 ..Default::default()
             },
         );
+        let k = history::KINDS;
         let closed = FlowStats {
+            first_seen_ns: 9 * S,
             last_seen_ns: 10 * S,
+            history_mask: history::SYN
+                | history::ACK
+                | history::FIN
+                | (history::SYN_ACK | history::FIN) << k,
             initiator: initiator::LOCAL,
             tcp_flags_out: tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN,
             tcp_flags_in: tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN,
@@ -147,19 +175,22 @@ mod tests {
         };
         let tcp = (key(proto::TCP, 443), closed);
 
+        // 2 s after its first datagram the UDP flow is flagged, not yet unanswered.
         let r = t.poll(vec![udp, tcp], 11 * S, &ports);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].1, Reason::Flagged);
         assert_eq!(r[0].0.key.remote_port, 8443);
 
-        // Linger passed: the closed TCP flow ends; the UDP flow is not re-flagged.
+        // Linger passed: the closed TCP flow ends; the UDP flow is not
+        // re-flagged, and is reported blocked once: its answer timeout passed.
         let r = t.poll(vec![udp, tcp], 12 * S, &ports);
         assert_eq!(
             r.iter()
                 .map(|(f, r)| (f.key.remote_port, *r))
                 .collect::<Vec<_>>(),
-            vec![(443, Reason::Ended)]
+            vec![(8443, Reason::Blocked), (443, Reason::Ended)]
         );
+        assert!(t.poll(vec![udp], 13 * S, &ports).is_empty());
 
         // Idle timeout: the UDP flow expires.
         let r = t.poll(vec![udp], 70 * S, &ports);
@@ -175,7 +206,7 @@ mod tests {
     #[test]
     fn evicted_flagged_flows_are_forgotten() {
         let ports = PortPolicy::global(AllowedPorts::default());
-        let mut t = Tracker::new(60 * S, 2 * S);
+        let mut t = Tracker::new(60 * S, 2 * S, Duration::from_secs(3));
         let s = FlowStats {
             last_seen_ns: S,
             ..Default::default()
@@ -194,7 +225,7 @@ mod tests {
     #[test]
     fn exit_reports_everything_and_flags_late_ones() {
         let ports = PortPolicy::global(AllowedPorts::default());
-        let mut t = Tracker::new(60 * S, 2 * S);
+        let mut t = Tracker::new(60 * S, 2 * S, Duration::from_secs(3));
         let s = FlowStats {
             last_seen_ns: S,
             ..Default::default()
