@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     addrset::{DataCenter, Purpose},
+    check::CheckConfig,
     datapath::IngressMode,
     export::ExportFormat,
     ports::AllowedPorts,
@@ -31,6 +32,10 @@ pub struct Cli {
 pub enum Command {
     /// Attach to interfaces and report CAS flows live, as JSON lines and readable lines.
     Run(RunArgs),
+    /// Firewall rollout check: connect to every required outbound CAS
+    /// destination and show what happened to each attempt (exit 0 only when
+    /// all are reachable, 1 otherwise).
+    Check(CheckArgs),
     /// Address sets: list, show, diff, export as firewall rules, import a published page.
     #[command(subcommand)]
     Sets(SetsCommand),
@@ -142,6 +147,55 @@ pub struct RunArgs {
     /// `unanswered` (SYN retries count as one attempt).
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_secs)]
     pub answer_timeout: Duration,
+}
+
+/// `cas-audit check` flags.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The set and the part of it to check.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Interface the datapath watches while the check runs (shows who refused
+    /// or rejected each attempt); without it, only the sockets' results.
+    #[arg(long, value_name = "IF")]
+    pub iface: Option<String>,
+    /// Seconds each connection attempt may take before it is unanswered.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub timeout: Duration,
+    /// Connection attempts in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// Write one JSON record per destination and a summary to PATH, or to
+    /// standard output with `-` (then no table is printed).
+    #[arg(long, value_name = "PATH|-")]
+    pub json: Option<String>,
+    /// Ingress hook of the datapath: auto, xdp or tc.
+    #[arg(long, value_enum, default_value_t = IngressMode::Auto)]
+    pub ingress: IngressMode,
+}
+
+impl CheckArgs {
+    /// The check configuration these flags describe.
+    pub fn config(&self) -> CheckConfig {
+        CheckConfig {
+            set: self.selection.set.clone(),
+            datacenters: self.selection.datacenters.clone(),
+            purposes: self.selection.purposes.clone(),
+            iface: self.iface.clone(),
+            timeout: self.timeout,
+            concurrency: self.concurrency as usize,
+            json: self.json.as_deref().map(json_target),
+            ingress: self.ingress,
+        }
+    }
+}
+
+fn json_target(j: &str) -> JsonTarget {
+    if j == "-" {
+        JsonTarget::Stdout
+    } else {
+        JsonTarget::File(PathBuf::from(j))
+    }
 }
 
 fn parse_dc(s: &str) -> Result<DataCenter, String> {

@@ -10,6 +10,7 @@
 
 pub mod addrset;
 mod batch;
+pub mod check;
 pub mod cli;
 pub mod datapath;
 pub mod diff;

@@ -59,7 +59,7 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause between the last packet and the stop signal.
 const SETTLE: Duration = Duration::from_millis(500);
 
-const FLOW_FIELDS: [&str; 23] = [
+const FLOW_FIELDS: [&str; 30] = [
     "ts",
     "reason",
     "iface",
@@ -83,6 +83,13 @@ const FLOW_FIELDS: [&str; 23] = [
     "tcp_flags_in",
     "first_seen",
     "last_seen",
+    "state",
+    "history",
+    "icmp_type",
+    "icmp_code",
+    "reporter",
+    "rst_ttl",
+    "rst_hops",
 ];
 
 const SUMMARY_COUNTERS: [&str; 7] = [
@@ -497,7 +504,20 @@ impl Report {
                 assert!(rec.get(f).is_some(), "flow record without {f}: {rec}");
             }
             assert!(
-                ["flagged", "ended", "expired", "exit"].contains(&str_of(rec, "reason")),
+                ["flagged", "blocked", "ended", "expired", "exit"].contains(&str_of(rec, "reason")),
+                "{rec}"
+            );
+            assert!(
+                [
+                    "pending",
+                    "established",
+                    "closed",
+                    "reset",
+                    "unanswered",
+                    "refused",
+                    "unreachable"
+                ]
+                .contains(&str_of(rec, "state")),
                 "{rec}"
             );
             assert!(

@@ -31,6 +31,9 @@ fn main() {
     };
     let result = match cli.command {
         Command::Run(args) => rt.block_on(cas_audit::run::run(args.config())).map(|_| 0),
+        Command::Check(args) => rt
+            .block_on(cas_audit::check::check(args.config()))
+            .map(|(_, s)| if s.ok { 0 } else { EXIT_FAILURE }),
         Command::Sets(cmd) => sets(cmd),
     };
     match result {
