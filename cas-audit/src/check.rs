@@ -455,9 +455,18 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
     }
     let mut probes: Vec<Option<Probe>> = vec![None; dests.len()];
     while let Some(res) = tasks.join_next().await {
-        let (i, p) = res.map_err(|e| Error::io("a connection attempt")(std::io::Error::other(e)))?;
+        let (i, p) =
+            res.map_err(|e| Error::io("a connection attempt")(std::io::Error::other(e)))?;
         if p.outcome != Outcome::Reachable {
-            bar.set_message(format!("{} not reachable", probes.iter().flatten().filter(|p| p.outcome != Outcome::Reachable).count() + 1));
+            bar.set_message(format!(
+                "{} not reachable",
+                probes
+                    .iter()
+                    .flatten()
+                    .filter(|p| p.outcome != Outcome::Reachable)
+                    .count()
+                    + 1
+            ));
         }
         probes[i] = Some(p);
         bar.inc(1);
@@ -536,7 +545,10 @@ fn dc_text(dcs: &[DataCenter]) -> String {
     if dcs.is_empty() {
         "all".into()
     } else {
-        dcs.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+        dcs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -555,7 +567,10 @@ pub fn tables(records: &[CheckRecord], s: &CheckSummary) -> String {
         for dc in &dcs {
             for p in &r.purposes {
                 let g = groups.entry((dc.clone(), *p)).or_default();
-                g[Outcome::ALL.iter().position(|o| *o == r.result).unwrap_or(0)] += 1;
+                g[Outcome::ALL
+                    .iter()
+                    .position(|o| *o == r.result)
+                    .unwrap_or(0)] += 1;
             }
         }
     }
@@ -571,7 +586,10 @@ pub fn tables(records: &[CheckRecord], s: &CheckSummary) -> String {
     ]);
     for ((dc, p), c) in &groups {
         let mut row = vec![Cell::new(dc), Cell::new(p)];
-        row.extend(c.iter().map(|n| Cell::new(n).set_alignment(CellAlignment::Right)));
+        row.extend(
+            c.iter()
+                .map(|n| Cell::new(n).set_alignment(CellAlignment::Right)),
+        );
         t.add_row(row);
     }
     out.push_str(&format!("{t}\n"));

@@ -31,8 +31,8 @@ use cas_audit::addrset::Range;
 use cas_audit::datapath::{Datapath, DatapathError};
 use cas_audit::ports::AllowedPorts;
 use cas_audit_common::{
-    family, initiator, names, proto, sizes, tcp_flags, Counter, Direction, FlowEvent, FlowKey,
-    FlowStats, RangeStats,
+    family, history, initiator, names, proto, sizes, tcp_flags, Counter, Direction, FlowEvent,
+    FlowKey, FlowStats, RangeStats,
 };
 
 // ---------------------------------------------------------------------------
@@ -118,6 +118,12 @@ enum Transport {
     },
     /// ICMP echo request (ICMPv6 echo request over IPv6).
     Echo,
+    /// An ICMP (ICMPv6 over IPv6) error of `ty` and `code`; the payload is
+    /// the quoted packet (see [`Pkt::quote`]).
+    IcmpError {
+        ty: u8,
+        code: u8,
+    },
     /// Any protocol number with no transport header written (GRE, or the
     /// middle of a fragmented datagram).
     Raw(u8),
@@ -195,6 +201,8 @@ struct Pkt {
     exts: Vec<Ext>,
     transport: Transport,
     payload: Vec<u8>,
+    /// IPv4 TTL / IPv6 hop limit.
+    ttl: u8,
 }
 
 /// A built frame and where its headers are.
@@ -272,6 +280,7 @@ impl Pkt {
             exts: Vec::new(),
             transport,
             payload: Vec::new(),
+            ttl: 64,
         }
     }
 
@@ -341,6 +350,25 @@ impl Pkt {
         self
     }
 
+    /// An ICMP error from `src` to `dst` quoting `quoted` (from its IP header on).
+    fn icmp_error(
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
+        ty: u8,
+        code: u8,
+        quoted: &Frame,
+    ) -> Pkt {
+        let mut p = Pkt::new(src, dst, Transport::IcmpError { ty, code });
+        p.payload = quoted.bytes[quoted.l3_off..].to_vec();
+        p
+    }
+
+    /// IPv4 TTL / IPv6 hop limit (default 64).
+    fn ttl(mut self, ttl: u8) -> Pkt {
+        self.ttl = ttl;
+        self
+    }
+
     fn payload(mut self, n: usize) -> Pkt {
         self.payload = (0..n).map(|i| i as u8).collect();
         self
@@ -350,8 +378,8 @@ impl Pkt {
         match self.transport {
             Transport::Tcp { .. } => proto::TCP,
             Transport::Udp { .. } => proto::UDP,
-            Transport::Echo if self.src.is_ipv6() => proto::ICMPV6,
-            Transport::Echo => proto::ICMP,
+            Transport::Echo | Transport::IcmpError { .. } if self.src.is_ipv6() => proto::ICMPV6,
+            Transport::Echo | Transport::IcmpError { .. } => proto::ICMP,
             Transport::Raw(p) => p,
         }
     }
@@ -397,6 +425,7 @@ impl Pkt {
                 }
                 h
             }
+            Transport::IcmpError { ty, code } => vec![ty, code, 0, 0, 0, 0, 0, 0],
             Transport::Raw(_) => Vec::new(),
         }
     }
@@ -421,7 +450,7 @@ impl Pkt {
                 h.extend(((ihl + l4_len) as u16).to_be_bytes());
                 h.extend(0x1234u16.to_be_bytes()); // identification
                 h.extend(self.frag.to_be_bytes());
-                h.push(64); // TTL
+                h.push(self.ttl); // TTL
                 h.push(self.proto());
                 h.extend([0, 0]); // checksum, below
                 h.extend(s.octets());
@@ -446,7 +475,7 @@ impl Pkt {
                 f.extend([0x60, 0, 0, 0]);
                 f.extend(((exts.len() + l4_len) as u16).to_be_bytes());
                 f.push(first);
-                f.push(64); // hop limit
+                f.push(self.ttl); // hop limit
                 f.extend(s.octets());
                 f.extend(d.octets());
                 f.extend(exts);
@@ -2531,4 +2560,241 @@ fn prefilter_passes_every_address_of_a_wide_prefix() {
         (Counter::FlowsCreated, 6),
     ]);
     assert_eq!(h.flows().len(), 6);
+}
+
+// ---------------------------------------------------------------------------
+// Flow history, RST TTL and ICMP errors
+// ---------------------------------------------------------------------------
+
+/// The flow's history string.
+fn history_of(st: &FlowStats) -> String {
+    st.history
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as char)
+        .collect()
+}
+
+#[test]
+fn history_follows_a_connection_on_both_hooks() {
+    for hook in Hook::INGRESS {
+        let mut h = setup!();
+        let out = |flags, n| {
+            Pkt::tcp(LOCAL4, CAS4_A, 40000, 443, flags)
+                .payload(n)
+                .build()
+        };
+        let inn = |flags, n| {
+            Pkt::tcp(CAS4_A, LOCAL4, 443, 40000, flags)
+                .payload(n)
+                .build()
+        };
+        let key = h.key(LOCAL4, CAS4_A, 40000, 443, proto::TCP);
+        let mut seen = Vec::new();
+        for (dir_out, f) in [
+            (true, out(SYN, 0)),
+            (true, out(SYN, 0)), // a retry adds nothing
+            (false, inn(SYN | ACK, 0)),
+            (true, out(ACK, 0)),
+            (true, out(ACK | PSH, 100)),
+            (false, inn(ACK, 0)),
+            (false, inn(ACK | PSH, 300)),
+            (true, out(FIN | ACK, 0)),
+            (false, inn(FIN | ACK, 0)),
+            (true, out(ACK, 0)),
+        ] {
+            h.run(if dir_out { Hook::TcEgress } else { hook }, &f.bytes);
+            seen.push(history_of(&h.flows()[&key]));
+        }
+        assert_eq!(
+            seen,
+            ["S", "S", "Sh", "ShA", "ShAD", "ShADa", "ShADad", "ShADadF", "ShADadFf", "ShADadFf"],
+            "{hook:?}"
+        );
+        let st = h.flows()[&key];
+        let k = history::KINDS;
+        assert_eq!(
+            st.history_mask,
+            history::SYN
+                | history::ACK
+                | history::DATA
+                | history::FIN
+                | (history::SYN_ACK | history::ACK | history::DATA | history::FIN) << k
+        );
+        assert_eq!(st.rst_ttl, 0);
+    }
+}
+
+#[test]
+fn a_flow_opened_by_the_remote_side_has_it_as_originator() {
+    let mut h = setup!();
+    h.run(
+        Hook::Xdp,
+        &Pkt::tcp(CAS4_A, LOCAL4, 50000, 11344, SYN).build().bytes,
+    );
+    h.run(
+        Hook::TcEgress,
+        &Pkt::tcp(LOCAL4, CAS4_A, 11344, 50000, RST | ACK)
+            .ttl(61)
+            .build()
+            .bytes,
+    );
+    let st = h.only_flow().1;
+    assert_eq!(history_of(&st), "Sr");
+    // The RST went out: not a remote RST, no TTL recorded.
+    assert_eq!(st.rst_ttl, 0);
+}
+
+#[test]
+fn the_first_remote_rst_records_its_ttl() {
+    for hook in Hook::INGRESS {
+        let mut h = setup!();
+        h.run(
+            Hook::TcEgress,
+            &Pkt::tcp(LOCAL6, CAS6_A, 40000, 443, SYN).build().bytes,
+        );
+        h.run(
+            hook,
+            &Pkt::tcp(CAS6_A, LOCAL6, 443, 40000, RST | ACK)
+                .ttl(57)
+                .build()
+                .bytes,
+        );
+        h.run(
+            hook,
+            &Pkt::tcp(CAS6_A, LOCAL6, 443, 40000, RST | ACK)
+                .ttl(64)
+                .build()
+                .bytes,
+        );
+        let st = h.only_flow().1;
+        assert_eq!(
+            (history_of(&st).as_str(), st.rst_ttl),
+            ("Sr", 57),
+            "{hook:?}"
+        );
+    }
+}
+
+#[test]
+fn udp_history_counts_datagrams_each_way() {
+    let mut h = setup!();
+    h.run(
+        Hook::TcEgress,
+        &Pkt::udp(LOCAL4, CAS4_A, 40000, 443)
+            .payload(10)
+            .build()
+            .bytes,
+    );
+    assert_eq!(history_of(&h.only_flow().1), "D");
+    h.run(
+        Hook::Xdp,
+        &Pkt::udp(CAS4_A, LOCAL4, 443, 40000)
+            .payload(10)
+            .build()
+            .bytes,
+    );
+    assert_eq!(history_of(&h.only_flow().1), "Dd");
+}
+
+#[test]
+fn icmp_unreachable_is_attached_to_the_flow_it_quotes() {
+    // IPv4: admin-prohibited (3/13) from a firewall that is not a CAS address.
+    for hook in Hook::INGRESS {
+        let mut h = setup!();
+        let syn = Pkt::tcp(LOCAL4, CAS4_A, 40000, 443, SYN).build();
+        h.run(Hook::TcEgress, &syn.bytes);
+        let err = Pkt::icmp_error(OTHER4, LOCAL4, 3, 13, &syn).build();
+        h.run(hook, &err.bytes);
+        h.expect_counters(&[
+            (Counter::Packets, 2),
+            (Counter::Matched, 1),
+            (Counter::FlowsCreated, 1),
+            (Counter::IcmpErrors, 1),
+        ]);
+        let st = h.only_flow().1;
+        assert_eq!(st.icmp_errors, 1, "{hook:?}");
+        assert_eq!((st.icmp_type, st.icmp_code), (3, 13));
+        assert_eq!(st.reporter_family, family::V4);
+        assert_eq!(st.reporter[..4], OTHER4.octets());
+        assert_eq!(st.reporter[4..], [0; 12]);
+        // The error itself is no flow and no CAS traffic.
+        assert_eq!(history_of(&st), "S");
+        assert_eq!((st.packets_out, st.packets_in), (1, 0));
+    }
+    // IPv6: admin-prohibited (1/1), quoting a UDP datagram.
+    let mut h = setup!();
+    let dgram = Pkt::udp(LOCAL6, CAS6_A, 40000, 443).payload(30).build();
+    h.run(Hook::TcEgress, &dgram.bytes);
+    let err = Pkt::icmp_error(OTHER6, LOCAL6, 1, 1, &dgram).build();
+    h.run(Hook::TcIngress, &err.bytes);
+    h.run(Hook::TcIngress, &err.bytes);
+    let st = h.only_flow().1;
+    assert_eq!((st.icmp_errors, st.icmp_type, st.icmp_code), (2, 1, 1));
+    assert_eq!(st.reporter_family, family::V6);
+    assert_eq!(st.reporter, OTHER6.octets());
+    h.expect_counters(&[
+        (Counter::Packets, 3),
+        (Counter::Matched, 1),
+        (Counter::FlowsCreated, 1),
+        (Counter::IcmpErrors, 2),
+    ]);
+}
+
+#[test]
+fn icmp_errors_that_are_not_about_a_cas_flow_are_ordinary_packets() {
+    let mut h = setup!();
+    // Quoting a non-CAS packet: the error is neither attached nor counted.
+    let other = Pkt::tcp(LOCAL4, OTHER4, 40000, 443, SYN).build();
+    h.run(
+        Hook::TcIngress,
+        &Pkt::icmp_error(OTHER4, LOCAL4, 3, 13, &other).build().bytes,
+    );
+    // Fragmentation needed (3/4) is path-MTU discovery, not a rejection.
+    let syn = Pkt::tcp(LOCAL4, CAS4_A, 40000, 443, SYN).build();
+    h.run(Hook::TcEgress, &syn.bytes);
+    h.run(
+        Hook::TcIngress,
+        &Pkt::icmp_error(OTHER4, LOCAL4, 3, 4, &syn).build().bytes,
+    );
+    // A truncated quote (no transport ports) is passed over too.
+    let cut = Pkt::icmp_error(OTHER4, LOCAL4, 3, 13, &syn).build();
+    // Cut two bytes into the quoted transport header: no whole ports.
+    let quote_at = cut.bytes.len() - (syn.bytes.len() - syn.l3_off);
+    let cut = cut.truncated(quote_at + (syn.l4_off - syn.l3_off) + 2);
+    h.run(Hook::TcIngress, &cut.bytes);
+    h.expect_counters(&[
+        (Counter::Packets, 4),
+        (Counter::Matched, 1),
+        (Counter::FlowsCreated, 1),
+    ]);
+    assert_eq!(h.only_flow().1.icmp_errors, 0);
+    // An error about a CAS flow the table does not hold is counted as such.
+    let gone = Pkt::tcp(LOCAL4, CAS4_A, 40001, 443, SYN).build();
+    h.run(
+        Hook::TcIngress,
+        &Pkt::icmp_error(OTHER4, LOCAL4, 3, 1, &gone).build().bytes,
+    );
+    h.expect_counters(&[
+        (Counter::Packets, 5),
+        (Counter::Matched, 1),
+        (Counter::FlowsCreated, 1),
+        (Counter::IcmpUnmatched, 1),
+    ]);
+}
+
+#[test]
+fn an_error_from_the_cas_host_itself_names_it_as_reporter() {
+    let mut h = setup!();
+    let dgram = Pkt::udp(LOCAL4, CAS4_A, 40000, 8443).payload(10).build();
+    h.run(Hook::TcEgress, &dgram.bytes);
+    h.run(
+        Hook::Xdp,
+        &Pkt::icmp_error(CAS4_A, LOCAL4, 3, 3, &dgram).build().bytes,
+    );
+    let st = h.only_flow().1;
+    assert_eq!((st.icmp_errors, st.icmp_type, st.icmp_code), (1, 3, 3));
+    assert_eq!(st.reporter[..4], CAS4_A.octets());
+    // Attached, not a flow of its own.
+    assert_eq!(h.flows().len(), 1);
 }

@@ -331,59 +331,61 @@ fn check_names_what_blocked_each_destination() {
 
 #[test]
 fn check_table_tells_what_to_fix_and_exit_codes() {
-    with_firewall("check_table_tells_what_to_fix_and_exit_codes", |topo, dir| {
-        let set = set_file(dir);
-        let set = set.to_str().expect("UTF-8");
-        let (code, out, err) = agent_in_lan(
-            topo,
-            &[
-                "check",
-                "--set",
-                set,
-                "--iface",
-                Topology::LAN_IF,
-                "--timeout",
-                TIMEOUT_S,
-            ],
-        );
-        assert_eq!(code, 1, "stderr:\n{err}");
-        // Per data center and purpose: reachable, refused, unreachable, unanswered.
-        let row = |dc: &str, p: &str| -> Vec<String> {
-            out.lines()
-                .find(|l| {
-                    let cells: Vec<&str> = l.split(['│', '┆']).map(str::trim).collect();
-                    cells.len() > 3 && cells[1] == dc && cells[2] == p
-                })
-                .unwrap_or_else(|| panic!("no row {dc} {p} in:\n{out}"))
-                .split(['│', '┆'])
-                .map(|c| c.trim().to_owned())
-                .filter(|c| !c.is_empty())
-                .collect()
-        };
-        assert_eq!(row("US1", "portal"), ["US1", "portal", "2", "0", "0", "2"]);
-        assert_eq!(
-            row("EU1", "app-connector"),
-            ["EU1", "app-connector", "0", "2", "2", "0"]
-        );
-        assert_eq!(
-            row("US1", "siem-agent"),
-            ["US1", "siem-agent", "0", "2", "0", "0"]
-        );
-        for needle in [
-            "198.51.100.1 rejects with ICMP type 3 code 13: 1 destination (app-connector)",
-            "2001:db8:1::1 rejects with ICMP type 1 code 1: 1 destination (app-connector)",
-            "a device 1 hop away resets the connection: 2 destinations (app-connector)",
-            "a device 2 hops away resets the connection: 2 destinations (siem-agent)",
-            "a firewall drops the traffic silently (no answer): 2 destinations (portal)",
-            "2 of 10 destinations reachable (4 refused, 2 unreachable, 2 unanswered)",
-            "ICMP administratively prohibited (type 3 code 13) from 198.51.100.1",
-        ] {
-            assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
-        }
+    with_firewall(
+        "check_table_tells_what_to_fix_and_exit_codes",
+        |topo, dir| {
+            let set = set_file(dir);
+            let set = set.to_str().expect("UTF-8");
+            let (code, out, err) = agent_in_lan(
+                topo,
+                &[
+                    "check",
+                    "--set",
+                    set,
+                    "--iface",
+                    Topology::LAN_IF,
+                    "--timeout",
+                    TIMEOUT_S,
+                ],
+            );
+            assert_eq!(code, 1, "stderr:\n{err}");
+            // Per data center and purpose: reachable, refused, unreachable, unanswered.
+            let row = |dc: &str, p: &str| -> Vec<String> {
+                out.lines()
+                    .find(|l| {
+                        let cells: Vec<&str> = l.split(['│', '┆']).map(str::trim).collect();
+                        cells.len() > 3 && cells[1] == dc && cells[2] == p
+                    })
+                    .unwrap_or_else(|| panic!("no row {dc} {p} in:\n{out}"))
+                    .split(['│', '┆'])
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            };
+            assert_eq!(row("US1", "portal"), ["US1", "portal", "2", "0", "0", "2"]);
+            assert_eq!(
+                row("EU1", "app-connector"),
+                ["EU1", "app-connector", "0", "2", "2", "0"]
+            );
+            assert_eq!(
+                row("US1", "siem-agent"),
+                ["US1", "siem-agent", "0", "2", "0", "0"]
+            );
+            for needle in [
+                "198.51.100.1 rejects with ICMP type 3 code 13: 1 destination (app-connector)",
+                "2001:db8:1::1 rejects with ICMP type 1 code 1: 1 destination (app-connector)",
+                "a device 1 hop away resets the connection: 2 destinations (app-connector)",
+                "a device 2 hops away resets the connection: 2 destinations (siem-agent)",
+                "a firewall drops the traffic silently (no answer): 2 destinations (portal)",
+                "2 of 10 destinations reachable (4 refused, 2 unreachable, 2 unanswered)",
+                "ICMP administratively prohibited (type 3 code 13) from 198.51.100.1",
+            ] {
+                assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+            }
 
-        // Only the open destinations: exit 0.
-        let open = dir.join("open.json");
-        std::fs::write(
+            // Only the open destinations: exit 0.
+            let open = dir.join("open.json");
+            std::fs::write(
             &open,
             format!(
                 "{{\"schema\": 1, \"name\": \"open\", \"source\": \"t\", \"published\": \"2026-11-22\", \"entries\": [\
@@ -392,32 +394,33 @@ fn check_table_tells_what_to_fix_and_exit_codes() {
             ),
         )
         .expect("set file");
-        let (code, out, err) = agent_in_lan(
-            topo,
-            &[
-                "check",
-                "--set",
-                open.to_str().expect("UTF-8"),
-                "--iface",
-                Topology::LAN_IF,
-                "--timeout",
-                TIMEOUT_S,
-            ],
-        );
-        assert_eq!(code, 0, "stderr:\n{err}\nstdout:\n{out}");
-        assert!(out.contains("2 of 2 destinations reachable"), "{out}");
+            let (code, out, err) = agent_in_lan(
+                topo,
+                &[
+                    "check",
+                    "--set",
+                    open.to_str().expect("UTF-8"),
+                    "--iface",
+                    Topology::LAN_IF,
+                    "--timeout",
+                    TIMEOUT_S,
+                ],
+            );
+            assert_eq!(code, 0, "stderr:\n{err}\nstdout:\n{out}");
+            assert!(out.contains("2 of 2 destinations reachable"), "{out}");
 
-        // Usage errors: exit 2.
-        for bad in [
-            vec!["check", "--concurrency", "0"],
-            vec!["check", "--timeout", "-1"],
-            vec!["check", "--datacenter", "US9"],
-            vec!["check", "--iface", "nosuchif0", "--set", set],
-        ] {
-            let (code, _, err) = agent_in_lan(topo, &bad);
-            assert_eq!(code, 2, "{bad:?}: stderr:\n{err}");
-        }
-    });
+            // Usage errors: exit 2.
+            for bad in [
+                vec!["check", "--concurrency", "0"],
+                vec!["check", "--timeout", "-1"],
+                vec!["check", "--datacenter", "US9"],
+                vec!["check", "--iface", "nosuchif0", "--set", set],
+            ] {
+                let (code, _, err) = agent_in_lan(topo, &bad);
+                assert_eq!(code, 2, "{bad:?}: stderr:\n{err}");
+            }
+        },
+    );
 }
 
 #[test]
@@ -486,7 +489,9 @@ fn run_records_the_same_states() {
             );
             assert_eq!(
                 r["reporter"],
-                w.reporter.map(|a| a.to_string()).map_or(Value::Null, Value::from),
+                w.reporter
+                    .map(|a| a.to_string())
+                    .map_or(Value::Null, Value::from),
                 "{addr}: {r}"
             );
             // Blocked flows are reported as blocked exactly once, live.
@@ -500,7 +505,11 @@ fn run_records_the_same_states() {
         // was attached to its flow.
         let syns: u64 = [PROHIBITED4, PROHIBITED6]
             .iter()
-            .map(|a| last[&a.to_string()]["packets_out"].as_u64().expect("packets_out"))
+            .map(|a| {
+                last[&a.to_string()]["packets_out"]
+                    .as_u64()
+                    .expect("packets_out")
+            })
             .sum();
         assert!(syns >= 2, "{text}");
         assert_eq!(summary["icmp_errors"], syns, "{summary}");
