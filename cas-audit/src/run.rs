@@ -253,8 +253,14 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
 
     let json: Option<Box<dyn Write + Send>> = match &cfg.json {
         None => None,
-        Some(JsonTarget::Stdout) => Some(Box::new(std::io::stdout())),
-        Some(JsonTarget::File(p)) => Some(Box::new(std::io::BufWriter::new(
+        // Block-buffered (stdout alone is line-buffered: one write(2) per
+        // record); flushed after every batch of records.
+        Some(JsonTarget::Stdout) => Some(Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stdout(),
+        ))),
+        Some(JsonTarget::File(p)) => Some(Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
             std::fs::File::create(p).map_err(Error::io(format!("creating {}", p.display())))?,
         ))),
     };
