@@ -229,6 +229,8 @@ fn observe_flow<P: Packet>(
         // SAFETY: bpf_ktime_get_ns has no preconditions.
         now: unsafe { bpf_ktime_get_ns() },
     };
+    // By reference: a by-value key would be copied to the 512-byte stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
     if let Some(st) = FLOWS.get_ptr_mut(&key) {
         // SAFETY: a live map value.
         unsafe { add_to_flow(st, &seen) };
@@ -303,6 +305,7 @@ fn icmp_error<P: Packet>(pkt: &P, l3: &L3, l4: &L4, q: &Quoted, dir: Direction) 
     if lookup_range(q.family, &key.remote_addr).id == u32::MAX {
         return false;
     }
+    #[allow(clippy::needless_borrows_for_generic_args)] // see observe_flow
     let Some(st) = FLOWS.get_ptr_mut(&key) else {
         count(Counter::IcmpUnmatched, 1);
         return true;
@@ -405,7 +408,10 @@ fn new_flow<P: Packet>(pkt: &P, key: &FlowKey, range: &RangeValue, seen: &Seen) 
     st.flagged = flagged as u8;
     let initiator = st.initiator;
 
-    if FLOWS.insert(key, &*st, BPF_NOEXIST as u64).is_err() {
+    // The value goes from the scratch slot, not a stack copy.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = FLOWS.insert(key, &*st, BPF_NOEXIST as u64);
+    if inserted.is_err() {
         // Another CPU created it first: add to theirs.
         match FLOWS.get_ptr_mut(key) {
             // SAFETY: a live map value.
