@@ -468,8 +468,10 @@ fn key(proto: &str, local: SocketAddr, remote: SocketAddr) -> String {
     )
 }
 
+/// Whether a record is a flow's final one (not a live `flagged` or
+/// `blocked` notice).
 fn is_final(rec: &Value) -> bool {
-    str_of(rec, "reason") != "flagged"
+    !["flagged", "blocked"].contains(&str_of(rec, "reason"))
 }
 
 impl Report {
