@@ -293,6 +293,7 @@ pub fn markdown(r: &Results) -> String {
     if !r.targets.is_empty() {
         let _ = writeln!(s, "### Targets\n");
         let verdict = |t: &Target| match t.met {
+            Some(true) if t.over == 0.0 => "met".to_string(),
             Some(true) => format!("met ({:.1} to spare)", -t.over),
             Some(false) => format!("**missed by {:.1} {}**", t.over, t.unit),
             None => "not measured".to_string(),

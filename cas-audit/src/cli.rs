@@ -36,6 +36,9 @@ pub enum Command {
     /// destination and show what happened to each attempt (exit 0 only when
     /// all are reachable, 1 otherwise).
     Check(CheckArgs),
+    /// Remove a datapath pinned by `run --pin`: detach its programs and
+    /// delete its maps (their counters are lost).
+    Detach(DetachArgs),
     /// Address sets: list, show, diff, export as firewall rules, import a published page.
     #[command(subcommand)]
     Sets(SetsCommand),
@@ -147,6 +150,42 @@ pub struct RunArgs {
     /// `unanswered` (SYN retries count as one attempt).
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_secs)]
     pub answer_timeout: Duration,
+    /// Size of the kernel event ring buffer: a power of two from 4K to 1G
+    /// (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES", value_parser = parse_ring_size)]
+    pub ring_size: Option<u32>,
+    /// Pin the maps and links in DIR (default /sys/fs/bpf/cas-audit): the
+    /// kernel keeps counting when the agent stops or dies, and a restarted
+    /// agent with the same set takes over. `cas-audit detach` removes it.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = crate::pin::DEFAULT_PIN_DIR)]
+    pub pin: Option<PathBuf>,
+}
+
+/// `cas-audit detach` flags.
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// The pin directory of `run --pin`.
+    #[arg(long, value_name = "DIR", default_value = crate::pin::DEFAULT_PIN_DIR)]
+    pub pin: PathBuf,
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1u64 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1u64 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size in bytes (like 262144 or 4M)"))?;
+    let bytes = n.saturating_mul(mult);
+    if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
+        return Err(format!(
+            "{s:?}: the ring buffer size must be a power of two from 4K to 1G"
+        ));
+    }
+    Ok(bytes as u32)
 }
 
 /// `cas-audit check` flags.
@@ -238,6 +277,8 @@ impl RunArgs {
             idle_timeout: self.idle_timeout,
             max_flows: self.max_flows,
             answer_timeout: self.answer_timeout,
+            ring_bytes: self.ring_size,
+            pin: self.pin.clone(),
             ..RunConfig::default()
         }
     }

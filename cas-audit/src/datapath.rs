@@ -24,6 +24,7 @@ use ipnet::IpNet;
 
 use crate::{
     addrset::Range,
+    pin::{LinkHook, PinDir, PinError, PINNED_MAPS},
     ports::{AllowedPorts, PortPolicy},
 };
 
@@ -50,6 +51,20 @@ pub enum DatapathError {
         #[source]
         source: ProgramError,
     },
+    /// A pinned link could not be taken over or pinned.
+    #[error("{hook} link on {iface}: {source}")]
+    Link {
+        /// Interface name.
+        iface: String,
+        /// Which hook.
+        hook: &'static str,
+        /// Why.
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    /// The pinned state cannot be used.
+    #[error(transparent)]
+    Pin(#[from] PinError),
     /// A raw BPF syscall failed.
     #[error("{what}: {source}")]
     Io {
@@ -115,6 +130,9 @@ pub enum IngressHook {
     XdpGeneric,
     /// TC ingress classifier.
     Tc,
+    /// XDP through a pinned link taken over from a previous agent, in the
+    /// mode it was attached with.
+    XdpPinned,
 }
 
 impl fmt::Display for IngressHook {
@@ -123,6 +141,7 @@ impl fmt::Display for IngressHook {
             IngressHook::XdpNative => "xdp (native)",
             IngressHook::XdpGeneric => "xdp (generic)",
             IngressHook::Tc => "tc ingress",
+            IngressHook::XdpPinned => "xdp (pinned link)",
         })
     }
 }
@@ -179,6 +198,31 @@ pub fn ifindex(iface: &str) -> Result<u32, DatapathError> {
     }
 }
 
+/// How to load the datapath.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Kernel flow-table size.
+    pub max_flows: u32,
+    /// Event ring-buffer size in bytes (a power of two, at least a page);
+    /// `None`: [`sizes::EVENTS_BYTES`].
+    pub ring_bytes: Option<u32>,
+    /// Pin maps and links here, and take over a datapath pinned there.
+    pub pin: Option<PinDir>,
+    /// Name of the address set (recorded in the pinned state).
+    pub set_name: String,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            max_flows: sizes::MAX_FLOWS,
+            ring_bytes: None,
+            pin: None,
+            set_name: String::new(),
+        }
+    }
+}
+
 /// The loaded eBPF object with its maps filled.
 pub struct Datapath {
     ebpf: Ebpf,
@@ -187,6 +231,10 @@ pub struct Datapath {
     logger: Option<KernelLog>,
     links: Vec<Links>,
     attachments: Vec<Attachment>,
+    /// The pin directory.
+    pin: Option<PinDir>,
+    /// Whether the maps were taken over from a pinned datapath.
+    resumed: bool,
 }
 
 impl Datapath {
@@ -222,6 +270,27 @@ impl Datapath {
         policy: &PortPolicy,
         max_flows: u32,
     ) -> Result<Datapath, DatapathError> {
+        Self::load_with(
+            object,
+            ranges,
+            policy,
+            &LoadOptions {
+                max_flows,
+                ..LoadOptions::default()
+            },
+        )
+    }
+
+    /// Loads `object` as `opts` say. With a pin directory that holds a
+    /// pinned datapath for the same ranges and ports, its maps are taken
+    /// over (counters keep running) instead of filled.
+    pub fn load_with(
+        object: &[u8],
+        ranges: &[Range],
+        policy: &PortPolicy,
+        opts: &LoadOptions,
+    ) -> Result<Datapath, DatapathError> {
+        let max_flows = opts.max_flows;
         if object.is_empty() {
             return Err(DatapathError::NoObject);
         }
@@ -239,13 +308,28 @@ impl Datapath {
         let room = |n: usize, max: u32| (n as u32).saturating_add(RANGE_HEADROOM).min(max);
         // Kernel log records below the agent's level are not even written.
         let log_level = log::max_level() as u8;
-        let mut ebpf = EbpfLoader::new()
+        let resumed = match &opts.pin {
+            Some(dir) => dir.prepare()?,
+            None => false,
+        };
+        let ring_bytes = opts.ring_bytes.unwrap_or(sizes::EVENTS_BYTES);
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .map_max_entries(names::FLOWS, max_flows)
+            .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::RANGES_V4, room(v4, sizes::MAX_RANGES_V4))
             .map_max_entries(names::RANGES_V6, room(v6, sizes::MAX_RANGES_V6))
             .map_max_entries(names::RANGE_STATS, room(ranges.len(), sizes::MAX_RANGES))
-            .map_max_entries(names::ALLOWED_PORTS, profiles * sizes::PORT_WORDS)
+            .map_max_entries(names::ALLOWED_PORTS, profiles * sizes::PORT_WORDS);
+        let map_paths: Vec<(&str, std::path::PathBuf)> = match &opts.pin {
+            Some(dir) => PINNED_MAPS.iter().map(|n| (*n, dir.map_path(n))).collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .load(object)
             .map_err(|e| DatapathError::Load(format!("{e:#}")))?;
         let logger = match EbpfLogger::init(&mut ebpf) {
@@ -281,11 +365,144 @@ impl Datapath {
             logger,
             links: Vec::new(),
             attachments: Vec::new(),
+            pin: opts.pin.clone(),
+            resumed,
         };
-        dp.set_ranges(ranges, policy)?;
-        dp.set_prefilters(ranges)?;
-        dp.set_allowed_ports(policy)?;
+        match &opts.pin {
+            Some(dir) if resumed => {
+                // Range ids index the pinned counters: take the maps over
+                // only if they hold exactly these ranges, ids and ports.
+                if let Err(why) = dp.pinned_differs(ranges, policy)? {
+                    return Err(PinError::OtherSet {
+                        dir: dir.root().to_path_buf(),
+                        why,
+                    }
+                    .into());
+                }
+                let cap = dp.map_capacity(names::FLOWS);
+                if max_flows != cap {
+                    log::warn!(
+                        "the pinned flow table holds {cap} flows; --max-flows {max_flows} applies after `cas-audit detach`"
+                    );
+                }
+                log::info!(
+                    "took over the pinned datapath in {} ({} ranges of set {}): its counters keep running",
+                    dir.root().display(),
+                    ranges.len(),
+                    opts.set_name
+                );
+            }
+            pin => {
+                dp.set_ranges(ranges, policy)?;
+                dp.set_prefilters(ranges)?;
+                dp.set_allowed_ports(policy)?;
+                if let Some(dir) = pin {
+                    dir.mark_complete()?;
+                    log::info!("pinned the datapath's maps in {}", dir.root().display());
+                }
+            }
+        }
         Ok(dp)
+    }
+
+    /// Compares the (pinned) tries and port bitmaps with what `ranges` and
+    /// `policy` would write: `Ok(Err(reason))` at the first difference.
+    fn pinned_differs(
+        &self,
+        ranges: &[Range],
+        policy: &PortPolicy,
+    ) -> Result<Result<(), String>, DatapathError> {
+        let mut pinned: std::collections::HashMap<String, RangeValue> =
+            std::collections::HashMap::new();
+        let trie4: LpmTrie<&MapData, [u8; 4], RangeValue> =
+            LpmTrie::try_from(self.ebpf.map(names::RANGES_V4).expect("v4 trie"))
+                .map_err(map_err("opening the IPv4 trie"))?;
+        for item in trie4.iter() {
+            let (k, v) = item.map_err(map_err("reading the IPv4 trie"))?;
+            let net = ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8)
+                .map_err(|e| DatapathError::Load(format!("pinned IPv4 trie: {e}")))?;
+            pinned.insert(IpNet::V4(net.trunc()).to_string(), v);
+        }
+        let trie6: LpmTrie<&MapData, [u8; 16], RangeValue> =
+            LpmTrie::try_from(self.ebpf.map(names::RANGES_V6).expect("v6 trie"))
+                .map_err(map_err("opening the IPv6 trie"))?;
+        for item in trie6.iter() {
+            let (k, v) = item.map_err(map_err("reading the IPv6 trie"))?;
+            let net = ipnet::Ipv6Net::new(k.data().into(), k.prefix_len() as u8)
+                .map_err(|e| DatapathError::Load(format!("pinned IPv6 trie: {e}")))?;
+            pinned.insert(IpNet::V6(net.trunc()).to_string(), v);
+        }
+        if pinned.len() != ranges.len() {
+            return Ok(Err(format!(
+                "{} ranges pinned, {} wanted",
+                pinned.len(),
+                ranges.len()
+            )));
+        }
+        let words: Array<&MapData, u32> =
+            Array::try_from(self.ebpf.map(names::ALLOWED_PORTS).expect("ports map"))
+                .map_err(map_err("opening the allowed ports"))?;
+        let mut profile_ports: std::collections::HashMap<u32, Vec<u16>> = Default::default();
+        for (id, r) in ranges.iter().enumerate() {
+            let key = r.prefix.trunc().to_string();
+            let Some(v) = pinned.get(&key) else {
+                return Ok(Err(format!("{key} is not pinned")));
+            };
+            if v.id != id as u32 {
+                return Ok(Err(format!(
+                    "{key} has range id {} pinned, {id} wanted",
+                    v.id
+                )));
+            }
+            if !profile_ports.contains_key(&v.ports) {
+                let mut ports = Vec::new();
+                for w in 0..sizes::PORT_WORDS {
+                    let word = words
+                        .get(&(v.ports * sizes::PORT_WORDS + w), 0)
+                        .map_err(map_err("reading the allowed ports"))?;
+                    for bit in 0..32 {
+                        if word & (1 << bit) != 0 {
+                            ports.push((w * 32 + bit) as u16);
+                        }
+                    }
+                }
+                profile_ports.insert(v.ports, ports);
+            }
+            let want: Vec<u16> = policy.for_range(id as u32).iter().collect();
+            if profile_ports[&v.ports] != want {
+                return Ok(Err(format!(
+                    "{key} allows ports {:?} pinned, {want:?} wanted",
+                    profile_ports[&v.ports]
+                )));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Whether the maps were taken over from a pinned datapath.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// The pin directory, if the datapath is pinned.
+    pub fn pin_dir(&self) -> Option<&PinDir> {
+        self.pin.as_ref()
+    }
+
+    /// `max_entries` of a map of the object (0 if unknown).
+    pub fn map_capacity(&self, name: &str) -> u32 {
+        let data = match self.ebpf.map(name) {
+            Some(
+                Map::LruHashMap(m)
+                | Map::HashMap(m)
+                | Map::Array(m)
+                | Map::PerCpuArray(m)
+                | Map::LpmTrie(m)
+                | Map::RingBuf(m),
+            ) => m,
+            _ => return 0,
+        };
+        data.info().map(|i| i.max_entries()).unwrap_or(0)
     }
 
     fn set_ranges(&mut self, ranges: &[Range], policy: &PortPolicy) -> Result<(), DatapathError> {
@@ -391,8 +608,194 @@ impl Datapath {
         Ok(())
     }
 
-    /// Attaches the egress classifier and an ingress hook to `iface`.
+    /// Attaches the egress classifier and an ingress hook to `iface`. A
+    /// pinned datapath pins the links; a link pinned by a previous agent
+    /// on the same interface gets this object's program atomically
+    /// (`BPF_LINK_UPDATE`), so that counting never stops.
     pub fn attach(&mut self, iface: &str, mode: IngressMode) -> Result<Attachment, DatapathError> {
+        if self.pin.is_some() {
+            return self.attach_pinned(iface, mode);
+        }
+        self.attach_plain(iface, mode)
+    }
+
+    fn attach_pinned(
+        &mut self,
+        iface: &str,
+        mode: IngressMode,
+    ) -> Result<Attachment, DatapathError> {
+        use aya::programs::{
+            links::FdLink, links::PinnedLink, tc::SchedClassifierLink, xdp::XdpLink,
+        };
+        let ifindex = ifindex(iface)?;
+        let dir = self.pin.clone().expect("pinned");
+        let egress_path = dir.link_path(iface, ifindex, LinkHook::Egress);
+        let ingress_path = dir.link_path(iface, ifindex, LinkHook::Ingress);
+        let pin_err = |what: &'static str, path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |e: std::io::Error| {
+                DatapathError::Pin(PinError::Io {
+                    what,
+                    path,
+                    source: e,
+                })
+            }
+        };
+        let link_err = |hook: &'static str| {
+            let iface = iface.to_string();
+            move |source: aya::programs::links::LinkError| DatapathError::Link {
+                iface,
+                hook,
+                source,
+            }
+        };
+        let attach_err = |hook: &'static str| {
+            let iface = iface.to_string();
+            move |source| DatapathError::Attach {
+                iface,
+                hook,
+                source,
+            }
+        };
+        // Links of an earlier interface of this name (deleted and created
+        // again: another index) are stale: drop their pins.
+        for l in dir.links() {
+            if l.iface == iface && l.ifindex != ifindex {
+                std::fs::remove_file(&l.path).map_err(pin_err("removing", &l.path))?;
+                log::info!("removed the stale pinned link {}", l.path.display());
+            }
+        }
+
+        // Egress: take over the pinned link, or attach and pin.
+        let took_egress = if egress_path.exists() {
+            let link: FdLink = PinnedLink::from_pin(&egress_path)
+                .map_err(link_err("tc egress"))?
+                .into();
+            let link = SchedClassifierLink::try_from(link).map_err(link_err("tc egress"))?;
+            let prog = self.classifier(names::PROG_TC_EGRESS);
+            let id = prog.attach_to_link(link).map_err(attach_err("tc egress"))?;
+            // The pin keeps the link; this process need not.
+            drop(prog.take_link(id).map_err(attach_err("tc egress"))?);
+            true
+        } else {
+            let prog = self.classifier(names::PROG_TC_EGRESS);
+            let id = prog
+                .attach(iface, TcAttachType::Egress)
+                .map_err(attach_err("tc egress"))?;
+            let link = prog.take_link(id).map_err(attach_err("tc egress"))?;
+            FdLink::try_from(link)
+                .map_err(link_err("tc egress (pinning needs TCX, kernel >= 6.6)"))?
+                .pin(&egress_path)
+                .map_err(|e| pin_err("pinning", &egress_path)(std::io::Error::other(e)))?;
+            false
+        };
+
+        // Ingress: the pinned link's type decides the program.
+        let hook = if ingress_path.exists() {
+            let tc = PinnedLink::from_pin(&ingress_path)
+                .map(FdLink::from)
+                .map_err(link_err("ingress"))
+                .and_then(|l| SchedClassifierLink::try_from(l).map_err(link_err("tc ingress")));
+            match tc {
+                Ok(link) => {
+                    let prog = self.classifier(names::PROG_TC_INGRESS);
+                    let id = prog
+                        .attach_to_link(link)
+                        .map_err(attach_err("tc ingress"))?;
+                    drop(prog.take_link(id).map_err(attach_err("tc ingress"))?);
+                    IngressHook::Tc
+                }
+                Err(_) => {
+                    let link: FdLink = PinnedLink::from_pin(&ingress_path)
+                        .map_err(link_err("xdp"))?
+                        .into();
+                    let link = XdpLink::try_from(link).map_err(link_err("xdp"))?;
+                    let prog = self.xdp();
+                    let id = prog.attach_to_link(link).map_err(attach_err("xdp"))?;
+                    drop(prog.take_link(id).map_err(attach_err("xdp"))?);
+                    IngressHook::XdpPinned
+                }
+            }
+        } else {
+            let a = self.attach_ingress(iface, mode)?;
+            let link: FdLink = match a.0 {
+                IngressLink::Tc(id) => {
+                    let l = self
+                        .classifier(names::PROG_TC_INGRESS)
+                        .take_link(id)
+                        .map_err(attach_err("tc ingress"))?;
+                    FdLink::try_from(l).map_err(link_err("tc ingress"))?
+                }
+                IngressLink::Xdp(id) => {
+                    let l = self.xdp().take_link(id).map_err(attach_err("xdp"))?;
+                    FdLink::try_from(l).map_err(link_err("xdp (pinning needs an XDP link)"))?
+                }
+            };
+            link.pin(&ingress_path)
+                .map_err(|e| pin_err("pinning", &ingress_path)(std::io::Error::other(e)))?;
+            a.1
+        };
+        log::info!(
+            "{} {}: links pinned in {}",
+            if took_egress { "took over" } else { "attached" },
+            iface,
+            dir.root().display()
+        );
+        let a = Attachment {
+            iface: iface.to_string(),
+            ifindex,
+            ingress: hook,
+            tcx: true,
+        };
+        self.attachments.push(a.clone());
+        Ok(a)
+    }
+
+    /// Attaches the ingress program `mode` asks for.
+    fn attach_ingress(
+        &mut self,
+        iface: &str,
+        mode: IngressMode,
+    ) -> Result<(IngressLink, IngressHook), DatapathError> {
+        let attach_err = |hook: &'static str| {
+            let iface = iface.to_string();
+            move |source| DatapathError::Attach {
+                iface,
+                hook,
+                source,
+            }
+        };
+        let want_xdp = match mode {
+            IngressMode::Tc => false,
+            IngressMode::Xdp => true,
+            IngressMode::Auto => native_xdp_candidate(iface),
+        };
+        if want_xdp {
+            let prog = self.xdp();
+            match prog.attach(iface, XdpMode::Driver) {
+                Ok(id) => return Ok((IngressLink::Xdp(id), IngressHook::XdpNative)),
+                Err(e) if mode == IngressMode::Xdp => {
+                    log::warn!("native XDP on {iface} failed ({e}); using generic XDP");
+                    let id = prog
+                        .attach(iface, XdpMode::Skb)
+                        .map_err(attach_err("xdp"))?;
+                    return Ok((IngressLink::Xdp(id), IngressHook::XdpGeneric));
+                }
+                Err(e) => log::info!("native XDP on {iface} failed ({e}); using tc ingress"),
+            }
+        }
+        let id = self
+            .classifier(names::PROG_TC_INGRESS)
+            .attach(iface, TcAttachType::Ingress)
+            .map_err(attach_err("tc ingress"))?;
+        Ok((IngressLink::Tc(id), IngressHook::Tc))
+    }
+
+    fn attach_plain(
+        &mut self,
+        iface: &str,
+        mode: IngressMode,
+    ) -> Result<Attachment, DatapathError> {
         let ifindex = ifindex(iface)?;
         let tcx = aya::util::KernelVersion::current()
             .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
@@ -416,36 +819,7 @@ impl Datapath {
             .attach(iface, TcAttachType::Egress)
             .map_err(attach_err("tc egress"))?;
 
-        let want_xdp = match mode {
-            IngressMode::Tc => false,
-            IngressMode::Xdp => true,
-            IngressMode::Auto => native_xdp_candidate(iface),
-        };
-        let mut ingress = None;
-        if want_xdp {
-            let prog = self.xdp();
-            match prog.attach(iface, XdpMode::Driver) {
-                Ok(id) => ingress = Some((IngressLink::Xdp(id), IngressHook::XdpNative)),
-                Err(e) if mode == IngressMode::Xdp => {
-                    log::warn!("native XDP on {iface} failed ({e}); using generic XDP");
-                    let id = prog
-                        .attach(iface, XdpMode::Skb)
-                        .map_err(attach_err("xdp"))?;
-                    ingress = Some((IngressLink::Xdp(id), IngressHook::XdpGeneric));
-                }
-                Err(e) => log::info!("native XDP on {iface} failed ({e}); using tc ingress"),
-            }
-        }
-        let (ingress, hook) = match ingress {
-            Some(i) => i,
-            None => {
-                let id = self
-                    .classifier(names::PROG_TC_INGRESS)
-                    .attach(iface, TcAttachType::Ingress)
-                    .map_err(attach_err("tc ingress"))?;
-                (IngressLink::Tc(id), IngressHook::Tc)
-            }
-        };
+        let (ingress, hook) = self.attach_ingress(iface, mode)?;
         self.links.push(Links {
             iface: iface.to_string(),
             egress,

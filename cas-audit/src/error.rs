@@ -55,6 +55,13 @@ impl Error {
             Error::Datapath(
                 DatapathError::TooManyRanges { .. } | DatapathError::TooManyPortProfiles { .. },
             ) => EXIT_USAGE,
+            // Pinned state that cannot be taken over: the user decides.
+            Error::Datapath(DatapathError::Pin(
+                crate::pin::PinError::NotBpffs(..)
+                | crate::pin::PinError::Layout { .. }
+                | crate::pin::PinError::Incomplete { .. }
+                | crate::pin::PinError::OtherSet { .. },
+            )) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }

@@ -10,9 +10,10 @@ use tokio::{
 
 use crate::{
     addrset::{AddressSet, DataCenter, Purpose, Range},
-    datapath::{Datapath, IngressMode},
+    datapath::{Datapath, IngressMode, LoadOptions},
     error::{preflight, Error},
     flow::Flow,
+    pin::PinDir,
     ports::{AllowedPorts, PortPolicy},
     report::{monotonic_ns, rfc3339, Clock, FlowRecord, Output, Reason, Summary},
     tracker::Tracker,
@@ -56,6 +57,10 @@ pub struct RunConfig {
     /// Time a flow's first packet waits for an answer before the flow is
     /// unanswered.
     pub answer_timeout: Duration,
+    /// Event ring-buffer size in bytes; `None`: the default.
+    pub ring_bytes: Option<u32>,
+    /// Pin directory (`--pin`).
+    pub pin: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -73,6 +78,8 @@ impl Default for RunConfig {
             idle_timeout: Duration::from_secs(60),
             max_flows: sizes::MAX_FLOWS,
             answer_timeout: crate::state::DEFAULT_ANSWER_TIMEOUT,
+            ring_bytes: None,
+            pin: None,
         }
     }
 }
@@ -233,6 +240,10 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         ifnames.insert(crate::datapath::ifindex(i)?, i.clone());
     }
     preflight()?;
+    // Handlers first: a signal that arrives while attaching still stops the
+    // agent cleanly (detach, flush, exit 0) once it is running.
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
 
     let mut set = match &cfg.set {
         Some(name) => AddressSet::load(name)?,
@@ -266,7 +277,17 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     };
     let human = cfg.json != Some(JsonTarget::Stdout);
 
-    let mut dp = Datapath::load_with_policy(&ranges, &policy, cfg.max_flows)?;
+    let mut dp = Datapath::load_with(
+        crate::EBPF_OBJECT,
+        &ranges,
+        &policy,
+        &LoadOptions {
+            max_flows: cfg.max_flows,
+            ring_bytes: cfg.ring_bytes,
+            pin: cfg.pin.clone().map(PinDir::new),
+            set_name: set.name.clone(),
+        },
+    )?;
     let logger = dp.take_logger();
     let (reader, mut events) =
         crate::events::spawn(dp.take_events()?).map_err(Error::io("starting the event reader"))?;
@@ -315,8 +336,6 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         states: Default::default(),
     };
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
     let deadline = async {
         match cfg.duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -348,7 +367,15 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     }
 
     // Detach first so the final figures are exact, then drain and report.
+    // A pinned datapath stays attached and keeps counting for the next agent.
     s.dp.detach_all();
+    if let Some(dir) = s.dp.pin_dir() {
+        log::info!(
+            "the pinned datapath in {} keeps counting; `cas-audit detach --pin {}` removes it",
+            dir.root().display(),
+            dir.root().display()
+        );
+    }
     reader.stop().map_err(Error::io("reading the event ring"))?;
     while let Ok(batch) = events.try_recv() {
         s.on_events(&batch)?;

@@ -31,6 +31,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Run(args) => rt.block_on(cas_audit::run::run(args.config())).map(|_| 0),
+        Command::Detach(args) => detach(&args.pin),
         Command::Check(args) => rt
             .block_on(cas_audit::check::check(args.config()))
             .map(|(_, s)| if s.ok { 0 } else { EXIT_FAILURE }),
@@ -41,6 +42,27 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => fail(e),
     }
+}
+
+/// Removes a pinned datapath; returns the exit code.
+fn detach(dir: &Path) -> Result<i32, Error> {
+    let pin = cas_audit::pin::PinDir::new(dir);
+    if !dir.exists() {
+        println!("nothing pinned in {}", dir.display());
+        return Ok(0);
+    }
+    let removed = pin
+        .remove()
+        .map_err(|e| Error::Datapath(cas_audit::datapath::DatapathError::Pin(e)))?;
+    for r in &removed {
+        println!("removed {r}");
+    }
+    println!(
+        "detached: {} pinned objects removed from {}",
+        removed.len(),
+        dir.display()
+    );
+    Ok(0)
 }
 
 /// Runs a `sets` subcommand; returns the exit code.

@@ -1,0 +1,364 @@
+//! Privileged tests of `run --pin` and `cas-audit detach`: the kernel keeps
+//! counting while the agent is down, even after SIGKILL, and a restarted
+//! agent takes over without losing a packet.
+//!
+//! Each test mounts its own BPF filesystem on a temporary directory (so the
+//! host's /sys/fs/bpf is untouched; `ip netns exec` would hide a mount made
+//! there anyway), builds a lan / gw / cloud topology, runs the agent on the
+//! gateway's uplink, and removes everything, even on failure.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{mpsc, Arc, Mutex, Once};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use cas_audit_tests::traffic::{udp_send, udp_sink};
+use cas_audit_tests::{cleanup_stale, list_netns, require_root, Topology};
+
+/// A real CAS endpoint (US1 app connector), only on the cloud namespace's `lo`.
+const CAS: IpAddr = IpAddr::V4(Ipv4Addr::new(13, 64, 196, 27));
+const CAS_PREFIX: &str = "13.64.196.27/32";
+
+fn agent_bin() -> String {
+    let path = match std::env::var_os("CAS_AUDIT_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/cas-audit"),
+    };
+    assert!(
+        path.is_file(),
+        "cas-audit binary not found at {}",
+        path.display()
+    );
+    path.to_str().expect("UTF-8").to_owned()
+}
+
+/// A BPF filesystem mounted on a fresh temporary directory; unmounted on drop.
+struct Bpffs(PathBuf);
+
+impl Bpffs {
+    fn mount(test: &str) -> Bpffs {
+        let dir = std::env::temp_dir().join(format!("cas-audit-{test}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let st = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mounting bpffs on {}", dir.display());
+        Bpffs(dir)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn with_pin_bed(test: &str, f: impl FnOnce(&Topology, &Path)) {
+    if !require_root(test) {
+        return;
+    }
+    static SWEEP: Once = Once::new();
+    SWEEP.call_once(cleanup_stale);
+    agent_bin();
+    let fs = Bpffs::mount(test);
+    let topo = Topology::new(&[CAS]).expect("topology");
+    let names: Vec<String> = topo.namespaces().iter().map(|s| s.to_string()).collect();
+    f(&topo, &fs.0.join("cas-audit"));
+    drop(topo);
+    drop(fs);
+    let left = list_netns().expect("listing namespaces");
+    for ns in &names {
+        assert!(!left.contains(ns), "namespace {ns} left behind");
+    }
+}
+
+/// The agent in the gw namespace, pinned in `pin`, once it is ready.
+struct Agent {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+fn start(topo: &Topology, pin: &Path, extra: &[&str]) -> Agent {
+    let mut cmd = topo.command(topo.gw(), &agent_bin());
+    cmd.args([
+        "run",
+        "--iface",
+        Topology::GW_UPLINK,
+        "--ingress",
+        "tc",
+        "--json",
+        "-",
+    ])
+    .arg("--pin")
+    .arg(pin)
+    .args(extra)
+    .env("RUST_LOG", "info")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("starting the agent");
+    let err = child.stderr.take().expect("stderr");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let reader = {
+        let stderr = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let ready = line.contains("auditing ");
+                let mut s = stderr.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(&line);
+                s.push('\n');
+                if ready {
+                    let _ = tx.send(());
+                }
+            }
+        })
+    };
+    if rx.recv_timeout(Duration::from_secs(15)).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "agent not ready; stderr:\n{}",
+            stderr.lock().unwrap_or_else(|e| e.into_inner())
+        );
+    }
+    Agent {
+        child,
+        stderr,
+        reader: Some(reader),
+    }
+}
+
+fn send(topo: &Topology, n: usize) {
+    let dst = SocketAddr::new(CAS, 443);
+    let sink = udp_sink(topo, topo.cloud(), dst).expect("sink");
+    udp_send(topo, topo.lan(), None, dst, n, 100).expect("sending");
+    assert_eq!(
+        sink.wait_for(n, Duration::from_secs(5)),
+        n,
+        "datagrams that arrived"
+    );
+    sink.stop();
+}
+
+fn signal(agent: &Agent, sig: libc::c_int) {
+    // SAFETY: our own unreaped child.
+    assert_eq!(
+        unsafe { libc::kill(agent.child.id() as libc::pid_t, sig) },
+        0
+    );
+}
+
+/// Waits for the agent to exit; returns (exit code or -signal, stdout, stderr).
+fn finish(mut agent: Agent) -> (i32, String, String) {
+    let mut out = String::new();
+    agent
+        .child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    let status = agent.child.wait().expect("waiting for the agent");
+    if let Some(r) = agent.reader.take() {
+        let _ = r.join();
+    }
+    let err = agent
+        .stderr
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| -status.signal().unwrap_or(0));
+    (code, out, err)
+}
+
+fn summary(out: &str) -> Value {
+    let last = out.lines().last().expect("a summary line");
+    let v: Value = serde_json::from_str(last).expect("JSON");
+    assert_eq!(v["type"], "summary", "{last}");
+    v
+}
+
+fn range_packets_out(summary: &Value) -> u64 {
+    summary["ranges"]
+        .as_array()
+        .expect("ranges")
+        .iter()
+        .find(|r| r["prefix"] == CAS_PREFIX)
+        .map(|r| r["packets_out"].as_u64().expect("packets_out"))
+        .unwrap_or(0)
+}
+
+fn agent(topo: &Topology, args: &[&str]) -> (i32, String, String) {
+    let out = topo
+        .command(topo.gw(), &agent_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running cas-audit");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// TCX programs attached to the gateway's uplink (egress + ingress), by
+/// name. (bpftool 7.1 does not list TCX attachments.)
+fn attached_programs(topo: &Topology) -> Vec<String> {
+    topo.in_ns(topo.gw(), || {
+        use aya::programs::{tc::TcAttachType, SchedClassifier};
+        let mut names = Vec::new();
+        for t in [TcAttachType::Egress, TcAttachType::Ingress] {
+            let (_, progs) = SchedClassifier::query_tcx(Topology::GW_UPLINK, t).expect("query_tcx");
+            names.extend(
+                progs
+                    .iter()
+                    .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
+            );
+        }
+        names
+    })
+}
+
+#[test]
+fn sigkill_restart_loses_no_packet() {
+    with_pin_bed("sigkill_restart_loses_no_packet", |topo, pin| {
+        let a = start(topo, pin, &[]);
+        send(topo, 5);
+        signal(&a, libc::SIGKILL);
+        let (code, ..) = finish(a);
+        assert_eq!(code, -libc::SIGKILL);
+        // Nobody is running: the pinned links keep the programs attached.
+        assert_eq!(
+            attached_programs(topo),
+            ["cas_tc_egress", "cas_tc_ingress"],
+            "egress and ingress stay attached"
+        );
+        send(topo, 7);
+
+        let b = start(topo, pin, &[]);
+        send(topo, 3);
+        signal(&b, libc::SIGTERM);
+        let (code, out, err) = finish(b);
+        assert_eq!(code, 0, "stderr:\n{err}");
+        assert!(
+            err.contains("took over the pinned datapath"),
+            "stderr:\n{err}"
+        );
+        assert!(err.contains("took over uplink"), "stderr:\n{err}");
+        let s = summary(&out);
+        assert_eq!(
+            range_packets_out(&s),
+            15,
+            "5 before the kill, 7 while down, 3 after: {s}"
+        );
+        assert_eq!(s["matched"], 15, "{s}");
+
+        // Still attached after a clean exit (one program per hook: the
+        // takeover replaced, not added), until detach.
+        assert_eq!(attached_programs(topo), ["cas_tc_egress", "cas_tc_ingress"]);
+        let (code, out, err) = agent(topo, &["detach", "--pin", pin.to_str().expect("UTF-8")]);
+        assert_eq!(code, 0, "detach: {err}");
+        assert!(out.contains("removed link uplink egress"), "{out}");
+        assert!(out.contains("removed link uplink ingress"), "{out}");
+        assert!(out.contains("removed map CAS_FLOWS"), "{out}");
+        assert!(!pin.exists(), "{} left behind", pin.display());
+        assert!(
+            attached_programs(topo).is_empty(),
+            "programs left after detach"
+        );
+        // Detaching twice is harmless.
+        let (code, out, _) = agent(topo, &["detach", "--pin", pin.to_str().expect("UTF-8")]);
+        assert_eq!(code, 0);
+        assert!(out.contains("nothing pinned"), "{out}");
+    });
+}
+
+#[test]
+fn incompatible_or_foreign_pinned_state_is_refused() {
+    with_pin_bed(
+        "incompatible_or_foreign_pinned_state_is_refused",
+        |topo, pin| {
+            let pin_s = pin.to_str().expect("UTF-8");
+            // A pinned datapath for the built-in set...
+            let a = start(topo, pin, &[]);
+            signal(&a, libc::SIGTERM);
+            assert_eq!(finish(a).0, 0);
+            // ...is not taken over for another selection of it.
+            let (code, _, err) = agent(
+                topo,
+                &[
+                    "run",
+                    "--iface",
+                    Topology::GW_UPLINK,
+                    "--pin",
+                    pin_s,
+                    "--datacenter",
+                    "EU1",
+                    "--duration",
+                    "1",
+                ],
+            );
+            assert_eq!(code, 2, "stderr:\n{err}");
+            assert!(
+                err.contains("audits other ranges or ports")
+                    && err.contains("cas-audit detach --pin"),
+                "stderr:\n{err}"
+            );
+            // A layout from another version is refused with the reset hint.
+            std::fs::create_dir(pin.join("layout-v0")).expect("layout marker");
+            let (code, _, err) = agent(
+                topo,
+                &[
+                    "run",
+                    "--iface",
+                    Topology::GW_UPLINK,
+                    "--pin",
+                    pin_s,
+                    "--duration",
+                    "1",
+                ],
+            );
+            assert_eq!(code, 2, "stderr:\n{err}");
+            assert!(
+                err.contains("has layout-v0, this cas-audit needs layout-v1-")
+                    && err.contains(&format!("cas-audit detach --pin {pin_s}")),
+                "stderr:\n{err}"
+            );
+            let (code, _, err) = agent(topo, &["detach", "--pin", pin_s]);
+            assert_eq!(code, 0, "{err}");
+            assert!(attached_programs(topo).is_empty());
+            // Not a BPF filesystem.
+            let plain =
+                std::env::temp_dir().join(format!("cas-audit-plain-{}", std::process::id()));
+            let (code, _, err) = agent(
+                topo,
+                &[
+                    "run",
+                    "--iface",
+                    Topology::GW_UPLINK,
+                    "--pin",
+                    plain.to_str().expect("UTF-8"),
+                    "--duration",
+                    "1",
+                ],
+            );
+            let _ = std::fs::remove_dir_all(&plain);
+            assert_eq!(code, 2, "stderr:\n{err}");
+            assert!(err.contains("is not on a BPF filesystem"), "stderr:\n{err}");
+        },
+    );
+}
