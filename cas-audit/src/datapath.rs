@@ -185,6 +185,33 @@ impl Counters {
     }
 }
 
+/// Whether `iface` is administratively up (`None`: no such interface).
+pub fn is_up(iface: &str) -> Option<bool> {
+    if iface.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: a datagram socket only used for the ioctl below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: ifreq is plain data; the name fits (checked) with its NUL.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: a valid socket and ifreq.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return None;
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Some(flags as i32 & libc::IFF_UP != 0)
+}
+
 /// Interface index of `iface` in the current network namespace.
 pub fn ifindex(iface: &str) -> Result<u32, DatapathError> {
     let name = std::ffi::CString::new(iface)
@@ -454,7 +481,7 @@ impl Datapath {
                     v.id
                 )));
             }
-            if !profile_ports.contains_key(&v.ports) {
+            if let std::collections::hash_map::Entry::Vacant(e) = profile_ports.entry(v.ports) {
                 let mut ports = Vec::new();
                 for w in 0..sizes::PORT_WORDS {
                     let word = words
@@ -466,7 +493,7 @@ impl Datapath {
                         }
                     }
                 }
-                profile_ports.insert(v.ports, ports);
+                e.insert(ports);
             }
             let want: Vec<u16> = policy.for_range(id as u32).iter().collect();
             if profile_ports[&v.ports] != want {
@@ -868,6 +895,24 @@ impl Datapath {
     /// Interfaces attached so far.
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
+    }
+
+    /// Forgets the attachment of `iface`, whose device is gone (the kernel
+    /// detached its programs with it).
+    pub fn forget(&mut self, iface: &str) {
+        self.attachments.retain(|a| a.iface != iface);
+        let (gone, kept): (Vec<Links>, Vec<Links>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|l| l.iface == iface);
+        self.links = kept;
+        for l in gone {
+            // The links died with the device; detaching only releases them.
+            let _ = self.classifier(names::PROG_TC_EGRESS).detach(l.egress);
+            let _ = match l.ingress {
+                IngressLink::Tc(id) => self.classifier(names::PROG_TC_INGRESS).detach(id),
+                IngressLink::Xdp(id) => self.xdp().detach(id),
+            };
+        }
     }
 
     /// Mutable access to the loaded object (tests run programs through it).

@@ -87,10 +87,20 @@ impl Default for RunConfig {
 /// Time an ended TCP flow waits for its last ACK before it is reported.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// What the agent last saw of an audited interface.
+#[derive(Debug, Clone, Copy)]
+struct IfaceSeen {
+    /// Its index while attached; `None` while it is gone.
+    ifindex: Option<u32>,
+    up: bool,
+}
+
 struct Session {
     dp: Datapath,
     ranges: Vec<Range>,
     ifnames: HashMap<u32, String>,
+    ingress: IngressMode,
+    ifaces: Vec<(String, IfaceSeen)>,
     policy: PortPolicy,
     clock: Clock,
     tracker: Tracker,
@@ -154,7 +164,63 @@ impl Session {
         Ok(())
     }
 
+    /// Notices interfaces that went down or up, disappeared, or came back
+    /// (re-created: a new index), and re-attaches to those that returned.
+    fn watch_interfaces(&mut self) {
+        for i in 0..self.ifaces.len() {
+            let (name, seen) = self.ifaces[i].clone();
+            let now = crate::datapath::ifindex(&name).ok();
+            let up = crate::datapath::is_up(&name).unwrap_or(false);
+            let mut next = IfaceSeen { ifindex: now, up };
+            match (seen.ifindex, now) {
+                (Some(a), Some(b)) if a == b => {
+                    if seen.up != up {
+                        if up {
+                            log::info!("{name} is up again; still attached");
+                        } else {
+                            log::warn!("{name} is down; the programs stay attached");
+                        }
+                    }
+                }
+                (Some(a), now) => {
+                    log::warn!("{name} (ifindex {a}) disappeared; re-attaching when it returns");
+                    self.dp.forget(&name);
+                    next.ifindex = None;
+                    if now.is_some() {
+                        next.ifindex = self.reattach(&name);
+                    }
+                }
+                (None, Some(_)) => next.ifindex = self.reattach(&name),
+                (None, None) => {}
+            }
+            self.ifaces[i].1 = next;
+        }
+    }
+
+    /// Attaches to an interface that came back; its index, or `None` to
+    /// try again at the next poll.
+    fn reattach(&mut self, name: &str) -> Option<u32> {
+        match self.dp.attach(name, self.ingress) {
+            Ok(a) => {
+                log::info!(
+                    "{} is back (ifindex {}): re-attached, egress {}, ingress {}",
+                    a.iface,
+                    a.ifindex,
+                    if a.tcx { "tcx" } else { "tc clsact" },
+                    a.ingress
+                );
+                self.ifnames.insert(a.ifindex, a.iface.clone());
+                Some(a.ifindex)
+            }
+            Err(e) => {
+                log::warn!("re-attaching to {name} failed: {e}; retrying");
+                None
+            }
+        }
+    }
+
     fn poll(&mut self) -> Result<(), Error> {
+        self.watch_interfaces();
         let snapshot = self.dp.flows()?;
         let due = self.tracker.poll(snapshot, monotonic_ns(), &self.policy);
         let mut done = Vec::new();
@@ -321,10 +387,23 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         policy
     );
 
+    let ifaces = cfg
+        .ifaces
+        .iter()
+        .map(|i| {
+            let seen = IfaceSeen {
+                ifindex: crate::datapath::ifindex(i).ok(),
+                up: crate::datapath::is_up(i).unwrap_or(false),
+            };
+            (i.clone(), seen)
+        })
+        .collect();
     let mut s = Session {
         dp,
         ranges,
         ifnames,
+        ingress: cfg.ingress,
+        ifaces,
         policy,
         clock: Clock::new(),
         tracker: Tracker::new(

@@ -156,30 +156,16 @@ impl Topology {
 
         // Both ends are created inside namespaces: `-n` puts the first end
         // there and `netns` the peer; nothing touches the root namespace.
-        let (lan_if, inside, uplink, edge) = (
-            Self::LAN_IF,
-            Self::GW_INSIDE,
-            Self::GW_UPLINK,
-            Self::CLOUD_IF,
-        );
+        let (lan_if, inside) = (Self::LAN_IF, Self::GW_INSIDE);
         ip([
             "-n", &lan, "link", "add", lan_if, "address", MAC_LAN0, "type", "veth", "peer", "name",
             inside, "address", MAC_INSIDE, "netns", &gw,
         ])?;
-        ip([
-            "-n", &gw, "link", "add", uplink, "address", MAC_UPLINK, "type", "veth", "peer",
-            "name", edge, "address", MAC_EDGE, "netns", &cloud,
-        ])?;
-
-        let addrs: [(&str, &str, IpAddr, u8); 8] = [
+        let addrs: [(&str, &str, IpAddr, u8); 4] = [
             (&lan, lan_if, Self::LAN_ADDR4, 24),
             (&lan, lan_if, Self::LAN_ADDR6, 64),
             (&gw, inside, Self::GW_INSIDE_ADDR4, 24),
             (&gw, inside, Self::GW_INSIDE_ADDR6, 64),
-            (&gw, uplink, Self::GW_UPLINK_ADDR4, 24),
-            (&gw, uplink, Self::GW_UPLINK_ADDR6, 64),
-            (&cloud, edge, Self::CLOUD_ADDR4, 24),
-            (&cloud, edge, Self::CLOUD_ADDR6, 64),
         ];
         for (ns, dev, addr, len) in addrs {
             add_addr(ns, dev, addr, len)?;
@@ -188,52 +174,118 @@ impl Topology {
             let len = if addr.is_ipv4() { 32 } else { 128 };
             add_addr(&cloud, "lo", *addr, len)?;
         }
-        for (ns, dev) in [(&lan, lan_if), (&gw, inside), (&gw, uplink), (&cloud, edge)] {
+        for (ns, dev) in [(&lan, lan_if), (&gw, inside)] {
             ip(["-n", ns, "link", "set", dev, "up"])?;
         }
 
-        let neighbours: [(&str, &str, IpAddr, &str); 8] = [
+        let neighbours: [(&str, &str, IpAddr, &str); 4] = [
             (&lan, lan_if, Self::GW_INSIDE_ADDR4, MAC_INSIDE),
             (&lan, lan_if, Self::GW_INSIDE_ADDR6, MAC_INSIDE),
             (&gw, inside, Self::LAN_ADDR4, MAC_LAN0),
             (&gw, inside, Self::LAN_ADDR6, MAC_LAN0),
+        ];
+        neighbour_entries(&neighbours)?;
+        let routes: [(&str, &str, &str, IpAddr); 2] = [
+            (&lan, "-4", "default", Self::GW_INSIDE_ADDR4),
+            (&lan, "-6", "default", Self::GW_INSIDE_ADDR6),
+        ];
+        add_routes(&routes)?;
+        self.wire_uplink()
+    }
+
+    /// Creates the gw `uplink` – cloud `edge` veth pair with its addresses,
+    /// neighbours and routes (the routes that use it).
+    fn wire_uplink(&self) -> Result<()> {
+        let (gw, cloud) = (self.gw.clone(), self.cloud.clone());
+        let (uplink, edge) = (Self::GW_UPLINK, Self::CLOUD_IF);
+        ip([
+            "-n", &gw, "link", "add", uplink, "address", MAC_UPLINK, "type", "veth", "peer",
+            "name", edge, "address", MAC_EDGE, "netns", &cloud,
+        ])?;
+        let addrs: [(&str, &str, IpAddr, u8); 4] = [
+            (&gw, uplink, Self::GW_UPLINK_ADDR4, 24),
+            (&gw, uplink, Self::GW_UPLINK_ADDR6, 64),
+            (&cloud, edge, Self::CLOUD_ADDR4, 24),
+            (&cloud, edge, Self::CLOUD_ADDR6, 64),
+        ];
+        for (ns, dev, addr, len) in addrs {
+            add_addr(ns, dev, addr, len)?;
+        }
+        for (ns, dev) in [(&gw, uplink), (&cloud, edge)] {
+            ip(["-n", ns, "link", "set", dev, "up"])?;
+        }
+        let neighbours: [(&str, &str, IpAddr, &str); 4] = [
             (&gw, uplink, Self::CLOUD_ADDR4, MAC_EDGE),
             (&gw, uplink, Self::CLOUD_ADDR6, MAC_EDGE),
             (&cloud, edge, Self::GW_UPLINK_ADDR4, MAC_UPLINK),
             (&cloud, edge, Self::GW_UPLINK_ADDR6, MAC_UPLINK),
         ];
-        for (ns, dev, addr, mac) in neighbours {
-            let addr = addr.to_string();
-            ip([
-                "-n",
-                ns,
-                "neigh",
-                "replace",
-                &addr,
-                "lladdr",
-                mac,
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ])?;
-        }
-
-        let routes: [(&str, &str, &str, IpAddr); 6] = [
-            (&lan, "-4", "default", Self::GW_INSIDE_ADDR4),
-            (&lan, "-6", "default", Self::GW_INSIDE_ADDR6),
+        neighbour_entries(&neighbours)?;
+        let routes: [(&str, &str, &str, IpAddr); 4] = [
             (&gw, "-4", "default", Self::CLOUD_ADDR4),
             (&gw, "-6", "default", Self::CLOUD_ADDR6),
             (&cloud, "-4", Self::LAN_NET4, Self::GW_UPLINK_ADDR4),
             (&cloud, "-6", Self::LAN_NET6, Self::GW_UPLINK_ADDR6),
         ];
-        for (ns, family, dst, via) in routes {
-            let via = via.to_string();
-            ip(["-n", ns, family, "route", "add", dst, "via", &via])?;
-        }
-        Ok(())
+        add_routes(&routes)
     }
 
+    /// Deletes the gw `uplink` veth (and with it the cloud's `edge`): what
+    /// an agent on `uplink` sees when its interface disappears.
+    pub fn delete_uplink(&self) -> Result<()> {
+        ip(["-n", &self.gw, "link", "del", Self::GW_UPLINK])
+    }
+
+    /// Creates the uplink pair again, configured as [`Topology::new`] did
+    /// (a new interface index).
+    pub fn recreate_uplink(&self) -> Result<()> {
+        self.wire_uplink()
+    }
+
+    /// Sets the gw `uplink` down or up.
+    pub fn set_uplink(&self, up: bool) -> Result<()> {
+        ip([
+            "-n",
+            &self.gw,
+            "link",
+            "set",
+            Self::GW_UPLINK,
+            if up { "up" } else { "down" },
+        ])
+    }
+}
+
+/// Permanent neighbour entries `(namespace, device, address, MAC)`.
+fn neighbour_entries(entries: &[(&str, &str, IpAddr, &str)]) -> Result<()> {
+    for &(ns, dev, addr, mac) in entries {
+        let addr = addr.to_string();
+        ip([
+            "-n",
+            ns,
+            "neigh",
+            "replace",
+            &addr,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
+    }
+    Ok(())
+}
+
+/// Routes `(namespace, family flag, destination, gateway)`.
+fn add_routes(routes: &[(&str, &str, &str, IpAddr)]) -> Result<()> {
+    for &(ns, family, dst, via) in routes {
+        let via = via.to_string();
+        ip(["-n", ns, family, "route", "add", dst, "via", &via])?;
+    }
+    Ok(())
+}
+
+impl Topology {
     /// The unique tag shared by the three namespace names (`casa{pid}n{counter}`).
     pub fn tag(&self) -> &str {
         &self.tag

@@ -1525,3 +1525,58 @@ fn sets_diff_exit_codes() {
         missing.stderr
     );
 }
+
+/// Waits (at most 10 s) until the agent's stderr contains `needle`.
+fn wait_for_log(agent: &Agent, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.stderr_now().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the agent's log:\n{}",
+            agent.stderr_now()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An interface that goes down and up, then is deleted and re-created, is
+/// logged each way and counted again once it is back.
+#[test]
+fn interface_down_deleted_and_recreated_is_reattached() {
+    with_bed(
+        "interface_down_deleted_and_recreated_is_reattached",
+        &[CAS],
+        |topo| {
+            let agent = Agent::start(topo, "tc", &[]);
+            udp_out(topo);
+            topo.set_uplink(false).expect("uplink down");
+            wait_for_log(&agent, "uplink is down; the programs stay attached");
+            topo.set_uplink(true).expect("uplink up");
+            wait_for_log(&agent, "uplink is up again; still attached");
+
+            topo.delete_uplink().expect("deleting the uplink");
+            wait_for_log(&agent, "disappeared; re-attaching when it returns");
+            topo.recreate_uplink().expect("re-creating the uplink");
+            wait_for_log(&agent, "uplink is back (ifindex");
+            udp_burst(
+                topo,
+                topo.lan(),
+                SocketAddr::new(LAN, 40002),
+                topo.cloud(),
+                UDP_OUT_REMOTE,
+            );
+            let report = agent.stop().report();
+            let r = report.range(CAS_PREFIX).expect("the CAS range");
+            assert_eq!(
+                u64_of(r, "packets_out"),
+                2 * UDP_COUNT as u64,
+                "both bursts counted: {r}"
+            );
+            // The second burst is a flow on the new interface index.
+            let rec = report.flow("udp", SocketAddr::new(LAN, 40002), UDP_OUT_REMOTE);
+            assert_eq!(u64_of(rec, "packets_out"), UDP_COUNT as u64, "{rec}");
+            assert_eq!(str_of(rec, "iface"), Topology::GW_UPLINK, "{rec}");
+            assert_nothing_attached(topo);
+        },
+    );
+}
