@@ -159,6 +159,10 @@ pub struct RunArgs {
     /// agent with the same set takes over. `cas-audit detach` removes it.
     #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = crate::pin::DEFAULT_PIN_DIR)]
     pub pin: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDR (host:port; use a loopback address
+    /// such as 127.0.0.1:9477 unless a firewall guards it).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `cas-audit detach` flags.
@@ -279,6 +283,7 @@ impl RunArgs {
             answer_timeout: self.answer_timeout,
             ring_bytes: self.ring_size,
             pin: self.pin.clone(),
+            metrics: self.metrics,
             ..RunConfig::default()
         }
     }

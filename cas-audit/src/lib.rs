@@ -19,6 +19,7 @@ pub mod events;
 pub mod export;
 pub mod flow;
 pub mod import;
+pub mod metrics;
 pub mod pin;
 pub mod ports;
 pub mod report;

@@ -61,6 +61,8 @@ pub struct RunConfig {
     pub ring_bytes: Option<u32>,
     /// Pin directory (`--pin`).
     pub pin: Option<PathBuf>,
+    /// Serve Prometheus metrics here (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for RunConfig {
@@ -80,6 +82,7 @@ impl Default for RunConfig {
             answer_timeout: crate::state::DEFAULT_ANSWER_TIMEOUT,
             ring_bytes: None,
             pin: None,
+            metrics: None,
         }
     }
 }
@@ -107,6 +110,8 @@ struct Session {
     out: Output,
     /// Final states of the flows reported for good.
     states: std::collections::BTreeMap<crate::state::State, u64>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    flow_capacity: u32,
 }
 
 impl Session {
@@ -121,6 +126,9 @@ impl Session {
         let rec = FlowRecord::new(flow, range, &iface, &self.clock, reason, state);
         if matches!(reason, Reason::Ended | Reason::Expired | Reason::Exit) {
             *self.states.entry(state).or_default() += 1;
+            if let Some(m) = &self.metrics {
+                m.reported(flow.verdict, state);
+            }
         }
         self.out
             .flow(&rec)
@@ -222,6 +230,20 @@ impl Session {
     fn poll(&mut self) -> Result<(), Error> {
         self.watch_interfaces();
         let snapshot = self.dp.flows()?;
+        if let Some(m) = self.metrics.clone() {
+            let now = monotonic_ns();
+            let answer = self.tracker.answer_timeout();
+            let live: Vec<_> = snapshot
+                .iter()
+                .map(|(k, s)| {
+                    let f = Flow::new(*k, *s, self.policy.for_range(s.range_id));
+                    (f.verdict, f.state(now, answer))
+                })
+                .collect();
+            let counters = self.dp.counters()?;
+            let totals = self.dp.range_totals(self.ranges.len())?;
+            m.update(&counters, &self.ranges, &totals, &live, self.flow_capacity);
+        }
         let due = self.tracker.poll(snapshot, monotonic_ns(), &self.policy);
         let mut done = Vec::new();
         for (flow, reason) in &due {
@@ -413,7 +435,20 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         ),
         out: Output::new(json, human),
         states: Default::default(),
+        metrics: None,
+        flow_capacity: 0,
     };
+    s.flow_capacity = s.dp.map_capacity(cas_audit_common::names::FLOWS);
+    let mut _metrics_task = None;
+    if let Some(addr) = cfg.metrics {
+        let m = std::sync::Arc::new(crate::metrics::Metrics::new(&set.name, &set.published));
+        let (bound, task) = crate::metrics::serve(addr, m.clone())
+            .await
+            .map_err(Error::io(format!("serving metrics on {addr}")))?;
+        log::info!("metrics on http://{bound}/metrics");
+        s.metrics = Some(m);
+        _metrics_task = Some(task);
+    }
 
     let deadline = async {
         match cfg.duration {

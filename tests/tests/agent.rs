@@ -1580,3 +1580,105 @@ fn interface_down_deleted_and_recreated_is_reattached() {
         },
     );
 }
+
+/// Scrapes `/metrics` from inside the gw namespace.
+fn scrape(topo: &Topology, addr: SocketAddr) -> String {
+    topo.in_ns(topo.gw(), move || {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .expect("connecting to the metrics endpoint");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("request");
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).expect("response");
+        resp
+    })
+}
+
+/// The value of the sample `name{labels}` (labels as written, in order).
+fn sample(body: &str, series: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{series}: {e}"))
+}
+
+/// `/metrics` agrees with the JSON summary, with bounded labels only.
+#[test]
+fn metrics_equal_the_summary() {
+    with_bed("metrics_equal_the_summary", &[CAS], |topo| {
+        let addr: SocketAddr = "127.0.0.1:19477".parse().expect("addr");
+        let agent = Agent::start(topo, "tc", &["--metrics", "127.0.0.1:19477"]);
+        udp_out(topo);
+        tcp_echo(
+            topo,
+            topo.lan(),
+            SocketAddr::new(LAN, 40100),
+            topo.cloud(),
+            SocketAddr::new(CAS, 443),
+        );
+        // Past the UDP flow's 3 s answer timeout, with a poll after it.
+        std::thread::sleep(Duration::from_millis(4500));
+        let resp = scrape(topo, addr);
+        let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(head.contains("application/openmetrics-text"), "{head}");
+        let report = agent.stop().report();
+
+        let r = report.range(CAS_PREFIX).expect("the CAS range");
+        for purpose in ["app-connector", "dlp"] {
+            for (dir, field) in [("out", "packets_out"), ("in", "packets_in")] {
+                let series = format!(
+                    "cas_audit_packets_total{{datacenter=\"US1\",purpose=\"{purpose}\",direction=\"{dir}\"}}"
+                );
+                assert_eq!(sample(body, &series), u64_of(r, field), "{series}");
+            }
+            let series = format!(
+                "cas_audit_bytes_total{{datacenter=\"US1\",purpose=\"{purpose}\",direction=\"out\"}}"
+            );
+            assert_eq!(sample(body, &series), u64_of(r, "bytes_out"), "{series}");
+        }
+        assert_eq!(
+            sample(body, "cas_audit_packets_matched_total"),
+            report.summary_u64("matched")
+        );
+        for (metric, field) in [
+            ("cas_audit_events_lost_total", "events_lost"),
+            ("cas_audit_malformed_packets_total", "malformed"),
+            ("cas_audit_icmp_errors_total", "icmp_errors"),
+        ] {
+            assert_eq!(sample(body, metric), report.summary_u64(field), "{metric}");
+        }
+        // At the scrape the table holds the disallowed UDP flow (one way:
+        // unanswered); the closed TCP connection was reported and removed.
+        assert_eq!(sample(body, "cas_audit_flow_table_entries"), 1);
+        assert_eq!(sample(body, "cas_audit_flow_table_capacity"), 65536);
+        assert_eq!(
+            sample(
+                body,
+                "cas_audit_flows{verdict=\"disallowed-port\",state=\"unanswered\"}"
+            ),
+            1
+        );
+        assert_eq!(
+            sample(
+                body,
+                "cas_audit_flows_reported_total{verdict=\"allowed\",state=\"closed\"}"
+            ),
+            1
+        );
+        assert_eq!(sample(body, "cas_audit_flows_created_total"), 2);
+        assert!(
+            body.contains("cas_audit_address_set{set=\"cas-2019-11\",published=\"2019-11-01\"} 1"),
+            "{body}"
+        );
+        // Bounded labels: no address or port ever appears.
+        for needle in ["198.51.100", "13.64.196", "40001", "8443"] {
+            assert!(!body.contains(needle), "{needle} in the metrics:\n{body}");
+        }
+    });
+}
