@@ -348,7 +348,10 @@ impl Datapath {
             .map_max_entries(names::RANGES_V4, room(v4, sizes::MAX_RANGES_V4))
             .map_max_entries(names::RANGES_V6, room(v6, sizes::MAX_RANGES_V6))
             .map_max_entries(names::RANGE_STATS, room(ranges.len(), sizes::MAX_RANGES))
-            .map_max_entries(names::ALLOWED_PORTS, profiles * sizes::PORT_WORDS);
+            .map_max_entries(
+                names::ALLOWED_PORTS,
+                (profiles + PROFILE_HEADROOM).min(sizes::MAX_PORT_PROFILES) * sizes::PORT_WORDS,
+            );
         let map_paths: Vec<(&str, std::path::PathBuf)> = match &opts.pin {
             Some(dir) => PINNED_MAPS.iter().map(|n| (*n, dir.map_path(n))).collect(),
             None => Vec::new(),
@@ -533,6 +536,15 @@ impl Datapath {
     }
 
     fn set_ranges(&mut self, ranges: &[Range], policy: &PortPolicy) -> Result<(), DatapathError> {
+        self.insert_ranges(ranges.iter().enumerate(), policy)
+    }
+
+    /// Inserts or updates `(range id, range)` entries in the tries.
+    fn insert_ranges<'a>(
+        &mut self,
+        ranges: impl Iterator<Item = (usize, &'a Range)> + Clone,
+        policy: &PortPolicy,
+    ) -> Result<(), DatapathError> {
         let value = |id: usize| RangeValue {
             id: id as u32,
             ports: policy.profile_of(id as u32),
@@ -540,7 +552,7 @@ impl Datapath {
         let mut trie4: LpmTrie<&mut MapData, [u8; 4], RangeValue> =
             LpmTrie::try_from(self.ebpf.map_mut(names::RANGES_V4).expect("v4 trie"))
                 .map_err(map_err("opening the IPv4 trie"))?;
-        for (id, r) in ranges.iter().enumerate() {
+        for (id, r) in ranges.clone() {
             if let IpNet::V4(n) = r.prefix {
                 trie4
                     .insert(
@@ -554,7 +566,7 @@ impl Datapath {
         let mut trie6: LpmTrie<&mut MapData, [u8; 16], RangeValue> =
             LpmTrie::try_from(self.ebpf.map_mut(names::RANGES_V6).expect("v6 trie"))
                 .map_err(map_err("opening the IPv6 trie"))?;
-        for (id, r) in ranges.iter().enumerate() {
+        for (id, r) in ranges {
             if let IpNet::V6(n) = r.prefix {
                 trie6
                     .insert(
@@ -571,6 +583,124 @@ impl Datapath {
     /// Sets, for each family, the prefilter bit of every top-16-bit value
     /// that some range overlaps.
     fn set_prefilters(&mut self, ranges: &[Range]) -> Result<(), DatapathError> {
+        let words = prefilter_words(ranges.iter());
+        self.write_words(
+            names::PREFILTER,
+            words.into_iter().enumerate().map(|(i, w)| (i as u32, w)),
+        )
+    }
+
+    /// Replaces the audited ranges while the programs run, so that no
+    /// range listed before and after is ever unmatched: `ranges` are all
+    /// range ids in use (old ones the new set dropped included, so their
+    /// counters stay readable), `active[id]` says which of them the new set
+    /// lists. Port bitmaps and the prefilter's new bits go in first, then
+    /// the tries get the new and changed entries, then dropped prefixes
+    /// leave the tries, and last the prefilter loses the bits nothing needs.
+    pub fn reload(
+        &mut self,
+        ranges: &[Range],
+        active: &[bool],
+        policy: &PortPolicy,
+    ) -> Result<(), DatapathError> {
+        let stats_cap = self.map_capacity(names::RANGE_STATS) as usize;
+        if ranges.len() > stats_cap {
+            return Err(DatapathError::TooManyRanges {
+                family: "IPv4 and IPv6",
+                have: ranges.len(),
+                max: stats_cap as u32,
+            });
+        }
+        let profile_cap = (self.map_capacity(names::ALLOWED_PORTS) / sizes::PORT_WORDS) as usize;
+        if policy.profiles().len() > profile_cap {
+            return Err(DatapathError::TooManyPortProfiles {
+                have: policy.profiles().len(),
+                max: profile_cap as u32,
+            });
+        }
+        for (fam, name) in [(true, names::RANGES_V4), (false, names::RANGES_V6)] {
+            let want = ranges
+                .iter()
+                .zip(active)
+                .filter(|(r, a)| **a && r.prefix.addr().is_ipv4() == fam)
+                .count();
+            let cap = self.map_capacity(name) as usize;
+            if want > cap {
+                return Err(DatapathError::TooManyRanges {
+                    family: if fam { "IPv4" } else { "IPv6" },
+                    have: want,
+                    max: cap as u32,
+                });
+            }
+        }
+        // Ports: every word of every profile (profiles may have moved).
+        let mut words = vec![0u32; policy.profiles().len() * sizes::PORT_WORDS as usize];
+        for (profile, ports) in policy.profiles().iter().enumerate() {
+            for p in ports.iter() {
+                let (w, bit) = port_bit(profile as u32, p);
+                words[w as usize] |= bit;
+            }
+        }
+        self.write_words_with(
+            names::ALLOWED_PORTS,
+            words.into_iter().enumerate().map(|(i, w)| (i as u32, w)),
+            true,
+        )?;
+        // The union of old and new: every id in use.
+        self.set_prefilters(ranges)?;
+        let live: Vec<(usize, &Range)> = ranges
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| active[*id])
+            .collect();
+        self.insert_ranges(live.iter().copied(), policy)?;
+        let dropped: Vec<&Range> = ranges
+            .iter()
+            .zip(active)
+            .filter(|(_, a)| !**a)
+            .map(|(r, _)| r)
+            .collect();
+        self.remove_prefixes(&dropped)?;
+        let words = prefilter_words(live.iter().map(|(_, r)| *r));
+        self.write_words_with(
+            names::PREFILTER,
+            words.into_iter().enumerate().map(|(i, w)| (i as u32, w)),
+            true,
+        )
+    }
+
+    /// Removes prefixes from the tries (absent ones are fine).
+    fn remove_prefixes(&mut self, ranges: &[&Range]) -> Result<(), DatapathError> {
+        let mut trie4: LpmTrie<&mut MapData, [u8; 4], RangeValue> =
+            LpmTrie::try_from(self.ebpf.map_mut(names::RANGES_V4).expect("v4 trie"))
+                .map_err(map_err("opening the IPv4 trie"))?;
+        for r in ranges {
+            if let IpNet::V4(n) = r.prefix {
+                match trie4.remove(&Key::new(n.prefix_len().into(), n.addr().octets())) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err(format!("removing {n}"))(e)),
+                }
+            }
+        }
+        let mut trie6: LpmTrie<&mut MapData, [u8; 16], RangeValue> =
+            LpmTrie::try_from(self.ebpf.map_mut(names::RANGES_V6).expect("v6 trie"))
+                .map_err(map_err("opening the IPv6 trie"))?;
+        for r in ranges {
+            if let IpNet::V6(n) = r.prefix {
+                match trie6.remove(&Key::new(n.prefix_len().into(), n.addr().octets())) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err(format!("removing {n}"))(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The prefilter words (IPv4 then IPv6) with the bit of every top-16-bit
+/// value that one of `ranges` overlaps.
+fn prefilter_words<'a>(ranges: impl Iterator<Item = &'a Range>) -> Vec<u32> {
+    {
         let mut words = vec![0u32; 2 * sizes::PREFILTER_WORDS as usize];
         for r in ranges {
             let (fam, first, last) = match r.prefix {
@@ -590,12 +720,11 @@ impl Datapath {
                 words[w as usize] |= bit;
             }
         }
-        self.write_words(
-            names::PREFILTER,
-            words.into_iter().enumerate().map(|(i, w)| (i as u32, w)),
-        )
+        words
     }
+}
 
+impl Datapath {
     /// Sets every prefilter bit, so that every packet goes to the trie: the
     /// datapath as it was without the prefilter (for benchmarks).
     pub fn disable_prefilter(&mut self) -> Result<(), DatapathError> {
@@ -623,11 +752,22 @@ impl Datapath {
         name: &str,
         words: impl IntoIterator<Item = (u32, u32)>,
     ) -> Result<(), DatapathError> {
+        self.write_words_with(name, words, false)
+    }
+
+    /// As [`Self::write_words`]; with `zeros`, zero words are written too
+    /// (to clear bits of an array in use).
+    fn write_words_with(
+        &mut self,
+        name: &str,
+        words: impl IntoIterator<Item = (u32, u32)>,
+        zeros: bool,
+    ) -> Result<(), DatapathError> {
         let mut arr: Array<&mut MapData, u32> =
             Array::try_from(self.ebpf.map_mut(name).expect("array map in the object"))
                 .map_err(map_err(format!("opening {name}")))?;
         for (i, w) in words {
-            if w != 0 {
+            if w != 0 || zeros {
                 arr.set(i, w, 0)
                     .map_err(map_err(format!("writing {name}")))?;
             }
@@ -1031,6 +1171,9 @@ impl Drop for Datapath {
 
 /// Range ids reserved beyond the loaded set's size.
 const RANGE_HEADROOM: u32 = 1024;
+
+/// Port profiles reserved beyond the loaded set's (8 KiB each), for a reload.
+const PROFILE_HEADROOM: u32 = 8;
 
 /// IPv4 and IPv6 range counts, checked against the tries' capacity.
 fn check_capacity(ranges: &[Range]) -> Result<(usize, usize), DatapathError> {

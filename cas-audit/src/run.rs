@@ -98,9 +98,52 @@ struct IfaceSeen {
     up: bool,
 }
 
+/// How the audited set is chosen, to load it again on a reload.
+#[derive(Debug, Clone)]
+struct SetSource {
+    set: Option<String>,
+    datacenters: Vec<DataCenter>,
+    purposes: Vec<Purpose>,
+    ports: Option<AllowedPorts>,
+    /// The set file and its modification time, watched for changes.
+    file: Option<(PathBuf, Option<std::time::SystemTime>)>,
+}
+
+impl SetSource {
+    fn load(&self) -> Result<AddressSet, Error> {
+        let mut set = match &self.set {
+            Some(name) => AddressSet::load(name)?,
+            None => AddressSet::builtin(),
+        };
+        if !self.datacenters.is_empty() {
+            set.retain_datacenters(&self.datacenters);
+        }
+        if !self.purposes.is_empty() {
+            set.retain_purposes(&self.purposes);
+        }
+        Ok(set)
+    }
+
+    fn policy(&self, ranges: &[Range]) -> PortPolicy {
+        match (&self.ports, &self.set) {
+            (Some(p), _) => PortPolicy::global(p.clone()),
+            (None, Some(_)) => PortPolicy::per_range(ranges),
+            (None, None) => PortPolicy::global(AllowedPorts::default()),
+        }
+    }
+}
+
+fn mtime(p: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
 struct Session {
     dp: Datapath,
+    /// Every range id in use, the new set's and those a reload dropped.
     ranges: Vec<Range>,
+    /// Whether the current set lists range `id`.
+    active: Vec<bool>,
+    source: SetSource,
     ifnames: HashMap<u32, String>,
     ingress: IngressMode,
     ifaces: Vec<(String, IfaceSeen)>,
@@ -172,6 +215,100 @@ impl Session {
         Ok(())
     }
 
+    /// Reloads the address set if its file changed since it was read.
+    fn check_set_file(&mut self) {
+        let Some((path, seen)) = self.source.file.clone() else {
+            return;
+        };
+        let now = mtime(&path);
+        if now != seen {
+            self.source.file = Some((path.clone(), now));
+            self.reload(&format!("{} changed", path.display()));
+        }
+    }
+
+    /// Loads the set again and swaps it in atomically (see
+    /// [`Datapath::reload`]); on any error the old set stays.
+    fn reload(&mut self, why: &str) {
+        let set = match self.source.load() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("reload ({why}) failed, keeping the current set: {e}");
+                return;
+            }
+        };
+        let mut ranges = self.ranges.clone();
+        let mut active = vec![false; ranges.len()];
+        let index: HashMap<ipnet::IpNet, usize> = ranges
+            .iter()
+            .enumerate()
+            .map(|(id, r)| (r.prefix.trunc(), id))
+            .collect();
+        let (mut added, mut changed) = (Vec::new(), Vec::new());
+        for r in set.ranges() {
+            match index.get(&r.prefix.trunc()) {
+                Some(&id) => {
+                    if ranges[id] != r {
+                        changed.push(r.prefix);
+                    }
+                    ranges[id] = r;
+                    active[id] = true;
+                }
+                None => {
+                    added.push(r.prefix);
+                    ranges.push(r);
+                    active.push(true);
+                }
+            }
+        }
+        let removed: Vec<ipnet::IpNet> = (0..self.active.len())
+            .filter(|&id| self.active[id] && !active[id])
+            .map(|id| ranges[id].prefix)
+            .collect();
+        // A re-listed range that had been dropped counts as added.
+        for id in 0..self.active.len() {
+            if !self.active[id] && active[id] {
+                added.push(ranges[id].prefix);
+            }
+        }
+        if added.is_empty() && removed.is_empty() && changed.is_empty() {
+            log::info!("reload ({why}): set {} unchanged", set.name);
+            return;
+        }
+        let policy = self.source.policy(&ranges);
+        if let Err(e) = self.dp.reload(&ranges, &active, &policy) {
+            log::error!("reload ({why}) failed, keeping the current set: {e}");
+            return;
+        }
+        let show = |v: &[ipnet::IpNet]| {
+            let mut s: Vec<String> = v.iter().take(10).map(|p| p.to_string()).collect();
+            if v.len() > 10 {
+                s.push(format!("and {} more", v.len() - 10));
+            }
+            s.join(", ")
+        };
+        log::info!(
+            "reloaded set {} ({why}): +{} ranges, -{} ranges, {} changed; {} ranges audited",
+            set.name,
+            added.len(),
+            removed.len(),
+            changed.len(),
+            active.iter().filter(|a| **a).count()
+        );
+        for (what, v) in [
+            ("added", &added),
+            ("removed", &removed),
+            ("changed", &changed),
+        ] {
+            if !v.is_empty() {
+                log::info!("  {what}: {}", show(v));
+            }
+        }
+        self.ranges = ranges;
+        self.active = active;
+        self.policy = policy;
+    }
+
     /// Notices interfaces that went down or up, disappeared, or came back
     /// (re-created: a new index), and re-attaches to those that returned.
     fn watch_interfaces(&mut self) {
@@ -229,6 +366,7 @@ impl Session {
 
     fn poll(&mut self) -> Result<(), Error> {
         self.watch_interfaces();
+        self.check_set_file();
         let snapshot = self.dp.flows()?;
         if let Some(m) = self.metrics.clone() {
             let now = monotonic_ns();
@@ -332,6 +470,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     // agent cleanly (detach, flush, exit 0) once it is running.
     let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(Error::io("SIGHUP handler"))?;
 
     let mut set = match &cfg.set {
         Some(name) => AddressSet::load(name)?,
@@ -420,8 +559,21 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             (i.clone(), seen)
         })
         .collect();
+    let source = SetSource {
+        set: cfg.set.clone(),
+        datacenters: cfg.datacenters.clone(),
+        purposes: cfg.purposes.clone(),
+        ports: cfg.ports.clone(),
+        file: cfg
+            .set
+            .as_ref()
+            .filter(|n| AddressSet::builtin_named(n).is_none())
+            .map(|n| (PathBuf::from(n), mtime(std::path::Path::new(n)))),
+    };
     let mut s = Session {
         dp,
+        active: vec![true; ranges.len()],
+        source,
         ranges,
         ifnames,
         ingress: cfg.ingress,
@@ -464,6 +616,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         tokio::select! {
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
+            _ = sighup.recv() => s.reload("SIGHUP"),
             _ = &mut deadline => { log::info!("duration reached: stopping"); break; }
             Some(batch) = events.recv() => s.on_events(&batch)?,
             guard = async {

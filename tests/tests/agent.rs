@@ -1682,3 +1682,101 @@ fn metrics_equal_the_summary() {
         }
     });
 }
+
+/// A set file for the reload test: `entries` as (prefix, purpose).
+fn reload_set(entries: &[(&str, &str)]) -> String {
+    let e: Vec<String> = entries
+        .iter()
+        .map(|(p, purpose)| {
+            format!(r#"{{"prefix": "{p}", "datacenter": "US1", "purpose": "{purpose}"}}"#)
+        })
+        .collect();
+    format!(
+        "{{\"schema\": 1, \"name\": \"lab\", \"source\": \"test\", \"published\": \"2026-11-22\", \"entries\": [{}]}}\n",
+        e.join(", ")
+    )
+}
+
+/// A change of the set file, under traffic, swaps the set without losing a
+/// packet of a range in both versions; an added range counts from then on,
+/// a dropped one keeps what it counted; SIGHUP reloads too.
+#[test]
+fn reload_under_traffic_counts_exactly() {
+    const SESSION: IpAddr = IpAddr::V4(Ipv4Addr::new(40, 81, 63, 1));
+    with_bed(
+        "reload_under_traffic_counts_exactly",
+        &[CAS, MAIL, SESSION],
+        |topo| {
+            let dir = TempDir::new();
+            let file = dir.0.join("lab.json");
+            std::fs::write(
+                &file,
+                reload_set(&[(CAS_PREFIX, "portal"), (MAIL_PREFIX, "portal")]),
+            )
+            .expect("set file");
+            let file_s = file.to_str().expect("utf-8").to_owned();
+            let agent = Agent::start(topo, "tc", &["--set", &file_s]);
+            let burst = |dst: IpAddr, n: usize| {
+                udp_send(topo, topo.lan(), None, sa(dst, 443), n, 50).expect("sending")
+            };
+            burst(MAIL, 2);
+            burst(SESSION, 2); // not in the set yet: not counted
+
+            // 30 batches of 10 datagrams to CAS, 50 ms apart; the set changes
+            // in the middle (CAS re-tagged, MAIL dropped, SESSION added).
+            const BATCHES: usize = 30;
+            let sink = udp_sink(topo, topo.cloud(), sa(CAS, 443)).expect("sink");
+            std::thread::scope(|scope| {
+                let sender = scope.spawn(|| {
+                    for _ in 0..BATCHES {
+                        burst(CAS, 10);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(400));
+                std::fs::write(
+                    &file,
+                    reload_set(&[(CAS_PREFIX, "app-connector"), ("40.81.63.1/32", "portal")]),
+                )
+                .expect("rewriting the set file");
+                wait_for_log(&agent, "reloaded set lab");
+                sender.join().expect("sender");
+            });
+            assert_eq!(
+                sink.wait_for(BATCHES * 10, Duration::from_secs(5)),
+                BATCHES * 10
+            );
+            sink.stop();
+            let log = agent.stderr_now();
+            assert!(
+                log.contains(": +1 ranges, -1 ranges, 1 changed; 2 ranges audited"),
+                "{log}"
+            );
+            assert!(log.contains("added: 40.81.63.1/32"), "{log}");
+            assert!(log.contains("removed: 65.55.234.192/26"), "{log}");
+            burst(MAIL, 2); // dropped: not counted
+            burst(SESSION, 3);
+
+            // SIGHUP reloads the unchanged file.
+            // SAFETY: our own child.
+            assert_eq!(unsafe { libc::kill(agent.pid, libc::SIGHUP) }, 0);
+            wait_for_log(&agent, "reload (SIGHUP): set lab unchanged");
+
+            let report = agent.stop().report();
+            let packets = |prefix: &str| report.range(prefix).map(|r| u64_of(r, "packets_out"));
+            assert_eq!(
+                packets(CAS_PREFIX),
+                Some((BATCHES * 10) as u64),
+                "no packet lost"
+            );
+            assert_eq!(
+                packets(MAIL_PREFIX),
+                Some(2),
+                "counted before it was dropped"
+            );
+            assert_eq!(packets("40.81.63.1/32"), Some(3), "counted once added");
+            let cas = report.range(CAS_PREFIX).expect("CAS range");
+            assert_eq!(cas["purposes"], json!(["app-connector"]), "{cas}");
+        },
+    );
+}
