@@ -39,6 +39,9 @@ pub enum Command {
     /// Remove a datapath pinned by `run --pin`: detach its programs and
     /// delete its maps (their counters are lost).
     Detach(DetachArgs),
+    /// Show a pinned datapath: links, programs, ranges, flow-table fill,
+    /// counters since it was pinned.
+    Status(StatusArgs),
     /// Address sets: list, show, diff, export as firewall rules, import a published page.
     #[command(subcommand)]
     Sets(SetsCommand),
@@ -171,6 +174,17 @@ pub struct DetachArgs {
     /// The pin directory of `run --pin`.
     #[arg(long, value_name = "DIR", default_value = crate::pin::DEFAULT_PIN_DIR)]
     pub pin: PathBuf,
+}
+
+/// `cas-audit status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The pin directory of `run --pin`.
+    #[arg(long, value_name = "DIR", default_value = crate::pin::DEFAULT_PIN_DIR)]
+    pub pin: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {

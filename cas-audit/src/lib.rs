@@ -26,6 +26,7 @@ pub mod report;
 pub mod run;
 pub mod sets;
 pub mod state;
+pub mod status;
 pub mod tracker;
 
 /// The eBPF object built by `build.rs` (empty when built as a stub).

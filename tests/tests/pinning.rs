@@ -248,6 +248,36 @@ fn sigkill_restart_loses_no_packet() {
             "egress and ingress stay attached"
         );
         send(topo, 7);
+        // `status` reads the pinned datapath with no agent running.
+        let (code, out, err) = agent(
+            topo,
+            &["status", "--pin", pin.to_str().expect("UTF-8"), "--json"],
+        );
+        assert_eq!(code, 0, "status: {err}");
+        let st: Value = serde_json::from_str(&out).expect("status JSON");
+        assert_eq!(st["counters"]["Matched"], 12, "{st}");
+        assert_eq!(st["ranges_v4"], 438, "{st}");
+        assert_eq!(st["flow_capacity"], 65536, "{st}");
+        let links: Vec<(String, String, bool)> = st["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .map(|l| {
+                (
+                    l["hook"].as_str().expect("hook").to_owned(),
+                    l["program"].as_str().expect("program").to_owned(),
+                    l["present"].as_bool().expect("present"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("egress".to_owned(), "cas_tc_egress".to_owned(), true),
+                ("ingress".to_owned(), "cas_tc_ingress".to_owned(), true)
+            ],
+            "{st}"
+        );
 
         let b = start(topo, pin, &[]);
         send(topo, 3);

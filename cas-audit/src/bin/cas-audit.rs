@@ -32,6 +32,19 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => rt.block_on(cas_audit::run::run(args.config())).map(|_| 0),
         Command::Detach(args) => detach(&args.pin),
+        Command::Status(args) => cas_audit::status::status(&cas_audit::pin::PinDir::new(&args.pin))
+            .and_then(|s| {
+                let text = if args.json {
+                    serde_json::to_string_pretty(&s).expect("serialisable") + "\n"
+                } else {
+                    cas_audit::status::text(&s)
+                };
+                let mut so = std::io::stdout().lock();
+                so.write_all(text.as_bytes())
+                    .and_then(|_| so.flush())
+                    .map_err(Error::io("writing to standard output"))?;
+                Ok(0)
+            }),
         Command::Check(args) => rt
             .block_on(cas_audit::check::check(args.config()))
             .map(|(_, s)| if s.ok { 0 } else { EXIT_FAILURE }),
