@@ -19,6 +19,7 @@ pub mod events;
 pub mod export;
 pub mod flow;
 pub mod import;
+pub mod netdev;
 pub mod ports;
 pub mod report;
 pub mod run;
