@@ -39,6 +39,21 @@ pub enum Command {
     /// Address sets: list, show, diff, export as firewall rules, import a published page.
     #[command(subcommand)]
     Sets(SetsCommand),
+    /// Check whether this machine can run cas-audit: kernel, BPF, BTF,
+    /// capabilities, and each interface's driver and hooks. Only reads;
+    /// exit 0 when no check fails, 1 otherwise.
+    Doctor(DoctorArgs),
+}
+
+/// `cas-audit doctor` flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Interface to check (repeatable; default: every interface but loopback).
+    #[arg(long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// Print one JSON document instead of the list.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Selection of an address set and a part of it.

@@ -14,6 +14,7 @@ pub mod check;
 pub mod cli;
 pub mod datapath;
 pub mod diff;
+pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod export;

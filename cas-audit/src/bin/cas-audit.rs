@@ -35,6 +35,10 @@ fn main() {
             .block_on(cas_audit::check::check(args.config()))
             .map(|(_, s)| if s.ok { 0 } else { EXIT_FAILURE }),
         Command::Sets(cmd) => sets(cmd),
+        Command::Doctor(args) => cas_audit::doctor::doctor(&args.ifaces).map(|r| {
+            print!("{}", if args.json { r.json() + "\n" } else { r.text() });
+            r.exit_code()
+        }),
     };
     match result {
         Ok(0) => {}
