@@ -2,8 +2,10 @@
 //!
 //! Every check only *reads*: files under /proc and /sys, the process's
 //! capabilities and rlimits, an interface's driver through
-//! `ETHTOOL_GDRVINFO`. The one thing it creates is a one-entry BPF array
-//! map, closed at once, to see whether the `bpf` system call may be used.
+//! `ETHTOOL_GDRVINFO`. The only kernel objects it creates are a one-entry
+//! BPF array map and a two-instruction socket filter, neither attached to
+//! anything and both closed at once, to see whether the `bpf` system call
+//! may be used and whether programs are JIT-compiled.
 //! Nothing is attached anywhere: whether an interface gets native XDP or TC
 //! is decided from its driver exactly as `--ingress auto` decides it
 //! ([`crate::netdev`]), and TCX from the kernel version.
@@ -182,6 +184,8 @@ pub struct IfaceFacts {
 /// Everything the checks decide on.
 #[derive(Debug, Clone)]
 pub struct Facts {
+    /// Size of the eBPF object embedded in this binary (0: built as a stub).
+    pub object_len: usize,
     /// `/proc/sys/kernel/osrelease`.
     pub release: String,
     /// The kernel version as aya reads it (also used for TCX when attaching).
@@ -220,6 +224,7 @@ impl Facts {
         };
         let read = |p: &str| std::fs::read_to_string(p).ok();
         Ok(Facts {
+            object_len: crate::EBPF_OBJECT.len(),
             release: read("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default(),
@@ -245,6 +250,7 @@ pub fn doctor(ifaces: &[String]) -> Result<Report, Error> {
 pub fn checks(f: &Facts) -> Vec<Check> {
     let tcx = f.kernel.is_some_and(netdev::tcx_supported);
     let mut out = vec![
+        check_object(f.object_len),
         check_kernel(&f.release, f.kernel),
         check_bpf(f.bpf, f.cap_eff),
         check_jit(f.jit.as_deref(), f.jit_probe),
@@ -262,6 +268,20 @@ pub fn checks(f: &Facts) -> Vec<Check> {
     }
     out.extend(f.ifaces.iter().map(|i| check_iface(i, tcx)));
     out
+}
+
+/// Whether this binary carries its eBPF object (`len` bytes).
+pub fn check_object(len: usize) -> Check {
+    const NAME: &str = "ebpf-object";
+    if len > 0 {
+        Check::ok(NAME, format!("embedded ({} KiB)", len.div_ceil(1024)))
+    } else {
+        Check::fail(
+            NAME,
+            "this binary was built without its eBPF object (no bpf-linker or nightly rust-src at build time)",
+            "rebuild with `cargo xtask build` (or `cargo xtask dist`)",
+        )
+    }
 }
 
 /// Linux >= 6.6: TCX; 5.8 to 6.5: a clsact qdisc; older: no BPF ring buffer.
@@ -818,6 +838,7 @@ mod tests {
 
     fn facts() -> Facts {
         Facts {
+            object_len: 900_000,
             release: "6.6.1".into(),
             kernel: v(6, 6, 1),
             bpf: BpfProbe::Usable,
@@ -843,13 +864,13 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with("8 ok, 0 warn, 0 fail: cas-audit can run here\n"),
+            text.ends_with("9 ok, 0 warn, 0 fail: cas-audit can run here\n"),
             "{text}"
         );
         let j: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(j["ok"], true);
         let checks = j["checks"].as_array().unwrap();
-        assert_eq!(checks.len(), 8);
+        assert_eq!(checks.len(), 9);
         for c in checks {
             let keys: Vec<&str> = c.as_object().unwrap().keys().map(|k| k.as_str()).collect();
             assert_eq!(keys.len(), 4, "{c}");
@@ -857,9 +878,21 @@ mod tests {
                 assert!(keys.contains(&k), "{c}");
             }
         }
-        assert_eq!(checks[0]["name"], "kernel");
+        assert_eq!(checks[0]["name"], "ebpf-object");
+        assert_eq!(checks[1]["name"], "kernel");
         assert_eq!(checks[0]["status"], "ok");
         assert_eq!(checks[0]["hint"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_stub_binary_fails() {
+        let c = check_object(0);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.hint.unwrap().contains("cargo xtask build"));
+        assert_eq!(check_object(886_024).detail, "embedded (866 KiB)");
+        let mut f = facts();
+        f.object_len = 0;
+        assert!(!Report::new(checks(&f)).ok);
     }
 
     #[test]
@@ -879,7 +912,7 @@ mod tests {
         assert!(caps.contains("  hint: run as root"), "{caps}");
         assert!(text.contains("warn  bpffs"), "{text}");
         assert!(
-            text.ends_with("5 ok, 2 warn, 1 fail: cas-audit cannot run here\n"),
+            text.ends_with("6 ok, 2 warn, 1 fail: cas-audit cannot run here\n"),
             "{text}"
         );
         let j: serde_json::Value = serde_json::from_str(&r.json()).unwrap();

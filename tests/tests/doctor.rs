@@ -216,6 +216,7 @@ fn veth_lines_as_root() {
         "warn"
     };
     for (check, status) in [
+        ("ebpf-object", "ok"),
         ("kernel", kernel),
         ("bpf-syscall", "ok"),
         ("bpf-jit", "ok"),
