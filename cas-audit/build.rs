@@ -8,6 +8,9 @@
 //! - `require`: build it or fail (what `cargo xtask` uses);
 //! - `stub`: never build it.
 //!
+//! Without the crate's `ebpf` feature (on by default) the stub is always
+//! used: xtask depends on the library for its CLI definitions only.
+//!
 //! A binary with the stub refuses to attach with a message saying how to
 //! build the real object.
 
@@ -18,14 +21,20 @@ use anyhow::{bail, Context as _};
 const EBPF_PACKAGE: &str = "cas-audit-ebpf";
 
 fn main() -> anyhow::Result<()> {
-    println!("cargo:rerun-if-env-changed=CAS_AUDIT_EBPF");
     println!("cargo::rustc-check-cfg=cfg(ebpf_stub)");
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let workspace = manifest_dir.parent().context("workspace root")?;
     let common = workspace.join("cas-audit-common");
     println!("cargo:rerun-if-changed={}", common.display());
 
-    let mode = env::var("CAS_AUDIT_EBPF").unwrap_or_default();
+    // Without the `ebpf` feature (a tool that only needs the library's
+    // definitions), never build the object.
+    let mode = if env::var_os("CARGO_FEATURE_EBPF").is_some() {
+        println!("cargo:rerun-if-env-changed=CAS_AUDIT_EBPF");
+        env::var("CAS_AUDIT_EBPF").unwrap_or_default()
+    } else {
+        "stub".to_string()
+    };
     let build = match mode.as_str() {
         "stub" => false,
         "require" => true,

@@ -45,6 +45,26 @@ pub enum Command {
     /// Address sets: list, show, diff, export as firewall rules, import a published page.
     #[command(subcommand)]
     Sets(SetsCommand),
+    /// Check whether this machine can run cas-audit (only reads; exit 0 when no check fails).
+    ///
+    /// One line per check, ok, warn or fail, with a hint when not ok: kernel
+    /// version (TCX from 6.6), bpf system call, JIT, BTF, bpffs,
+    /// capabilities (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN), memlock, and per
+    /// interface its state, driver, and the ingress hook and TCX the agent
+    /// would use. Nothing is attached. Exit 0 when no check fails, 1 when
+    /// one does, 2 for usage errors such as an unknown --iface.
+    Doctor(DoctorArgs),
+}
+
+/// `cas-audit doctor` flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Interface to check (repeatable; default: every interface but loopback).
+    #[arg(long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// Print one JSON document instead of the list.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Selection of an address set and a part of it.

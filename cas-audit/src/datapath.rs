@@ -1,7 +1,7 @@
 //! The kernel datapath: loading the eBPF object, filling its maps, attaching
 //! the programs to interfaces and reading back what they counted.
 
-use std::{fmt, net::IpAddr, os::fd::AsFd, path::Path};
+use std::{fmt, net::IpAddr, os::fd::AsFd};
 
 use aya::{
     maps::{
@@ -24,6 +24,7 @@ use ipnet::IpNet;
 
 use crate::{
     addrset::Range,
+    netdev,
     pin::{LinkHook, PinDir, PinError, PINNED_MAPS},
     ports::{AllowedPorts, PortPolicy},
 };
@@ -935,7 +936,7 @@ impl Datapath {
         let want_xdp = match mode {
             IngressMode::Tc => false,
             IngressMode::Xdp => true,
-            IngressMode::Auto => native_xdp_candidate(iface),
+            IngressMode::Auto => netdev::native_xdp_candidate(iface),
         };
         if want_xdp {
             let prog = self.xdp();
@@ -964,9 +965,7 @@ impl Datapath {
         mode: IngressMode,
     ) -> Result<Attachment, DatapathError> {
         let ifindex = ifindex(iface)?;
-        let tcx = aya::util::KernelVersion::current()
-            .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
-            .unwrap_or(false);
+        let tcx = netdev::tcx_available();
         if !tcx {
             // Netlink attach needs a clsact qdisc; an existing one is fine.
             if let Err(e) = tc::qdisc_add_clsact(iface) {
@@ -1194,20 +1193,6 @@ fn check_capacity(ranges: &[Range]) -> Result<(usize, usize), DatapathError> {
         });
     }
     Ok((v4, v6))
-}
-
-/// Whether `auto` should try native XDP on `iface`: a physical NIC (it has a
-/// bus device) whose driver is not one where XDP costs more than it saves.
-fn native_xdp_candidate(iface: &str) -> bool {
-    let dev = Path::new("/sys/class/net").join(iface).join("device");
-    if !dev.exists() {
-        return false; // veth, bridges, tunnels, loopback
-    }
-    let driver = std::fs::read_link(dev.join("driver"))
-        .ok()
-        .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    !matches!(driver.as_str(), "virtio_net" | "vmxnet3" | "hv_netvsc" | "")
 }
 
 /// The verifier log's last lines when a program is rejected, else the error.

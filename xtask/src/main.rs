@@ -10,9 +10,12 @@
 //!   against scripted allowed and disallowed traffic.
 //! - `cargo xtask lint`: rustfmt, clippy for the agent and for the eBPF crate.
 //! - `cargo xtask run -- ARGS`: builds and runs the agent.
+//! - `cargo xtask dist`: the release binary, man pages, shell completions,
+//!   the systemd unit and its default file in `target/dist/`.
 
 mod bench;
 mod demo;
+mod dist;
 
 use std::{
     path::{Path, PathBuf},
@@ -63,6 +66,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build the release binary and write target/dist/: the binary, man pages,
+    /// shell completions, the systemd unit and its default file.
+    Dist,
     /// Build, then run the agent with ARGS.
     Run {
         /// Arguments for cas-audit.
@@ -88,6 +94,15 @@ fn main() -> Result<()> {
         }
         Task::Lint => lint(),
         Task::Bench { quick, label, args } => bench::bench(quick, &label, &args),
+        Task::Dist => {
+            ensure_toolchain()?;
+            let bin = build_agent(true)?;
+            let out = target_dir().join("dist");
+            for f in dist::dist(&workspace(), &bin, &out)? {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Task::Run { args } => {
             ensure_toolchain()?;
             let bin = build_agent(true)?;

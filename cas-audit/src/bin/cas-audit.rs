@@ -49,6 +49,14 @@ fn main() {
             .block_on(cas_audit::check::check(args.config()))
             .map(|(_, s)| if s.ok { 0 } else { EXIT_FAILURE }),
         Command::Sets(cmd) => sets(cmd),
+        Command::Doctor(args) => cas_audit::doctor::doctor(&args.ifaces).and_then(|r| {
+            let text = if args.json { r.json() + "\n" } else { r.text() };
+            let mut so = std::io::stdout().lock();
+            so.write_all(text.as_bytes())
+                .and_then(|_| so.flush())
+                .map_err(Error::io("writing to standard output"))?;
+            Ok(r.exit_code())
+        }),
     };
     match result {
         Ok(0) => {}
