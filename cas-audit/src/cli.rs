@@ -10,9 +10,11 @@ use crate::{
     check::CheckConfig,
     datapath::IngressMode,
     export::ExportFormat,
+    logdir::LogDirOptions,
     ports::AllowedPorts,
     run::{JsonTarget, RunConfig},
     sets::ShowFormat,
+    units::{parse_duration, parse_size},
 };
 
 /// Audits traffic to and from Microsoft Defender for Cloud Apps (CAS) address ranges with eBPF.
@@ -157,6 +159,19 @@ pub struct RunArgs {
     /// Write JSON lines to PATH, or to standard output with `-`.
     #[arg(long, value_name = "PATH|-")]
     pub json: Option<String>,
+    /// Also write the JSON lines into rotated files cas-audit-YYYYMMDDTHHMMSSZ.jsonl
+    /// in DIR (created with mode 0750 if missing).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Start a new log file before one would exceed BYTES (K, M, G, T: powers of 1024).
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size, requires = "log_dir")]
+    pub log_max_size: u64,
+    /// Start a new log file once one is DURATION old (s, m, h, d).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration, requires = "log_dir")]
+    pub log_max_age: Duration,
+    /// Delete the oldest log files so that all of them stay within BYTES.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size, requires = "log_dir")]
+    pub log_max_total: u64,
     /// Stop after SECS seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
@@ -310,6 +325,12 @@ impl RunArgs {
                     JsonTarget::File(PathBuf::from(j))
                 }
             }),
+            log_dir: self.log_dir.as_ref().map(|dir| LogDirOptions {
+                dir: dir.clone(),
+                max_size: self.log_max_size,
+                max_age: self.log_max_age,
+                max_total: self.log_max_total,
+            }),
             duration: self.duration,
             ingress: self.ingress,
             idle_timeout: self.idle_timeout,
@@ -366,6 +387,47 @@ mod tests {
         assert_eq!(c.json, Some(JsonTarget::Stdout));
         assert_eq!(c.duration, Some(Duration::from_millis(2500)));
         assert_eq!(c.ingress, IngressMode::Tc);
+    }
+
+    #[test]
+    fn log_dir_flags() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["cas-audit", "run", "--iface", "eth1"];
+            args.extend(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Run(r)) => Ok(r.config().log_dir),
+                Ok(_) => panic!("not run"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(
+            parse(&["--log-dir", "/var/log/cas"]).unwrap(),
+            Some(LogDirOptions::new("/var/log/cas"))
+        );
+        let o = parse(&[
+            "--log-dir",
+            "d",
+            "--log-max-size",
+            "500K",
+            "--log-max-age",
+            "2h",
+            "--log-max-total",
+            "1G",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.max_size, 500 << 10);
+        assert_eq!(o.max_age, Duration::from_secs(7200));
+        assert_eq!(o.max_total, 1 << 30);
+        for bad in [
+            &["--log-max-size", "1M"][..],
+            &["--log-dir", "d", "--log-max-size", "0"],
+            &["--log-dir", "d", "--log-max-size", "64MB"],
+            &["--log-dir", "d", "--log-max-age", "1w"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]
