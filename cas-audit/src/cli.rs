@@ -1,9 +1,10 @@
 //! Command-line interface (clap derive). Flags and exit codes are a public
 //! contract: see the README.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 
 use crate::{
     addrset::{DataCenter, Purpose},
@@ -14,6 +15,7 @@ use crate::{
     ports::AllowedPorts,
     run::{JsonTarget, RunConfig},
     sets::ShowFormat,
+    summarize::{Filters, ReportConfig, ReportFormat, StateFilter, TimeSpec},
     units::{parse_duration, parse_size},
 };
 
@@ -56,6 +58,14 @@ pub enum Command {
     /// would use. Nothing is attached. Exit 0 when no check fails, 1 when
     /// one does, 2 for usage errors such as an unknown --iface.
     Doctor(DoctorArgs),
+    /// Summarise saved records (`run --json FILE`, `run --log-dir DIR`).
+    ///
+    /// Flows, packets and bytes by data center, purpose, state, verdict,
+    /// local host and local host + service port, the time they cover, and
+    /// the destinations that were blocked. A DIR stands for its *.jsonl
+    /// files in name order. Exit 0 on success, 2 for a missing path or a
+    /// bad flag, 1 for a file that cannot be read.
+    Report(ReportArgs),
 }
 
 /// `cas-audit doctor` flags.
@@ -308,6 +318,67 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// `cas-audit report` flags.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Files written by `run --json FILE` or `--log-dir`, oldest first; a directory
+    /// stands for its *.jsonl files in name order.
+    #[arg(value_name = "FILE|DIR", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Only flows seen at or after TIME: RFC 3339 (2026-11-22T10:00:00Z) or a
+    /// duration before now (2h).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<TimeSpec>,
+    /// Only flows first seen at or before TIME (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<TimeSpec>,
+    /// Only flows in this final state (repeatable): pending, established, closed,
+    /// reset, unanswered, refused, unreachable, or unknown (older records).
+    #[arg(long = "state", value_name = "S")]
+    pub states: Vec<StateFilter>,
+    /// Only flows to ranges of this data center (repeatable).
+    #[arg(long = "datacenter", value_name = "DC", value_parser = parse_dc)]
+    pub datacenters: Vec<DataCenter>,
+    /// Only flows to ranges of this purpose (repeatable).
+    #[arg(long = "purpose", value_name = "P", value_parser = parse_purpose)]
+    pub purposes: Vec<Purpose>,
+    /// Only flows of this local address, or of addresses in this prefix (repeatable).
+    #[arg(long = "host", value_name = "ADDR|CIDR", value_parser = parse_host)]
+    pub hosts: Vec<IpNet>,
+    /// Blocked destinations listed.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+fn parse_host(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an address nor a prefix (CIDR)"))
+}
+
+impl ReportArgs {
+    /// The report configuration these flags describe, relative times taken
+    /// back from `now`.
+    pub fn config(&self, now: time::OffsetDateTime) -> ReportConfig {
+        ReportConfig {
+            paths: self.paths.clone(),
+            filters: Filters {
+                since: self.since.map(|t| t.resolve(now)),
+                until: self.until.map(|t| t.resolve(now)),
+                states: self.states.iter().map(|s| s.0).collect(),
+                datacenters: self.datacenters.clone(),
+                purposes: self.purposes.clone(),
+                hosts: self.hosts.clone(),
+            },
+            top: self.top,
+            format: self.format,
+        }
+    }
+}
+
 impl RunArgs {
     /// The run configuration these flags describe.
     pub fn config(&self) -> RunConfig {
@@ -427,6 +498,78 @@ mod tests {
             &["--log-dir", "d", "--log-max-age", "1w"],
         ] {
             assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn report_flags() {
+        let cli = Cli::try_parse_from([
+            "cas-audit",
+            "report",
+            "/var/log/cas",
+            "old.jsonl",
+            "--since",
+            "2h",
+            "--until",
+            "2026-11-22T10:00:00Z",
+            "--state",
+            "refused",
+            "--state",
+            "unknown",
+            "--datacenter",
+            "gov-us1",
+            "--purpose",
+            "dlp",
+            "--host",
+            "198.51.100.2",
+            "--host",
+            "2001:db8:1::/64",
+            "--top",
+            "3",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Report(r) = cli.command else {
+            panic!("not report")
+        };
+        let now = time::macros::datetime!(2026-11-22 12:00 UTC);
+        let c = r.config(now);
+        assert_eq!(c.paths, [PathBuf::from("/var/log/cas"), "old.jsonl".into()]);
+        assert_eq!(
+            c.filters.since,
+            Some(time::macros::datetime!(2026-11-22 10:00 UTC))
+        );
+        assert_eq!(
+            c.filters.until,
+            Some(time::macros::datetime!(2026-11-22 10:00 UTC))
+        );
+        assert_eq!(c.filters.states, [Some(crate::state::State::Refused), None]);
+        assert_eq!(c.filters.datacenters, [DataCenter::GovUs1]);
+        assert_eq!(c.filters.purposes, [Purpose::Dlp]);
+        assert_eq!(
+            c.filters.hosts,
+            [
+                "198.51.100.2/32".parse::<IpNet>().unwrap(),
+                "2001:db8:1::/64".parse().unwrap()
+            ]
+        );
+        assert_eq!((c.top, c.format), (3, ReportFormat::Json));
+        for bad in [
+            &["report"][..],
+            &["report", "d", "--state", "blocked"],
+            &["report", "d", "--since", "yesterday"],
+            &["report", "d", "--host", "lan"],
+            &["report", "d", "--datacenter", "US9"],
+            &["report", "d", "--format", "csv"],
+            &["report", "d", "--top", "-1"],
+        ] {
+            let args = std::iter::once("cas-audit").chain(bad.iter().copied());
+            assert_eq!(
+                Cli::try_parse_from(args).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
         }
     }
 

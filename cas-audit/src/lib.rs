@@ -30,6 +30,7 @@ pub mod run;
 pub mod sets;
 pub mod state;
 pub mod status;
+pub mod summarize;
 pub mod tracker;
 pub mod units;
 
