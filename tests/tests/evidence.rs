@@ -593,6 +593,7 @@ fn log_dir_rotates_and_report_counts() {
                  "local_hosts": 1}],
         });
         assert_eq!(rep, want, "report:\n{out}");
+        println!("report {dir_s} --format json:\n{out}");
 
         // A filter, and the table.
         let (code, out, err) = cli(&[
