@@ -1,18 +1,22 @@
 //! Command-line interface (clap derive). Flags and exit codes are a public
 //! contract: see the README.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 
 use crate::{
     addrset::{DataCenter, Purpose},
     check::CheckConfig,
     datapath::IngressMode,
     export::ExportFormat,
+    logdir::LogDirOptions,
     ports::AllowedPorts,
     run::{JsonTarget, RunConfig},
     sets::ShowFormat,
+    summarize::{Filters, ReportConfig, ReportFormat, StateFilter, TimeSpec},
+    units::{parse_duration, parse_size},
 };
 
 /// Audits traffic to and from Microsoft Defender for Cloud Apps (CAS) address ranges with eBPF.
@@ -54,6 +58,14 @@ pub enum Command {
     /// would use. Nothing is attached. Exit 0 when no check fails, 1 when
     /// one does, 2 for usage errors such as an unknown --iface.
     Doctor(DoctorArgs),
+    /// Summarise saved records (`run --json FILE`, `run --log-dir DIR`).
+    ///
+    /// Flows, packets and bytes by data center, purpose, state, verdict,
+    /// local host and local host + service port, the time they cover, and
+    /// the destinations that were blocked. A DIR stands for its *.jsonl
+    /// files in name order. Exit 0 on success, 2 for a missing path or a
+    /// bad flag, 1 for a file that cannot be read.
+    Report(ReportArgs),
 }
 
 /// `cas-audit doctor` flags.
@@ -157,6 +169,19 @@ pub struct RunArgs {
     /// Write JSON lines to PATH, or to standard output with `-`.
     #[arg(long, value_name = "PATH|-")]
     pub json: Option<String>,
+    /// Also write the JSON lines into rotated files cas-audit-YYYYMMDDTHHMMSSZ.jsonl
+    /// in DIR (created with mode 0750 if missing).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Start a new log file before one would exceed BYTES (K, M, G, T: powers of 1024).
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size, requires = "log_dir")]
+    pub log_max_size: u64,
+    /// Start a new log file once one is DURATION old (s, m, h, d).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration, requires = "log_dir")]
+    pub log_max_age: Duration,
+    /// Delete the oldest log files so that all of them stay within BYTES.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size, requires = "log_dir")]
+    pub log_max_total: u64,
     /// Stop after SECS seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
@@ -293,6 +318,67 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// `cas-audit report` flags.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Files written by `run --json FILE` or `--log-dir`, oldest first; a directory
+    /// stands for its *.jsonl files in name order.
+    #[arg(value_name = "FILE|DIR", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Only flows seen at or after TIME: RFC 3339 (2026-11-22T10:00:00Z) or a
+    /// duration before now (2h).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<TimeSpec>,
+    /// Only flows first seen at or before TIME (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<TimeSpec>,
+    /// Only flows in this final state (repeatable): pending, established, closed,
+    /// reset, unanswered, refused, unreachable, or unknown (older records).
+    #[arg(long = "state", value_name = "S")]
+    pub states: Vec<StateFilter>,
+    /// Only flows to ranges of this data center (repeatable).
+    #[arg(long = "datacenter", value_name = "DC", value_parser = parse_dc)]
+    pub datacenters: Vec<DataCenter>,
+    /// Only flows to ranges of this purpose (repeatable).
+    #[arg(long = "purpose", value_name = "P", value_parser = parse_purpose)]
+    pub purposes: Vec<Purpose>,
+    /// Only flows of this local address, or of addresses in this prefix (repeatable).
+    #[arg(long = "host", value_name = "ADDR|CIDR", value_parser = parse_host)]
+    pub hosts: Vec<IpNet>,
+    /// Blocked destinations listed.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+fn parse_host(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an address nor a prefix (CIDR)"))
+}
+
+impl ReportArgs {
+    /// The report configuration these flags describe, relative times taken
+    /// back from `now`.
+    pub fn config(&self, now: time::OffsetDateTime) -> ReportConfig {
+        ReportConfig {
+            paths: self.paths.clone(),
+            filters: Filters {
+                since: self.since.map(|t| t.resolve(now)),
+                until: self.until.map(|t| t.resolve(now)),
+                states: self.states.iter().map(|s| s.0).collect(),
+                datacenters: self.datacenters.clone(),
+                purposes: self.purposes.clone(),
+                hosts: self.hosts.clone(),
+            },
+            top: self.top,
+            format: self.format,
+        }
+    }
+}
+
 impl RunArgs {
     /// The run configuration these flags describe.
     pub fn config(&self) -> RunConfig {
@@ -309,6 +395,12 @@ impl RunArgs {
                 } else {
                     JsonTarget::File(PathBuf::from(j))
                 }
+            }),
+            log_dir: self.log_dir.as_ref().map(|dir| LogDirOptions {
+                dir: dir.clone(),
+                max_size: self.log_max_size,
+                max_age: self.log_max_age,
+                max_total: self.log_max_total,
             }),
             duration: self.duration,
             ingress: self.ingress,
@@ -366,6 +458,119 @@ mod tests {
         assert_eq!(c.json, Some(JsonTarget::Stdout));
         assert_eq!(c.duration, Some(Duration::from_millis(2500)));
         assert_eq!(c.ingress, IngressMode::Tc);
+    }
+
+    #[test]
+    fn log_dir_flags() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["cas-audit", "run", "--iface", "eth1"];
+            args.extend(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Run(r)) => Ok(r.config().log_dir),
+                Ok(_) => panic!("not run"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(
+            parse(&["--log-dir", "/var/log/cas"]).unwrap(),
+            Some(LogDirOptions::new("/var/log/cas"))
+        );
+        let o = parse(&[
+            "--log-dir",
+            "d",
+            "--log-max-size",
+            "500K",
+            "--log-max-age",
+            "2h",
+            "--log-max-total",
+            "1G",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.max_size, 500 << 10);
+        assert_eq!(o.max_age, Duration::from_secs(7200));
+        assert_eq!(o.max_total, 1 << 30);
+        for bad in [
+            &["--log-max-size", "1M"][..],
+            &["--log-dir", "d", "--log-max-size", "0"],
+            &["--log-dir", "d", "--log-max-size", "64MB"],
+            &["--log-dir", "d", "--log-max-age", "1w"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn report_flags() {
+        let cli = Cli::try_parse_from([
+            "cas-audit",
+            "report",
+            "/var/log/cas",
+            "old.jsonl",
+            "--since",
+            "2h",
+            "--until",
+            "2026-11-22T10:00:00Z",
+            "--state",
+            "refused",
+            "--state",
+            "unknown",
+            "--datacenter",
+            "gov-us1",
+            "--purpose",
+            "dlp",
+            "--host",
+            "198.51.100.2",
+            "--host",
+            "2001:db8:1::/64",
+            "--top",
+            "3",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Report(r) = cli.command else {
+            panic!("not report")
+        };
+        let now = time::macros::datetime!(2026-11-22 12:00 UTC);
+        let c = r.config(now);
+        assert_eq!(c.paths, [PathBuf::from("/var/log/cas"), "old.jsonl".into()]);
+        assert_eq!(
+            c.filters.since,
+            Some(time::macros::datetime!(2026-11-22 10:00 UTC))
+        );
+        assert_eq!(
+            c.filters.until,
+            Some(time::macros::datetime!(2026-11-22 10:00 UTC))
+        );
+        assert_eq!(c.filters.states, [Some(crate::state::State::Refused), None]);
+        assert_eq!(c.filters.datacenters, [DataCenter::GovUs1]);
+        assert_eq!(c.filters.purposes, [Purpose::Dlp]);
+        assert_eq!(
+            c.filters.hosts,
+            [
+                "198.51.100.2/32".parse::<IpNet>().unwrap(),
+                "2001:db8:1::/64".parse().unwrap()
+            ]
+        );
+        assert_eq!((c.top, c.format), (3, ReportFormat::Json));
+        for bad in [
+            &["report"][..],
+            &["report", "d", "--state", "blocked"],
+            &["report", "d", "--since", "yesterday"],
+            &["report", "d", "--host", "lan"],
+            &["report", "d", "--datacenter", "US9"],
+            &["report", "d", "--format", "csv"],
+            &["report", "d", "--top", "-1"],
+        ] {
+            let args = std::iter::once("cas-audit").chain(bad.iter().copied());
+            assert_eq!(
+                Cli::try_parse_from(args).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum Error {
     /// The datapath failed.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// The log directory cannot be used.
+    #[error(transparent)]
+    LogDir(#[from] crate::logdir::LogDirError),
     /// Writing output failed.
     #[error("{what}: {source}")]
     Io {
@@ -62,6 +65,7 @@ impl Error {
                 | crate::pin::PinError::Incomplete { .. }
                 | crate::pin::PinError::OtherSet { .. },
             )) => EXIT_USAGE,
+            Error::LogDir(crate::logdir::LogDirError::Bounds(_)) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }

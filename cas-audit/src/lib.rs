@@ -20,6 +20,7 @@ pub mod events;
 pub mod export;
 pub mod flow;
 pub mod import;
+pub mod logdir;
 pub mod metrics;
 pub mod netdev;
 pub mod pin;
@@ -29,7 +30,9 @@ pub mod run;
 pub mod sets;
 pub mod state;
 pub mod status;
+pub mod summarize;
 pub mod tracker;
+pub mod units;
 
 /// The eBPF object built by `build.rs` (empty when built as a stub).
 pub static EBPF_OBJECT: &[u8] =

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use crate::{
     addrset::{DataCenter, Purpose, Range},
     flow::{flag_names, has_ports, proto_name, Flow},
+    logdir::LogDir,
     state::{history_string, hops_from_ttl, IcmpError, State},
 };
 
@@ -334,6 +335,9 @@ pub struct Summary {
     pub flows_evicted: u64,
     /// Flows the kernel could not insert into its table.
     pub flow_insert_failed: u64,
+    /// Records `--log-dir` could not write (full disk, I/O errors); 0
+    /// without it. Filled in by [`Output::summary`].
+    pub log_records_lost: u64,
     /// Packets seen on the audited interfaces (wire packets).
     pub packets: u64,
     /// Packets to or from a CAS range.
@@ -443,6 +447,12 @@ impl Summary {
             "{} flows, {} disallowed; {} packets seen, {} to/from CAS; events lost {}, malformed {}, flows evicted {}\n",
             self.flows, self.disallowed, self.packets, self.matched, self.events_lost, self.malformed, self.flows_evicted
         ));
+        if self.log_records_lost > 0 {
+            out.push_str(&format!(
+                "log records lost: {} (not written to the log directory)\n",
+                self.log_records_lost
+            ));
+        }
         if !self.states.is_empty() {
             let parts: Vec<String> = self
                 .states
@@ -473,6 +483,10 @@ fn num(n: u64) -> Cell {
 /// Where records go.
 pub struct Output {
     json: Option<Box<dyn Write + Send>>,
+    /// `--log-dir`: every record too, in rotated files.
+    log: Option<LogDir>,
+    /// The record being written, as JSON.
+    line: Vec<u8>,
     human: bool,
     /// Latest record of each disallowed flow, in the order they were flagged.
     disallowed: Vec<FlowRecord>,
@@ -488,20 +502,43 @@ impl Output {
     pub fn new(json: Option<Box<dyn Write + Send>>, human: bool) -> Self {
         Output {
             json,
+            log: None,
+            line: Vec::new(),
             human,
             disallowed: Vec::new(),
             disallowed_index: HashMap::new(),
         }
     }
 
+    /// Also writes every record into the log directory `log`.
+    pub fn with_log_dir(mut self, log: Option<LogDir>) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Writes one record to the JSON sink and the log directory. Failures
+    /// of the log directory are counted there, not returned.
+    fn record<T: Serialize>(&mut self, rec: &T) -> io::Result<()> {
+        if self.json.is_none() && self.log.is_none() {
+            return Ok(());
+        }
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, rec)?;
+        if let Some(log) = self.log.as_mut() {
+            log.write_record(&self.line);
+        }
+        if let Some(w) = self.json.as_mut() {
+            self.line.push(b'\n');
+            w.write_all(&self.line)?;
+        }
+        Ok(())
+    }
+
     /// Writes one flow record (and, for flagged and blocked flows, a
     /// readable line). JSON lines are buffered: call [`Output::flush`] after
     /// a batch.
     pub fn flow(&mut self, rec: &FlowRecord) -> io::Result<()> {
-        if let Some(w) = self.json.as_mut() {
-            serde_json::to_writer(&mut *w, rec)?;
-            w.write_all(b"\n")?;
-        }
+        self.record(rec)?;
         if self.human && rec.reason == Reason::Blocked {
             let mut so = io::stdout().lock();
             writeln!(so, "{}", rec.line())?;
@@ -528,17 +565,27 @@ impl Output {
 
     /// Hands buffered JSON lines to the operating system.
     pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(log) = self.log.as_mut() {
+            log.flush();
+        }
         match self.json.as_mut() {
             Some(w) => w.flush(),
             None => Ok(()),
         }
     }
 
-    /// Writes the summary record and table.
-    pub fn summary(&mut self, s: &Summary) -> io::Result<()> {
+    /// Writes the summary record (with `log_records_lost` filled in) and
+    /// table; the log directory's last file is flushed and fsync'd after it.
+    pub fn summary(&mut self, s: &mut Summary) -> io::Result<()> {
+        if let Some(log) = self.log.as_mut() {
+            log.flush();
+            s.log_records_lost = log.records_lost();
+        }
+        self.record(&*s)?;
+        if let Some(log) = self.log.as_mut() {
+            log.close();
+        }
         if let Some(w) = self.json.as_mut() {
-            serde_json::to_writer(&mut *w, s)?;
-            w.write_all(b"\n")?;
             w.flush()?;
         }
         if self.human {

@@ -13,6 +13,7 @@ use crate::{
     datapath::{Datapath, IngressMode, LoadOptions},
     error::{preflight, Error},
     flow::Flow,
+    logdir::LogDir,
     pin::PinDir,
     ports::{AllowedPorts, PortPolicy},
     report::{monotonic_ns, rfc3339, Clock, FlowRecord, Output, Reason, Summary},
@@ -44,6 +45,8 @@ pub struct RunConfig {
     pub purposes: Vec<Purpose>,
     /// JSON-lines output.
     pub json: Option<JsonTarget>,
+    /// `--log-dir`: the JSON lines in rotated files too.
+    pub log_dir: Option<crate::logdir::LogDirOptions>,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Ingress hook choice.
@@ -74,6 +77,7 @@ impl Default for RunConfig {
             datacenters: Vec::new(),
             purposes: Vec::new(),
             json: None,
+            log_dir: None,
             duration: None,
             ingress: IngressMode::Auto,
             poll_interval: Duration::from_secs(1),
@@ -415,7 +419,7 @@ impl Session {
         let c = self.dp.counters()?;
         let totals = self.dp.range_totals(self.ranges.len())?;
         let created = c.get(Counter::FlowsCreated);
-        let s = Summary {
+        let mut s = Summary {
             kind: "summary",
             ts: rfc3339(time::OffsetDateTime::now_utc()),
             ranges: Summary::ranges_with_traffic(&self.ranges, &totals),
@@ -425,6 +429,7 @@ impl Session {
             malformed: c.get(Counter::Malformed),
             flows_evicted: created.saturating_sub(self.tracker.reported),
             flow_insert_failed: c.get(Counter::FlowInsertFailed),
+            log_records_lost: 0,
             packets: c.get(Counter::Packets),
             matched: c.get(Counter::Matched),
             not_ip: c.get(Counter::NotIp),
@@ -450,7 +455,7 @@ impl Session {
             },
         };
         self.out
-            .summary(&s)
+            .summary(&mut s)
             .map_err(Error::io("writing the summary"))?;
         Ok(s)
     }
@@ -503,6 +508,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         ))),
     };
     let human = cfg.json != Some(JsonTarget::Stdout);
+    let log = cfg.log_dir.clone().map(LogDir::open).transpose()?;
 
     let mut dp = Datapath::load_with(
         crate::EBPF_OBJECT,
@@ -585,7 +591,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             LINGER.as_nanos() as u64,
             cfg.answer_timeout,
         ),
-        out: Output::new(json, human),
+        out: Output::new(json, human).with_log_dir(log),
         states: Default::default(),
         metrics: None,
         flow_capacity: 0,

@@ -57,6 +57,16 @@ fn main() {
                 .map_err(Error::io("writing to standard output"))?;
             Ok(r.exit_code())
         }),
+        Command::Report(args) => {
+            let cfg = args.config(time::OffsetDateTime::now_utc());
+            cas_audit::summarize::report(&cfg).and_then(|text| {
+                let mut so = std::io::stdout().lock();
+                so.write_all(text.as_bytes())
+                    .and_then(|_| so.flush())
+                    .map(|_| 0)
+                    .map_err(Error::io("writing to standard output"))
+            })
+        }
     };
     match result {
         Ok(0) => {}
