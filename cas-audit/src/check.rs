@@ -181,7 +181,19 @@ async fn probe(addr: SocketAddr, timeout: Duration) -> Probe {
         Ok(Ok(mut stream)) => {
             p.rtt = Some(start.elapsed());
             p.outcome = Outcome::Reachable;
+            // Close cleanly: our FIN, then wait (briefly) for the server's,
+            // so that the attempt ends as `closed`, not reset by a close
+            // with the connection half open.
             let _ = stream.shutdown().await;
+            let mut buf = [0u8; 512];
+            let _ = tokio::time::timeout(timeout.min(Duration::from_secs(2)), async {
+                while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
         Ok(Err(e)) => {
             p.outcome = match e.raw_os_error() {

@@ -65,6 +65,7 @@ pub struct Metrics {
     reported: Family<FlowLabels, Counter64>,
     kernel: HashMap<&'static str, Counter64>,
     table_entries: Gauge,
+    log_lost: Counter64,
     table_capacity: Gauge,
     /// Last values added, to turn absolute kernel counters into increments.
     last: std::sync::Mutex<HashMap<String, u64>>,
@@ -165,6 +166,12 @@ impl Metrics {
             "Capacity of the kernel flow table (--max-flows)",
             table_capacity.clone(),
         );
+        let log_lost = Counter64::default();
+        registry.register(
+            "log_records_lost",
+            "JSON-lines records the --log-dir could not write (full disk, I/O errors)",
+            log_lost.clone(),
+        );
         let info = Family::<SetLabels, Gauge>::default();
         registry.register(
             "address_set",
@@ -184,6 +191,7 @@ impl Metrics {
             reported,
             kernel,
             table_entries,
+            log_lost,
             table_capacity,
             last: Default::default(),
         }
@@ -262,6 +270,11 @@ impl Metrics {
         }
         self.table_entries.set(live.len() as i64);
         self.table_capacity.set(capacity as i64);
+    }
+
+    /// Sets the records the log directory could not write so far.
+    pub fn log_records_lost(&self, n: u64) {
+        self.advance("log_records_lost".into(), &self.log_lost, n);
     }
 
     /// Counts a flow reported for good.

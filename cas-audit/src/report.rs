@@ -574,6 +574,11 @@ impl Output {
         }
     }
 
+    /// Records the log directory could not write so far (0 without one).
+    pub fn log_records_lost(&self) -> u64 {
+        self.log.as_ref().map_or(0, |l| l.records_lost())
+    }
+
     /// Writes the summary record (with `log_records_lost` filled in) and
     /// table; the log directory's last file is flushed and fsync'd after it.
     pub fn summary(&mut self, s: &mut Summary) -> io::Result<()> {

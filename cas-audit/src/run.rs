@@ -385,6 +385,7 @@ impl Session {
             let counters = self.dp.counters()?;
             let totals = self.dp.range_totals(self.ranges.len())?;
             m.update(&counters, &self.ranges, &totals, &live, self.flow_capacity);
+            m.log_records_lost(self.out.log_records_lost());
         }
         let due = self.tracker.poll(snapshot, monotonic_ns(), &self.policy);
         let mut done = Vec::new();

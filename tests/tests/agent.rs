@@ -1672,6 +1672,7 @@ fn metrics_equal_the_summary() {
             1
         );
         assert_eq!(sample(body, "cas_audit_flows_created_total"), 2);
+        assert_eq!(sample(body, "cas_audit_log_records_lost_total"), 0);
         assert!(
             body.contains("cas_audit_address_set{set=\"cas-2019-11\",published=\"2019-11-01\"} 1"),
             "{body}"

@@ -450,20 +450,41 @@ fn run_records_the_same_states() {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .env("RUST_LOG", "info")
             .spawn()
             .expect("starting the agent");
-        std::thread::sleep(Duration::from_secs(2));
+        // Ready once it logs `auditing ...` (attached); the rest of its
+        // stderr is kept for the failure message.
+        let mut agent = agent;
+        let err = agent.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("auditing ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the agent did not start"
+        );
         let (code, _, err) = agent_in_lan(
             topo,
             &["check", "--set", set, "--timeout", TIMEOUT_S, "--json", "-"],
         );
         assert_eq!(code, 1, "check without --iface; stderr:\n{err}");
         let out = agent.wait_with_output().expect("agent");
-        assert!(
-            out.status.success(),
-            "agent failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stderr = reader.join().expect("stderr reader");
+        assert!(out.status.success(), "agent failed: {stderr}");
         let text = std::fs::read_to_string(&json).expect("JSON lines");
         let recs = lines(&text);
         // The last record of each flow (exit or ended) has its final state.
@@ -519,5 +540,70 @@ fn run_records_the_same_states() {
         assert_eq!(states["refused"], 4, "{summary}");
         assert_eq!(states["unreachable"], 2, "{summary}");
         assert_eq!(states["unanswered"], 2, "{summary}");
+
+        // The forensic report over the saved records.
+        let json_s = json.to_str().expect("UTF-8");
+        let (code, out, err) = agent_in_lan(topo, &["report", json_s, "--format", "json"]);
+        assert_eq!(code, 0, "report: {err}");
+        let rep: Value = serde_json::from_str(&out).expect("report JSON");
+        assert_eq!(rep["flows"], 10, "{rep}");
+        let by_state: BTreeMap<String, u64> = rep["by_state"]
+            .as_array()
+            .expect("by_state")
+            .iter()
+            .map(|r| {
+                (
+                    r["state"].as_str().expect("state").to_owned(),
+                    r["flows"].as_u64().expect("flows"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            by_state,
+            BTreeMap::from([
+                ("closed".to_owned(), 2),
+                ("refused".to_owned(), 4),
+                ("unanswered".to_owned(), 2),
+                ("unreachable".to_owned(), 2)
+            ]),
+            "{rep}"
+        );
+        assert_eq!(rep["blocked_flows"], 8, "{rep}");
+        assert_eq!(rep["blocked_destinations"], 8, "{rep}");
+        // The prohibited destinations name the firewall as reporter.
+        for (addr, fw) in [
+            (PROHIBITED4, Topology::GW_INSIDE_ADDR4),
+            (PROHIBITED6, Topology::GW_INSIDE_ADDR6),
+        ] {
+            let d = rep["top_blocked"]
+                .as_array()
+                .expect("top_blocked")
+                .iter()
+                .find(|d| d["remote_addr"] == addr.to_string())
+                .unwrap_or_else(|| panic!("{addr} not among the blocked: {rep}"));
+            assert_eq!(d["reporters"], serde_json::json!([fw.to_string()]), "{d}");
+            assert_eq!(d["states"], serde_json::json!(["unreachable"]), "{d}");
+        }
+        // Filters: only refused flows of the app connectors.
+        let (code, out, err) = agent_in_lan(
+            topo,
+            &[
+                "report",
+                json_s,
+                "--format",
+                "json",
+                "--state",
+                "refused",
+                "--purpose",
+                "app-connector",
+            ],
+        );
+        assert_eq!(code, 0, "report: {err}");
+        let rep: Value = serde_json::from_str(&out).expect("report JSON");
+        assert_eq!(rep["flows"], 2, "{rep}");
+        // The readable form names the blocked destinations too.
+        let (code, out, _) = agent_in_lan(topo, &["report", json_s]);
+        assert_eq!(code, 0);
+        assert!(out.contains(&PROHIBITED4.to_string()), "{out}");
     });
 }
