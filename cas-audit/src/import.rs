@@ -1037,17 +1037,43 @@ mod tests {
     const PAGE_2019: &str = "network-requirements-2019-11.md";
     const PAGE_2017: &str = "network-requirements-2017-07.md";
 
-    /// A published page from the shared seeds (`/work/shared/seeds`, next to
-    /// the repository). Missing is a failure, not a skip: the built-in sets
-    /// must be checked against their pages.
+    /// A published page: from the shared seeds next to the repository
+    /// (`../shared/seeds`, the ground truth) when they are there, else the
+    /// copy kept in `cas-audit/data/seeds` (a clone elsewhere). Missing both
+    /// is a failure, not a skip: the built-in sets must be checked against
+    /// their pages.
     fn page(file: &str) -> String {
-        let path = format!("{}/../../shared/seeds/{file}", env!("CARGO_MANIFEST_DIR"));
+        let shared = format!("{}/../../shared/seeds/{file}", env!("CARGO_MANIFEST_DIR"));
+        let kept = format!("{}/data/seeds/{file}", env!("CARGO_MANIFEST_DIR"));
+        let path = if std::path::Path::new(&shared).exists() {
+            shared
+        } else {
+            kept
+        };
         std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
                 "cannot read the published page {path} ({e}): it is needed to check the \
                  built-in address sets (they are imported from it)"
             )
         })
+    }
+
+    /// The kept copies are the shared pages, byte for byte (when the shared
+    /// seeds are there to compare with).
+    #[test]
+    fn kept_pages_are_the_shared_ones() {
+        for file in [PAGE_2019, PAGE_2017] {
+            let shared = format!("{}/../../shared/seeds/{file}", env!("CARGO_MANIFEST_DIR"));
+            let kept = format!("{}/data/seeds/{file}", env!("CARGO_MANIFEST_DIR"));
+            let kept = std::fs::read(&kept).unwrap_or_else(|e| panic!("{kept}: {e}"));
+            if let Ok(shared) = std::fs::read(&shared) {
+                assert!(
+                    shared == kept,
+                    "{file}: the kept copy differs from {shared:?}",
+                    shared = file
+                );
+            }
+        }
     }
 
     fn import(file: &str) -> Import {

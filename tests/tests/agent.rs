@@ -1305,14 +1305,19 @@ fn json_to_file() {
 const CAS6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xca5, 0, 0, 0, 0, 1));
 const LAN6: IpAddr = Topology::LAN_ADDR6;
 
-/// The published pages, beside the repository (`../shared/seeds`).
+/// The published pages, beside the repository (`../shared/seeds`), or
+/// the copies kept in `cas-audit/data/seeds` for a clone elsewhere.
 fn seed(page: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/seeds")
-        .join(page);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = root.join("../../shared/seeds").join(page);
+    let p = if shared.is_file() {
+        shared
+    } else {
+        root.join("../cas-audit/data/seeds").join(page)
+    };
     assert!(
         p.is_file(),
-        "{} is missing: the shared pages are test input",
+        "{} is missing: the published pages are test input",
         p.display()
     );
     p
