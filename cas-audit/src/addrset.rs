@@ -417,6 +417,25 @@ pub struct Range {
     pub ports: BTreeSet<u16>,
 }
 
+impl Range {
+    /// Stands for a range id whose range is unknown (dropped by a reload of
+    /// a pinned datapath before the agent restarted): no purpose, nothing
+    /// matches it.
+    pub fn placeholder() -> Range {
+        Range {
+            prefix: IpNet::V4(ipnet::Ipv4Net::default()),
+            datacenters: BTreeSet::new(),
+            purposes: BTreeSet::new(),
+            ports: BTreeSet::new(),
+        }
+    }
+
+    /// Whether this is a [`Range::placeholder`].
+    pub fn is_placeholder(&self) -> bool {
+        self.purposes.is_empty()
+    }
+}
+
 /// An error loading an address set, or parsing a data center, purpose or
 /// direction name.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]

@@ -263,6 +263,8 @@ pub struct Datapath {
     pin: Option<PinDir>,
     /// Whether the maps were taken over from a pinned datapath.
     resumed: bool,
+    /// Range ids of a taken-over datapath (see [`Datapath::range_ids`]).
+    range_ids: Option<Vec<u32>>,
 }
 
 impl Datapath {
@@ -398,17 +400,21 @@ impl Datapath {
             attachments: Vec::new(),
             pin: opts.pin.clone(),
             resumed,
+            range_ids: None,
         };
         match &opts.pin {
             Some(dir) if resumed => {
                 // Range ids index the pinned counters: take the maps over
                 // only if they hold exactly these ranges, ids and ports.
-                if let Err(why) = dp.pinned_differs(ranges, policy)? {
-                    return Err(PinError::OtherSet {
-                        dir: dir.root().to_path_buf(),
-                        why,
+                match dp.pinned_ids(ranges, policy)? {
+                    Ok(ids) => dp.range_ids = Some(ids),
+                    Err(why) => {
+                        return Err(PinError::OtherSet {
+                            dir: dir.root().to_path_buf(),
+                            why,
+                        }
+                        .into())
                     }
-                    .into());
                 }
                 let cap = dp.map_capacity(names::FLOWS);
                 if max_flows != cap {
@@ -436,13 +442,22 @@ impl Datapath {
         Ok(dp)
     }
 
-    /// Compares the (pinned) tries and port bitmaps with what `ranges` and
-    /// `policy` would write: `Ok(Err(reason))` at the first difference.
-    fn pinned_differs(
+    /// The range id of each of `ranges` in a datapath taken over from a
+    /// pin directory (a reload there may have left other ids than the
+    /// position in the set); `None` for a datapath loaded afresh, whose ids
+    /// are the positions.
+    pub fn range_ids(&self) -> Option<&[u32]> {
+        self.range_ids.as_deref()
+    }
+
+    /// Compares the (pinned) tries and port bitmaps with `ranges` and the
+    /// ports `policy` gives them (by position): the pinned id of each range,
+    /// or `Ok(Err(reason))` at the first difference.
+    fn pinned_ids(
         &self,
         ranges: &[Range],
         policy: &PortPolicy,
-    ) -> Result<Result<(), String>, DatapathError> {
+    ) -> Result<Result<Vec<u32>, String>, DatapathError> {
         let mut pinned: std::collections::HashMap<String, RangeValue> =
             std::collections::HashMap::new();
         let trie4: LpmTrie<&MapData, [u8; 4], RangeValue> =
@@ -474,17 +489,13 @@ impl Datapath {
             Array::try_from(self.ebpf.map(names::ALLOWED_PORTS).expect("ports map"))
                 .map_err(map_err("opening the allowed ports"))?;
         let mut profile_ports: std::collections::HashMap<u32, Vec<u16>> = Default::default();
+        let mut ids = Vec::with_capacity(ranges.len());
         for (id, r) in ranges.iter().enumerate() {
             let key = r.prefix.trunc().to_string();
             let Some(v) = pinned.get(&key) else {
                 return Ok(Err(format!("{key} is not pinned")));
             };
-            if v.id != id as u32 {
-                return Ok(Err(format!(
-                    "{key} has range id {} pinned, {id} wanted",
-                    v.id
-                )));
-            }
+            ids.push(v.id);
             if let std::collections::hash_map::Entry::Vacant(e) = profile_ports.entry(v.ports) {
                 let mut ports = Vec::new();
                 for w in 0..sizes::PORT_WORDS {
@@ -507,7 +518,7 @@ impl Datapath {
                 )));
             }
         }
-        Ok(Ok(()))
+        Ok(Ok(ids))
     }
 
     /// Whether the maps were taken over from a pinned datapath.

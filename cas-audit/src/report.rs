@@ -187,7 +187,10 @@ impl FlowRecord {
             initiator: flow.initiator.as_str(),
             first_packet: flow.first_packet(),
             service_port: flow.service_port,
-            prefix: range.map(|r| r.prefix.to_string()).unwrap_or_default(),
+            prefix: range
+                .filter(|r| !r.is_placeholder())
+                .map(|r| r.prefix.to_string())
+                .unwrap_or_default(),
             datacenters: range
                 .map(|r| r.datacenters.iter().copied().collect())
                 .unwrap_or_default(),
@@ -376,7 +379,11 @@ impl Summary {
             .zip(totals)
             .filter(|(_, t)| t.packets_out + t.packets_in > 0)
             .map(|(r, t)| RangeRecord {
-                prefix: r.prefix.to_string(),
+                prefix: if r.is_placeholder() {
+                    "unknown (dropped before a restart)".into()
+                } else {
+                    r.prefix.to_string()
+                },
                 datacenters: r.datacenters.iter().copied().collect(),
                 purposes: r.purposes.iter().copied().collect(),
                 packets_out: t.packets_out,

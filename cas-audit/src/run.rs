@@ -246,6 +246,7 @@ impl Session {
         let index: HashMap<ipnet::IpNet, usize> = ranges
             .iter()
             .enumerate()
+            .filter(|(_, r)| !r.is_placeholder())
             .map(|(id, r)| (r.prefix.trunc(), id))
             .collect();
         let (mut added, mut changed) = (Vec::new(), Vec::new());
@@ -522,6 +523,29 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             set_name: set.name.clone(),
         },
     )?;
+    // A pinned datapath taken over after a reload keeps its range ids:
+    // place each range at its id, with placeholders for the ids of ranges
+    // dropped before (their counters stay, their prefixes are unknown).
+    let mut ranges = ranges;
+    let mut policy = policy;
+    let mut active = vec![true; ranges.len()];
+    if let Some(ids) = dp.range_ids() {
+        if ids.iter().enumerate().any(|(i, id)| *id as usize != i) {
+            let len = ids.iter().max().map_or(0, |m| *m as usize + 1);
+            let mut by_id = vec![Range::placeholder(); len];
+            active = vec![false; len];
+            for (r, id) in ranges.into_iter().zip(ids) {
+                by_id[*id as usize] = r;
+                active[*id as usize] = true;
+            }
+            ranges = by_id;
+            policy = match (&cfg.ports, &cfg.set) {
+                (Some(p), _) => PortPolicy::global(p.clone()),
+                (None, Some(_)) => PortPolicy::per_range(&ranges),
+                (None, None) => PortPolicy::global(AllowedPorts::default()),
+            };
+        }
+    }
     let logger = dp.take_logger();
     let (reader, mut events) =
         crate::events::spawn(dp.take_events()?).map_err(Error::io("starting the event reader"))?;
@@ -579,7 +603,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     };
     let mut s = Session {
         dp,
-        active: vec![true; ranges.len()],
+        active,
         source,
         ranges,
         ifnames,

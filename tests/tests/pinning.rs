@@ -61,6 +61,10 @@ impl Drop for Bpffs {
 }
 
 fn with_pin_bed(test: &str, f: impl FnOnce(&Topology, &Path)) {
+    with_pin_bed_for(test, &[CAS], f)
+}
+
+fn with_pin_bed_for(test: &str, cloud: &[IpAddr], f: impl FnOnce(&Topology, &Path)) {
     if !require_root(test) {
         return;
     }
@@ -68,7 +72,7 @@ fn with_pin_bed(test: &str, f: impl FnOnce(&Topology, &Path)) {
     SWEEP.call_once(cleanup_stale);
     agent_bin();
     let fs = Bpffs::mount(test);
-    let topo = Topology::new(&[CAS]).expect("topology");
+    let topo = Topology::new(cloud).expect("topology");
     let names: Vec<String> = topo.namespaces().iter().map(|s| s.to_string()).collect();
     f(&topo, &fs.0.join("cas-audit"));
     drop(topo);
@@ -139,7 +143,11 @@ fn start(topo: &Topology, pin: &Path, extra: &[&str]) -> Agent {
 }
 
 fn send(topo: &Topology, n: usize) {
-    let dst = SocketAddr::new(CAS, 443);
+    send_to(topo, CAS, n)
+}
+
+fn send_to(topo: &Topology, to: IpAddr, n: usize) {
+    let dst = SocketAddr::new(to, 443);
     let sink = udp_sink(topo, topo.cloud(), dst).expect("sink");
     udp_send(topo, topo.lan(), None, dst, n, 100).expect("sending");
     assert_eq!(
@@ -192,11 +200,15 @@ fn summary(out: &str) -> Value {
 }
 
 fn range_packets_out(summary: &Value) -> u64 {
+    packets_out_of(summary, CAS_PREFIX)
+}
+
+fn packets_out_of(summary: &Value, prefix: &str) -> u64 {
     summary["ranges"]
         .as_array()
         .expect("ranges")
         .iter()
-        .find(|r| r["prefix"] == CAS_PREFIX)
+        .find(|r| r["prefix"] == prefix)
         .map(|r| r["packets_out"].as_u64().expect("packets_out"))
         .unwrap_or(0)
 }
@@ -389,6 +401,86 @@ fn incompatible_or_foreign_pinned_state_is_refused() {
             let _ = std::fs::remove_dir_all(&plain);
             assert_eq!(code, 2, "stderr:\n{err}");
             assert!(err.contains("is not on a BPF filesystem"), "stderr:\n{err}");
+        },
+    );
+}
+
+/// A set file with `prefixes` (US1 portal, port 443).
+fn set_file(path: &Path, prefixes: &[&str]) {
+    let e: Vec<String> = prefixes
+        .iter()
+        .map(|p| format!(r#"{{"prefix": "{p}", "datacenter": "US1", "purpose": "portal"}}"#))
+        .collect();
+    std::fs::write(
+        path,
+        format!(
+            "{{\"schema\": 1, \"name\": \"lab\", \"source\": \"test\", \"published\": \"2026-11-22\", \"entries\": [{}]}}\n",
+            e.join(", ")
+        ),
+    )
+    .expect("set file");
+}
+
+/// A pinned agent reloads a changed set (a range dropped, one added), is
+/// killed, and a new agent with the new set takes over: the range ids the
+/// reload left are kept, and every packet is counted.
+#[test]
+fn takeover_after_a_reload_keeps_the_range_ids() {
+    const MAIL: IpAddr = IpAddr::V4(Ipv4Addr::new(65, 55, 234, 193));
+    const SESSION: IpAddr = IpAddr::V4(Ipv4Addr::new(40, 81, 63, 1));
+    with_pin_bed_for(
+        "takeover_after_a_reload_keeps_the_range_ids",
+        &[CAS, MAIL, SESSION],
+        |topo, pin| {
+            let file = pin
+                .parent()
+                .expect("parent")
+                .join("..")
+                .join(format!("cas-audit-pin-set-{}.json", std::process::id()));
+            let file = std::env::temp_dir().join(file.file_name().expect("name"));
+            set_file(&file, &[CAS_PREFIX, "65.55.234.192/26"]);
+            let fs = file.to_str().expect("UTF-8");
+            let a = start(topo, pin, &["--set", fs]);
+            send_to(topo, MAIL, 2);
+            send(topo, 4);
+            set_file(&file, &[CAS_PREFIX, "40.81.63.1/32"]);
+            // Wait for the reload (the file is polled once a second).
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !a
+                .stderr
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains("reloaded set lab")
+            {
+                assert!(std::time::Instant::now() < deadline, "no reload");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            send_to(topo, SESSION, 3);
+            signal(&a, libc::SIGKILL);
+            finish(a);
+            send(topo, 5);
+
+            let b = start(topo, pin, &["--set", fs]);
+            send_to(topo, SESSION, 1);
+            signal(&b, libc::SIGTERM);
+            let (code, out, err) = finish(b);
+            let _ = std::fs::remove_file(&file);
+            assert_eq!(code, 0, "stderr:\n{err}");
+            assert!(
+                err.contains("took over the pinned datapath"),
+                "stderr:\n{err}"
+            );
+            let s = summary(&out);
+            assert_eq!(packets_out_of(&s, CAS_PREFIX), 9, "{s}");
+            assert_eq!(packets_out_of(&s, "40.81.63.1/32"), 4, "{s}");
+            // The dropped range's id keeps its counts, under no prefix.
+            assert_eq!(
+                packets_out_of(&s, "unknown (dropped before a restart)"),
+                2,
+                "{s}"
+            );
+            let (code, _, err) = agent(topo, &["detach", "--pin", pin.to_str().expect("UTF-8")]);
+            assert_eq!(code, 0, "{err}");
         },
     );
 }
