@@ -32,6 +32,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 
+pub mod process;
 pub mod traffic;
 
 /// Prefix of every namespace name this crate creates ("casa" + pid + "n" + counter).

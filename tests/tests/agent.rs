@@ -21,17 +21,19 @@
 //! Tests are skipped (with a message) when not run as root.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Once};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Once;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use cas_audit_tests::process::{
+    agent_bin, agent_bin_str, Exited as Run, Process as Agent, EXIT_TIMEOUT, SETTLE,
+};
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
 use cas_audit_tests::{cleanup_stale, list_netns, require_root, Topology};
 
@@ -51,13 +53,6 @@ const UDP_COUNT: usize = 5;
 const UDP_LEN: usize = 100;
 /// Wire size of one such datagram: Ethernet + IPv4 + UDP headers + payload.
 const UDP_FRAME: u64 = 14 + 20 + 8 + UDP_LEN as u64;
-
-/// Longest wait for the agent's `auditing ` line.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest wait for the agent to exit after a signal (or by itself).
-const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Pause between the last packet and the stop signal.
-const SETTLE: Duration = Duration::from_millis(500);
 
 const FLOW_FIELDS: [&str; 30] = [
     "ts",
@@ -106,27 +101,8 @@ const SUMMARY_COUNTERS: [&str; 7] = [
 // Harness
 // ---------------------------------------------------------------------------
 
-/// The agent binary, or a panic saying how to build it.
-fn agent_bin() -> PathBuf {
-    let path = match std::env::var_os("CAS_AUDIT_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/cas-audit"),
-    };
-    assert!(
-        path.is_file(),
-        "cas-audit binary not found at {}: build it with \
-         `CAS_AUDIT_EBPF=require cargo build -p cas-audit` (from the workspace root), \
-         or point CAS_AUDIT_BIN at it",
-        path.display()
-    );
-    path
-}
-
 fn bin_str() -> String {
-    agent_bin()
-        .to_str()
-        .expect("the binary path is not UTF-8")
-        .to_owned()
+    agent_bin_str()
 }
 
 /// Builds a topology whose cloud namespace answers for `cloud`, runs `f`,
@@ -157,201 +133,33 @@ fn sa(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// A process started inside a namespace (normally the agent), with its
-/// stdout collected and its stderr watched for the ready line. Killed with
-/// SIGKILL on drop if still running.
-struct Agent {
-    child: Option<Child>,
-    pid: libc::pid_t,
-    started: Instant,
-    stdout: Option<JoinHandle<String>>,
-    stderr: Arc<Mutex<String>>,
-    stderr_thread: Option<JoinHandle<()>>,
-    ready: mpsc::Receiver<()>,
+/// `cas-audit run --iface uplink --json - --ingress INGRESS EXTRA...` in
+/// the gw namespace, waiting until it is ready.
+fn start_agent(topo: &Topology, ingress: &str, extra: &[&str]) -> Agent {
+    let mut args = vec!["run", "--iface", Topology::GW_UPLINK, "--json", "-"];
+    args.extend(["--ingress", ingress]);
+    args.extend(extra);
+    let agent = spawn_agent(topo, &args);
+    agent.wait_ready();
+    agent
 }
 
-/// What a finished process left behind.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    /// From spawn to exit.
-    elapsed: Duration,
+/// The agent binary with `args` in the gw namespace (not waiting).
+fn spawn_agent(topo: &Topology, args: &[&str]) -> Agent {
+    let mut cmd = topo.command(topo.gw(), &bin_str());
+    cmd.args(args);
+    Agent::spawn(cmd)
 }
 
-impl Agent {
-    /// `cas-audit run --iface uplink --json - --ingress INGRESS EXTRA...` in
-    /// the gw namespace, waiting until it is ready.
-    fn start(topo: &Topology, ingress: &str, extra: &[&str]) -> Agent {
-        let mut args = vec!["run", "--iface", Topology::GW_UPLINK, "--json", "-"];
-        args.extend(["--ingress", ingress]);
-        args.extend(extra);
-        let agent = Agent::spawn_agent(topo, &args);
-        agent.wait_ready();
-        agent
-    }
-
-    /// The agent binary with `args` in the gw namespace (not waiting).
-    fn spawn_agent(topo: &Topology, args: &[&str]) -> Agent {
-        let mut cmd = topo.command(topo.gw(), &bin_str());
-        cmd.args(args);
-        Agent::spawn(cmd)
-    }
-
-    fn spawn(mut cmd: Command) -> Agent {
-        // The ready line is logged at info level; do not let the caller's
-        // RUST_LOG hide it.
-        cmd.env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let shown = format!("{cmd:?}");
-        let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
-        let pid = child.id() as libc::pid_t;
-        let mut out = child.stdout.take().expect("piped stdout");
-        let stdout = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let err = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, ready) = mpsc::channel();
-        let stderr_thread = {
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(err).lines() {
-                    let Ok(line) = line else { break };
-                    let is_ready = line.contains("auditing ");
-                    {
-                        let mut s = stderr.lock().unwrap_or_else(|e| e.into_inner());
-                        s.push_str(&line);
-                        s.push('\n');
-                    }
-                    if is_ready {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                }
-            })
-        };
-        Agent {
-            child: Some(child),
-            pid,
-            started,
-            stdout: Some(stdout),
-            stderr,
-            stderr_thread: Some(stderr_thread),
-            ready,
-        }
-    }
-
-    fn stderr_now(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Waits (at most [`READY_TIMEOUT`]) for the `auditing ` line.
-    fn wait_ready(&self) {
-        match self.ready.recv_timeout(READY_TIMEOUT) {
-            Ok(()) => {}
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                "agent not ready after {READY_TIMEOUT:?}; stderr so far:\n{}",
-                self.stderr_now()
-            ),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // stderr closed without the ready line: it exited.
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "agent exited before it was ready; stderr:\n{}",
-                    self.stderr_now()
-                )
-            }
-        }
-    }
-
-    /// Sends `sig` to the agent and waits for it to exit.
-    fn stop_with(self, sig: libc::c_int) -> Run {
-        // SAFETY: plain syscall; the pid is our unreaped child (`ip netns
-        // exec` execs the agent in place), so it cannot have been recycled.
-        let rc = unsafe { libc::kill(self.pid, sig) };
-        assert_eq!(
-            rc,
-            0,
-            "kill({}, {sig}): {}",
-            self.pid,
-            std::io::Error::last_os_error()
-        );
-        self.wait(EXIT_TIMEOUT)
-    }
-
-    /// SIGTERM, after letting the last packets settle.
-    fn stop(self) -> Run {
-        std::thread::sleep(SETTLE);
-        self.stop_with(libc::SIGTERM)
-    }
-
-    /// Waits at most `timeout` for the process to exit by itself; on timeout
-    /// it is killed and the test fails.
-    fn wait(mut self, timeout: Duration) -> Run {
-        let mut child = self.child.take().expect("child");
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "process {} did not exit within {timeout:?}; killed. stderr:\n{}",
-                        self.pid,
-                        self.stderr_now()
-                    );
-                }
-                Err(e) => panic!("waiting for {}: {e}", self.pid),
-            }
-        };
-        let elapsed = self.started.elapsed();
-        let stdout = self
-            .stdout
-            .take()
-            .expect("stdout reader")
-            .join()
-            .expect("stdout reader panicked");
-        if let Some(h) = self.stderr_thread.take() {
-            let _ = h.join();
-        }
-        Run {
-            status,
-            stdout,
-            stderr: self.stderr_now(),
-            elapsed,
-        }
-    }
+/// Checks on a finished agent.
+trait RunExt {
+    fn code(&self) -> Option<i32>;
+    fn assert_success(&self);
+    fn report(&self) -> Report;
+    fn assert_usage_error(&self, words: &[&str]);
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Run {
+impl RunExt for Run {
     fn code(&self) -> Option<i32> {
         self.status.code()
     }
@@ -897,7 +705,7 @@ fn udp_to_disallowed_port_is_flagged_and_counted() {
         "udp_to_disallowed_port_is_flagged_and_counted",
         &[CAS],
         |topo| {
-            let agent = Agent::start(topo, "tc", &[]);
+            let agent = start_agent(topo, "tc", &[]);
             udp_out(topo);
             let run = agent.stop();
             assert!(run.stderr.contains("SIGTERM"), "stderr:\n{}", run.stderr);
@@ -934,7 +742,7 @@ fn udp_to_disallowed_port_is_flagged_and_counted() {
 #[test]
 fn tcp_to_allowed_port_is_counted() {
     with_bed("tcp_to_allowed_port_is_counted", &[CAS], |topo| {
-        let agent = Agent::start(topo, "tc", &[]);
+        let agent = start_agent(topo, "tc", &[]);
         let local = sa(LAN, 40002);
         let remote = sa(CAS, 443);
         tcp_echo(topo, topo.lan(), local, topo.cloud(), remote);
@@ -978,7 +786,7 @@ fn tcp_to_allowed_port_is_counted() {
 #[test]
 fn non_cas_traffic_is_ignored() {
     with_bed("non_cas_traffic_is_ignored", &[CAS], |topo| {
-        let agent = Agent::start(topo, "tc", &[]);
+        let agent = start_agent(topo, "tc", &[]);
         udp_burst(
             topo,
             topo.lan(),
@@ -1017,7 +825,7 @@ fn non_cas_traffic_is_ignored() {
 #[test]
 fn remote_initiated_tcp_and_inbound_udp() {
     with_bed("remote_initiated_tcp_and_inbound_udp", &[CAS], |topo| {
-        let agent = Agent::start(topo, "tc", &[]);
+        let agent = start_agent(topo, "tc", &[]);
         tcp_in(topo);
         udp_in(topo);
         let report = agent.stop().report();
@@ -1033,7 +841,7 @@ fn remote_initiated_tcp_and_inbound_udp() {
 #[test]
 fn tcp_to_disallowed_port_is_flagged() {
     with_bed("tcp_to_disallowed_port_is_flagged", &[CAS], |topo| {
-        let agent = Agent::start(topo, "tc", &[]);
+        let agent = start_agent(topo, "tc", &[]);
         let local = sa(LAN, 40005);
         let remote = sa(CAS, 8443);
         tcp_echo(topo, topo.lan(), local, topo.cloud(), remote);
@@ -1068,7 +876,7 @@ fn datacenter_filter_keeps_mail_ranges() {
         "datacenter_filter_keeps_mail_ranges",
         &[CAS, MAIL],
         |topo| {
-            let agent = Agent::start(topo, "tc", &["--datacenter", "EU2"]);
+            let agent = start_agent(topo, "tc", &["--datacenter", "EU2"]);
             udp_out(topo);
             let mail_local = sa(LAN, 40007);
             let mail_remote = sa(MAIL, 8443);
@@ -1108,7 +916,7 @@ fn datacenter_filter_keeps_mail_ranges() {
 #[test]
 fn xdp_ingress_counts_like_tc() {
     with_bed("xdp_ingress_counts_like_tc", &[CAS], |topo| {
-        let agent = Agent::start(topo, "xdp", &[]);
+        let agent = start_agent(topo, "xdp", &[]);
         let stderr = agent.stderr_now();
         assert!(
             stderr.contains("ingress xdp"),
@@ -1134,7 +942,7 @@ fn xdp_ingress_counts_like_tc() {
 #[test]
 fn duration_exits_by_itself() {
     with_bed("duration_exits_by_itself", &[CAS], |topo| {
-        let agent = Agent::start(topo, "tc", &["--duration", "3"]);
+        let agent = start_agent(topo, "tc", &["--duration", "3"]);
         udp_out(topo);
         let run = agent.wait(EXIT_TIMEOUT);
         assert!(
@@ -1153,7 +961,7 @@ fn duration_exits_by_itself() {
 #[test]
 fn sigint_exits_cleanly() {
     with_bed("sigint_exits_cleanly", &[CAS], |topo| {
-        let agent = Agent::start(topo, "tc", &[]);
+        let agent = start_agent(topo, "tc", &[]);
         udp_out(topo);
         std::thread::sleep(SETTLE);
         let run = agent.stop_with(libc::SIGINT);
@@ -1169,7 +977,7 @@ fn sigint_exits_cleanly() {
 #[test]
 fn exit_2_unknown_interface() {
     with_bed("exit_2_unknown_interface", &[CAS], |topo| {
-        let run = Agent::spawn_agent(topo, &["run", "--iface", "doesnotexist0", "--json", "-"])
+        let run = spawn_agent(topo, &["run", "--iface", "doesnotexist0", "--json", "-"])
             .wait(EXIT_TIMEOUT);
         run.assert_usage_error(&["unknown interface", "doesnotexist0"]);
         assert_nothing_attached(topo);
@@ -1180,7 +988,7 @@ fn exit_2_unknown_interface() {
 #[test]
 fn exit_2_allow_port_zero() {
     with_bed("exit_2_allow_port_zero", &[CAS], |topo| {
-        let run = Agent::spawn_agent(
+        let run = spawn_agent(
             topo,
             &[
                 "run",
@@ -1202,7 +1010,7 @@ fn exit_2_allow_port_zero() {
 #[test]
 fn exit_2_missing_iface() {
     with_bed("exit_2_missing_iface", &[CAS], |topo| {
-        let run = Agent::spawn_agent(topo, &["run", "--json", "-"]).wait(EXIT_TIMEOUT);
+        let run = spawn_agent(topo, &["run", "--json", "-"]).wait(EXIT_TIMEOUT);
         run.assert_usage_error(&["required", "--iface"]);
         assert_nothing_attached(topo);
     });
@@ -1212,7 +1020,7 @@ fn exit_2_missing_iface() {
 #[test]
 fn exit_2_unknown_datacenter() {
     with_bed("exit_2_unknown_datacenter", &[CAS], |topo| {
-        let run = Agent::spawn_agent(
+        let run = spawn_agent(
             topo,
             &[
                 "run",
@@ -1265,7 +1073,7 @@ fn json_to_file() {
         let dir = TempDir::new();
         let path = dir.0.join("records.jsonl");
         let path_s = path.to_str().expect("utf-8").to_owned();
-        let agent = Agent::spawn_agent(
+        let agent = spawn_agent(
             topo,
             &[
                 "run",
@@ -1352,7 +1160,7 @@ fn run_against_a_set_file_uses_per_purpose_ports() {
             )
             .expect("writing the set file");
             let file = file.to_str().expect("utf-8 path");
-            let agent = Agent::start(topo, "tc", &["--set", file]);
+            let agent = start_agent(topo, "tc", &["--set", file]);
 
             let v4 = (sa(LAN, 40101), sa(CAS, 443));
             tcp_echo(topo, topo.lan(), v4.0, topo.cloud(), v4.1);
@@ -1422,7 +1230,7 @@ fn run_against_an_imported_page() {
         ]);
         import.assert_success();
         assert!(import.stderr.contains("cas-2019-11"), "{}", import.stderr);
-        let agent = Agent::start(topo, "tc", &["--set", file.to_str().expect("utf-8")]);
+        let agent = start_agent(topo, "tc", &["--set", file.to_str().expect("utf-8")]);
         udp_out(topo);
         let https = (sa(LAN, 40111), sa(CAS, 443));
         tcp_echo(topo, topo.lan(), https.0, topo.cloud(), https.1);
@@ -1460,7 +1268,7 @@ fn exit_2_bad_set_file() {
         )
         .expect("writing the set file");
         let path = file.to_str().expect("utf-8");
-        let run = Agent::spawn_agent(
+        let run = spawn_agent(
             topo,
             &[
                 "run",
@@ -1477,7 +1285,7 @@ fn exit_2_bad_set_file() {
         assert_nothing_attached(topo);
 
         std::fs::write(&file, r#"{"schema": 2, "name": "x"}"#).expect("writing");
-        let run = Agent::spawn_agent(
+        let run = spawn_agent(
             topo,
             &[
                 "run",
@@ -1533,15 +1341,7 @@ fn sets_diff_exit_codes() {
 
 /// Waits (at most 10 s) until the agent's stderr contains `needle`.
 fn wait_for_log(agent: &Agent, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.stderr_now().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the agent's log:\n{}",
-            agent.stderr_now()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_for_log(needle, Duration::from_secs(10));
 }
 
 /// An interface that goes down and up, then is deleted and re-created, is
@@ -1552,7 +1352,7 @@ fn interface_down_deleted_and_recreated_is_reattached() {
         "interface_down_deleted_and_recreated_is_reattached",
         &[CAS],
         |topo| {
-            let agent = Agent::start(topo, "tc", &[]);
+            let agent = start_agent(topo, "tc", &[]);
             udp_out(topo);
             topo.set_uplink(false).expect("uplink down");
             wait_for_log(&agent, "uplink is down; the programs stay attached");
@@ -1617,7 +1417,7 @@ fn sample(body: &str, series: &str) -> u64 {
 fn metrics_equal_the_summary() {
     with_bed("metrics_equal_the_summary", &[CAS], |topo| {
         let addr: SocketAddr = "127.0.0.1:19477".parse().expect("addr");
-        let agent = Agent::start(topo, "tc", &["--metrics", "127.0.0.1:19477"]);
+        let agent = start_agent(topo, "tc", &["--metrics", "127.0.0.1:19477"]);
         udp_out(topo);
         tcp_echo(
             topo,
@@ -1721,7 +1521,7 @@ fn reload_under_traffic_counts_exactly() {
             )
             .expect("set file");
             let file_s = file.to_str().expect("utf-8").to_owned();
-            let agent = Agent::start(topo, "tc", &["--set", &file_s]);
+            let agent = start_agent(topo, "tc", &["--set", &file_s]);
             let burst = |dst: IpAddr, n: usize| {
                 udp_send(topo, topo.lan(), None, sa(dst, 443), n, 50).expect("sending")
             };
@@ -1765,7 +1565,7 @@ fn reload_under_traffic_counts_exactly() {
 
             // SIGHUP reloads the unchanged file.
             // SAFETY: our own child.
-            assert_eq!(unsafe { libc::kill(agent.pid, libc::SIGHUP) }, 0);
+            assert_eq!(unsafe { libc::kill(agent.pid(), libc::SIGHUP) }, 0);
             wait_for_log(&agent, "reload (SIGHUP): set lab unchanged");
 
             let report = agent.stop().report();

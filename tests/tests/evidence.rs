@@ -14,20 +14,19 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::CString;
-use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Once};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Once;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use cas_audit::logdir::{compare_names, parse_name};
+use cas_audit_tests::process::{agent_bin, agent_bin_str, Exited as Run, Process as Agent};
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
 use cas_audit_tests::{cleanup_stale, list_netns, require_root, Topology};
 
@@ -39,26 +38,9 @@ const LAN: IpAddr = Topology::LAN_ADDR4;
 const UDP_LEN: usize = 100;
 const UDP_FRAME: u64 = 14 + 20 + 8 + UDP_LEN as u64;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
-
 // ---------------------------------------------------------------------------
 // Harness (as in agent.rs)
 // ---------------------------------------------------------------------------
-
-fn agent_bin() -> PathBuf {
-    let path = match std::env::var_os("CAS_AUDIT_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/cas-audit"),
-    };
-    assert!(
-        path.is_file(),
-        "cas-audit binary not found at {}: build it with \
-         `CAS_AUDIT_EBPF=require cargo build -p cas-audit`, or point CAS_AUDIT_BIN at it",
-        path.display()
-    );
-    path
-}
 
 /// Builds a topology whose cloud answers for [`CAS`], runs `f`, drops the
 /// topology and checks that its namespaces are gone.
@@ -79,141 +61,28 @@ fn with_bed(test: &str, f: impl FnOnce(&Topology)) {
     }
 }
 
-/// The agent in the gw namespace: stdout collected, stderr watched for the
-/// ready line; killed on drop if still running.
-struct Agent {
-    child: Option<Child>,
-    pid: libc::pid_t,
-    stdout: Option<JoinHandle<String>>,
-    stderr: Arc<Mutex<String>>,
-    stderr_thread: Option<JoinHandle<()>>,
-    ready: mpsc::Receiver<()>,
+/// `cas-audit run --iface uplink --ingress tc ARGS...` in the gw
+/// namespace, ready.
+fn start_agent(topo: &Topology, args: &[&str]) -> Agent {
+    let mut cmd = topo.command(topo.gw(), &agent_bin_str());
+    cmd.args(["run", "--iface", Topology::GW_UPLINK, "--ingress", "tc"])
+        .args(args);
+    let agent = Agent::spawn(cmd);
+    agent.wait_ready();
+    agent
 }
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Agent {
-    /// `cas-audit run --iface uplink --ingress tc ARGS...`, ready.
-    fn start(topo: &Topology, args: &[&str]) -> Agent {
-        let bin = agent_bin();
-        let mut cmd = topo.command(topo.gw(), bin.to_str().expect("UTF-8 path"));
-        cmd.args(["run", "--iface", Topology::GW_UPLINK, "--ingress", "tc"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("starting the agent");
-        let pid = child.id() as libc::pid_t;
-        let mut out = child.stdout.take().expect("piped stdout");
-        let stdout = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let err = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, ready) = mpsc::channel();
-        let stderr_thread = {
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(err).lines() {
-                    let Ok(line) = line else { break };
-                    let is_ready = line.contains("auditing ");
-                    {
-                        let mut s = stderr.lock().unwrap_or_else(|e| e.into_inner());
-                        s.push_str(&line);
-                        s.push('\n');
-                    }
-                    if is_ready {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                }
-            })
-        };
-        let agent = Agent {
-            child: Some(child),
-            pid,
-            stdout: Some(stdout),
-            stderr,
-            stderr_thread: Some(stderr_thread),
-            ready,
-        };
-        if agent.ready.recv_timeout(READY_TIMEOUT).is_err() {
-            std::thread::sleep(Duration::from_millis(100));
-            panic!("agent not ready; stderr:\n{}", agent.stderr_now());
-        }
-        agent
-    }
-
-    fn stderr_now(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Whether the agent is still running.
-    fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().expect("child").try_wait(), Ok(None))
-    }
-
-    /// SIGTERM, then wait (at most [`EXIT_TIMEOUT`]).
-    fn stop(mut self) -> Run {
-        // SAFETY: plain syscall on our own unreaped child.
-        let rc = unsafe { libc::kill(self.pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-        let mut child = self.child.take().expect("child");
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("agent did not exit; stderr:\n{}", self.stderr_now());
-                }
-            }
-        };
-        let stdout = self.stdout.take().expect("stdout").join().expect("reader");
-        if let Some(h) = self.stderr_thread.take() {
-            let _ = h.join();
-        }
-        let run = Run {
-            status,
-            stdout,
-            stderr: self.stderr_now(),
-        };
-        assert_eq!(
-            run.status.code(),
-            Some(0),
-            "agent exit status {:?}; stderr:\n{}",
-            run.status,
-            run.stderr
-        );
-        run
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
+/// SIGTERM, wait, and insist on exit status 0.
+fn stop_ok(agent: Agent) -> Run {
+    let run = agent.stop_with(libc::SIGTERM);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "agent exit status {:?}; stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    run
 }
 
 /// A directory under /tmp, removed on drop.
@@ -407,7 +276,7 @@ fn log_dir_rotates_and_report_counts() {
         let tmp = TempDir::new();
         let dir = tmp.0.join("evidence");
         let dir_s = dir.to_str().expect("UTF-8").to_owned();
-        let agent = Agent::start(
+        let agent = start_agent(
             topo,
             &[
                 "--json",
@@ -459,7 +328,7 @@ fn log_dir_rotates_and_report_counts() {
         assert_eq!(server.stop(), CLOSED as usize);
         // Answer timeout (1 s) and the 2 s linger of ended TCP flows, polled.
         std::thread::sleep(Duration::from_millis(3500));
-        let run = agent.stop();
+        let run = stop_ok(agent);
 
         // The files hold exactly the JSON lines, in name order.
         let files = log_files(&dir);
@@ -655,7 +524,7 @@ fn log_dir_on_a_full_disk_counts_lost_records() {
         let dir_s = dir.to_str().expect("UTF-8").to_owned();
         let json = tmp.0.join("records.jsonl");
         let json_s = json.to_str().expect("UTF-8").to_owned();
-        let mut agent = Agent::start(topo, &["--json", &json_s, "--log-dir", &dir_s]);
+        let mut agent = start_agent(topo, &["--json", &json_s, "--log-dir", &dir_s]);
 
         let sink = udp_sink(topo, topo.cloud(), SocketAddr::new(CAS, 8443)).expect("sink");
         for i in 0..FULL_FLOWS {
@@ -680,7 +549,7 @@ fn log_dir_on_a_full_disk_counts_lost_records() {
         sink.stop();
         std::thread::sleep(Duration::from_millis(1500));
         assert!(agent.running(), "agent died: {}", agent.stderr_now());
-        let run = agent.stop();
+        let run = stop_ok(agent);
         assert!(
             run.stderr
                 .contains(&format!("log directory {dir_s} is writable again")),

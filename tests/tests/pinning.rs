@@ -7,34 +7,21 @@
 //! there anyway), builds a lan / gw / cloud topology, runs the agent on the
 //! gateway's uplink, and removes everything, even on failure.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::{mpsc, Arc, Mutex, Once};
+use std::process::Stdio;
+use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use cas_audit_tests::process::{agent_bin, agent_bin_str, Process as Agent, EXIT_TIMEOUT};
 use cas_audit_tests::traffic::{udp_send, udp_sink};
 use cas_audit_tests::{cleanup_stale, list_netns, require_root, Topology};
 
 /// A real CAS endpoint (US1 app connector), only on the cloud namespace's `lo`.
 const CAS: IpAddr = IpAddr::V4(Ipv4Addr::new(13, 64, 196, 27));
 const CAS_PREFIX: &str = "13.64.196.27/32";
-
-fn agent_bin() -> String {
-    let path = match std::env::var_os("CAS_AUDIT_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/cas-audit"),
-    };
-    assert!(
-        path.is_file(),
-        "cas-audit binary not found at {}",
-        path.display()
-    );
-    path.to_str().expect("UTF-8").to_owned()
-}
 
 /// A BPF filesystem mounted on a fresh temporary directory; unmounted on drop.
 struct Bpffs(PathBuf);
@@ -84,14 +71,8 @@ fn with_pin_bed_for(test: &str, cloud: &[IpAddr], f: impl FnOnce(&Topology, &Pat
 }
 
 /// The agent in the gw namespace, pinned in `pin`, once it is ready.
-struct Agent {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
 fn start(topo: &Topology, pin: &Path, extra: &[&str]) -> Agent {
-    let mut cmd = topo.command(topo.gw(), &agent_bin());
+    let mut cmd = topo.command(topo.gw(), &agent_bin_str());
     cmd.args([
         "run",
         "--iface",
@@ -103,43 +84,10 @@ fn start(topo: &Topology, pin: &Path, extra: &[&str]) -> Agent {
     ])
     .arg("--pin")
     .arg(pin)
-    .args(extra)
-    .env("RUST_LOG", "info")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("starting the agent");
-    let err = child.stderr.take().expect("stderr");
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let reader = {
-        let stderr = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let ready = line.contains("auditing ");
-                let mut s = stderr.lock().unwrap_or_else(|e| e.into_inner());
-                s.push_str(&line);
-                s.push('\n');
-                if ready {
-                    let _ = tx.send(());
-                }
-            }
-        })
-    };
-    if rx.recv_timeout(Duration::from_secs(15)).is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "agent not ready; stderr:\n{}",
-            stderr.lock().unwrap_or_else(|e| e.into_inner())
-        );
-    }
-    Agent {
-        child,
-        stderr,
-        reader: Some(reader),
-    }
+    .args(extra);
+    let agent = Agent::spawn(cmd);
+    agent.wait_ready();
+    agent
 }
 
 fn send(topo: &Topology, n: usize) {
@@ -158,38 +106,10 @@ fn send_to(topo: &Topology, to: IpAddr, n: usize) {
     sink.stop();
 }
 
-fn signal(agent: &Agent, sig: libc::c_int) {
-    // SAFETY: our own unreaped child.
-    assert_eq!(
-        unsafe { libc::kill(agent.child.id() as libc::pid_t, sig) },
-        0
-    );
-}
-
 /// Waits for the agent to exit; returns (exit code or -signal, stdout, stderr).
-fn finish(mut agent: Agent) -> (i32, String, String) {
-    let mut out = String::new();
-    agent
-        .child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("stdout");
-    let status = agent.child.wait().expect("waiting for the agent");
-    if let Some(r) = agent.reader.take() {
-        let _ = r.join();
-    }
-    let err = agent
-        .stderr
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    use std::os::unix::process::ExitStatusExt;
-    let code = status
-        .code()
-        .unwrap_or_else(|| -status.signal().unwrap_or(0));
-    (code, out, err)
+fn finish(agent: Agent) -> (i32, String, String) {
+    let run = agent.wait(EXIT_TIMEOUT);
+    (run.code_or_signal(), run.stdout.clone(), run.stderr.clone())
 }
 
 fn summary(out: &str) -> Value {
@@ -215,7 +135,7 @@ fn packets_out_of(summary: &Value, prefix: &str) -> u64 {
 
 fn agent(topo: &Topology, args: &[&str]) -> (i32, String, String) {
     let out = topo
-        .command(topo.gw(), &agent_bin())
+        .command(topo.gw(), &agent_bin_str())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -250,7 +170,7 @@ fn sigkill_restart_loses_no_packet() {
     with_pin_bed("sigkill_restart_loses_no_packet", |topo, pin| {
         let a = start(topo, pin, &[]);
         send(topo, 5);
-        signal(&a, libc::SIGKILL);
+        a.signal(libc::SIGKILL);
         let (code, ..) = finish(a);
         assert_eq!(code, -libc::SIGKILL);
         // Nobody is running: the pinned links keep the programs attached.
@@ -293,7 +213,7 @@ fn sigkill_restart_loses_no_packet() {
 
         let b = start(topo, pin, &[]);
         send(topo, 3);
-        signal(&b, libc::SIGTERM);
+        b.signal(libc::SIGTERM);
         let (code, out, err) = finish(b);
         assert_eq!(code, 0, "stderr:\n{err}");
         assert!(
@@ -337,7 +257,7 @@ fn incompatible_or_foreign_pinned_state_is_refused() {
             let pin_s = pin.to_str().expect("UTF-8");
             // A pinned datapath for the built-in set...
             let a = start(topo, pin, &[]);
-            signal(&a, libc::SIGTERM);
+            a.signal(libc::SIGTERM);
             assert_eq!(finish(a).0, 0);
             // ...is not taken over for another selection of it.
             let (code, _, err) = agent(
@@ -440,25 +360,16 @@ fn takeover_after_a_reload_keeps_the_range_ids() {
             send_to(topo, MAIL, 2);
             send(topo, 4);
             set_file(&file, &[CAS_PREFIX, "40.81.63.1/32"]);
-            // Wait for the reload (the file is polled once a second).
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while !a
-                .stderr
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains("reloaded set lab")
-            {
-                assert!(std::time::Instant::now() < deadline, "no reload");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            // The file is polled once a second.
+            a.wait_for_log("reloaded set lab", Duration::from_secs(10));
             send_to(topo, SESSION, 3);
-            signal(&a, libc::SIGKILL);
+            a.signal(libc::SIGKILL);
             finish(a);
             send(topo, 5);
 
             let b = start(topo, pin, &["--set", fs]);
             send_to(topo, SESSION, 1);
-            signal(&b, libc::SIGTERM);
+            b.signal(libc::SIGTERM);
             let (code, out, err) = finish(b);
             let _ = std::fs::remove_file(&file);
             assert_eq!(code, 0, "stderr:\n{err}");

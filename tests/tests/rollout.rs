@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use cas_audit_tests::process::{agent_bin_str, Process};
 use cas_audit_tests::traffic::TcpServer;
 use cas_audit_tests::{cleanup_stale, list_netns, require_root, Topology};
 
@@ -61,17 +62,7 @@ const ALL: [IpAddr; 10] = [
 const TIMEOUT_S: &str = "2";
 
 fn agent_bin() -> String {
-    let path = match std::env::var_os("CAS_AUDIT_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/cas-audit"),
-    };
-    assert!(
-        path.is_file(),
-        "cas-audit binary not found at {}: build it with \
-         `CAS_AUDIT_EBPF=require cargo build -p cas-audit`, or set CAS_AUDIT_BIN",
-        path.display()
-    );
-    path.to_str().expect("UTF-8 path").to_owned()
+    agent_bin_str()
 }
 
 /// The set file: one outbound 443 entry per destination.
@@ -430,61 +421,31 @@ fn run_records_the_same_states() {
         let set = set.to_str().expect("UTF-8");
         let json = dir.join("flows.jsonl");
         // The agent watches lan0 for 8 s while check makes the attempts.
-        let agent = topo
-            .command(topo.lan(), &agent_bin())
-            .args([
-                "run",
-                "--iface",
-                Topology::LAN_IF,
-                "--set",
-                set,
-                "--ingress",
-                "tc",
-                "--answer-timeout",
-                "1",
-                "--duration",
-                "8",
-                "--json",
-                json.to_str().expect("UTF-8"),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info")
-            .spawn()
-            .expect("starting the agent");
-        // Ready once it logs `auditing ...` (attached); the rest of its
-        // stderr is kept for the failure message.
-        let mut agent = agent;
-        let err = agent.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut all = String::new();
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                if line.contains("auditing ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                all.push_str(&line);
-                all.push('\n');
-            }
-            all
-        });
-        assert!(
-            rx.recv_timeout(Duration::from_secs(30)).is_ok(),
-            "the agent did not start"
-        );
+        let mut cmd = topo.command(topo.lan(), &agent_bin());
+        cmd.args([
+            "run",
+            "--iface",
+            Topology::LAN_IF,
+            "--set",
+            set,
+            "--ingress",
+            "tc",
+            "--answer-timeout",
+            "1",
+            "--duration",
+            "8",
+            "--json",
+            json.to_str().expect("UTF-8"),
+        ]);
+        let agent = Process::spawn(cmd);
+        agent.wait_ready();
         let (code, _, err) = agent_in_lan(
             topo,
             &["check", "--set", set, "--timeout", TIMEOUT_S, "--json", "-"],
         );
         assert_eq!(code, 1, "check without --iface; stderr:\n{err}");
-        let out = agent.wait_with_output().expect("agent");
-        let stderr = reader.join().expect("stderr reader");
-        assert!(out.status.success(), "agent failed: {stderr}");
+        let run = agent.wait(Duration::from_secs(30));
+        assert!(run.status.success(), "agent failed: {}", run.stderr);
         let text = std::fs::read_to_string(&json).expect("JSON lines");
         let recs = lines(&text);
         // The last record of each flow (exit or ended) has its final state.
