@@ -803,7 +803,7 @@ mod tests {
             c.detail,
             "up, driver veth, native XDP no -> TC ingress, TCX yes"
         );
-        let c = check_iface(&iface("eth0", true, Some("virtio_net")), false);
+        let c = check_iface(&iface("ens3", true, Some("virtio_net")), false);
         assert_eq!(
             c.detail,
             "up, driver virtio_net, native XDP no -> TC ingress, TCX no (clsact)"
