@@ -261,8 +261,6 @@ pub struct Datapath {
     attachments: Vec<Attachment>,
     /// The pin directory.
     pin: Option<PinDir>,
-    /// Whether the maps were taken over from a pinned datapath.
-    resumed: bool,
     /// Range ids of a taken-over datapath (see [`Datapath::range_ids`]).
     range_ids: Option<Vec<u32>>,
 }
@@ -399,7 +397,6 @@ impl Datapath {
             links: Vec::new(),
             attachments: Vec::new(),
             pin: opts.pin.clone(),
-            resumed,
             range_ids: None,
         };
         match &opts.pin {
@@ -519,11 +516,6 @@ impl Datapath {
             }
         }
         Ok(Ok(ids))
-    }
-
-    /// Whether the maps were taken over from a pinned datapath.
-    pub fn resumed(&self) -> bool {
-        self.resumed
     }
 
     /// The pin directory, if the datapath is pinned.
