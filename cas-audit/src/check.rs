@@ -380,16 +380,7 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
     if cfg.concurrency == 0 {
         return Err(Error::Usage("--concurrency must be at least 1".into()));
     }
-    let mut set = match &cfg.set {
-        Some(name) => AddressSet::load(name)?,
-        None => AddressSet::builtin(),
-    };
-    if !cfg.datacenters.is_empty() {
-        set.retain_datacenters(&cfg.datacenters);
-    }
-    if !cfg.purposes.is_empty() {
-        set.retain_purposes(&cfg.purposes);
-    }
+    let set = crate::sets::select(cfg.set.as_deref(), &cfg.datacenters, &cfg.purposes)?;
     let dests = destinations(&set);
     if dests.is_empty() {
         return Err(Error::Usage(format!(

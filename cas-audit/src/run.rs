@@ -115,17 +115,7 @@ struct SetSource {
 
 impl SetSource {
     fn load(&self) -> Result<AddressSet, Error> {
-        let mut set = match &self.set {
-            Some(name) => AddressSet::load(name)?,
-            None => AddressSet::builtin(),
-        };
-        if !self.datacenters.is_empty() {
-            set.retain_datacenters(&self.datacenters);
-        }
-        if !self.purposes.is_empty() {
-            set.retain_purposes(&self.purposes);
-        }
-        Ok(set)
+        crate::sets::select(self.set.as_deref(), &self.datacenters, &self.purposes)
     }
 
     fn policy(&self, ranges: &[Range]) -> PortPolicy {
@@ -479,22 +469,20 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(Error::io("SIGHUP handler"))?;
 
-    let mut set = match &cfg.set {
-        Some(name) => AddressSet::load(name)?,
-        None => AddressSet::builtin(),
+    let source = SetSource {
+        set: cfg.set.clone(),
+        datacenters: cfg.datacenters.clone(),
+        purposes: cfg.purposes.clone(),
+        ports: cfg.ports.clone(),
+        file: cfg
+            .set
+            .as_ref()
+            .filter(|n| AddressSet::builtin_named(n).is_none())
+            .map(|n| (PathBuf::from(n), mtime(std::path::Path::new(n)))),
     };
-    if !cfg.datacenters.is_empty() {
-        set.retain_datacenters(&cfg.datacenters);
-    }
-    if !cfg.purposes.is_empty() {
-        set.retain_purposes(&cfg.purposes);
-    }
+    let set = source.load()?;
     let ranges = set.ranges();
-    let policy = match (&cfg.ports, &cfg.set) {
-        (Some(p), _) => PortPolicy::global(p.clone()),
-        (None, Some(_)) => PortPolicy::per_range(&ranges),
-        (None, None) => PortPolicy::global(AllowedPorts::default()),
-    };
+    let policy = source.policy(&ranges);
 
     let json: Option<Box<dyn Write + Send>> = match &cfg.json {
         None => None,
@@ -539,11 +527,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
                 active[*id as usize] = true;
             }
             ranges = by_id;
-            policy = match (&cfg.ports, &cfg.set) {
-                (Some(p), _) => PortPolicy::global(p.clone()),
-                (None, Some(_)) => PortPolicy::per_range(&ranges),
-                (None, None) => PortPolicy::global(AllowedPorts::default()),
-            };
+            policy = source.policy(&ranges);
         }
     }
     let logger = dp.take_logger();
@@ -590,17 +574,6 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             (i.clone(), seen)
         })
         .collect();
-    let source = SetSource {
-        set: cfg.set.clone(),
-        datacenters: cfg.datacenters.clone(),
-        purposes: cfg.purposes.clone(),
-        ports: cfg.ports.clone(),
-        file: cfg
-            .set
-            .as_ref()
-            .filter(|n| AddressSet::builtin_named(n).is_none())
-            .map(|n| (PathBuf::from(n), mtime(std::path::Path::new(n)))),
-    };
     let mut s = Session {
         dp,
         active,
