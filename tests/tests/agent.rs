@@ -26,7 +26,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -35,7 +34,7 @@ use cas_audit_tests::process::{
     agent_bin, agent_bin_str, Exited as Run, Process as Agent, EXIT_TIMEOUT, SETTLE,
 };
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
-use cas_audit_tests::{cleanup_stale, list_netns, require_root, Topology};
+use cas_audit_tests::{with_topology, Topology};
 
 /// A real CAS endpoint (US1, app-connector and dlp); only ever configured on
 /// the cloud namespace's loopback.
@@ -109,24 +108,7 @@ fn bin_str() -> String {
 /// drops the topology and checks that its namespaces are gone. Returns
 /// without doing anything (but a message) when not root.
 fn with_bed(test: &str, cloud: &[IpAddr], f: impl FnOnce(&Topology)) {
-    if !require_root(test) {
-        return;
-    }
-    static SWEEP: Once = Once::new();
-    SWEEP.call_once(cleanup_stale);
-    // Fail early and clearly when the binary is missing.
-    agent_bin();
-    let topo = Topology::new(cloud).expect("building the test topology");
-    let names: Vec<String> = topo.namespaces().iter().map(|s| s.to_string()).collect();
-    f(&topo);
-    drop(topo);
-    let left = list_netns().expect("listing namespaces");
-    for ns in &names {
-        assert!(
-            !left.contains(ns),
-            "namespace {ns} still exists after the topology was dropped"
-        );
-    }
+    with_topology(test, cloud, f)
 }
 
 fn sa(ip: IpAddr, port: u16) -> SocketAddr {

@@ -20,7 +20,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -28,7 +27,7 @@ use serde_json::{json, Value};
 use cas_audit::logdir::{compare_names, parse_name};
 use cas_audit_tests::process::{agent_bin, agent_bin_str, Exited as Run, Process as Agent};
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
-use cas_audit_tests::{cleanup_stale, list_netns, require_root, Topology};
+use cas_audit_tests::{with_topology, Topology};
 
 /// A real CAS endpoint (US1, app-connector and dlp); only ever configured on
 /// the cloud namespace's loopback.
@@ -45,20 +44,7 @@ const UDP_FRAME: u64 = 14 + 20 + 8 + UDP_LEN as u64;
 /// Builds a topology whose cloud answers for [`CAS`], runs `f`, drops the
 /// topology and checks that its namespaces are gone.
 fn with_bed(test: &str, f: impl FnOnce(&Topology)) {
-    if !require_root(test) {
-        return;
-    }
-    static SWEEP: Once = Once::new();
-    SWEEP.call_once(cleanup_stale);
-    agent_bin();
-    let topo = Topology::new(&[CAS]).expect("building the test topology");
-    let names: Vec<String> = topo.namespaces().iter().map(|s| s.to_string()).collect();
-    f(&topo);
-    drop(topo);
-    let left = list_netns().expect("listing namespaces");
-    for ns in &names {
-        assert!(!left.contains(ns), "namespace {ns} still exists");
-    }
+    with_topology(test, &[CAS], f)
 }
 
 /// `cas-audit run --iface uplink --ingress tc ARGS...` in the gw

@@ -10,14 +10,13 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use cas_audit_tests::process::{agent_bin, agent_bin_str, Process as Agent, EXIT_TIMEOUT};
+use cas_audit_tests::process::{agent_bin_str, Process as Agent, EXIT_TIMEOUT};
 use cas_audit_tests::traffic::{udp_send, udp_sink};
-use cas_audit_tests::{cleanup_stale, list_netns, require_root, Topology};
+use cas_audit_tests::{with_topology, Topology};
 
 /// A real CAS endpoint (US1 app connector), only on the cloud namespace's `lo`.
 const CAS: IpAddr = IpAddr::V4(Ipv4Addr::new(13, 64, 196, 27));
@@ -52,22 +51,10 @@ fn with_pin_bed(test: &str, f: impl FnOnce(&Topology, &Path)) {
 }
 
 fn with_pin_bed_for(test: &str, cloud: &[IpAddr], f: impl FnOnce(&Topology, &Path)) {
-    if !require_root(test) {
-        return;
-    }
-    static SWEEP: Once = Once::new();
-    SWEEP.call_once(cleanup_stale);
-    agent_bin();
-    let fs = Bpffs::mount(test);
-    let topo = Topology::new(cloud).expect("topology");
-    let names: Vec<String> = topo.namespaces().iter().map(|s| s.to_string()).collect();
-    f(&topo, &fs.0.join("cas-audit"));
-    drop(topo);
-    drop(fs);
-    let left = list_netns().expect("listing namespaces");
-    for ns in &names {
-        assert!(!left.contains(ns), "namespace {ns} left behind");
-    }
+    with_topology(test, cloud, |topo| {
+        let fs = Bpffs::mount(test);
+        f(topo, &fs.0.join("cas-audit"));
+    })
 }
 
 /// The agent in the gw namespace, pinned in `pin`, once it is ready.

@@ -22,14 +22,13 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use cas_audit_tests::process::{agent_bin_str, Process};
 use cas_audit_tests::traffic::TcpServer;
-use cas_audit_tests::{cleanup_stale, list_netns, require_root, Topology};
+use cas_audit_tests::{with_topology, Topology};
 
 // Real CAS portal / app-connector addresses (cas-2019-11), only ever
 // configured on the cloud namespace's loopback.
@@ -135,32 +134,21 @@ fn firewall(topo: &Topology) {
 
 /// Builds the bed with the firewall, runs `f`, removes everything.
 fn with_firewall(test: &str, f: impl FnOnce(&Topology, &std::path::Path)) {
-    if !require_root(test) {
-        return;
-    }
-    static SWEEP: Once = Once::new();
-    SWEEP.call_once(cleanup_stale);
-    agent_bin();
-    let topo = Topology::new(&ALL).expect("building the test topology");
-    let names: Vec<String> = topo.namespaces().iter().map(|s| s.to_string()).collect();
-    firewall(&topo);
-    let dir = tempdir(test);
-    let servers: Vec<TcpServer> = [OPEN4, OPEN6]
-        .into_iter()
-        .map(|a| {
-            TcpServer::start(&topo, topo.cloud(), SocketAddr::new(a, 443)).expect("TCP server")
-        })
-        .collect();
-    f(&topo, &dir);
-    for s in servers {
-        s.stop();
-    }
-    drop(topo);
-    let _ = std::fs::remove_dir_all(&dir);
-    let left = list_netns().expect("listing namespaces");
-    for ns in &names {
-        assert!(!left.contains(ns), "namespace {ns} left behind");
-    }
+    with_topology(test, &ALL, |topo| {
+        firewall(topo);
+        let dir = tempdir(test);
+        let servers: Vec<TcpServer> = [OPEN4, OPEN6]
+            .into_iter()
+            .map(|a| {
+                TcpServer::start(topo, topo.cloud(), SocketAddr::new(a, 443)).expect("TCP server")
+            })
+            .collect();
+        f(topo, &dir);
+        for s in servers {
+            s.stop();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
 }
 
 fn tempdir(test: &str) -> PathBuf {
