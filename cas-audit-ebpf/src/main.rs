@@ -186,7 +186,7 @@ struct Seen {
     /// [`history`] kinds of this packet (originator side, unshifted).
     kinds: u64,
     ttl: u8,
-    /// CLOCK_MONOTONIC_COARSE.
+    /// CLOCK_MONOTONIC_COARSE for an existing flow, CLOCK_MONOTONIC for a new one.
     now: u64,
 }
 
@@ -217,21 +217,23 @@ fn observe_flow<P: Packet>(
         l4.src_port,
         l4.dst_port,
     );
-    let seen = Seen {
+    let mut seen = Seen {
         dir,
         packets: segs,
         bytes,
         tcp_flags: l4.tcp_flags,
         kinds: history::kinds(l3.proto, l4.tcp_flags, l4.payload),
         ttl: l3.ttl,
-        // The coarse clock (one tick of resolution) is a fraction of the
-        // precise one's cost; a new flow reads the precise clock itself.
-        // SAFETY: no preconditions.
-        now: unsafe { bpf_ktime_get_coarse_ns() },
+        // Read below: the coarse clock for an existing flow, the precise
+        // one for a new flow.
+        now: 0,
     };
     // By reference: a by-value key would be copied to the 512-byte stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
     if let Some(st) = FLOWS.get_ptr_mut(&key) {
+        // The coarse clock (one tick of resolution) is a fraction of the
+        // precise one's cost. SAFETY: no preconditions.
+        seen.now = unsafe { bpf_ktime_get_coarse_ns() };
         // SAFETY: a live map value; its range was decided when it was created.
         let range_id = unsafe { (*st).range_id };
         count(Counter::Matched, segs);
@@ -246,6 +248,8 @@ fn observe_flow<P: Packet>(
     }
     count(Counter::Matched, segs);
     count_range(range.id, dir, segs, bytes);
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    seen.now = unsafe { bpf_ktime_get_ns() };
     new_flow(pkt, &key, &range, &seen);
 }
 
@@ -374,8 +378,7 @@ fn new_flow<P: Packet>(pkt: &P, key: &FlowKey, range: &RangeValue, seen: &Seen) 
     // SAFETY: this CPU's scratch slot, ours until the program returns.
     let st = unsafe { &mut *st };
     let dir = seen.dir;
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = seen.now;
     *st = FlowStats {
         first_seen_ns: now,
         last_seen_ns: now,
