@@ -576,6 +576,32 @@ fn add_addr(ns: &str, dev: &str, addr: IpAddr, len: u8) -> Result<()> {
     }
 }
 
+/// Runs `f` on a fresh [`Topology`] whose cloud answers for `cloud_addrs`,
+/// then removes it and checks that its namespaces are gone. Without root
+/// (and without [`REQUIRE_ROOT_ENV`]) it returns after a message instead.
+/// The first call in a process also removes namespaces left by dead test
+/// runs, and every call first checks that the agent binary exists.
+pub fn with_topology(test: &str, cloud_addrs: &[IpAddr], f: impl FnOnce(&Topology)) {
+    if !require_root(test) {
+        return;
+    }
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(cleanup_stale);
+    // Fail early and clearly when the binary is missing.
+    process::agent_bin();
+    let topo = Topology::new(cloud_addrs).expect("building the test topology");
+    let names: Vec<String> = topo.namespaces().iter().map(|s| s.to_string()).collect();
+    f(&topo);
+    drop(topo);
+    let left = list_netns().expect("listing namespaces");
+    for ns in &names {
+        assert!(
+            !left.contains(ns),
+            "namespace {ns} still exists after the topology was dropped"
+        );
+    }
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -601,31 +627,5 @@ mod unit {
         ] {
             assert!(name.len() <= 15, "{name}");
         }
-    }
-}
-
-/// Runs `f` on a fresh [`Topology`] whose cloud answers for `cloud_addrs`,
-/// then removes it and checks that its namespaces are gone. Without root
-/// (and without [`REQUIRE_ROOT_ENV`]) it returns after a message instead.
-/// The first call in a process also removes namespaces left by dead test
-/// runs, and every call first checks that the agent binary exists.
-pub fn with_topology(test: &str, cloud_addrs: &[IpAddr], f: impl FnOnce(&Topology)) {
-    if !require_root(test) {
-        return;
-    }
-    static SWEEP: std::sync::Once = std::sync::Once::new();
-    SWEEP.call_once(cleanup_stale);
-    // Fail early and clearly when the binary is missing.
-    process::agent_bin();
-    let topo = Topology::new(cloud_addrs).expect("building the test topology");
-    let names: Vec<String> = topo.namespaces().iter().map(|s| s.to_string()).collect();
-    f(&topo);
-    drop(topo);
-    let left = list_netns().expect("listing namespaces");
-    for ns in &names {
-        assert!(
-            !left.contains(ns),
-            "namespace {ns} still exists after the topology was dropped"
-        );
     }
 }
