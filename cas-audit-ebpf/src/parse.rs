@@ -371,11 +371,23 @@ pub fn parse_quoted<P: Packet>(pkt: &P, l3: &L3, l4: &L4) -> Quoted {
     q
 }
 
-/// `quick_remote` could not decide: take the full parse.
-pub const QUICK_SLOW: u32 = u32::MAX;
+/// The fast path's answer for a packet (see [`quick_remote`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Quick {
+    /// Not a packet the fast path decides: take the full parse.
+    Slow,
+    /// A plain packet whose remote address is of `family` and starts with
+    /// the 16 bits `hi16` (network byte order).
+    Remote {
+        /// [`family::V4`] or [`family::V6`].
+        family: u8,
+        /// The address's top 16 bits.
+        hi16: u16,
+    },
+}
 
 /// The fast path's view of a common packet: family and the top 16 bits of
-/// the remote address, as `family << 16 | hi16`, or `QUICK_SLOW`.
+/// the remote address, or [`Quick::Slow`].
 ///
 /// Only untagged IPv4 without options and IPv6 without extension headers,
 /// both with consistent lengths, entirely in the linear area, and not ICMP
@@ -384,20 +396,23 @@ pub const QUICK_SLOW: u32 = u32::MAX;
 /// lookup either, so a prefilter miss here is exactly a miss there: the
 /// counters are the same whichever path a packet takes.
 #[inline(always)]
-pub fn quick_remote<P: Packet>(pkt: &P, out: bool) -> u32 {
+pub fn quick_remote<P: Packet>(pkt: &P, out: bool) -> Quick {
     let len = pkt.frame_len();
     let Some(h) = pkt.peek::<[u8; 34]>(0) else {
-        return QUICK_SLOW;
+        return Quick::Slow;
     };
     match u16::from_be_bytes([h[12], h[13]]) {
         ETH_P_IP => {
             let tot_len = u16::from_be_bytes([h[16], h[17]]) as u32;
             // ICMP may be an error about a CAS flow from a non-CAS router.
             if h[14] != 0x45 || tot_len < 20 || ETH_HLEN + tot_len > len || h[23] == proto::ICMP {
-                return QUICK_SLOW;
+                return Quick::Slow;
             }
             let at = if out { 30 } else { 26 };
-            (family::V4 as u32) << 16 | u16::from_be_bytes([h[at], h[at + 1]]) as u32
+            Quick::Remote {
+                family: family::V4,
+                hi16: u16::from_be_bytes([h[at], h[at + 1]]),
+            }
         }
         ETH_P_IPV6 => {
             let payload_len = u16::from_be_bytes([h[18], h[19]]) as u32;
@@ -406,18 +421,24 @@ pub fn quick_remote<P: Packet>(pkt: &P, out: bool) -> u32 {
                 || ETH_HLEN + IPV6_HLEN + payload_len > len
                 || !matches!(h[20], proto::TCP | proto::UDP)
             {
-                return QUICK_SLOW;
+                return Quick::Slow;
             }
             if out {
                 // The destination starts at 38: read its top bits on their own.
                 let Some(d) = pkt.peek::<[u8; 2]>(ETH_HLEN + 24) else {
-                    return QUICK_SLOW;
+                    return Quick::Slow;
                 };
-                (family::V6 as u32) << 16 | u16::from_be_bytes(d) as u32
+                Quick::Remote {
+                    family: family::V6,
+                    hi16: u16::from_be_bytes(d),
+                }
             } else {
-                (family::V6 as u32) << 16 | u16::from_be_bytes([h[22], h[23]]) as u32
+                Quick::Remote {
+                    family: family::V6,
+                    hi16: u16::from_be_bytes([h[22], h[23]]),
+                }
             }
         }
-        _ => QUICK_SLOW,
+        _ => Quick::Slow,
     }
 }

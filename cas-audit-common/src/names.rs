@@ -1,0 +1,64 @@
+//! Names of the maps and programs in the eBPF object, and the sizes compiled
+//! into it, so that the agent and the kernel side cannot drift apart.
+
+/// LPM trie of IPv4 CAS prefixes: `Key<[u8; 4]>` (network byte order) → [`crate::RangeValue`].
+pub const RANGES_V4: &str = "CAS_RANGES_V4";
+/// LPM trie of IPv6 CAS prefixes: `Key<[u8; 16]>` (network byte order) → [`crate::RangeValue`].
+pub const RANGES_V6: &str = "CAS_RANGES_V6";
+/// Per-CPU array of [`crate::RangeStats`], indexed by range id.
+pub const RANGE_STATS: &str = "CAS_RANGE_STATS";
+/// LRU hash of [`crate::FlowKey`] → [`crate::FlowStats`].
+pub const FLOWS: &str = "CAS_FLOWS";
+/// Allowed service ports, one bitmap per port profile: array of `u32`
+/// words; profile `p`, port `n` is bit `n % 32` of word `p * PORT_WORDS + n / 32`
+/// (see [`crate::port_bit`]).
+pub const ALLOWED_PORTS: &str = "CAS_ALLOWED_PORTS";
+/// Ring buffer of [`crate::FlowEvent`]s.
+pub const EVENTS: &str = "CAS_EVENTS";
+/// Per-CPU array of `u64` datapath counters indexed by [`crate::Counter`].
+pub const COUNTERS: &str = "CAS_COUNTERS";
+/// Prefilter: bitmaps over the top 16 address bits (array of `u32`
+/// words), IPv4 first, then IPv6 (see [`crate::prefilter_bit`]); a clear
+/// bit means no range can match, so the trie is skipped. One map for
+/// both families keeps one map per lookup site, which lets the verifier
+/// inline the lookup.
+pub const PREFILTER: &str = "CAS_PREFILTER";
+/// Benchmark baseline: a TC program that only returns.
+pub const PROG_BENCH_EMPTY_TC: &str = "cas_bench_empty_tc";
+/// Benchmark baseline: an XDP program that only returns.
+pub const PROG_BENCH_EMPTY_XDP: &str = "cas_bench_empty_xdp";
+/// Benchmark baseline: TC, parsing headers only.
+pub const PROG_BENCH_PARSE_TC: &str = "cas_bench_parse_tc";
+/// Benchmark baseline: XDP, parsing headers only.
+pub const PROG_BENCH_PARSE_XDP: &str = "cas_bench_parse_xdp";
+/// TC classifier for egress.
+pub const PROG_TC_EGRESS: &str = "cas_tc_egress";
+/// TC classifier for ingress.
+pub const PROG_TC_INGRESS: &str = "cas_tc_ingress";
+/// XDP program for ingress.
+pub const PROG_XDP_INGRESS: &str = "cas_xdp_ingress";
+
+/// Map sizes compiled into the object (the agent may resize some before load).
+pub mod sizes {
+    /// IPv4 prefixes the trie holds. The 2019-11 set has a few hundred; room for
+    /// synthetic sets of 100,000 prefixes.
+    pub const MAX_RANGES_V4: u32 = 131_072;
+    /// IPv6 prefixes the trie holds.
+    pub const MAX_RANGES_V6: u32 = 131_072;
+    /// Range ids (IPv4 and IPv6 together): size of the per-range counter array.
+    pub const MAX_RANGES: u32 = MAX_RANGES_V4 + MAX_RANGES_V6;
+    /// Default flow table size (LRU: the least recently used flow is evicted when full;
+    /// the agent reports evictions as `flows_evicted`).
+    pub const MAX_FLOWS: u32 = 65_536;
+    /// Words of one allowed-port bitmap: 65536 ports / 32 bits.
+    pub const PORT_WORDS: u32 = 2048;
+    /// Words of one family's prefilter bitmap: 65536 values of the top 16 bits / 32.
+    pub const PREFILTER_WORDS: u32 = 2048;
+    /// Port profiles (distinct allowed-port sets) the datapath holds; the
+    /// agent sizes the map to the profiles it uses (8 KiB each).
+    pub const MAX_PORT_PROFILES: u32 = 256;
+    /// Ring-buffer size in bytes (power of two, multiple of the page size).
+    pub const EVENTS_BYTES: u32 = 256 * 1024;
+    /// Upper bound on IPv6 extension headers walked before giving up on the L4 header.
+    pub const MAX_IPV6_EXT_HEADERS: u32 = 6;
+}
