@@ -94,3 +94,100 @@ impl Counter {
 }
 
 const _: () = assert!(Counter::ALL.len() == Counter::COUNT as usize);
+
+/// The value of every counter (the agent sums the per-CPU slots).
+///
+/// With the `user` feature it reads and writes as a map from each
+/// counter's [`Counter::name`] to its value (flattened into the `summary`
+/// record); unknown keys are ignored when reading, missing ones are 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters(pub [u64; Counter::COUNT as usize]);
+
+impl Counters {
+    /// Value of one counter.
+    pub const fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    /// Sets one counter.
+    pub fn set(&mut self, c: Counter, v: u64) {
+        self.0[c as usize] = v;
+    }
+
+    /// Every counter with its value, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL.into_iter().map(|c| (c, self.get(c)))
+    }
+}
+
+#[cfg(feature = "user")]
+mod serde_impl {
+    use super::{Counter, Counters};
+    use serde::{
+        de::{IgnoredAny, MapAccess, Visitor},
+        ser::SerializeMap,
+        Deserialize, Deserializer, Serialize, Serializer,
+    };
+
+    impl Serialize for Counters {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(Counter::ALL.len()))?;
+            for (c, v) in self.iter() {
+                m.serialize_entry(c.name(), &v)?;
+            }
+            m.end()
+        }
+    }
+
+    /// A key of the map: the counter it names, if any.
+    struct Key(Option<Counter>);
+
+    struct KeyVisitor;
+
+    impl Visitor<'_> for KeyVisitor {
+        type Value = Key;
+
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("a counter name")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
+            Ok(Key(Counter::ALL.into_iter().find(|c| c.name() == v)))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(KeyVisitor)
+        }
+    }
+
+    struct CountersVisitor;
+
+    impl<'de> Visitor<'de> for CountersVisitor {
+        type Value = Counters;
+
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("a map of counter names to numbers")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Counters, A::Error> {
+            let mut out = Counters::default();
+            while let Some(Key(c)) = map.next_key::<Key>()? {
+                match c {
+                    Some(c) => out.set(c, map.next_value::<u64>()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Counters {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(CountersVisitor)
+        }
+    }
+}

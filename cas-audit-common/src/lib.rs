@@ -18,7 +18,7 @@ pub mod names;
 pub mod rules;
 pub mod wire;
 
-pub use counter::Counter;
+pub use counter::{Counter, Counters};
 pub use names::sizes;
 pub use rules::{history, service_port, Verdict};
 pub use wire::*;

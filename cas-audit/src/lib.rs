@@ -1,37 +1,34 @@
 //! cas-audit: an eBPF auditor of traffic to and from Microsoft Defender for
 //! Cloud Apps (CAS) address ranges.
 //!
-//! The library reads like the domain: [`addrset`] holds the published CAS
-//! address ranges, [`datapath`] loads and attaches the kernel programs that
-//! count traffic to them, [`flow`] judges each flow's service port,
-//! [`tracker`] decides when flows are reported and [`report`] writes the
-//! JSON-lines records and tables. [`run`] ties them together for
-//! `cas-audit run`; the binary is a thin layer over [`cli`].
+//! The library is built in layers; a module only uses the ones below it:
+//!
+//! | layer | modules | what |
+//! |---|---|---|
+//! | commands | [`cli`], [`cmd`] | clap (only in `cli`), one function per subcommand |
+//! | features | [`audit`], [`rollout`], [`doctor`], [`report`] | `run`'s audit loop, `check`'s probes, `doctor`'s checks, `report`'s summaries |
+//! | errors | [`error`] | the error every command returns, and its exit code |
+//! | output | [`output`] | the JSON records (serde types, written and read back), readable lines and tables, sinks, the log directory, metrics |
+//! | kernel | [`datapath`] | loading, attaching, pinning, every map read and write, the event ring |
+//! | domain | [`flow`], [`addrset`] | judging a flow (state, evidence, when it is reported, ports); the address sets, their files, import, export, diff |
+//! | machine | [`host`], [`units`] | raw syscalls and facts about this machine; sizes and durations |
+//!
+//! Rules the kernel programs apply too (verdict, history, a flow's end,
+//! counter names) come from `cas_audit_common`.
+#![warn(missing_docs)]
 
 pub mod addrset;
-mod batch;
-pub mod check;
+pub mod audit;
 pub mod cli;
+pub mod cmd;
 pub mod datapath;
-pub mod diff;
 pub mod doctor;
 pub mod error;
-pub mod events;
-pub mod export;
 pub mod flow;
-pub mod import;
-pub mod logdir;
-pub mod metrics;
-pub mod netdev;
-pub mod pin;
-pub mod ports;
+pub mod host;
+pub mod output;
 pub mod report;
-pub mod run;
-pub mod sets;
-pub mod state;
-pub mod status;
-pub mod summarize;
-pub mod tracker;
+pub mod rollout;
 pub mod units;
 
 /// The eBPF object built by `build.rs` (empty when built as a stub).

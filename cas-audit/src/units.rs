@@ -1,7 +1,7 @@
-//! Sizes and durations as written on the command line: `64M`, `1G`,
-//! `500K`, `4096`; `24h`, `30m`, `90s`, `7d`.
+//! Sizes and durations as written on the command line, one grammar each
+//! for every flag: `64M`, `1G`, `500K`, `4096`; `24h`, `1.5h`, `30m`, `90s`, `90`, `7d`.
 //!
-//! Hand-written rather than a crate: the grammar is one integer and one
+//! Hand-written rather than a crate: the grammar is one number and one
 //! optional unit, and the error messages are part of the interface.
 
 use std::time::Duration;
@@ -51,37 +51,50 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// Parses a positive duration: an integer with an optional unit `s`, `m`,
-/// `h` or `d` (seconds when there is none).
+/// Parses a positive duration: a number (decimals allowed) with an
+/// optional unit `s`, `m`, `h` or `d` (seconds when there is none): `90`,
+/// `90s`, `2.5`, `1.5h`, `2d`. The one duration grammar of every flag.
 ///
 /// ```
 /// use cas_audit::units::parse_duration;
 /// use std::time::Duration;
 /// assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+/// assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5_400)));
+/// assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2_500)));
 /// ```
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = split_number(s).ok_or_else(|| {
-        format!("{s:?} is not a duration: expected a number with s, m, h or d (e.g. 24h)")
-    })?;
-    let factor: u64 = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() && !t[..i].is_empty() => {
+            (t[..i].trim_end(), &t[i..])
+        }
+        _ => (t, ""),
+    };
+    let not_a_duration =
+        || format!("{s:?} is not a duration: expected a number with s, m, h or d (e.g. 24h)");
+    if !num.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return Err(not_a_duration());
+    }
+    let n: f64 = num.parse().map_err(|_| not_a_duration())?;
+    let factor: f64 = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
         _ => {
             return Err(format!(
                 "{s:?}: unknown duration unit {unit:?} (use s, m, h or d)"
             ))
         }
     };
-    let secs = n
-        .checked_mul(factor)
-        .filter(|&v| v <= MAX_SECS)
-        .ok_or_else(|| format!("{s:?} is too long"))?;
-    if secs == 0 {
+    let secs = n * factor;
+    if !secs.is_finite() || secs > MAX_SECS as f64 {
+        return Err(format!("{s:?} is too long"));
+    }
+    if secs <= 0.0 || Duration::from_secs_f64(secs).is_zero() {
         return Err(format!("{s:?}: the duration must be positive"));
     }
-    Ok(Duration::from_secs(secs))
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Longest duration accepted: 100 years.
@@ -168,6 +181,9 @@ mod tests {
             ("24h", 86_400),
             ("7d", 604_800),
             ("2h", 7200),
+            ("1.5h", 5400),
+            ("1e3", 1000),
+            ("90 s", 90),
         ] {
             assert_eq!(
                 parse_duration(text),
@@ -175,6 +191,7 @@ mod tests {
                 "{text:?}"
             );
         }
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
     }
 
     #[test]
@@ -189,8 +206,12 @@ mod tests {
                 "\"h\" is not a duration: expected a number with s, m, h or d (e.g. 24h)",
             ),
             (
-                "1.5h",
-                "\"1.5h\": unknown duration unit \".5h\" (use s, m, h or d)",
+                "-1",
+                "\"-1\" is not a duration: expected a number with s, m, h or d (e.g. 24h)",
+            ),
+            (
+                "1.5.h",
+                "\"1.5.h\" is not a duration: expected a number with s, m, h or d (e.g. 24h)",
             ),
             (
                 "1w",

@@ -1,0 +1,300 @@
+//! The audit `run` performs: attach the datapath, report flows live,
+//! reload the set, follow the interfaces, summarise at exit.
+//!
+//! - this module: [`RunConfig`] and [`run`], the loop that waits on
+//!   signals, the event ring, the kernel log and the poll timer;
+//! - [`session`]: what one poll and one event do;
+//! - [`reload`]: a new version of the set swapped in while running;
+//! - [`ifaces`]: interfaces that go down, vanish and come back.
+
+mod ifaces;
+mod reload;
+mod session;
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use cas_audit_common::sizes;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+
+use self::{
+    ifaces::IfaceSeen,
+    reload::{mtime, SetSource},
+    session::{Session, LINGER},
+};
+use crate::{
+    addrset::{AddressSet, DataCenter, Purpose, Range},
+    datapath::{Datapath, IngressMode, LoadOptions, PinDir},
+    error::Error,
+    flow::{AllowedPorts, Tracker},
+    host::{caps::preflight, clock::Clock, netdev},
+    output::{
+        logdir::LogDir,
+        record::Summary,
+        sink::{JsonTarget, Output},
+    },
+};
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Interfaces to attach to.
+    pub ifaces: Vec<String>,
+    /// Allowed service ports for every range (`--allow-port`); `None`: the
+    /// set's per-purpose ports with `--set`, else the defaults.
+    pub ports: Option<AllowedPorts>,
+    /// The address set: a built-in name or a set file; `None`: the default built-in set.
+    pub set: Option<String>,
+    /// Restrict the set to these data centers (empty: all).
+    pub datacenters: Vec<DataCenter>,
+    /// Restrict the set to these purposes (empty: all).
+    pub purposes: Vec<Purpose>,
+    /// JSON-lines output.
+    pub json: Option<JsonTarget>,
+    /// `--log-dir`: the JSON lines in rotated files too.
+    pub log_dir: Option<crate::output::logdir::LogDirOptions>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Ingress hook choice.
+    pub ingress: IngressMode,
+    /// How often the flow table is read.
+    pub poll_interval: Duration,
+    /// Idle time after which a flow is reported as expired.
+    pub idle_timeout: Duration,
+    /// Kernel flow-table size.
+    pub max_flows: u32,
+    /// Time a flow's first packet waits for an answer before the flow is
+    /// unanswered.
+    pub answer_timeout: Duration,
+    /// Event ring-buffer size in bytes; `None`: the default.
+    pub ring_bytes: Option<u32>,
+    /// Pin directory (`--pin`).
+    pub pin: Option<PathBuf>,
+    /// Serve Prometheus metrics here (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            ifaces: Vec::new(),
+            ports: None,
+            set: None,
+            datacenters: Vec::new(),
+            purposes: Vec::new(),
+            json: None,
+            log_dir: None,
+            duration: None,
+            ingress: IngressMode::Auto,
+            poll_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_flows: sizes::MAX_FLOWS,
+            answer_timeout: crate::flow::state::DEFAULT_ANSWER_TIMEOUT,
+            ring_bytes: None,
+            pin: None,
+            metrics: None,
+        }
+    }
+}
+
+/// Runs the audit until SIGINT, SIGTERM or the end of `duration`; returns the summary.
+pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
+    if cfg.ifaces.is_empty() {
+        return Err(Error::Usage("at least one --iface is needed".into()));
+    }
+    let mut ifnames = HashMap::new();
+    for i in &cfg.ifaces {
+        ifnames.insert(
+            netdev::ifindex(i).map_err(crate::datapath::DatapathError::from)?,
+            i.clone(),
+        );
+    }
+    preflight()?;
+    // Handlers first: a signal that arrives while attaching still stops the
+    // agent cleanly (detach, flush, exit 0) once it is running.
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(Error::io("SIGHUP handler"))?;
+
+    let source = SetSource {
+        set: cfg.set.clone(),
+        datacenters: cfg.datacenters.clone(),
+        purposes: cfg.purposes.clone(),
+        ports: cfg.ports.clone(),
+        file: cfg
+            .set
+            .as_ref()
+            .filter(|n| AddressSet::builtin_named(n).is_none())
+            .map(|n| (PathBuf::from(n), mtime(std::path::Path::new(n)))),
+    };
+    let set = source.load()?;
+    let ranges = set.ranges();
+    let policy = source.policy(&ranges);
+
+    let json = cfg.json.as_ref().map(JsonTarget::open).transpose()?;
+    let human = cfg.json != Some(JsonTarget::Stdout);
+    let log = cfg.log_dir.clone().map(LogDir::open).transpose()?;
+
+    let mut dp = Datapath::load_with(
+        crate::EBPF_OBJECT,
+        &ranges,
+        &policy,
+        &LoadOptions {
+            max_flows: cfg.max_flows,
+            ring_bytes: cfg.ring_bytes,
+            pin: cfg.pin.clone().map(PinDir::new),
+            set_name: set.name.clone(),
+        },
+    )?;
+    // A pinned datapath taken over after a reload keeps its range ids:
+    // place each range at its id, with placeholders for the ids of ranges
+    // dropped before (their counters stay, their prefixes are unknown).
+    let mut ranges = ranges;
+    let mut policy = policy;
+    let mut active = vec![true; ranges.len()];
+    if let Some(ids) = dp.range_ids() {
+        if ids.iter().enumerate().any(|(i, id)| *id as usize != i) {
+            let len = ids.iter().max().map_or(0, |m| *m as usize + 1);
+            let mut by_id = vec![Range::placeholder(); len];
+            active = vec![false; len];
+            for (r, id) in ranges.into_iter().zip(ids) {
+                by_id[*id as usize] = r;
+                active[*id as usize] = true;
+            }
+            ranges = by_id;
+            policy = source.policy(&ranges);
+        }
+    }
+    let logger = dp.take_logger();
+    let (reader, mut events) = crate::datapath::events::spawn(dp.take_events()?)
+        .map_err(Error::io("starting the event reader"))?;
+    // SAFETY: the logger's ring buffer owns its map fd, which stays open and
+    // unchanged for as long as the AsyncFd owns it.
+    let mut logger = match logger {
+        Some(l) => Some(
+            unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }
+                .map_err(|e| Error::io("polling the kernel log")(e.into()))?,
+        ),
+        None => None,
+    };
+    for iface in &cfg.ifaces {
+        let a = dp.attach(iface, cfg.ingress)?;
+        log::info!(
+            "attached to {} (ifindex {}): egress {}, ingress {}",
+            a.iface,
+            a.ifindex,
+            if a.tcx { "tcx" } else { "tc clsact" },
+            a.ingress
+        );
+    }
+    let v6 = ranges.iter().filter(|r| r.prefix.addr().is_ipv6()).count();
+    log::info!(
+        "auditing {} CAS ranges ({} IPv4, {} IPv6) of set {} on {}; allowed ports {}",
+        ranges.len(),
+        ranges.len() - v6,
+        v6,
+        set.name,
+        cfg.ifaces.join(", "),
+        policy
+    );
+
+    let ifaces = cfg
+        .ifaces
+        .iter()
+        .map(|i| {
+            let seen = IfaceSeen {
+                ifindex: netdev::ifindex(i).ok(),
+                up: netdev::is_up(i).unwrap_or(false),
+            };
+            (i.clone(), seen)
+        })
+        .collect();
+    let mut s = Session {
+        dp,
+        active,
+        source,
+        ranges,
+        ifnames,
+        ingress: cfg.ingress,
+        ifaces,
+        policy,
+        clock: Clock::new(),
+        tracker: Tracker::new(
+            cfg.idle_timeout.as_nanos() as u64,
+            LINGER.as_nanos() as u64,
+            cfg.answer_timeout,
+        ),
+        out: Output::new(json, human).with_log_dir(log),
+        states: Default::default(),
+        metrics: None,
+        flow_capacity: 0,
+    };
+    s.flow_capacity = s.dp.map_capacity(cas_audit_common::names::FLOWS);
+    let mut _metrics_task = None;
+    if let Some(addr) = cfg.metrics {
+        let m = std::sync::Arc::new(crate::output::metrics::Metrics::new(
+            &set.name,
+            &set.published,
+        ));
+        let (bound, task) = crate::output::metrics::serve(addr, m.clone())
+            .await
+            .map_err(Error::io(format!("serving metrics on {addr}")))?;
+        log::info!("metrics on http://{bound}/metrics");
+        s.metrics = Some(m);
+        _metrics_task = Some(task);
+    }
+
+    let deadline = async {
+        match cfg.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(cfg.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
+            _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
+            _ = sighup.recv() => s.reload("SIGHUP"),
+            _ = &mut deadline => { log::info!("duration reached: stopping"); break; }
+            Some(batch) = events.recv() => s.on_events(&batch)?,
+            guard = async {
+                match logger.as_mut() {
+                    Some(l) => l.readable_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut guard = guard.map_err(Error::io("reading the kernel log"))?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            _ = tick.tick() => s.poll()?,
+        }
+    }
+
+    // Detach first so the final figures are exact, then drain and report.
+    // A pinned datapath stays attached and keeps counting for the next agent.
+    s.dp.detach_all();
+    if let Some(dir) = s.dp.pin_dir() {
+        log::info!(
+            "the pinned datapath in {} keeps counting; `cas-audit detach --pin {}` removes it",
+            dir.root().display(),
+            dir.root().display()
+        );
+    }
+    reader.stop().map_err(Error::io("reading the event ring"))?;
+    while let Ok(batch) = events.try_recv() {
+        s.on_events(&batch)?;
+    }
+    if let Some(l) = logger.as_mut() {
+        l.get_mut().flush();
+    }
+    s.poll()?;
+    let summary = s.finish(&set.name, &cfg.ifaces)?;
+    Ok(summary)
+}

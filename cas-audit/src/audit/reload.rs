@@ -1,0 +1,146 @@
+//! Reloading the address set while the audit runs (SIGHUP, or a change of
+//! the set file): the new ranges go in before dropped ones go out, range
+//! ids are kept, the difference is logged.
+
+use std::{collections::HashMap, path::PathBuf};
+
+use super::session::Session;
+use crate::{
+    addrset::{self, AddressSet, DataCenter, Purpose, Range},
+    error::Error,
+    flow::{AllowedPorts, PortPolicy},
+};
+
+/// How the audited set is chosen, to load it again on a reload.
+#[derive(Debug, Clone)]
+pub struct SetSource {
+    pub(super) set: Option<String>,
+    pub(super) datacenters: Vec<DataCenter>,
+    pub(super) purposes: Vec<Purpose>,
+    pub(super) ports: Option<AllowedPorts>,
+    /// The set file and its modification time, watched for changes.
+    pub(super) file: Option<(PathBuf, Option<std::time::SystemTime>)>,
+}
+
+impl SetSource {
+    /// Loads the selection.
+    pub fn load(&self) -> Result<AddressSet, Error> {
+        Ok(addrset::select(
+            self.set.as_deref(),
+            &self.datacenters,
+            &self.purposes,
+        )?)
+    }
+
+    /// The port policy of `ranges` (range id = index).
+    pub fn policy(&self, ranges: &[Range]) -> PortPolicy {
+        match (&self.ports, &self.set) {
+            (Some(p), _) => PortPolicy::global(p.clone()),
+            (None, Some(_)) => PortPolicy::per_range(ranges),
+            (None, None) => PortPolicy::global(AllowedPorts::default()),
+        }
+    }
+}
+
+/// A file's modification time.
+pub fn mtime(p: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl Session {
+    /// Reloads the address set if its file changed since it was read.
+    pub(super) fn check_set_file(&mut self) {
+        let Some((path, seen)) = self.source.file.clone() else {
+            return;
+        };
+        let now = mtime(&path);
+        if now != seen {
+            self.source.file = Some((path.clone(), now));
+            self.reload(&format!("{} changed", path.display()));
+        }
+    }
+
+    /// Loads the set again and swaps it in atomically (see
+    /// [`Datapath::reload`]); on any error the old set stays.
+    /// Loads the set again and swaps it in.
+    pub(super) fn reload(&mut self, why: &str) {
+        let set = match self.source.load() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("reload ({why}) failed, keeping the current set: {e}");
+                return;
+            }
+        };
+        let mut ranges = self.ranges.clone();
+        let mut active = vec![false; ranges.len()];
+        let index: HashMap<ipnet::IpNet, usize> = ranges
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_placeholder())
+            .map(|(id, r)| (r.prefix.trunc(), id))
+            .collect();
+        let (mut added, mut changed) = (Vec::new(), Vec::new());
+        for r in set.ranges() {
+            match index.get(&r.prefix.trunc()) {
+                Some(&id) => {
+                    if ranges[id] != r {
+                        changed.push(r.prefix);
+                    }
+                    ranges[id] = r;
+                    active[id] = true;
+                }
+                None => {
+                    added.push(r.prefix);
+                    ranges.push(r);
+                    active.push(true);
+                }
+            }
+        }
+        let removed: Vec<ipnet::IpNet> = (0..self.active.len())
+            .filter(|&id| self.active[id] && !active[id])
+            .map(|id| ranges[id].prefix)
+            .collect();
+        // A re-listed range that had been dropped counts as added.
+        for id in 0..self.active.len() {
+            if !self.active[id] && active[id] {
+                added.push(ranges[id].prefix);
+            }
+        }
+        if added.is_empty() && removed.is_empty() && changed.is_empty() {
+            log::info!("reload ({why}): set {} unchanged", set.name);
+            return;
+        }
+        let policy = self.source.policy(&ranges);
+        if let Err(e) = self.dp.reload(&ranges, &active, &policy) {
+            log::error!("reload ({why}) failed, keeping the current set: {e}");
+            return;
+        }
+        let show = |v: &[ipnet::IpNet]| {
+            let mut s: Vec<String> = v.iter().take(10).map(|p| p.to_string()).collect();
+            if v.len() > 10 {
+                s.push(format!("and {} more", v.len() - 10));
+            }
+            s.join(", ")
+        };
+        log::info!(
+            "reloaded set {} ({why}): +{} ranges, -{} ranges, {} changed; {} ranges audited",
+            set.name,
+            added.len(),
+            removed.len(),
+            changed.len(),
+            active.iter().filter(|a| **a).count()
+        );
+        for (what, v) in [
+            ("added", &added),
+            ("removed", &removed),
+            ("changed", &changed),
+        ] {
+            if !v.is_empty() {
+                log::info!("  {what}: {}", show(v));
+            }
+        }
+        self.ranges = ranges;
+        self.active = active;
+        self.policy = policy;
+    }
+}

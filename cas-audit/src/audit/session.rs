@@ -1,0 +1,185 @@
+//! What one poll of the flow table and one batch of ring events do: judge
+//! the flows, decide which are due ([`Tracker`]), write their records,
+//! refresh the metrics; and the summary at exit.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use cas_audit_common::{
+    history,
+    rules::{self, FirstPacket},
+    Counter, Direction, FlowEvent,
+};
+
+use super::{ifaces::IfaceSeen, reload::SetSource};
+use crate::{
+    addrset::Range,
+    datapath::{Datapath, IngressMode},
+    error::Error,
+    flow::{Flow, PortPolicy, Reason, State, Tracker},
+    host::clock::{monotonic_ns, Clock},
+    output::{
+        metrics::Metrics,
+        record::{FlowRecord, PortPolicyKind, Summary, Timestamp},
+        sink::Output,
+    },
+};
+
+/// Time an ended TCP flow waits for its last ACK before it is reported.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// The running audit's state.
+pub struct Session {
+    pub(super) dp: Datapath,
+    /// Every range id in use, the new set's and those a reload dropped.
+    pub(super) ranges: Vec<Range>,
+    /// Whether the current set lists range `id`.
+    pub(super) active: Vec<bool>,
+    pub(super) source: SetSource,
+    pub(super) ifnames: HashMap<u32, String>,
+    pub(super) ingress: IngressMode,
+    pub(super) ifaces: Vec<(String, IfaceSeen)>,
+    pub(super) policy: PortPolicy,
+    pub(super) clock: Clock,
+    pub(super) tracker: Tracker,
+    pub(super) out: Output,
+    /// Final states of the flows reported for good.
+    pub(super) states: BTreeMap<State, u64>,
+    pub(super) metrics: Option<Arc<Metrics>>,
+    pub(super) flow_capacity: u32,
+}
+
+impl Session {
+    fn write(&mut self, flow: &Flow, reason: Reason) -> Result<(), Error> {
+        let range = self.ranges.get(flow.stats.range_id as usize);
+        let iface = self
+            .ifnames
+            .get(&flow.key.ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("if{}", flow.key.ifindex));
+        let state = flow.state(monotonic_ns(), self.tracker.answer_timeout());
+        let rec = FlowRecord::new(flow, range, &iface, &self.clock, reason, state);
+        if reason.is_final() {
+            *self.states.entry(state).or_default() += 1;
+            if let Some(m) = &self.metrics {
+                m.reported(flow.verdict, state);
+            }
+        }
+        self.out
+            .flow(&rec)
+            .map_err(Error::io("writing a flow record"))
+    }
+
+    /// A new disallowed flow from the ring buffer. The record shows the
+    /// flow as of its first packet ([`rules::open_flow`], as the kernel
+    /// built it), from the event alone: no map lookup, so that bursts of
+    /// events cost no syscalls.
+    fn on_event(&mut self, ev: &FlowEvent) -> Result<(), Error> {
+        let mut stats = rules::open_flow(&FirstPacket {
+            dir: Direction::from_u8(ev.dir),
+            proto: ev.key.proto,
+            packets: ev.packets.into(),
+            bytes: ev.bytes.into(),
+            tcp_flags: ev.tcp_flags.into(),
+            kinds: history::kinds(ev.key.proto, ev.tcp_flags.into(), true),
+            ttl: 0,
+            now: ev.ts_ns,
+            range_id: ev.range_id,
+        });
+        stats.flagged = 1;
+        let flow = Flow::new(ev.key, stats, self.policy.for_range(stats.range_id));
+        if self.tracker.flag(&flow) {
+            self.write(&flow, Reason::Flagged)?;
+        }
+        Ok(())
+    }
+
+    /// One poll: interfaces, the set file, the flow table, the metrics.
+    pub fn poll(&mut self) -> Result<(), Error> {
+        self.watch_interfaces();
+        self.check_set_file();
+        let snapshot = self.dp.flows()?;
+        if let Some(m) = self.metrics.clone() {
+            let now = monotonic_ns();
+            let answer = self.tracker.answer_timeout();
+            let live: Vec<_> = snapshot
+                .iter()
+                .map(|(k, s)| {
+                    let f = Flow::new(*k, *s, self.policy.for_range(s.range_id));
+                    (f.verdict, f.state(now, answer))
+                })
+                .collect();
+            let counters = self.dp.counters()?;
+            let totals = self.dp.range_totals(self.ranges.len())?;
+            m.update(&counters, &self.ranges, &totals, &live, self.flow_capacity);
+            m.log_records_lost(self.out.log_records_lost());
+        }
+        let due = self.tracker.poll(snapshot, monotonic_ns(), &self.policy);
+        let mut done = Vec::new();
+        for (flow, reason) in &due {
+            self.write(flow, *reason)?;
+            if matches!(reason, Reason::Ended | Reason::Expired) {
+                done.push(flow.key);
+            }
+        }
+        self.dp.remove_flows(&done)?;
+        self.flush()
+    }
+
+    /// A batch of ring events.
+    pub fn on_events(&mut self, events: &[FlowEvent]) -> Result<(), Error> {
+        for ev in events {
+            self.on_event(ev)?;
+        }
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        self.out
+            .flush()
+            .map_err(Error::io("writing the JSON lines"))
+    }
+
+    /// Reports every remaining flow and writes the summary.
+    pub fn finish(&mut self, set_name: &str, ifaces: &[String]) -> Result<Summary, Error> {
+        let snapshot = self.dp.flows()?;
+        for (flow, reason) in self.tracker.finish_all(snapshot, &self.policy) {
+            self.write(&flow, reason)?;
+        }
+        let c = self.dp.counters()?;
+        let totals = self.dp.range_totals(self.ranges.len())?;
+        let created = c.get(Counter::FlowsCreated);
+        let mut s = Summary {
+            ts: Timestamp::now(),
+            ranges: Summary::ranges_with_traffic(&self.ranges, &totals),
+            flows: self.tracker.reported,
+            disallowed: self.tracker.disallowed,
+            flows_evicted: created.saturating_sub(self.tracker.reported),
+            log_records_lost: 0,
+            counters: c,
+            states: self.states.clone(),
+            set: set_name.to_string(),
+            interfaces: ifaces.to_vec(),
+            allowed_ports: self
+                .policy
+                .profiles()
+                .iter()
+                .flat_map(|p| p.iter())
+                .collect::<std::collections::BTreeSet<u16>>()
+                .into_iter()
+                .collect(),
+            port_policy: if self.policy.is_global() {
+                PortPolicyKind::Global
+            } else {
+                PortPolicyKind::PerRange
+            },
+        };
+        self.out
+            .summary(&mut s)
+            .map_err(Error::io("writing the summary"))?;
+        Ok(s)
+    }
+}

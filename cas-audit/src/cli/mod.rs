@@ -1,0 +1,481 @@
+//! Command-line interface (clap derive). Flags and exit codes are a public
+//! contract: see the README.
+
+//!
+//! The only module that knows clap: [`args`] turns the parsed flags into
+//! the library's typed configs, [`values`] holds the value parsers.
+
+pub mod args;
+pub mod values;
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use self::values::{choice, datacenter, duration, host, purpose, ring_size, size};
+use crate::{
+    addrset::{export::ExportFormat, DataCenter, Purpose},
+    cmd::sets::ShowFormat,
+    datapath::{pin::DEFAULT_PIN_DIR, IngressMode},
+    report::{ReportFormat, StateFilter, TimeSpec},
+};
+
+/// Values of `--ingress`.
+const INGRESS: &[&str] = &["auto", "xdp", "tc"];
+/// Values of `sets export --format`.
+const EXPORT_FORMATS: &[&str] = &["nft", "iptables", "ipset", "json"];
+/// Values of `sets show --format`.
+const SHOW_FORMATS: &[&str] = &["table", "json", "csv"];
+/// Values of `report --format`.
+const REPORT_FORMATS: &[&str] = &["table", "json"];
+
+/// Audits traffic to and from Microsoft Defender for Cloud Apps (CAS) address ranges with eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "cas-audit", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to interfaces and report CAS flows live, as JSON lines and readable lines.
+    Run(RunArgs),
+    /// Firewall rollout check: connect to every required outbound CAS
+    /// destination and show what happened to each attempt (exit 0 only when
+    /// all are reachable, 1 otherwise).
+    Check(CheckArgs),
+    /// Remove a datapath pinned by `run --pin`: detach its programs and
+    /// delete its maps (their counters are lost).
+    Detach(DetachArgs),
+    /// Show a pinned datapath: links, programs, ranges, flow-table fill,
+    /// counters since it was pinned.
+    Status(StatusArgs),
+    /// Address sets: list, show, diff, export as firewall rules, import a published page.
+    #[command(subcommand)]
+    Sets(SetsCommand),
+    /// Check whether this machine can run cas-audit (only reads; exit 0 when no check fails).
+    ///
+    /// One line per check, ok, warn or fail, with a hint when not ok: kernel
+    /// version (TCX from 6.6), bpf system call, JIT, BTF, bpffs,
+    /// capabilities (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN), memlock, and per
+    /// interface its state, driver, and the ingress hook and TCX the agent
+    /// would use. Nothing is attached. Exit 0 when no check fails, 1 when
+    /// one does, 2 for usage errors such as an unknown --iface.
+    Doctor(DoctorArgs),
+    /// Summarise saved records (`run --json FILE`, `run --log-dir DIR`).
+    ///
+    /// Flows, packets and bytes by data center, purpose, state, verdict,
+    /// local host and local host + service port, the time they cover, and
+    /// the destinations that were blocked. A DIR stands for its *.jsonl
+    /// files in name order. Exit 0 on success, 2 for a missing path or a
+    /// bad flag, 1 for a file that cannot be read.
+    Report(ReportArgs),
+}
+
+/// `cas-audit doctor` flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Interface to check (repeatable; default: every interface but loopback).
+    #[arg(long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// Print one JSON document instead of the list.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Selection of an address set and a part of it.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Built-in set name (see `sets list`) or set file; default: the built-in default set.
+    #[arg(long = "set", value_name = "NAME|FILE")]
+    pub set: Option<String>,
+    /// Only these data centers (repeatable); entries without a data center are kept.
+    #[arg(long = "datacenter", value_name = "DC", num_args = 1.., value_parser = datacenter)]
+    pub datacenters: Vec<DataCenter>,
+    /// Only these purposes (repeatable): portal, access-session-controls, siem-agent,
+    /// app-connector, dlp, mail, log-collector, auth-gateway.
+    #[arg(long = "purpose", value_name = "P", num_args = 1.., value_parser = purpose)]
+    pub purposes: Vec<Purpose>,
+}
+
+/// `cas-audit sets` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SetsCommand {
+    /// Built-in sets and the given set files, with counts.
+    List {
+        /// Set files to list too.
+        files: Vec<String>,
+    },
+    /// The entries and DNS names of a set.
+    Show {
+        /// The set and the part of it.
+        #[command(flatten)]
+        selection: Selection,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = choice::<ShowFormat>(SHOW_FORMATS))]
+        format: ShowFormat,
+    },
+    /// Added and removed prefixes per data center and purpose from A to B.
+    /// Exit 0 when they are the same, 1 when they differ.
+    Diff {
+        /// The old set (name or file).
+        a: String,
+        /// The new set (name or file).
+        b: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The set as a firewall allowlist.
+    Export {
+        /// The set and the part of it.
+        #[command(flatten)]
+        selection: Selection,
+        /// nft (nftables), iptables (iptables-restore), ipset (ipset restore) or json.
+        #[arg(long, value_parser = choice::<ExportFormat>(EXPORT_FORMATS))]
+        format: ExportFormat,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Import a network-requirements page (Markdown, as published) into a set file.
+    Import {
+        /// The page.
+        page: PathBuf,
+        /// Name of the set (default: cas-YYYY-MM from the page's ms.date).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the set file to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `cas-audit run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Interface to audit (repeatable). Egress and ingress are both watched.
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    pub ifaces: Vec<String>,
+    /// Address set to audit against: a built-in name (see `sets list`) or a set file.
+    /// With it, each range's purposes decide its allowed ports (unless --allow-port).
+    #[arg(long = "set", value_name = "NAME|FILE")]
+    pub set: Option<String>,
+    /// Only audit ranges of these purposes (repeatable).
+    #[arg(long = "purpose", value_name = "P", num_args = 1.., value_parser = purpose)]
+    pub purposes: Vec<Purpose>,
+    /// Allowed service port for every range (repeatable; replaces the default 443, 80, 11344
+    /// and, with --set, the set's per-purpose ports).
+    #[arg(long = "allow-port", value_name = "PORT", num_args = 1.., value_parser = clap::value_parser!(u16).range(1..))]
+    pub allow_ports: Vec<u16>,
+    /// Only audit ranges of this data center (repeatable): US1, US2, US3, EU1, EU2, "Gov US1" (or gov-us1).
+    /// Ranges without a data center (mail) are always kept.
+    #[arg(long = "datacenter", value_name = "DC", num_args = 1.., value_parser = datacenter)]
+    pub datacenters: Vec<DataCenter>,
+    /// Write JSON lines to PATH, or to standard output with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    pub json: Option<String>,
+    /// Also write the JSON lines into rotated files cas-audit-YYYYMMDDTHHMMSSZ.jsonl
+    /// in DIR (created with mode 0750 if missing).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Start a new log file before one would exceed BYTES (K, M, G, T: powers of 1024).
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = size, requires = "log_dir")]
+    pub log_max_size: u64,
+    /// Start a new log file once one is DURATION old (s, m, h, d).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration, requires = "log_dir")]
+    pub log_max_age: Duration,
+    /// Delete the oldest log files so that all of them stay within BYTES.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = size, requires = "log_dir")]
+    pub log_max_total: u64,
+    /// Stop after DURATION (seconds, or with s, m, h, d; default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub duration: Option<Duration>,
+    /// Ingress hook: auto (native XDP on capable physical NICs, else TC), xdp or tc.
+    #[arg(long, default_value = "auto", value_parser = choice::<IngressMode>(INGRESS))]
+    pub ingress: IngressMode,
+    /// Report a flow as expired after SECS seconds without packets.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Size of the kernel flow table (LRU; evictions are reported as flows_evicted).
+    #[arg(long, value_name = "N", default_value_t = cas_audit_common::sizes::MAX_FLOWS, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub max_flows: u32,
+    /// A flow whose first packet gets no answer within SECS seconds is
+    /// `unanswered` (SYN retries count as one attempt).
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = duration)]
+    pub answer_timeout: Duration,
+    /// Size of the kernel event ring buffer: a power of two from 4K to 1G
+    /// (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES", value_parser = ring_size)]
+    pub ring_size: Option<u32>,
+    /// Pin the maps and links in DIR (default /sys/fs/bpf/cas-audit): the
+    /// kernel keeps counting when the agent stops or dies, and a restarted
+    /// agent with the same set takes over. `cas-audit detach` removes it.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = DEFAULT_PIN_DIR)]
+    pub pin: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDR (host:port; use a loopback address
+    /// such as 127.0.0.1:9477 unless a firewall guards it).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// `cas-audit detach` flags.
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// The pin directory of `run --pin`.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin: PathBuf,
+}
+
+/// `cas-audit status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The pin directory of `run --pin`.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cas-audit check` flags.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The set and the part of it to check.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Interface the datapath watches while the check runs (shows who refused
+    /// or rejected each attempt); without it, only the sockets' results.
+    #[arg(long, value_name = "IF")]
+    pub iface: Option<String>,
+    /// Seconds each connection attempt may take before it is unanswered.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = duration)]
+    pub timeout: Duration,
+    /// Connection attempts in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// Write one JSON record per destination and a summary to PATH, or to
+    /// standard output with `-` (then no table is printed).
+    #[arg(long, value_name = "PATH|-")]
+    pub json: Option<String>,
+    /// Ingress hook of the datapath: auto, xdp or tc.
+    #[arg(long, default_value = "auto", value_parser = choice::<IngressMode>(INGRESS))]
+    pub ingress: IngressMode,
+}
+
+/// `cas-audit report` flags.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Files written by `run --json FILE` or `--log-dir`, oldest first; a directory
+    /// stands for its *.jsonl files in name order.
+    #[arg(value_name = "FILE|DIR", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Only flows seen at or after TIME: RFC 3339 (2026-11-22T10:00:00Z) or a
+    /// duration before now (2h).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<TimeSpec>,
+    /// Only flows first seen at or before TIME (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<TimeSpec>,
+    /// Only flows in this final state (repeatable): pending, established, closed,
+    /// reset, unanswered, refused, unreachable, or unknown (older records).
+    #[arg(long = "state", value_name = "S")]
+    pub states: Vec<StateFilter>,
+    /// Only flows to ranges of this data center (repeatable).
+    #[arg(long = "datacenter", value_name = "DC", value_parser = datacenter)]
+    pub datacenters: Vec<DataCenter>,
+    /// Only flows to ranges of this purpose (repeatable).
+    #[arg(long = "purpose", value_name = "P", value_parser = purpose)]
+    pub purposes: Vec<Purpose>,
+    /// Only flows of this local address, or of addresses in this prefix (repeatable).
+    #[arg(long = "host", value_name = "ADDR|CIDR", value_parser = host)]
+    pub hosts: Vec<IpNet>,
+    /// Blocked destinations listed.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = choice::<ReportFormat>(REPORT_FORMATS))]
+    pub format: ReportFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{logdir::LogDirOptions, sink::JsonTarget};
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags() {
+        let cli = Cli::try_parse_from([
+            "cas-audit",
+            "run",
+            "--iface",
+            "eth1",
+            "--iface",
+            "eth2",
+            "--allow-port",
+            "443",
+            "8443",
+            "--datacenter",
+            "us1",
+            "gov-us1",
+            "--json",
+            "-",
+            "--duration",
+            "2.5",
+            "--ingress",
+            "tc",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        let c = r.config();
+        assert_eq!(c.ifaces, vec!["eth1", "eth2"]);
+        assert_eq!(c.ports.unwrap().iter().collect::<Vec<_>>(), vec![443, 8443]);
+        assert_eq!(c.datacenters, vec![DataCenter::Us1, DataCenter::GovUs1]);
+        assert_eq!(c.json, Some(JsonTarget::Stdout));
+        assert_eq!(c.duration, Some(Duration::from_millis(2500)));
+        assert_eq!(c.ingress, IngressMode::Tc);
+    }
+
+    #[test]
+    fn log_dir_flags() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["cas-audit", "run", "--iface", "eth1"];
+            args.extend(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Run(r)) => Ok(r.config().log_dir),
+                Ok(_) => panic!("not run"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(
+            parse(&["--log-dir", "/var/log/cas"]).unwrap(),
+            Some(LogDirOptions::new("/var/log/cas"))
+        );
+        let o = parse(&[
+            "--log-dir",
+            "d",
+            "--log-max-size",
+            "500K",
+            "--log-max-age",
+            "2h",
+            "--log-max-total",
+            "1G",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.max_size, 500 << 10);
+        assert_eq!(o.max_age, Duration::from_secs(7200));
+        assert_eq!(o.max_total, 1 << 30);
+        for bad in [
+            &["--log-max-size", "1M"][..],
+            &["--log-dir", "d", "--log-max-size", "0"],
+            &["--log-dir", "d", "--log-max-size", "64MB"],
+            &["--log-dir", "d", "--log-max-age", "1w"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn report_flags() {
+        let cli = Cli::try_parse_from([
+            "cas-audit",
+            "report",
+            "/var/log/cas",
+            "old.jsonl",
+            "--since",
+            "2h",
+            "--until",
+            "2026-11-22T10:00:00Z",
+            "--state",
+            "refused",
+            "--state",
+            "unknown",
+            "--datacenter",
+            "gov-us1",
+            "--purpose",
+            "dlp",
+            "--host",
+            "198.51.100.2",
+            "--host",
+            "2001:db8:1::/64",
+            "--top",
+            "3",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Report(r) = cli.command else {
+            panic!("not report")
+        };
+        let now = time::macros::datetime!(2026-11-22 12:00 UTC);
+        let c = r.config(now);
+        assert_eq!(c.paths, [PathBuf::from("/var/log/cas"), "old.jsonl".into()]);
+        assert_eq!(
+            c.filters.since,
+            Some(time::macros::datetime!(2026-11-22 10:00 UTC))
+        );
+        assert_eq!(
+            c.filters.until,
+            Some(time::macros::datetime!(2026-11-22 10:00 UTC))
+        );
+        assert_eq!(c.filters.states, [Some(crate::flow::State::Refused), None]);
+        assert_eq!(c.filters.datacenters, [DataCenter::GovUs1]);
+        assert_eq!(c.filters.purposes, [Purpose::Dlp]);
+        assert_eq!(
+            c.filters.hosts,
+            [
+                "198.51.100.2/32".parse::<IpNet>().unwrap(),
+                "2001:db8:1::/64".parse().unwrap()
+            ]
+        );
+        assert_eq!((c.top, c.format), (3, ReportFormat::Json));
+        for bad in [
+            &["report"][..],
+            &["report", "d", "--state", "blocked"],
+            &["report", "d", "--since", "yesterday"],
+            &["report", "d", "--host", "lan"],
+            &["report", "d", "--datacenter", "US9"],
+            &["report", "d", "--format", "csv"],
+            &["report", "d", "--top", "-1"],
+        ] {
+            let args = std::iter::once("cas-audit").chain(bad.iter().copied());
+            assert_eq!(
+                Cli::try_parse_from(args).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for args in [
+            vec!["cas-audit", "run"],
+            vec!["cas-audit", "run", "--iface", "x", "--allow-port", "0"],
+            vec!["cas-audit", "run", "--iface", "x", "--allow-port", "70000"],
+            vec!["cas-audit", "run", "--iface", "x", "--datacenter", "US9"],
+            vec!["cas-audit", "run", "--iface", "x", "--duration", "-1"],
+            vec!["cas-audit", "run", "--iface", "x", "--ingress", "af_xdp"],
+        ] {
+            let e = Cli::try_parse_from(&args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Value parsers of the flags: one grammar for sizes and one for durations
+//! ([`crate::units`]), and the choices of the library's enums (which do
+//! not know clap).
+
+use std::{net::IpAddr, str::FromStr, time::Duration};
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use ipnet::IpNet;
+
+use crate::{
+    addrset::{DataCenter, Purpose},
+    units::{parse_duration, parse_size},
+};
+
+/// A parser accepting exactly `names`, shown in help and completions, each
+/// read with `T`'s `FromStr`.
+pub fn choice<T>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    PossibleValuesParser::new(names).map(|s| s.parse::<T>().expect("one of the possible values"))
+}
+
+/// A data center, case-insensitive (`us1`, `Gov US1`, `gov-us1`).
+pub fn datacenter(s: &str) -> Result<DataCenter, String> {
+    s.parse::<DataCenter>().map_err(|e| e.to_string())
+}
+
+/// A purpose.
+pub fn purpose(s: &str) -> Result<Purpose, String> {
+    s.parse::<Purpose>().map_err(|e| e.to_string())
+}
+
+/// A positive duration ([`parse_duration`]).
+pub fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+/// A positive size in bytes ([`parse_size`]).
+pub fn size(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+/// The event ring's size: a [`parse_size`] size that is a power of two
+/// from 4K to 1G.
+pub fn ring_size(s: &str) -> Result<u32, String> {
+    let bytes = parse_size(s)?;
+    if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
+        return Err(format!(
+            "{s:?}: the ring buffer size must be a power of two from 4K to 1G"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+/// An address (a host prefix) or a CIDR prefix.
+pub fn host(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an address nor a prefix (CIDR)"))
+}

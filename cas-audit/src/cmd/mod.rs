@@ -1,0 +1,65 @@
+//! The subcommands, one file each, all of one shape: a config in, an
+//! [`Outcome`] or an [`Error`] out. They call the library and print; the
+//! binary turns the result into the exit code ([`exit_code`]), once.
+
+pub mod check;
+pub mod detach;
+pub mod doctor;
+pub mod report;
+pub mod run;
+pub mod sets;
+pub mod status;
+
+use std::{io::Write, path::Path};
+
+use crate::error::{Error, EXIT_NEGATIVE, EXIT_SUCCESS};
+
+/// What a command answers when it did its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Yes: done, reachable, the same, no check failed (exit 0).
+    Success,
+    /// The command's own negative answer: `check` found something
+    /// unreachable, `sets diff` found a difference, a `doctor` check
+    /// failed (exit 1).
+    Negative,
+}
+
+/// The exit code of a command's result.
+pub fn exit_code(result: &Result<Outcome, Error>) -> i32 {
+    match result {
+        Ok(Outcome::Success) => EXIT_SUCCESS,
+        Ok(Outcome::Negative) => EXIT_NEGATIVE,
+        Err(e) => e.exit_code(),
+    }
+}
+
+/// Writes `text` to standard output.
+///
+/// # Errors
+/// [`Error::Io`] when standard output cannot be written.
+pub fn print(text: &str) -> Result<(), Error> {
+    let mut so = std::io::stdout().lock();
+    so.write_all(text.as_bytes())
+        .and_then(|_| so.flush())
+        .map_err(Error::io("writing to standard output"))
+}
+
+/// Writes `text` to the file `out`, or to standard output.
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be written.
+pub fn print_to(text: &str, out: Option<&Path>) -> Result<(), Error> {
+    match out {
+        Some(p) => std::fs::write(p, text).map_err(Error::io(format!("writing {}", p.display()))),
+        None => print(text),
+    }
+}
+
+/// A current-thread tokio runtime for the commands that need one.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::io("starting the runtime"))
+}

@@ -1,0 +1,372 @@
+//! Typed access to every map of the datapath: the one place that reads and
+//! writes them, whether they belong to a loaded object ([`aya::Ebpf`], the
+//! running agent) or are opened from their pins ([`PinnedMaps`], `status`
+//! without an agent). Names and encodings come from `cas_audit_common`.
+
+use std::{collections::HashMap, os::fd::AsFd};
+
+use aya::{
+    maps::{
+        lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, MapError, PerCpuArray,
+    },
+    Ebpf,
+};
+use cas_audit_common::{
+    family, names, port_bit, prefilter_bit, sizes, Counter, Counters, FlowKey, FlowStats,
+    RangeStats, RangeValue,
+};
+use ipnet::IpNet;
+
+use super::{pin::PinDir, DatapathError};
+use crate::{addrset::Range, flow::PortPolicy, host::bpf};
+
+/// Where the maps come from.
+pub trait MapSource {
+    /// The map called `name`, if the source has it.
+    fn map(&self, name: &str) -> Option<&Map>;
+}
+
+impl MapSource for Ebpf {
+    fn map(&self, name: &str) -> Option<&Map> {
+        Ebpf::map(self, name)
+    }
+}
+
+/// The data maps of a pinned datapath, opened from their pins.
+pub struct PinnedMaps {
+    maps: HashMap<&'static str, Map>,
+}
+
+impl MapSource for PinnedMaps {
+    fn map(&self, name: &str) -> Option<&Map> {
+        self.maps.get(name)
+    }
+}
+
+/// The maps whose contents outlive the agent (pinned with `--pin`).
+pub const PINNED_MAPS: [&str; 8] = [
+    names::RANGES_V4,
+    names::RANGES_V6,
+    names::RANGE_STATS,
+    names::FLOWS,
+    names::ALLOWED_PORTS,
+    names::EVENTS,
+    names::COUNTERS,
+    names::PREFILTER,
+];
+
+impl PinnedMaps {
+    /// Opens every map pinned in `dir`.
+    ///
+    /// # Errors
+    /// [`DatapathError::Map`] naming a map that is missing or cannot be opened.
+    pub fn open(dir: &PinDir) -> Result<PinnedMaps, DatapathError> {
+        let mut maps = HashMap::new();
+        for name in PINNED_MAPS {
+            let data = MapData::from_pin(dir.map_path(name))
+                .map_err(map_err(format!("opening the pinned map {name}")))?;
+            let map = match name {
+                names::RANGES_V4 | names::RANGES_V6 => Map::LpmTrie(data),
+                names::RANGE_STATS | names::COUNTERS => Map::PerCpuArray(data),
+                names::FLOWS => Map::LruHashMap(data),
+                names::EVENTS => Map::RingBuf(data),
+                _ => Map::Array(data),
+            };
+            maps.insert(name, map);
+        }
+        Ok(PinnedMaps { maps })
+    }
+}
+
+/// Wraps a map error with what was being done.
+pub(super) fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> DatapathError {
+    let what = what.into();
+    move |source| DatapathError::Map { what, source }
+}
+
+fn get<'a>(src: &'a impl MapSource, name: &str) -> Result<&'a Map, DatapathError> {
+    src.map(name)
+        .ok_or_else(|| DatapathError::Load(format!("map {name} missing")))
+}
+
+/// `max_entries` of map `name` (0 if unknown); bytes for the ring buffer.
+pub fn capacity(src: &impl MapSource, name: &str) -> u32 {
+    let data = match src.map(name) {
+        Some(
+            Map::LruHashMap(m)
+            | Map::HashMap(m)
+            | Map::Array(m)
+            | Map::PerCpuArray(m)
+            | Map::LpmTrie(m)
+            | Map::RingBuf(m),
+        ) => m,
+        _ => return 0,
+    };
+    data.info().map(|i| i.max_entries()).unwrap_or(0)
+}
+
+/// The global counters, summed over CPUs.
+pub fn counters(src: &impl MapSource) -> Result<Counters, DatapathError> {
+    let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(get(src, names::COUNTERS)?)
+        .map_err(map_err("opening the counters"))?;
+    let mut out = Counters::default();
+    for c in Counter::ALL {
+        let v = arr
+            .get(&(c as u32), 0)
+            .map_err(map_err("reading the counters"))?;
+        out.set(c, v.iter().sum());
+    }
+    Ok(out)
+}
+
+/// Per-range totals (summed over CPUs) for range ids `0..n`.
+pub fn range_totals(src: &impl MapSource, n: usize) -> Result<Vec<RangeStats>, DatapathError> {
+    let arr: PerCpuArray<&MapData, RangeStats> =
+        PerCpuArray::try_from(get(src, names::RANGE_STATS)?)
+            .map_err(map_err("opening the range counters"))?;
+    (0..n as u32)
+        .map(|i| {
+            let v = arr
+                .get(&i, 0)
+                .map_err(map_err("reading the range counters"))?;
+            Ok(v.iter().fold(RangeStats::default(), |a, s| RangeStats {
+                packets_out: a.packets_out + s.packets_out,
+                bytes_out: a.bytes_out + s.bytes_out,
+                packets_in: a.packets_in + s.packets_in,
+                bytes_in: a.bytes_in + s.bytes_in,
+            }))
+        })
+        .collect()
+}
+
+/// A snapshot of the flow table, read with `BPF_MAP_LOOKUP_BATCH` (one key
+/// at a time where the kernel lacks it). Entries that vanish while reading
+/// (evicted or removed) are skipped.
+pub fn flows(src: &impl MapSource) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
+    let map = get(src, names::FLOWS)?;
+    let data = match map {
+        Map::LruHashMap(m) | Map::HashMap(m) => m,
+        _ => {
+            return Err(DatapathError::Load(
+                "the flow table is not a hash map".into(),
+            ))
+        }
+    };
+    match bpf::lookup_all::<FlowKey, FlowStats>(data.fd().as_fd()) {
+        Ok(v) => return Ok(v),
+        Err(bpf::BatchError::Unsupported) => {}
+        Err(bpf::BatchError::Io(e)) => {
+            return Err(DatapathError::Io {
+                what: "reading the flow table",
+                source: e,
+            })
+        }
+    }
+    let table: BpfHashMap<&MapData, FlowKey, FlowStats> =
+        BpfHashMap::try_from(map).map_err(map_err("opening the flow table"))?;
+    let keys: Vec<FlowKey> = table.keys().filter_map(Result::ok).collect();
+    Ok(keys
+        .into_iter()
+        .filter_map(|k| table.get(&k, 0).ok().map(|v| (k, v)))
+        .collect())
+}
+
+/// One flow's current state.
+pub fn flow(src: &impl MapSource, key: &FlowKey) -> Option<FlowStats> {
+    let table: BpfHashMap<&MapData, FlowKey, FlowStats> =
+        BpfHashMap::try_from(src.map(names::FLOWS)?).ok()?;
+    table.get(key, 0).ok()
+}
+
+/// Every prefix in the two tries with its value, truncated to its network.
+pub fn tries(src: &impl MapSource) -> Result<Vec<(IpNet, RangeValue)>, DatapathError> {
+    let mut out = Vec::new();
+    let trie4: LpmTrie<&MapData, [u8; 4], RangeValue> =
+        LpmTrie::try_from(get(src, names::RANGES_V4)?).map_err(map_err("opening the IPv4 trie"))?;
+    for item in trie4.iter() {
+        let (k, v) = item.map_err(map_err("reading the IPv4 trie"))?;
+        let net = ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8)
+            .map_err(|e| DatapathError::Load(format!("IPv4 trie: {e}")))?;
+        out.push((IpNet::V4(net.trunc()), v));
+    }
+    let trie6: LpmTrie<&MapData, [u8; 16], RangeValue> =
+        LpmTrie::try_from(get(src, names::RANGES_V6)?).map_err(map_err("opening the IPv6 trie"))?;
+    for item in trie6.iter() {
+        let (k, v) = item.map_err(map_err("reading the IPv6 trie"))?;
+        let net = ipnet::Ipv6Net::new(k.data().into(), k.prefix_len() as u8)
+            .map_err(|e| DatapathError::Load(format!("IPv6 trie: {e}")))?;
+        out.push((IpNet::V6(net.trunc()), v));
+    }
+    Ok(out)
+}
+
+/// The ports allowed in port profile `profile`, ascending.
+pub fn profile_ports(src: &impl MapSource, profile: u32) -> Result<Vec<u16>, DatapathError> {
+    let words: Array<&MapData, u32> = Array::try_from(get(src, names::ALLOWED_PORTS)?)
+        .map_err(map_err("opening the allowed ports"))?;
+    let mut ports = Vec::new();
+    for w in 0..sizes::PORT_WORDS {
+        let word = words
+            .get(&(profile * sizes::PORT_WORDS + w), 0)
+            .map_err(map_err("reading the allowed ports"))?;
+        for bit in 0..32 {
+            if word & (1 << bit) != 0 {
+                ports.push((w * 32 + bit) as u16);
+            }
+        }
+    }
+    Ok(ports)
+}
+
+// ---------------------------------------------------------------------------
+// Writing (the agent's own object only)
+// ---------------------------------------------------------------------------
+
+fn get_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Map, DatapathError> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| DatapathError::Load(format!("map {name} missing")))
+}
+
+/// Inserts or updates `(range id, range)` entries in the tries, each with
+/// the port profile `policy` gives its id.
+pub fn insert_ranges<'a>(
+    ebpf: &mut Ebpf,
+    ranges: impl Iterator<Item = (usize, &'a Range)> + Clone,
+    policy: &PortPolicy,
+) -> Result<(), DatapathError> {
+    let value = |id: usize| RangeValue {
+        id: id as u32,
+        ports: policy.profile_of(id as u32),
+    };
+    let mut trie4: LpmTrie<&mut MapData, [u8; 4], RangeValue> =
+        LpmTrie::try_from(get_mut(ebpf, names::RANGES_V4)?)
+            .map_err(map_err("opening the IPv4 trie"))?;
+    for (id, r) in ranges.clone() {
+        if let IpNet::V4(n) = r.prefix {
+            trie4
+                .insert(
+                    &Key::new(n.prefix_len().into(), n.addr().octets()),
+                    value(id),
+                    0,
+                )
+                .map_err(map_err(format!("inserting {n}")))?;
+        }
+    }
+    let mut trie6: LpmTrie<&mut MapData, [u8; 16], RangeValue> =
+        LpmTrie::try_from(get_mut(ebpf, names::RANGES_V6)?)
+            .map_err(map_err("opening the IPv6 trie"))?;
+    for (id, r) in ranges {
+        if let IpNet::V6(n) = r.prefix {
+            trie6
+                .insert(
+                    &Key::new(n.prefix_len().into(), n.addr().octets()),
+                    value(id),
+                    0,
+                )
+                .map_err(map_err(format!("inserting {n}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes prefixes from the tries (absent ones are fine).
+pub fn remove_prefixes(ebpf: &mut Ebpf, ranges: &[&Range]) -> Result<(), DatapathError> {
+    let gone = |r: Result<(), MapError>, n: &dyn std::fmt::Display| match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err(format!("removing {n}"))(e)),
+    };
+    let mut trie4: LpmTrie<&mut MapData, [u8; 4], RangeValue> =
+        LpmTrie::try_from(get_mut(ebpf, names::RANGES_V4)?)
+            .map_err(map_err("opening the IPv4 trie"))?;
+    for r in ranges {
+        if let IpNet::V4(n) = r.prefix {
+            gone(
+                trie4.remove(&Key::new(n.prefix_len().into(), n.addr().octets())),
+                &n,
+            )?;
+        }
+    }
+    let mut trie6: LpmTrie<&mut MapData, [u8; 16], RangeValue> =
+        LpmTrie::try_from(get_mut(ebpf, names::RANGES_V6)?)
+            .map_err(map_err("opening the IPv6 trie"))?;
+    for r in ranges {
+        if let IpNet::V6(n) = r.prefix {
+            gone(
+                trie6.remove(&Key::new(n.prefix_len().into(), n.addr().octets())),
+                &n,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `(index, word)` pairs into the `u32` array map `name`; zero
+/// words only with `zeros` (a fresh array is all zeros; `zeros` clears
+/// bits of an array in use).
+pub fn write_words(
+    ebpf: &mut Ebpf,
+    name: &str,
+    words: impl IntoIterator<Item = (u32, u32)>,
+    zeros: bool,
+) -> Result<(), DatapathError> {
+    let mut arr: Array<&mut MapData, u32> =
+        Array::try_from(get_mut(ebpf, name)?).map_err(map_err(format!("opening {name}")))?;
+    for (i, w) in words {
+        if w != 0 || zeros {
+            arr.set(i, w, 0)
+                .map_err(map_err(format!("writing {name}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes flows from the table (absent ones are fine).
+pub fn remove_flows(ebpf: &mut Ebpf, keys: &[FlowKey]) -> Result<(), DatapathError> {
+    let mut table: BpfHashMap<&mut MapData, FlowKey, FlowStats> =
+        BpfHashMap::try_from(get_mut(ebpf, names::FLOWS)?)
+            .map_err(map_err("opening the flow table"))?;
+    for k in keys {
+        match table.remove(k) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("removing a flow")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The prefilter words (IPv4 then IPv6) with the bit of every top-16-bit
+/// value that one of `ranges` overlaps.
+pub fn prefilter_words<'a>(ranges: impl Iterator<Item = &'a Range>) -> Vec<u32> {
+    let mut words = vec![0u32; 2 * sizes::PREFILTER_WORDS as usize];
+    for r in ranges {
+        let (fam, first, last) = match r.prefix {
+            IpNet::V4(n) => (
+                family::V4,
+                u32::from(n.network()) >> 16,
+                u32::from(n.broadcast()) >> 16,
+            ),
+            IpNet::V6(n) => (
+                family::V6,
+                (u128::from(n.network()) >> 112) as u32,
+                (u128::from(n.broadcast()) >> 112) as u32,
+            ),
+        };
+        for hi in first..=last {
+            let (w, bit) = prefilter_bit(fam, hi as u16);
+            words[w as usize] |= bit;
+        }
+    }
+    words
+}
+
+/// The allowed-port words of every profile of `policy`, indexed from 0.
+pub fn port_words(policy: &PortPolicy) -> Vec<u32> {
+    let mut words = vec![0u32; policy.profiles().len() * sizes::PORT_WORDS as usize];
+    for (profile, ports) in policy.profiles().iter().enumerate() {
+        for p in ports.iter() {
+            let (w, bit) = port_bit(profile as u32, p);
+            words[w as usize] |= bit;
+        }
+    }
+    words
+}

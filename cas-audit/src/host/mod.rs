@@ -1,0 +1,7 @@
+//! Facts about this machine, and the raw system calls behind them: the
+//! only module that calls `bpf(2)`, `ioctl(2)` or reads `/proc` directly.
+
+pub mod bpf;
+pub mod caps;
+pub mod clock;
+pub mod netdev;

@@ -1,0 +1,361 @@
+//! Prometheus metrics (`run --metrics ADDR`), in the OpenMetrics text
+//! format of the `prometheus-client` crate.
+//!
+//! Labels are bounded: data center (7 values with "none"), purpose (8),
+//! direction (2), verdict (2), state (7) and the set name; never an
+//! address or a port. The values are refreshed at every poll of the
+//! datapath (once a second) and served on each scrape.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc},
+};
+
+use cas_audit_common::{Counter, Counters, RangeStats};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter as PCounter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+use crate::{
+    addrset::Range,
+    flow::{State, Verdict},
+};
+
+/// Labels of the traffic counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficLabels {
+    /// A data center of the range, or "none" (ranges every data center uses).
+    pub datacenter: String,
+    /// A purpose of the range.
+    pub purpose: String,
+    /// `out` (to CAS) or `in` (from CAS).
+    pub direction: String,
+}
+
+/// Labels of the flow gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabels {
+    /// `allowed` or `disallowed-port`.
+    pub verdict: String,
+    /// The flow's state.
+    pub state: String,
+}
+
+/// Labels of the set information metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SetLabels {
+    /// Set name.
+    pub set: String,
+    /// Its publication date.
+    pub published: String,
+}
+
+type Counter64 = PCounter<u64, AtomicU64>;
+
+/// The agent's metrics.
+pub struct Metrics {
+    registry: Registry,
+    packets: Family<TrafficLabels, Counter64>,
+    bytes: Family<TrafficLabels, Counter64>,
+    flows: Family<FlowLabels, Gauge>,
+    reported: Family<FlowLabels, Counter64>,
+    kernel: HashMap<&'static str, Counter64>,
+    table_entries: Gauge,
+    log_lost: Counter64,
+    table_capacity: Gauge,
+    /// Last values added, to turn absolute kernel counters into increments.
+    last: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+/// Kernel counters exported, with their metric names.
+const KERNEL: [(Counter, &str, &str); 9] = [
+    (
+        Counter::Packets,
+        "packets_seen",
+        "Packets the programs looked at (GSO segments counted)",
+    ),
+    (
+        Counter::Matched,
+        "packets_matched",
+        "Packets to or from a CAS range",
+    ),
+    (
+        Counter::Malformed,
+        "malformed_packets",
+        "Truncated or inconsistent packets (passed untouched)",
+    ),
+    (
+        Counter::NotIp,
+        "not_ip_packets",
+        "Packets that are not IPv4 or IPv6",
+    ),
+    (
+        Counter::EventsLost,
+        "events_lost",
+        "Flow events that did not fit in the ring buffer",
+    ),
+    (
+        Counter::FlowsCreated,
+        "flows_created",
+        "Flows created in the kernel flow table",
+    ),
+    (
+        Counter::FlowInsertFailed,
+        "flow_insert_failed",
+        "Flow-table inserts that failed",
+    ),
+    (
+        Counter::IcmpErrors,
+        "icmp_errors",
+        "ICMP unreachable errors attached to the CAS flow they quote",
+    ),
+    (
+        Counter::IcmpUnmatched,
+        "icmp_unmatched",
+        "ICMP unreachable errors about a CAS flow not in the table",
+    ),
+];
+
+impl Metrics {
+    /// Metrics for the set `set` (published `published`).
+    pub fn new(set: &str, published: &str) -> Metrics {
+        let mut registry = Registry::with_prefix("cas_audit");
+        let packets = Family::<TrafficLabels, Counter64>::default();
+        registry.register(
+            "packets",
+            "Wire packets to (out) and from (in) CAS ranges, by data center and purpose of the range (a range with several counts in each)",
+            packets.clone(),
+        );
+        let bytes = Family::<TrafficLabels, Counter64>::default();
+        registry.register(
+            "bytes",
+            "Link-layer bytes to and from CAS ranges, by data center and purpose of the range",
+            bytes.clone(),
+        );
+        let flows = Family::<FlowLabels, Gauge>::default();
+        registry.register(
+            "flows",
+            "Flows in the kernel flow table, by verdict and state",
+            flows.clone(),
+        );
+        let reported = Family::<FlowLabels, Counter64>::default();
+        registry.register(
+            "flows_reported",
+            "Flows reported for good (ended, expired, exit), by verdict and final state",
+            reported.clone(),
+        );
+        let mut kernel = HashMap::new();
+        for (_, name, help) in KERNEL {
+            let c = Counter64::default();
+            registry.register(name, help, c.clone());
+            kernel.insert(name, c);
+        }
+        let table_entries = Gauge::default();
+        registry.register(
+            "flow_table_entries",
+            "Entries in the kernel flow table",
+            table_entries.clone(),
+        );
+        let table_capacity = Gauge::default();
+        registry.register(
+            "flow_table_capacity",
+            "Capacity of the kernel flow table (--max-flows)",
+            table_capacity.clone(),
+        );
+        let log_lost = Counter64::default();
+        registry.register(
+            "log_records_lost",
+            "JSON-lines records the --log-dir could not write (full disk, I/O errors)",
+            log_lost.clone(),
+        );
+        let info = Family::<SetLabels, Gauge>::default();
+        registry.register(
+            "address_set",
+            "The address set audited (value 1)",
+            info.clone(),
+        );
+        info.get_or_create(&SetLabels {
+            set: set.to_string(),
+            published: published.to_string(),
+        })
+        .set(1);
+        Metrics {
+            registry,
+            packets,
+            bytes,
+            flows,
+            reported,
+            kernel,
+            table_entries,
+            log_lost,
+            table_capacity,
+            last: Default::default(),
+        }
+    }
+
+    fn advance(&self, key: String, counter: &Counter64, value: u64) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = last.entry(key).or_insert(0);
+        if value > *prev {
+            counter.inc_by(value - *prev);
+            *prev = value;
+        }
+    }
+
+    /// Updates the metrics from the datapath's counters, per-range totals
+    /// (indexed like `ranges`), the flows in the table and the table size.
+    pub fn update(
+        &self,
+        counters: &Counters,
+        ranges: &[Range],
+        totals: &[RangeStats],
+        live: &[(Verdict, State)],
+        capacity: u32,
+    ) {
+        for (c, name, _) in KERNEL {
+            self.advance(name.to_string(), &self.kernel[name], counters.get(c));
+        }
+        // Per label set: the sum over the ranges that carry it.
+        let mut sums: HashMap<TrafficLabels, (u64, u64)> = HashMap::new();
+        for (r, t) in ranges.iter().zip(totals) {
+            let dcs: Vec<String> = if r.datacenters.is_empty() {
+                vec!["none".into()]
+            } else {
+                r.datacenters.iter().map(|d| d.to_string()).collect()
+            };
+            for dc in &dcs {
+                for p in &r.purposes {
+                    for (dir, pk, by) in [
+                        ("out", t.packets_out, t.bytes_out),
+                        ("in", t.packets_in, t.bytes_in),
+                    ] {
+                        let e = sums
+                            .entry(TrafficLabels {
+                                datacenter: dc.clone(),
+                                purpose: p.to_string(),
+                                direction: dir.into(),
+                            })
+                            .or_default();
+                        e.0 += pk;
+                        e.1 += by;
+                    }
+                }
+            }
+        }
+        for (labels, (pk, by)) in sums {
+            let key = format!(
+                "{}|{}|{}",
+                labels.datacenter, labels.purpose, labels.direction
+            );
+            self.advance(format!("p|{key}"), &self.packets.get_or_create(&labels), pk);
+            self.advance(format!("b|{key}"), &self.bytes.get_or_create(&labels), by);
+        }
+        self.flows.clear();
+        for v in [Verdict::Allowed, Verdict::DisallowedPort] {
+            for s in State::ALL {
+                let n = live.iter().filter(|(lv, ls)| *lv == v && *ls == s).count();
+                if n > 0 {
+                    self.flows
+                        .get_or_create(&FlowLabels {
+                            verdict: v.as_str().into(),
+                            state: s.as_str().into(),
+                        })
+                        .set(n as i64);
+                }
+            }
+        }
+        self.table_entries.set(live.len() as i64);
+        self.table_capacity.set(capacity as i64);
+    }
+
+    /// Sets the records the log directory could not write so far.
+    pub fn log_records_lost(&self, n: u64) {
+        self.advance("log_records_lost".into(), &self.log_lost, n);
+    }
+
+    /// Counts a flow reported for good.
+    pub fn reported(&self, verdict: Verdict, state: State) {
+        self.reported
+            .get_or_create(&FlowLabels {
+                verdict: verdict.as_str().into(),
+                state: state.as_str().into(),
+            })
+            .inc();
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the task is dropped. Returns the
+/// bound address (useful with port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut n = 0;
+                // Read the request head (bounded: 4 KiB, 5 s).
+                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                    while n < buf.len() {
+                        let m = conn.read(&mut buf[n..]).await?;
+                        if m == 0 {
+                            break;
+                        }
+                        n += m;
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    Ok::<_, std::io::Error>(())
+                })
+                .await;
+                if !matches!(read, Ok(Ok(()))) {
+                    return;
+                }
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let line = head.lines().next().unwrap_or("");
+                let mut parts = line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let (status, ctype, body) =
+                    if method == "GET" && (path == "/metrics" || path == "/") {
+                        (
+                            "200 OK",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            metrics.render(),
+                        )
+                    } else {
+                        ("404 Not Found", "text/plain", "try /metrics\n".to_string())
+                    };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    Ok((bound, task))
+}

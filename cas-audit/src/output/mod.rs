@@ -1,0 +1,20 @@
+//! What leaves the agent: the JSON records (one set of serde types, written
+//! by `run` and `check` and read back by `report`), readable lines and
+//! tables, where records go, the log directory and the metrics endpoint.
+
+pub mod human;
+pub mod logdir;
+pub mod metrics;
+pub mod record;
+pub mod sink;
+
+/// An output file that cannot be created.
+#[derive(Debug, thiserror::Error)]
+#[error("creating {}: {source}", path.display())]
+pub struct OpenError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}

@@ -1,0 +1,584 @@
+//! The JSON-lines records: one set of serde types, written by `run` and
+//! `check` and read back by `report`. A public contract: field names are
+//! stable, fields may be added; records written by older versions (fields
+//! missing) still read.
+//!
+//! Every record is an object with a `type`: `flow`, `summary`, `check` or
+//! `check-summary` ([`Record`]).
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+use cas_audit_common::{Counters, Direction, RangeStats};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{
+    addrset::{DataCenter, Purpose, Range},
+    flow::{
+        endpoint,
+        evidence::{self, history_string, hops_from_ttl, IcmpError},
+        flag_names, has_ports, Flow, Initiator, Proto, Reason, State, Verdict,
+    },
+    host::clock::{rfc3339, Clock},
+};
+
+/// A wall-clock time, written as RFC 3339 in UTC with exactly six
+/// fractional digits (`2026-11-22T06:11:56.393825Z`) so that timestamps
+/// also sort as text; read from any RFC 3339 time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub OffsetDateTime);
+
+impl Timestamp {
+    /// Now.
+    pub fn now() -> Timestamp {
+        Timestamp(OffsetDateTime::now_utc())
+    }
+}
+
+impl Default for Timestamp {
+    fn default() -> Self {
+        Timestamp(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&rfc3339(self.0))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+            .map(Timestamp)
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time")))
+    }
+}
+
+/// A union of TCP flags ([`cas_audit_common::tcp_flags`] bits), written as
+/// their names in header bit order (`["FIN","SYN","ACK"]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TcpFlags(pub u32);
+
+impl Serialize for TcpFlags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(flag_names(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for TcpFlags {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names = Vec::<std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let mut bits = 0;
+        for n in names {
+            let (b, _) = cas_audit_common::tcp_flags::NAMES
+                .iter()
+                .find(|(_, name)| *name == n)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown TCP flag {n:?}")))?;
+            bits |= b;
+        }
+        Ok(TcpFlags(bits))
+    }
+}
+
+/// Any record, by its `type`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Record {
+    /// A flow (`run`).
+    Flow(FlowRecord),
+    /// The end of a `run`.
+    Summary(Summary),
+    /// One destination of a `check`.
+    Check(CheckRecord),
+    /// The end of a `check`.
+    CheckSummary(CheckSummary),
+}
+
+/// A borrowed record, for writing without a copy.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum RecordRef<'a> {
+    /// A flow.
+    Flow(&'a FlowRecord),
+    /// A run's summary.
+    Summary(&'a Summary),
+    /// A check's destination.
+    Check(&'a CheckRecord),
+    /// A check's summary.
+    CheckSummary(&'a CheckSummary),
+}
+
+/// A `{"type":"flow"}` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// When the record was written.
+    pub ts: Timestamp,
+    /// Why it was written.
+    pub reason: Reason,
+    /// What happened to the flow (absent in records before 2026-11).
+    #[serde(default)]
+    pub state: Option<State>,
+    /// Zeek-style history (see [`crate::flow::state`]).
+    #[serde(default)]
+    pub history: String,
+    /// Type of the ICMP/ICMPv6 error that quoted the flow; null without one.
+    #[serde(default)]
+    pub icmp_type: Option<u8>,
+    /// Its code; null without one.
+    #[serde(default)]
+    pub icmp_code: Option<u8>,
+    /// Who sent the error (router, firewall, or the CAS host); null without one.
+    #[serde(default)]
+    pub reporter: Option<IpAddr>,
+    /// IP TTL / hop limit of the remote side's first RST; null without one.
+    #[serde(default)]
+    pub rst_ttl: Option<u8>,
+    /// Hops to the sender of that RST, estimated from its TTL (1: a
+    /// neighbour); a firewall answering for the destination is usually closer.
+    #[serde(default)]
+    pub rst_hops: Option<u8>,
+    /// Interface name.
+    pub iface: String,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
+    pub proto: Proto,
+    /// Host-side address.
+    pub local_addr: IpAddr,
+    /// Host-side port; null for protocols without ports.
+    #[serde(default)]
+    pub local_port: Option<u16>,
+    /// CAS-side address.
+    pub remote_addr: IpAddr,
+    /// CAS-side port; null for protocols without ports.
+    #[serde(default)]
+    pub remote_port: Option<u16>,
+    /// `local`, `remote` or `unknown`.
+    pub initiator: Initiator,
+    /// Direction of the first packet seen: `out` or `in`.
+    #[serde(with = "direction")]
+    pub first_packet: Direction,
+    /// The port the conversation is for; null for protocols without ports.
+    #[serde(default)]
+    pub service_port: Option<u16>,
+    /// The CAS range the remote address is in ("" when a restart lost it).
+    #[serde(default)]
+    pub prefix: String,
+    /// Data centers of the range.
+    #[serde(default)]
+    pub datacenters: Vec<DataCenter>,
+    /// Purposes of the range.
+    #[serde(default)]
+    pub purposes: Vec<Purpose>,
+    /// `allowed` or `disallowed-port`.
+    pub verdict: Verdict,
+    /// Wire packets local → remote.
+    pub packets_out: u64,
+    /// Bytes local → remote.
+    pub bytes_out: u64,
+    /// Wire packets remote → local.
+    pub packets_in: u64,
+    /// Bytes remote → local.
+    pub bytes_in: u64,
+    /// TCP flags seen local → remote.
+    #[serde(default)]
+    pub tcp_flags_out: TcpFlags,
+    /// TCP flags seen remote → local.
+    #[serde(default)]
+    pub tcp_flags_in: TcpFlags,
+    /// First packet.
+    pub first_seen: Timestamp,
+    /// Last packet.
+    pub last_seen: Timestamp,
+}
+
+/// `out` / `in` for [`Direction`].
+mod direction {
+    use cas_audit_common::Direction;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Direction, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match d {
+            Direction::Out => "out",
+            Direction::In => "in",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
+        match <std::borrow::Cow<'de, str>>::deserialize(d)?.as_ref() {
+            "out" => Ok(Direction::Out),
+            "in" => Ok(Direction::In),
+            other => Err(serde::de::Error::custom(format!(
+                "direction {other:?} is neither \"out\" nor \"in\""
+            ))),
+        }
+    }
+}
+
+impl FlowRecord {
+    /// Builds the record of `flow`, whose remote address is in `range`,
+    /// seen on `iface`; kernel times become wall times through `clock`.
+    pub fn new(
+        flow: &Flow,
+        range: Option<&Range>,
+        iface: &str,
+        clock: &Clock,
+        reason: Reason,
+        state: State,
+    ) -> Self {
+        let ports = has_ports(flow.key.proto);
+        let icmp = IcmpError::of(&flow.stats);
+        let rst_ttl = (flow.stats.rst_ttl != 0).then_some(flow.stats.rst_ttl);
+        FlowRecord {
+            ts: Timestamp::now(),
+            reason,
+            state: Some(state),
+            history: history_string(&flow.stats),
+            icmp_type: icmp.map(|e| e.icmp_type),
+            icmp_code: icmp.map(|e| e.icmp_code),
+            reporter: icmp.map(|e| e.reporter),
+            rst_ttl,
+            rst_hops: rst_ttl.map(hops_from_ttl),
+            iface: iface.to_string(),
+            proto: Proto(flow.key.proto),
+            local_addr: flow.local_addr,
+            local_port: ports.then_some(flow.key.local_port),
+            remote_addr: flow.remote_addr,
+            remote_port: ports.then_some(flow.key.remote_port),
+            initiator: flow.initiator,
+            first_packet: flow.first_packet(),
+            service_port: flow.service_port,
+            prefix: range
+                .filter(|r| !r.is_placeholder())
+                .map(|r| r.prefix.to_string())
+                .unwrap_or_default(),
+            datacenters: range
+                .map(|r| r.datacenters.iter().copied().collect())
+                .unwrap_or_default(),
+            purposes: range
+                .map(|r| r.purposes.iter().copied().collect())
+                .unwrap_or_default(),
+            verdict: flow.verdict,
+            packets_out: flow.stats.packets_out,
+            bytes_out: flow.stats.bytes_out,
+            packets_in: flow.stats.packets_in,
+            bytes_in: flow.stats.bytes_in,
+            tcp_flags_out: TcpFlags(flow.stats.tcp_flags_out),
+            tcp_flags_in: TcpFlags(flow.stats.tcp_flags_in),
+            first_seen: Timestamp(clock.wall(flow.stats.first_seen_ns)),
+            last_seen: Timestamp(clock.wall(flow.stats.last_seen_ns)),
+        }
+    }
+
+    /// `proto local -> remote`, naming the conversation in tables and lines.
+    pub fn conversation(&self) -> String {
+        format!(
+            "{} {} -> {}",
+            self.proto,
+            endpoint(self.local_addr, self.local_port),
+            endpoint(self.remote_addr, self.remote_port)
+        )
+    }
+
+    /// The ICMP error recorded for the flow, if any.
+    pub fn icmp_error(&self) -> Option<IcmpError> {
+        match (self.icmp_type, self.icmp_code, self.reporter) {
+            (Some(icmp_type), Some(icmp_code), Some(reporter)) => Some(IcmpError {
+                icmp_type,
+                icmp_code,
+                reporter,
+            }),
+            _ => None,
+        }
+    }
+
+    /// What blocked the flow, readable: the ICMP error and its reporter,
+    /// the RST's distance ([`evidence::blocked_by`]), or the lack of an
+    /// answer.
+    pub fn blocked_by(&self) -> String {
+        let v6 = self.proto.0 == cas_audit_common::proto::ICMPV6 || self.remote_addr.is_ipv6();
+        let seen = match self.state {
+            Some(State::Unreachable) => evidence::blocked_by(self.icmp_error(), None, v6),
+            Some(State::Refused) => match evidence::blocked_by(None, self.rst_ttl, v6) {
+                Some(t) => Some(t),
+                None => Some("RST".into()),
+            },
+            _ => None,
+        };
+        match (seen, self.state) {
+            (Some(t), _) => t,
+            (None, Some(State::Unanswered)) => format!("no answer (history {})", self.history),
+            _ => format!("history {}", self.history),
+        }
+    }
+}
+
+/// One range in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RangeRecord {
+    /// The prefix.
+    pub prefix: String,
+    /// Its data centers.
+    #[serde(default)]
+    pub datacenters: Vec<DataCenter>,
+    /// Its purposes.
+    #[serde(default)]
+    pub purposes: Vec<Purpose>,
+    /// Packets towards it.
+    pub packets_out: u64,
+    /// Bytes towards it.
+    pub bytes_out: u64,
+    /// Packets from it.
+    pub packets_in: u64,
+    /// Bytes from it.
+    pub bytes_in: u64,
+}
+
+/// What the prefix of a range whose id a restart kept without its prefix
+/// reads as.
+pub const DROPPED_RANGE: &str = "unknown (dropped before a restart)";
+
+/// `global` (one port list for every range) or `per-range` (each range's
+/// purposes decide, with `--set`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortPolicyKind {
+    /// One list for every range.
+    #[default]
+    Global,
+    /// Each range's own ports.
+    PerRange,
+}
+
+/// The `{"type":"summary"}` record written once at exit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// When it was written.
+    #[serde(default)]
+    pub ts: Timestamp,
+    /// Ranges that saw traffic.
+    #[serde(default)]
+    pub ranges: Vec<RangeRecord>,
+    /// Flows reported (each flow once, when it ended, expired or at exit).
+    #[serde(default)]
+    pub flows: u64,
+    /// Of those, flows whose verdict is `disallowed-port`.
+    #[serde(default)]
+    pub disallowed: u64,
+    /// Flows evicted from the full kernel flow table before they were
+    /// reported (their packets are still in the range counters).
+    #[serde(default)]
+    pub flows_evicted: u64,
+    /// Records `--log-dir` could not write (full disk, I/O errors); 0
+    /// without it. Filled in by the sink that writes the summary.
+    #[serde(default)]
+    pub log_records_lost: u64,
+    /// The kernel counters (`packets`, `matched`, `malformed`, `not_ip`,
+    /// `fragments`, `ext_header_limit`, `events_lost`, `flows_created`,
+    /// `flow_insert_failed`, `events`, `icmp_errors`, `icmp_unmatched`).
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Flows reported for good (ended, expired, exit) by their final state.
+    #[serde(default)]
+    pub states: BTreeMap<State, u64>,
+    /// The address set audited against.
+    #[serde(default)]
+    pub set: String,
+    /// Interfaces audited.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Allowed service ports (for `per-range`, the union over all ranges).
+    #[serde(default)]
+    pub allowed_ports: Vec<u16>,
+    /// Whose ports apply.
+    #[serde(default)]
+    pub port_policy: PortPolicyKind,
+}
+
+impl Summary {
+    /// Ranges with traffic, from the per-range totals (range id = index).
+    pub fn ranges_with_traffic(ranges: &[Range], totals: &[RangeStats]) -> Vec<RangeRecord> {
+        ranges
+            .iter()
+            .zip(totals)
+            .filter(|(_, t)| t.packets_out + t.packets_in > 0)
+            .map(|(r, t)| RangeRecord {
+                prefix: if r.is_placeholder() {
+                    DROPPED_RANGE.into()
+                } else {
+                    r.prefix.to_string()
+                },
+                datacenters: r.datacenters.iter().copied().collect(),
+                purposes: r.purposes.iter().copied().collect(),
+                packets_out: t.packets_out,
+                bytes_out: t.bytes_out,
+                packets_in: t.packets_in,
+                bytes_in: t.bytes_in,
+            })
+            .collect()
+    }
+}
+
+/// The result of one destination of a `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckResult {
+    /// The TCP handshake completed.
+    Reachable,
+    /// Refused with a TCP RST.
+    Refused,
+    /// An ICMP error (or a local route or policy) said no.
+    Unreachable,
+    /// No answer within the timeout.
+    Unanswered,
+}
+
+impl CheckResult {
+    /// Every result, in table order.
+    pub const ALL: [CheckResult; 4] = [
+        CheckResult::Reachable,
+        CheckResult::Refused,
+        CheckResult::Unreachable,
+        CheckResult::Unanswered,
+    ];
+
+    /// The contract string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::Reachable => "reachable",
+            CheckResult::Refused => "refused",
+            CheckResult::Unreachable => "unreachable",
+            CheckResult::Unanswered => "unanswered",
+        }
+    }
+}
+
+/// A `{"type":"check"}` record: one destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRecord {
+    /// The address probed.
+    pub address: IpAddr,
+    /// The TCP port.
+    pub port: u16,
+    /// The range it stands for.
+    pub prefix: String,
+    /// Data centers of the range.
+    #[serde(default)]
+    pub datacenters: Vec<DataCenter>,
+    /// Purposes of the range.
+    #[serde(default)]
+    pub purposes: Vec<Purpose>,
+    /// `reachable`, `refused`, `unreachable` or `unanswered`.
+    pub result: CheckResult,
+    /// The flow's state as the datapath saw it; null without `--iface`.
+    #[serde(default)]
+    pub state: Option<State>,
+    /// The flow's Zeek-style history; null without `--iface`.
+    #[serde(default)]
+    pub history: Option<String>,
+    /// Local address of the attempt (from the datapath); null if unknown.
+    #[serde(default)]
+    pub local_addr: Option<IpAddr>,
+    /// Local port of the attempt.
+    #[serde(default)]
+    pub local_port: Option<u16>,
+    /// Handshake time in milliseconds, for reachable destinations.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+    /// ICMP/ICMPv6 type of the error that quoted the attempt.
+    #[serde(default)]
+    pub icmp_type: Option<u8>,
+    /// Its code.
+    #[serde(default)]
+    pub icmp_code: Option<u8>,
+    /// Who sent the ICMP error.
+    #[serde(default)]
+    pub reporter: Option<IpAddr>,
+    /// TTL of the RST that refused the attempt.
+    #[serde(default)]
+    pub rst_ttl: Option<u8>,
+    /// Hops to the RST's sender (1: a neighbour).
+    #[serde(default)]
+    pub rst_hops: Option<u8>,
+    /// Packets sent for the attempt (from the datapath).
+    #[serde(default)]
+    pub packets_out: Option<u64>,
+    /// Packets received.
+    #[serde(default)]
+    pub packets_in: Option<u64>,
+    /// The socket error, if any.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// What happened, readable.
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// The `{"type":"check-summary"}` record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckSummary {
+    /// When the check ended.
+    pub ts: Timestamp,
+    /// The address set.
+    pub set: String,
+    /// The interface watched, if any.
+    #[serde(default)]
+    pub iface: Option<String>,
+    /// Destinations checked.
+    pub destinations: usize,
+    /// Of those, reachable.
+    pub reachable: usize,
+    /// Refused.
+    pub refused: usize,
+    /// Unreachable.
+    pub unreachable: usize,
+    /// Unanswered.
+    pub unanswered: usize,
+    /// True when every destination is reachable.
+    pub ok: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cas_audit_common::Counter;
+
+    #[test]
+    fn every_counter_is_a_summary_field_by_its_one_name() {
+        let mut s = Summary::default();
+        for c in Counter::ALL {
+            s.counters.0[c as usize] = c as u64 + 100;
+        }
+        let v = serde_json::to_value(RecordRef::Summary(&s)).unwrap();
+        assert_eq!(v["type"], "summary");
+        for c in Counter::ALL {
+            assert_eq!(v[c.name()], c as u64 + 100, "{}", c.name());
+        }
+        let back: Record = serde_json::from_value(v).unwrap();
+        let Record::Summary(back) = back else {
+            panic!("not a summary")
+        };
+        assert_eq!(back.counters, s.counters);
+    }
+
+    #[test]
+    fn timestamps_and_flags_round_trip() {
+        let t = Timestamp(
+            OffsetDateTime::from_unix_timestamp_nanos(1_795_000_000_120_000_000).unwrap(),
+        );
+        let j = serde_json::to_string(&t).unwrap();
+        assert_eq!(j, "\"2026-11-18T11:06:40.120000Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&j).unwrap(), t);
+        let f = TcpFlags(cas_audit_common::tcp_flags::SYN | cas_audit_common::tcp_flags::ACK);
+        let j = serde_json::to_string(&f).unwrap();
+        assert_eq!(j, "[\"SYN\",\"ACK\"]");
+        assert_eq!(serde_json::from_str::<TcpFlags>(&j).unwrap(), f);
+        assert!(serde_json::from_str::<TcpFlags>("[\"XMAS\"]").is_err());
+    }
+}

@@ -1,0 +1,565 @@
+//! `cas-audit report`: summarises saved JSON-lines records (files written
+//! by `run --json FILE` or `run --log-dir`).
+//!
+//! A flow has several records (`flagged`, `blocked`, then `ended`,
+//! `expired` or `exit`); they are deduplicated by flow identity (protocol,
+//! interface, local address and port, remote address and port, first_seen)
+//! and the last one read is kept, so files must be given oldest first (a
+//! directory's `*.jsonl` files are read in
+//! [`crate::output::logdir::compare_names`] order).
+//! Summary records count as runs. Fields added to flow records over time
+//! (`state`, `history`, `icmp_type`, `icmp_code`, `reporter`) may be
+//! missing from older logs: a missing state is `unknown`.
+//!
+//! A line that is not JSON, or not a cas-audit record, is counted as
+//! skipped (the first few are named by file and line), never an error.
+
+mod read;
+mod table;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::Serialize;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+pub use self::read::{expand_paths, load, Records};
+use self::{read::SavedFlow, table::plural};
+use crate::{
+    addrset::{DataCenter, Purpose},
+    error::Error,
+    flow::State,
+    host::clock::rfc3339,
+    units::parse_duration,
+};
+
+/// Skipped lines named in warnings and in the JSON document.
+pub const MAX_SKIPPED_SHOWN: usize = 5;
+
+/// Output format of `report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// Readable tables.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+impl FromStr for ReportFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(ReportFormat::Table),
+            "json" => Ok(ReportFormat::Json),
+            _ => Err(format!("{s:?} is not a format (table or json)")),
+        }
+    }
+}
+
+/// A `--since` / `--until` value: a time, or a duration before now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSpec {
+    /// An RFC 3339 time (or a date: its midnight, UTC).
+    At(OffsetDateTime),
+    /// That long before now.
+    Ago(Duration),
+}
+
+impl TimeSpec {
+    /// The time this stands for, `now` being now.
+    pub fn resolve(self, now: OffsetDateTime) -> OffsetDateTime {
+        match self {
+            TimeSpec::At(t) => t,
+            TimeSpec::Ago(d) => now - d,
+        }
+    }
+}
+
+impl FromStr for TimeSpec {
+    type Err = String;
+
+    /// `2026-11-22T10:00:00Z`, `2026-11-22T10:00:00+01:00`, `2026-11-22`
+    /// (midnight UTC), or a duration such as `2h` (that long before now).
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+            return Ok(TimeSpec::At(t));
+        }
+        let date = time::macros::format_description!("[year]-[month]-[day]");
+        if let Ok(d) = time::Date::parse(s, date) {
+            return Ok(TimeSpec::At(d.midnight().assume_utc()));
+        }
+        if s.starts_with(|c: char| c.is_ascii_digit()) && !s.contains('-') {
+            return parse_duration(s).map(TimeSpec::Ago);
+        }
+        Err(format!(
+            "{s:?} is neither an RFC 3339 time (2026-11-22T10:00:00Z) nor a duration before now (2h)"
+        ))
+    }
+}
+
+/// A `--state` value: a state, or `unknown` for records without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateFilter(pub Option<State>);
+
+impl FromStr for StateFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == UNKNOWN {
+            return Ok(StateFilter(None));
+        }
+        s.parse::<State>()
+            .map(|st| StateFilter(Some(st)))
+            .map_err(|e| format!("{e}, or unknown"))
+    }
+}
+
+/// The state of a record without one (older logs).
+pub const UNKNOWN: &str = "unknown";
+
+/// Which flows to count. Every given filter must match (AND); within one
+/// repeated filter, any value may match (OR).
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// Flows still seen at or after this time (`last_seen >= since`).
+    pub since: Option<OffsetDateTime>,
+    /// Flows first seen at or before this time (`first_seen <= until`).
+    pub until: Option<OffsetDateTime>,
+    /// Final states (`None`: records without a state).
+    pub states: Vec<Option<State>>,
+    /// Flows whose range is in one of these data centers.
+    pub datacenters: Vec<DataCenter>,
+    /// Flows whose range has one of these purposes.
+    pub purposes: Vec<Purpose>,
+    /// Flows whose local address is in one of these prefixes.
+    pub hosts: Vec<IpNet>,
+}
+
+/// Everything `report` needs.
+#[derive(Debug, Clone)]
+pub struct ReportConfig {
+    /// Files and directories, oldest first.
+    pub paths: Vec<PathBuf>,
+    /// The filters.
+    pub filters: Filters,
+    /// Blocked destinations listed.
+    pub top: usize,
+    /// Output format.
+    pub format: ReportFormat,
+}
+
+/// Flows, packets and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Flows.
+    pub flows: u64,
+    /// Packets local → remote.
+    pub packets_out: u64,
+    /// Packets remote → local.
+    pub packets_in: u64,
+    /// Bytes local → remote.
+    pub bytes_out: u64,
+    /// Bytes remote → local.
+    pub bytes_in: u64,
+}
+
+impl Tally {
+    fn add(&mut self, f: &SavedFlow) {
+        self.flows += 1;
+        self.packets_out += f.packets_out;
+        self.packets_in += f.packets_in;
+        self.bytes_out += f.bytes_out;
+        self.bytes_in += f.bytes_in;
+    }
+}
+
+/// One row of a breakdown: its key fields, then its [`Tally`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row<K> {
+    /// What the row counts.
+    #[serde(flatten)]
+    pub key: K,
+    /// The counts.
+    #[serde(flatten)]
+    pub tally: Tally,
+}
+
+/// Key of `by_datacenter` (null: ranges without a data center).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct DataCenterKey {
+    /// The data center.
+    pub datacenter: Option<String>,
+}
+
+/// Key of `by_purpose`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PurposeKey {
+    /// The purpose.
+    pub purpose: Option<String>,
+}
+
+/// Key of `by_state`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct StateKey {
+    /// The final state, `unknown` without one.
+    pub state: String,
+}
+
+/// Key of `by_verdict`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct VerdictKey {
+    /// `allowed` or `disallowed-port`.
+    pub verdict: String,
+}
+
+/// Key of `by_local_host`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct HostKey {
+    /// The local (host-side) address.
+    pub local_addr: IpAddr,
+}
+
+/// Key of `by_local_service`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ServiceKey {
+    /// The local (host-side) address.
+    pub local_addr: IpAddr,
+    /// The service port (null for protocols without ports).
+    pub service_port: Option<u16>,
+}
+
+/// An ICMP error type and code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct IcmpSeen {
+    /// ICMP or ICMPv6 type.
+    pub icmp_type: u8,
+    /// Code.
+    pub icmp_code: u8,
+}
+
+/// A destination some flows could not reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockedDestination {
+    /// The CAS address.
+    pub remote_addr: IpAddr,
+    /// The service port (null for protocols without ports).
+    pub service_port: Option<u16>,
+    /// Blocked flows to it.
+    pub flows: u64,
+    /// Their states (`unanswered`, `refused`, `unreachable`).
+    pub states: Vec<String>,
+    /// Data centers of its range.
+    pub datacenters: Vec<String>,
+    /// Purposes of its range.
+    pub purposes: Vec<String>,
+    /// Senders of the ICMP errors about it (routers, firewalls, the host).
+    pub reporters: Vec<IpAddr>,
+    /// The ICMP errors' types and codes.
+    pub icmp: Vec<IcmpSeen>,
+    /// Local hosts that tried.
+    pub local_hosts: u64,
+}
+
+/// The filters as applied, for the JSON document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AppliedFilters {
+    /// `--since`, resolved.
+    pub since: Option<String>,
+    /// `--until`, resolved.
+    pub until: Option<String>,
+    /// `--state`.
+    pub states: Vec<String>,
+    /// `--datacenter`.
+    pub datacenters: Vec<String>,
+    /// `--purpose`.
+    pub purposes: Vec<String>,
+    /// `--host`.
+    pub hosts: Vec<String>,
+}
+
+/// What `report` found: the `--format json` document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    /// Files read, in order.
+    pub files: Vec<String>,
+    /// Flow records read (all of them, before deduplication and filters).
+    pub records: u64,
+    /// Summary records read (one per agent run that ended cleanly).
+    pub runs: u64,
+    /// Lines that are not cas-audit records.
+    pub skipped: u64,
+    /// The first few of them: `file:line: why`.
+    pub skipped_lines: Vec<String>,
+    /// Sum of the summaries' `log_records_lost`: records the agent could
+    /// not write into its log directory (so missing here).
+    pub log_records_lost: u64,
+    /// The filters applied.
+    pub filters: AppliedFilters,
+    /// Distinct flows that match, and their packets and bytes.
+    #[serde(flatten)]
+    pub total: Tally,
+    /// Earliest `first_seen` of those flows.
+    pub first_seen: Option<String>,
+    /// Latest `last_seen` of those flows.
+    pub last_seen: Option<String>,
+    /// By data center (a flow counts once in each of its range's).
+    pub by_datacenter: Vec<Row<DataCenterKey>>,
+    /// By purpose (a flow counts once in each of its range's).
+    pub by_purpose: Vec<Row<PurposeKey>>,
+    /// By final state.
+    pub by_state: Vec<Row<StateKey>>,
+    /// By verdict.
+    pub by_verdict: Vec<Row<VerdictKey>>,
+    /// By local host.
+    pub by_local_host: Vec<Row<HostKey>>,
+    /// By local host and service port.
+    pub by_local_service: Vec<Row<ServiceKey>>,
+    /// Flows whose state is unanswered, refused or unreachable.
+    pub blocked_flows: u64,
+    /// Distinct destinations (address and service port) of those flows.
+    pub blocked_destinations: u64,
+    /// The `--top` destinations with the most blocked flows.
+    pub top_blocked: Vec<BlockedDestination>,
+}
+
+// ---------------------------------------------------------------------------
+// Filtering and counting
+// ---------------------------------------------------------------------------
+
+impl Filters {
+    fn matches(&self, f: &SavedFlow) -> bool {
+        let any = |empty: bool, hit: bool| empty || hit;
+        self.since.is_none_or(|t| f.last_seen >= t)
+            && self.until.is_none_or(|t| f.first_seen <= t)
+            && any(
+                self.states.is_empty(),
+                self.states.iter().any(|s| *s == f.state),
+            )
+            && any(
+                self.datacenters.is_empty(),
+                self.datacenters.iter().any(|d| f.datacenters.contains(d)),
+            )
+            && any(
+                self.purposes.is_empty(),
+                self.purposes.iter().any(|p| f.purposes.contains(p)),
+            )
+            && any(
+                self.hosts.is_empty(),
+                self.hosts.iter().any(|n| n.contains(&f.local_addr)),
+            )
+    }
+
+    fn applied(&self) -> AppliedFilters {
+        AppliedFilters {
+            since: self.since.map(rfc3339),
+            until: self.until.map(rfc3339),
+            states: self
+                .states
+                .iter()
+                .map(|s| s.map_or(UNKNOWN, State::as_str).to_string())
+                .collect(),
+            datacenters: self.datacenters.iter().map(|d| d.to_string()).collect(),
+            purposes: self.purposes.iter().map(|p| p.to_string()).collect(),
+            hosts: self.hosts.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+}
+
+/// Rows sorted by flows (most first), then by key.
+fn rows<K: Ord>(m: BTreeMap<K, Tally>) -> Vec<Row<K>> {
+    let mut v: Vec<Row<K>> = m
+        .into_iter()
+        .map(|(key, tally)| Row { key, tally })
+        .collect();
+    // Stable: equal counts keep the key order of the map.
+    v.sort_by_key(|r| std::cmp::Reverse(r.tally.flows));
+    v
+}
+
+#[derive(Default)]
+struct BlockedAcc {
+    flows: u64,
+    states: BTreeSet<String>,
+    datacenters: BTreeSet<String>,
+    purposes: BTreeSet<String>,
+    reporters: BTreeSet<IpAddr>,
+    icmp: BTreeSet<IcmpSeen>,
+    hosts: BTreeSet<IpAddr>,
+}
+
+impl Evidence {
+    /// Counts the flows of `records` that match `filters`; lists the `top`
+    /// blocked destinations.
+    pub fn build(records: &Records, filters: &Filters, top: usize) -> Evidence {
+        let mut total = Tally::default();
+        let (mut first, mut last): (Option<OffsetDateTime>, Option<OffsetDateTime>) = (None, None);
+        let mut by_dc = BTreeMap::new();
+        let mut by_purpose = BTreeMap::new();
+        let mut by_state = BTreeMap::new();
+        let mut by_verdict = BTreeMap::new();
+        let mut by_host = BTreeMap::new();
+        let mut by_service = BTreeMap::new();
+        let mut blocked: BTreeMap<(IpAddr, Option<u16>), BlockedAcc> = BTreeMap::new();
+        let mut blocked_flows = 0;
+        for f in records.flows.iter().filter(|f| filters.matches(f)) {
+            total.add(f);
+            first = Some(first.map_or(f.first_seen, |t| t.min(f.first_seen)));
+            last = Some(last.map_or(f.last_seen, |t| t.max(f.last_seen)));
+            if f.datacenters.is_empty() {
+                by_dc
+                    .entry(DataCenterKey { datacenter: None })
+                    .or_insert_with(Tally::default)
+                    .add(f);
+            }
+            for d in f.datacenters.iter().collect::<BTreeSet<_>>() {
+                by_dc
+                    .entry(DataCenterKey {
+                        datacenter: Some(d.to_string()),
+                    })
+                    .or_insert_with(Tally::default)
+                    .add(f);
+            }
+            if f.purposes.is_empty() {
+                by_purpose
+                    .entry(PurposeKey { purpose: None })
+                    .or_insert_with(Tally::default)
+                    .add(f);
+            }
+            for p in f.purposes.iter().collect::<BTreeSet<_>>() {
+                by_purpose
+                    .entry(PurposeKey {
+                        purpose: Some(p.to_string()),
+                    })
+                    .or_insert_with(Tally::default)
+                    .add(f);
+            }
+            by_state
+                .entry(StateKey {
+                    state: f.state.map_or(UNKNOWN, State::as_str).to_string(),
+                })
+                .or_insert_with(Tally::default)
+                .add(f);
+            by_verdict
+                .entry(VerdictKey {
+                    verdict: f.verdict.as_str().to_string(),
+                })
+                .or_insert_with(Tally::default)
+                .add(f);
+            by_host
+                .entry(HostKey {
+                    local_addr: f.local_addr,
+                })
+                .or_insert_with(Tally::default)
+                .add(f);
+            by_service
+                .entry(ServiceKey {
+                    local_addr: f.local_addr,
+                    service_port: f.service_port,
+                })
+                .or_insert_with(Tally::default)
+                .add(f);
+            if f.state.is_some_and(State::is_blocked) {
+                blocked_flows += 1;
+                let b = blocked.entry((f.remote_addr, f.service_port)).or_default();
+                b.flows += 1;
+                b.states.extend(f.state.map(|s| s.to_string()));
+                b.datacenters
+                    .extend(f.datacenters.iter().map(|d| d.to_string()));
+                b.purposes.extend(f.purposes.iter().map(|p| p.to_string()));
+                b.reporters.extend(f.reporter);
+                b.icmp.extend(f.icmp);
+                b.hosts.insert(f.local_addr);
+            }
+        }
+        let blocked_destinations = blocked.len() as u64;
+        let mut top_blocked: Vec<BlockedDestination> = blocked
+            .into_iter()
+            .map(|((remote_addr, service_port), b)| BlockedDestination {
+                remote_addr,
+                service_port,
+                flows: b.flows,
+                states: b.states.into_iter().collect(),
+                datacenters: b.datacenters.into_iter().collect(),
+                purposes: b.purposes.into_iter().collect(),
+                reporters: b.reporters.into_iter().collect(),
+                icmp: b.icmp.into_iter().collect(),
+                local_hosts: b.hosts.len() as u64,
+            })
+            .collect();
+        top_blocked.sort_by_key(|b| std::cmp::Reverse(b.flows));
+        top_blocked.truncate(top);
+        Evidence {
+            files: records.files.clone(),
+            records: records.records,
+            runs: records.runs,
+            skipped: records.skipped,
+            skipped_lines: records.skipped_lines.clone(),
+            log_records_lost: records.log_records_lost,
+            filters: filters.applied(),
+            total,
+            first_seen: first.map(rfc3339),
+            last_seen: last.map(rfc3339),
+            by_datacenter: rows(by_dc),
+            by_purpose: rows(by_purpose),
+            by_state: rows(by_state),
+            by_verdict: rows(by_verdict),
+            by_local_host: rows(by_host),
+            by_local_service: rows(by_service),
+            blocked_flows,
+            blocked_destinations,
+            top_blocked,
+        }
+    }
+}
+
+/// `cas-audit report`: reads, counts, and returns the text to print
+/// (table or JSON). Skipped lines and lost records are warned about on
+/// standard error.
+pub fn report(cfg: &ReportConfig) -> Result<String, Error> {
+    let records = load(&cfg.paths)?;
+    let ev = Evidence::build(&records, &cfg.filters, cfg.top);
+    if ev.skipped > 0 {
+        log::warn!(
+            "skipped {} line{} that {}: {}{}",
+            ev.skipped,
+            plural(ev.skipped),
+            if ev.skipped == 1 {
+                "is not a cas-audit record"
+            } else {
+                "are not cas-audit records"
+            },
+            ev.skipped_lines.join("; "),
+            if ev.skipped as usize > ev.skipped_lines.len() {
+                "; ..."
+            } else {
+                ""
+            }
+        );
+    }
+    if ev.log_records_lost > 0 {
+        log::warn!(
+            "the agent could not write {} record{} into its log directory (log_records_lost): the logs are incomplete",
+            ev.log_records_lost,
+            plural(ev.log_records_lost)
+        );
+    }
+    Ok(match cfg.format {
+        ReportFormat::Table => ev.table(),
+        ReportFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&ev).map_err(|e| Error::Io {
+                what: "writing the report".into(),
+                source: e.into(),
+            })?;
+            s.push('\n');
+            s
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

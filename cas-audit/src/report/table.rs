@@ -1,0 +1,183 @@
+//! The readable report: what was read, the breakdowns, the blocked
+//! destinations.
+
+use comfy_table::Cell;
+
+use super::{Evidence, Tally};
+use crate::{
+    addrset::NO_DATACENTER,
+    flow::endpoint,
+    output::human::{list, num, table},
+};
+
+impl Evidence {
+    /// The readable report.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{} file{}: {} flow record{}, {} run summar{}, {} line{} skipped\n",
+            self.files.len(),
+            plural(self.files.len() as u64),
+            self.records,
+            plural(self.records),
+            self.runs,
+            if self.runs == 1 { "y" } else { "ies" },
+            self.skipped,
+            plural(self.skipped),
+        ));
+        if self.log_records_lost > 0 {
+            out.push_str(&format!(
+                "incomplete: the agent could not write {} record{} (log_records_lost)\n",
+                self.log_records_lost,
+                plural(self.log_records_lost)
+            ));
+        }
+        let f = &self.filters;
+        let mut shown = Vec::new();
+        if let Some(t) = &f.since {
+            shown.push(format!("since {t}"));
+        }
+        if let Some(t) = &f.until {
+            shown.push(format!("until {t}"));
+        }
+        for (name, v) in [
+            ("state", &f.states),
+            ("data center", &f.datacenters),
+            ("purpose", &f.purposes),
+            ("host", &f.hosts),
+        ] {
+            if !v.is_empty() {
+                shown.push(format!("{name} {}", v.join(" or ")));
+            }
+        }
+        if !shown.is_empty() {
+            out.push_str(&format!("filters: {}\n", shown.join(", ")));
+        }
+        let (Some(first), Some(last)) = (&self.first_seen, &self.last_seen) else {
+            out.push_str("No flows.\n");
+            return out;
+        };
+        let t = &self.total;
+        out.push_str(&format!(
+            "{} flow{} from {first} to {last}: {} packets / {} bytes out, {} packets / {} bytes in\n",
+            t.flows,
+            plural(t.flows),
+            t.packets_out,
+            t.bytes_out,
+            t.packets_in,
+            t.bytes_in
+        ));
+        let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+        let port = |p: Option<u16>| p.map_or_else(|| "-".into(), |p| p.to_string());
+        out.push_str(&breakdown(
+            &["Data center"],
+            self.by_datacenter.iter().map(|r| {
+                let dc = r.key.datacenter.as_deref().unwrap_or(NO_DATACENTER);
+                (vec![dc.to_string()], r.tally)
+            }),
+        ));
+        out.push_str(&breakdown(
+            &["Purpose"],
+            self.by_purpose
+                .iter()
+                .map(|r| (vec![opt(&r.key.purpose)], r.tally)),
+        ));
+        out.push_str(&breakdown(
+            &["State"],
+            self.by_state
+                .iter()
+                .map(|r| (vec![r.key.state.clone()], r.tally)),
+        ));
+        out.push_str(&breakdown(
+            &["Verdict"],
+            self.by_verdict
+                .iter()
+                .map(|r| (vec![r.key.verdict.clone()], r.tally)),
+        ));
+        out.push_str(&breakdown(
+            &["Local host"],
+            self.by_local_host
+                .iter()
+                .map(|r| (vec![r.key.local_addr.to_string()], r.tally)),
+        ));
+        out.push_str(&breakdown(
+            &["Local host", "Service port"],
+            self.by_local_service.iter().map(|r| {
+                (
+                    vec![r.key.local_addr.to_string(), port(r.key.service_port)],
+                    r.tally,
+                )
+            }),
+        ));
+        if self.blocked_flows == 0 {
+            out.push_str("No blocked flows.\n");
+            return out;
+        }
+        out.push_str(&format!(
+            "Blocked: {} flow{} to {} destination{}; top {}:\n",
+            self.blocked_flows,
+            plural(self.blocked_flows),
+            self.blocked_destinations,
+            plural(self.blocked_destinations),
+            self.top_blocked.len()
+        ));
+        if self.top_blocked.is_empty() {
+            return out;
+        }
+        let mut tb = table(&[
+            "Destination",
+            "Flows",
+            "States",
+            "Data centers",
+            "Purposes",
+            "Reporters",
+            "ICMP type/code",
+            "Local hosts",
+        ]);
+        for b in &self.top_blocked {
+            tb.add_row(vec![
+                Cell::new(endpoint(b.remote_addr, b.service_port)),
+                num(b.flows),
+                Cell::new(list(&b.states)),
+                Cell::new(list(&b.datacenters)),
+                Cell::new(list(&b.purposes)),
+                Cell::new(list(&b.reporters)),
+                Cell::new(list(
+                    b.icmp
+                        .iter()
+                        .map(|i| format!("{}/{}", i.icmp_type, i.icmp_code)),
+                )),
+                num(b.local_hosts),
+            ]);
+        }
+        out.push_str(&format!("{tb}\n"));
+        out
+    }
+}
+
+pub(super) fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// A table of one breakdown: its key columns, then the counts.
+fn breakdown(keys: &[&str], rows: impl Iterator<Item = (Vec<String>, Tally)>) -> String {
+    let mut header: Vec<&str> = keys.to_vec();
+    header.extend(["Flows", "Pkts out", "Bytes out", "Pkts in", "Bytes in"]);
+    let mut t = table(&header);
+    for (key, n) in rows {
+        let mut cells: Vec<Cell> = key.into_iter().map(Cell::new).collect();
+        cells.extend([
+            num(n.flows),
+            num(n.packets_out),
+            num(n.bytes_out),
+            num(n.packets_in),
+            num(n.bytes_in),
+        ]);
+        t.add_row(cells);
+    }
+    format!("{t}\n")
+}
