@@ -26,9 +26,9 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use cas_audit::datapath::Datapath;
 use cas_audit::ports::AllowedPorts;
 use cas_audit_common::{names, sizes, Counter};
+use cas_audit_tests::packet::{Pkt, ACK, ETH_P_8021Q, SYN};
 use serde::Serialize;
 
-use crate::packets::{Pkt, ACK, SYN};
 use crate::sets::{self, BenchSet, HIT4, HIT6, LOCAL4, LOCAL6, MISS4, MISS6, NEAR4, NEAR6};
 use crate::stats::{rotated, Stat};
 
@@ -189,10 +189,11 @@ impl Case {
                     let f = if flags == SYN { SYN | ACK } else { flags };
                     Pkt::tcp(remote, local, rport, lport, f)
                 }
-            };
+            }
+            .dont_fragment();
             match vlan {
-                Some(v) => p.vlan(v).build(),
-                None => p.build(),
+                Some(v) => p.vlan(ETH_P_8021Q, v).bytes(),
+                None => p.bytes(),
             }
         };
         if self.new_flows() {
@@ -509,4 +510,59 @@ fn check(
         case.name()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packets::Pkt as OldPkt;
+
+    /// The frames as `bench/src/packets.rs` built them.
+    fn old_frames(case: Case, hook: Hook, round: usize, n: usize) -> Vec<Vec<u8>> {
+        let (remote, rport, flags, vlan) = case.shape();
+        let local: IpAddr = if remote.is_ipv4() {
+            if case.new_flows() {
+                IpAddr::from([198, 51, 100, 10 + (round % 200) as u8])
+            } else {
+                LOCAL4.into()
+            }
+        } else {
+            LOCAL6.into()
+        };
+        let build = |lport: u16| {
+            let p = match hook {
+                Hook::Tc => OldPkt::tcp(local, remote, lport, rport, flags),
+                Hook::Xdp => {
+                    let f = if flags == SYN { SYN | ACK } else { flags };
+                    OldPkt::tcp(remote, local, rport, lport, f)
+                }
+            };
+            match vlan {
+                Some(v) => p.vlan(v).build(),
+                None => p.build(),
+            }
+        };
+        if case.new_flows() {
+            (0..n).map(|i| build(20_000 + i as u16)).collect()
+        } else if case.distinct() {
+            vec![build(40_000); n]
+        } else {
+            vec![build(40_000)]
+        }
+    }
+
+    #[test]
+    fn frames_are_byte_identical_to_the_old_builder() {
+        for case in Case::ALL {
+            for hook in Hook::ALL {
+                for round in [0, 1, 250] {
+                    assert_eq!(
+                        case.frames(hook, round, 300),
+                        old_frames(case, hook, round, 300),
+                        "{case:?} {hook:?} round {round}"
+                    );
+                }
+            }
+        }
+    }
 }
