@@ -282,23 +282,3 @@ impl Drop for PacketSocket {
         unsafe { libc::close(self.fd) };
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::packets::Pkt as OldPkt;
-
-    #[test]
-    fn frames_are_byte_identical_to_the_old_builder() {
-        for flow in [0, 1, 63, 64, 4_128_767, 4_128_768] {
-            for sport in [443, 9999] {
-                let src = Ipv4Addr::from(CAS_NET + (flow % 64) as u32);
-                let dport = 1024 + ((flow / 64) % 64_512) as u16;
-                let mut p = OldPkt::udp(src.into(), GW_UPLINK.into(), sport, dport, 18);
-                p.dst_mac = NOT_GW_MAC;
-                p.src_mac = EDGE_MAC;
-                assert_eq!(new_flow_frame(flow, sport), p.build(), "flow {flow}");
-            }
-        }
-    }
-}

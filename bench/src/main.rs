@@ -12,10 +12,6 @@
 mod agent;
 mod agentproc;
 mod net;
-// The old frame builder, kept only to check the shared one builds the same
-// bytes; deleted in the next commit.
-#[cfg(test)]
-mod packets;
 mod prog;
 mod report;
 mod ring;

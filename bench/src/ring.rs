@@ -147,19 +147,3 @@ fn new_flow_frame(flow: u64) -> Vec<u8> {
         .dont_fragment()
         .bytes()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::packets::Pkt as OldPkt;
-
-    #[test]
-    fn frames_are_byte_identical_to_the_old_builder() {
-        for flow in [0, 1, 39_999, 40_000, 8_000_123] {
-            let local = IpAddr::from([198, 51, 100, 10 + ((flow / 40_000) % 200) as u8]);
-            let port = 20_000 + (flow % 40_000) as u16;
-            let old = OldPkt::tcp(local, HIT4.into(), port, 8443, SYN).build();
-            assert_eq!(new_flow_frame(flow), old, "flow {flow}");
-        }
-    }
-}
