@@ -408,7 +408,7 @@ impl Harness {
             w.first_seen_ns = g.first_seen_ns;
             w.last_seen_ns = g.last_seen_ns;
             // History and RST TTL are asserted by the tests about them
-            // (`history_of`); the others leave them unset.
+            // (with `cas_audit::state::history_string`); the others leave them unset.
             if w.history_mask == 0 {
                 w.history_mask = g.history_mask;
                 w.history = g.history;
@@ -519,13 +519,4 @@ pub fn flow_stats(dir: Direction, range_id: u32, packets: u64, bytes: u64, flags
         s.tcp_flags_in = flags.into();
     }
     s
-}
-
-/// The flow's history string.
-pub fn history_of(st: &FlowStats) -> String {
-    st.history
-        .iter()
-        .take_while(|&&b| b != 0)
-        .map(|&b| b as char)
-        .collect()
 }

@@ -10,15 +10,16 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use cas_audit::state::history_string;
 use cas_audit_common::{
     family, history, initiator, proto, tcp_flags, Counter, Direction, FlowStats, RangeStats,
 };
 use cas_audit_tests::harness;
 use cas_audit_tests::packet::{Ext, Pkt, ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
 use cas_audit_tests::testrun::{
-    flow_stats, history_of, range_in, range_out, Harness, Hook, CAS4_A, CAS4_B, CAS6_A, CAS6_B,
-    LOCAL4, LOCAL6, NEAR_CAS4_A, NEAR_CAS4_B, OTHER4, OTHER6, RANGE_CAS4_A, RANGE_CAS4_B,
-    RANGE_CAS6_A, RANGE_CAS6_B,
+    flow_stats, range_in, range_out, Harness, Hook, CAS4_A, CAS4_B, CAS6_A, CAS6_B, LOCAL4, LOCAL6,
+    NEAR_CAS4_A, NEAR_CAS4_B, OTHER4, OTHER6, RANGE_CAS4_A, RANGE_CAS4_B, RANGE_CAS6_A,
+    RANGE_CAS6_B,
 };
 
 // ---------------------------------------------------------------------------
@@ -643,7 +644,7 @@ fn history_follows_a_connection_on_both_hooks() {
             (true, out(ACK, 0)),
         ] {
             h.run(if dir_out { Hook::TcEgress } else { hook }, &f.bytes);
-            seen.push(history_of(&h.flows()[&key]));
+            seen.push(history_string(&h.flows()[&key]));
         }
         assert_eq!(
             seen,
@@ -679,7 +680,7 @@ fn a_flow_opened_by_the_remote_side_has_it_as_originator() {
             .bytes,
     );
     let st = h.only_flow().1;
-    assert_eq!(history_of(&st), "Sr");
+    assert_eq!(history_string(&st), "Sr");
     // The RST went out: not a remote RST, no TTL recorded.
     assert_eq!(st.rst_ttl, 0);
 }
@@ -708,7 +709,7 @@ fn the_first_remote_rst_records_its_ttl() {
         );
         let st = h.only_flow().1;
         assert_eq!(
-            (history_of(&st).as_str(), st.rst_ttl),
+            (history_string(&st).as_str(), st.rst_ttl),
             ("Sr", 57),
             "{hook:?}"
         );
@@ -725,7 +726,7 @@ fn udp_history_counts_datagrams_each_way() {
             .build()
             .bytes,
     );
-    assert_eq!(history_of(&h.only_flow().1), "D");
+    assert_eq!(history_string(&h.only_flow().1), "D");
     h.run(
         Hook::Xdp,
         &Pkt::udp(CAS4_A, LOCAL4, 443, 40000)
@@ -733,5 +734,5 @@ fn udp_history_counts_datagrams_each_way() {
             .build()
             .bytes,
     );
-    assert_eq!(history_of(&h.only_flow().1), "Dd");
+    assert_eq!(history_string(&h.only_flow().1), "Dd");
 }

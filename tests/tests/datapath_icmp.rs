@@ -8,10 +8,11 @@
 //! its eBPF object (`CAS_AUDIT_EBPF=require`); otherwise each one is
 //! skipped with a message.
 
+use cas_audit::state::history_string;
 use cas_audit_common::{family, Counter};
 use cas_audit_tests::harness;
 use cas_audit_tests::packet::{Pkt, SYN};
-use cas_audit_tests::testrun::{history_of, Hook, CAS4_A, CAS6_A, LOCAL4, LOCAL6, OTHER4, OTHER6};
+use cas_audit_tests::testrun::{Hook, CAS4_A, CAS6_A, LOCAL4, LOCAL6, OTHER4, OTHER6};
 
 #[test]
 fn icmp_unreachable_is_attached_to_the_flow_it_quotes() {
@@ -35,7 +36,7 @@ fn icmp_unreachable_is_attached_to_the_flow_it_quotes() {
         assert_eq!(st.reporter[..4], OTHER4.octets());
         assert_eq!(st.reporter[4..], [0; 12]);
         // The error itself is no flow and no CAS traffic.
-        assert_eq!(history_of(&st), "S");
+        assert_eq!(history_string(&st), "S");
         assert_eq!((st.packets_out, st.packets_in), (1, 0));
     }
     // IPv6: admin-prohibited (1/1), quoting a UDP datagram.
