@@ -17,11 +17,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use cas_audit_tests::packet::Pkt;
 use cas_audit_tests::Topology;
 use serde::Serialize;
 
 use crate::agentproc::{cpu_seconds, rss_kib, Agent};
-use crate::packets::Pkt;
 
 /// One load phase.
 #[derive(Debug, Clone, Serialize)]
@@ -150,16 +150,7 @@ fn send(topo: &Topology, rate: u64, n: u64, first: u64, events: bool, seconds: f
     topo.try_in_ns(topo.cloud(), move || -> Result<u64> {
         let sock = PacketSocket::open(Topology::CLOUD_IF)?;
         let sport = if events { 9999 } else { 443 };
-        let frame = |i: u64| {
-            let flow = first + i;
-            let src = Ipv4Addr::from(CAS_NET + (flow % 64) as u32);
-            // Ports 1024..65535 per source address.
-            let dport = 1024 + ((flow / 64) % 64_512) as u16;
-            let mut p = Pkt::udp(src.into(), GW_UPLINK.into(), sport, dport, 18);
-            p.dst_mac = NOT_GW_MAC;
-            p.src_mac = EDGE_MAC;
-            p.build()
-        };
+        let frame = |i: u64| new_flow_frame(first + i, sport);
         const BATCH: u64 = 32;
         let t0 = Instant::now();
         let mut sent = 0u64;
@@ -181,6 +172,18 @@ fn send(topo: &Topology, rate: u64, n: u64, first: u64, events: bool, seconds: f
         Ok(sent)
     })
     .and_then(|r| r)
+}
+
+/// The UDP frame of new flow number `flow` from source port `sport`.
+fn new_flow_frame(flow: u64, sport: u16) -> Vec<u8> {
+    let src = Ipv4Addr::from(CAS_NET + (flow % 64) as u32);
+    // Ports 1024..65535 per source address.
+    let dport = 1024 + ((flow / 64) % 64_512) as u16;
+    Pkt::udp(src, GW_UPLINK, sport, dport)
+        .payload(18)
+        .macs(NOT_GW_MAC, EDGE_MAC)
+        .dont_fragment()
+        .bytes()
 }
 
 /// An AF_PACKET socket bound to one interface, for sending whole frames.

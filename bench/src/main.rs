@@ -12,7 +12,6 @@
 mod agent;
 mod agentproc;
 mod net;
-mod packets;
 mod prog;
 mod report;
 mod ring;

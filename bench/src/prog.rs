@@ -26,9 +26,9 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use cas_audit::datapath::Datapath;
 use cas_audit::ports::AllowedPorts;
 use cas_audit_common::{names, sizes, Counter};
+use cas_audit_tests::packet::{Pkt, ACK, ETH_P_8021Q, SYN};
 use serde::Serialize;
 
-use crate::packets::{Pkt, ACK, SYN};
 use crate::sets::{self, BenchSet, HIT4, HIT6, LOCAL4, LOCAL6, MISS4, MISS6, NEAR4, NEAR6};
 use crate::stats::{rotated, Stat};
 
@@ -189,10 +189,11 @@ impl Case {
                     let f = if flags == SYN { SYN | ACK } else { flags };
                     Pkt::tcp(remote, local, rport, lport, f)
                 }
-            };
+            }
+            .dont_fragment();
             match vlan {
-                Some(v) => p.vlan(v).build(),
-                None => p.build(),
+                Some(v) => p.vlan(ETH_P_8021Q, v).bytes(),
+                None => p.bytes(),
             }
         };
         if self.new_flows() {

@@ -16,9 +16,9 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use cas_audit::datapath::Datapath;
 use cas_audit::ports::AllowedPorts;
 use cas_audit_common::{names, sizes, Counter};
+use cas_audit_tests::packet::{Pkt, SYN};
 use serde::Serialize;
 
-use crate::packets::{Pkt, SYN};
 use crate::sets::{self, HIT4};
 
 /// Results of this part.
@@ -97,9 +97,7 @@ pub fn run(rates: &[u64], seconds: f64) -> Result<RingResults> {
             for _ in 0..64 {
                 let flow = next + sent;
                 // 40,000 ports per local address, 200 addresses.
-                let local = IpAddr::from([198, 51, 100, 10 + ((flow / 40_000) % 200) as u8]);
-                let port = 20_000 + (flow % 40_000) as u16;
-                let f = Pkt::tcp(local, HIT4.into(), port, 8443, SYN).build();
+                let f = new_flow_frame(flow);
                 prog.test_run(TestRunOptions {
                     data_in: Some(&f),
                     ..Default::default()
@@ -138,4 +136,14 @@ pub fn run(rates: &[u64], seconds: f64) -> Result<RingResults> {
         table_flows,
         snapshot_ms,
     })
+}
+
+/// The SYN of new disallowed flow number `flow`: 40,000 ports per local
+/// address, 200 addresses.
+fn new_flow_frame(flow: u64) -> Vec<u8> {
+    let local = IpAddr::from([198, 51, 100, 10 + ((flow / 40_000) % 200) as u8]);
+    let port = 20_000 + (flow % 40_000) as u16;
+    Pkt::tcp(local, HIT4, port, 8443, SYN)
+        .dont_fragment()
+        .bytes()
 }

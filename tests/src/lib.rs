@@ -19,6 +19,12 @@
 //!
 //! The [`traffic`] module has bounded UDP/TCP helpers that run inside a
 //! namespace.
+//!
+//! The [`packet`] module builds Ethernet frames (VLAN tags, IPv4 options,
+//! IPv6 extension headers, fragments, TCP, UDP, ICMP errors) for the
+//! datapath tests and the benchmark. With the `testrun` feature,
+//! `testrun` runs the kernel programs on them through `BPF_PROG_TEST_RUN`
+//! and reads back what they counted (`tests/tests/datapath_*.rs`).
 
 #![warn(missing_docs)]
 
@@ -32,7 +38,10 @@ use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 
+pub mod packet;
 pub mod process;
+#[cfg(feature = "testrun")]
+pub mod testrun;
 pub mod traffic;
 
 /// Prefix of every namespace name this crate creates ("casa" + pid + "n" + counter).
