@@ -199,7 +199,7 @@ impl PacketSocket {
             return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
         }
         let sock = PacketSocket { fd };
-        let ifindex = cas_audit::datapath::ifindex(iface)?;
+        let ifindex = cas_audit::host::netdev::ifindex(iface)?;
         // SAFETY: a zeroed sockaddr_ll is valid; we fill the fields bind needs.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;

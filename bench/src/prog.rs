@@ -24,7 +24,7 @@ use anyhow::{anyhow, Context, Result};
 use aya::maps::{MapData, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use cas_audit::datapath::Datapath;
-use cas_audit::ports::AllowedPorts;
+use cas_audit::flow::AllowedPorts;
 use cas_audit_common::{names, sizes, Counter};
 use cas_audit_tests::packet::{Pkt, ACK, ETH_P_8021Q, SYN};
 use serde::Serialize;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use cas_audit::datapath::Datapath;
-use cas_audit::ports::AllowedPorts;
+use cas_audit::flow::AllowedPorts;
 use cas_audit_common::{names, sizes, Counter};
 use cas_audit_tests::packet::{Pkt, SYN};
 use serde::Serialize;

@@ -44,7 +44,7 @@ use aya::maps::{MapData, RingBuf};
 use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use cas_audit::addrset::Range;
 use cas_audit::datapath::{Datapath, DatapathError};
-use cas_audit::ports::AllowedPorts;
+use cas_audit::flow::AllowedPorts;
 use cas_audit_common::{
     family, names, proto, sizes, tcp_flags, Counter, Direction, FlowEvent, FlowKey, FlowStats,
     RangeStats,
@@ -293,7 +293,7 @@ impl Harness {
             }
             Err(e) => panic!("{test}: loading the datapath: {e}"),
         };
-        let lo = cas_audit::datapath::ifindex("lo").expect("loopback ifindex");
+        let lo = cas_audit::host::netdev::ifindex("lo").expect("loopback ifindex");
         Some(Harness {
             dp,
             lo,
@@ -408,7 +408,7 @@ impl Harness {
             w.first_seen_ns = g.first_seen_ns;
             w.last_seen_ns = g.last_seen_ns;
             // History and RST TTL are asserted by the tests about them
-            // (with `cas_audit::state::history_string`); the others leave them unset.
+            // (with `cas_audit::flow::evidence::history_string`); the others leave them unset.
             if w.history_mask == 0 {
                 w.history_mask = g.history_mask;
                 w.history = g.history;

@@ -1430,13 +1430,13 @@ fn metrics_equal_the_summary() {
             assert_eq!(sample(body, &series), u64_of(r, "bytes_out"), "{series}");
         }
         assert_eq!(
-            sample(body, "cas_audit_packets_matched_total"),
+            sample(body, "cas_audit_datapath_matched_total"),
             report.summary_u64("matched")
         );
         for (metric, field) in [
-            ("cas_audit_events_lost_total", "events_lost"),
-            ("cas_audit_malformed_packets_total", "malformed"),
-            ("cas_audit_icmp_errors_total", "icmp_errors"),
+            ("cas_audit_datapath_events_lost_total", "events_lost"),
+            ("cas_audit_datapath_malformed_total", "malformed"),
+            ("cas_audit_datapath_icmp_errors_total", "icmp_errors"),
         ] {
             assert_eq!(sample(body, metric), report.summary_u64(field), "{metric}");
         }
@@ -1458,7 +1458,7 @@ fn metrics_equal_the_summary() {
             ),
             1
         );
-        assert_eq!(sample(body, "cas_audit_flows_created_total"), 2);
+        assert_eq!(sample(body, "cas_audit_datapath_flows_created_total"), 2);
         assert_eq!(sample(body, "cas_audit_log_records_lost_total"), 0);
         assert!(
             body.contains("cas_audit_address_set{set=\"cas-2019-11\",published=\"2019-11-01\"} 1"),

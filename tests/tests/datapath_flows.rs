@@ -10,7 +10,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use cas_audit::state::history_string;
+use cas_audit::flow::evidence::history_string;
 use cas_audit_common::{
     family, history, initiator, proto, tcp_flags, Counter, Direction, FlowStats, RangeStats,
 };

@@ -8,7 +8,7 @@
 //! its eBPF object (`CAS_AUDIT_EBPF=require`); otherwise each one is
 //! skipped with a message.
 
-use cas_audit::state::history_string;
+use cas_audit::flow::evidence::history_string;
 use cas_audit_common::{family, Counter};
 use cas_audit_tests::harness;
 use cas_audit_tests::packet::{Pkt, SYN};

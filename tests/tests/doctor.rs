@@ -169,7 +169,7 @@ fn has_setpriv(test: &str) -> bool {
 }
 
 fn tcx() -> &'static str {
-    if cas_audit::netdev::tcx_available() {
+    if cas_audit::host::netdev::tcx_available() {
         "TCX yes"
     } else {
         "TCX no (clsact)"
@@ -210,7 +210,7 @@ fn veth_lines_as_root() {
     );
     // As root on a kernel with BPF and BTF. bpffs may be missing: `ip netns
     // exec` mounts a fresh /sys without it.
-    let kernel = if cas_audit::netdev::tcx_available() {
+    let kernel = if cas_audit::host::netdev::tcx_available() {
         "ok"
     } else {
         "warn"

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use cas_audit::logdir::{compare_names, parse_name};
+use cas_audit::output::logdir::{compare_names, parse_name};
 use cas_audit_tests::process::{agent_bin, agent_bin_str, Exited as Run, Process as Agent};
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
 use cas_audit_tests::{with_topology, Topology};

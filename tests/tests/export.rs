@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use cas_audit::addrset::{AddressSet, DataCenter, Direction};
-use cas_audit::export::{export, ExportFormat};
+use cas_audit::addrset::export::{export, ExportFormat};
+use cas_audit::addrset::{AddressSet, Connection, DataCenter};
 use cas_audit_tests::{netns_command, require_root, NS_PREFIX, REQUIRE_ROOT_ENV};
 use ipnet::IpNet;
 
@@ -182,8 +182,8 @@ impl Drop for TempFile {
 // The expected allowlist, computed independently
 // ---------------------------------------------------------------------------
 
-/// Direction, IPv6?, ports.
-type Key = (Direction, bool, Vec<u16>);
+/// Connection, IPv6?, ports.
+type Key = (Connection, bool, Vec<u16>);
 
 /// Per group, the distinct truncated prefixes not covered by another one.
 fn expected(set: &AddressSet) -> BTreeMap<Key, BTreeSet<IpNet>> {
@@ -208,8 +208,8 @@ fn expected(set: &AddressSet) -> BTreeMap<Key, BTreeSet<IpNet>> {
 /// prepends `cas-`).
 fn group_id((direction, v6, ports): &Key) -> String {
     let dir = match direction {
-        Direction::Outbound => "out",
-        Direction::Inbound => "in",
+        Connection::Outbound => "out",
+        Connection::Inbound => "in",
     };
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
     format!("{dir}{}-{}", if *v6 { 6 } else { 4 }, ports.join("-"))
@@ -243,14 +243,14 @@ fn builtin_variants() -> Vec<(String, AddressSet)> {
 fn crafted() -> AddressSet {
     let mut set = AddressSet::builtin();
     let template = set.entries[0].clone();
-    let make = |prefix: &str, direction: Direction, ports: &[u16]| {
+    let make = |prefix: &str, direction: Connection, ports: &[u16]| {
         let mut e = template.clone();
         e.prefix = prefix.parse().unwrap();
         e.direction = direction;
         e.ports = ports.to_vec();
         e
     };
-    use Direction::{Inbound, Outbound};
+    use Connection::{Inbound, Outbound};
     set.name = "crafted".into();
     set.entries = vec![
         make("100.64.2.10/32", Outbound, &[443]),
@@ -412,15 +412,15 @@ fn nft_load_and_compare(ns: &Netns, nft: &Path, label: &str, set: &AddressSet) {
         .map(|(k, p)| (group_id(k).replace('-', "_"), p.clone()))
         .collect();
     assert_eq!(sets, want_sets, "{label}: nft sets");
-    let per_dir = |d: Direction| want.keys().filter(|k| k.0 == d).count();
+    let per_dir = |d: Connection| want.keys().filter(|k| k.0 == d).count();
     assert_eq!(
         rules.get("cas_outbound").copied().unwrap_or(0),
-        per_dir(Direction::Outbound),
+        per_dir(Connection::Outbound),
         "{label}"
     );
     assert_eq!(
         rules.get("cas_inbound").copied().unwrap_or(0),
-        per_dir(Direction::Inbound),
+        per_dir(Connection::Inbound),
         "{label}"
     );
     let chains = ns.run(nft, &["list", "chains", "inet"], None);
@@ -556,8 +556,8 @@ fn iptables_load_and_compare(
     ns.run(restore, &["--noflush"], Some(&text));
     let want = expected(set);
     for (direction, chain, flag) in [
-        (Direction::Outbound, "CAS-OUTBOUND", "-d"),
-        (Direction::Inbound, "CAS-INBOUND", "-s"),
+        (Connection::Outbound, "CAS-OUTBOUND", "-d"),
+        (Connection::Inbound, "CAS-INBOUND", "-s"),
     ] {
         let got = iptables_rules(ns, iptables, chain);
         // Exactly the file's rules, in the file's order (the file is in

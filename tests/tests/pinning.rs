@@ -174,7 +174,7 @@ fn sigkill_restart_loses_no_packet() {
         );
         assert_eq!(code, 0, "status: {err}");
         let st: Value = serde_json::from_str(&out).expect("status JSON");
-        assert_eq!(st["counters"]["Matched"], 12, "{st}");
+        assert_eq!(st["counters"]["matched"], 12, "{st}");
         assert_eq!(st["ranges_v4"], 438, "{st}");
         assert_eq!(st["flow_capacity"], 65536, "{st}");
         let links: Vec<(String, String, bool)> = st["links"]

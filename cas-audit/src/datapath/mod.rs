@@ -453,8 +453,6 @@ impl Datapath {
         maps::write_words(&mut self.ebpf, names::PREFILTER, indexed(words), true)
     }
 
-    /// Removes prefixes from the tries (absent ones are fine).
-
     /// Sets every prefilter bit, so that every packet goes to the trie: the
     /// datapath as it was without the prefilter (for benchmarks).
     pub fn disable_prefilter(&mut self) -> Result<(), DatapathError> {

@@ -1,7 +1,7 @@
 //! Prometheus metrics (`run --metrics ADDR`), in the OpenMetrics text
 //! format of the `prometheus-client` crate.
 //!
-//! Labels are bounded: data center (7 values with "none"), purpose (8),
+//! Labels are bounded: data center (7 values with "global"), purpose (8),
 //! direction (2), verdict (2), state (7) and the set name; never an
 //! address or a port. The values are refreshed at every poll of the
 //! datapath (once a second) and served on each scrape.
@@ -24,14 +24,14 @@ use tokio::{
 };
 
 use crate::{
-    addrset::Range,
+    addrset::{Range, NO_DATACENTER},
     flow::{State, Verdict},
 };
 
 /// Labels of the traffic counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrafficLabels {
-    /// A data center of the range, or "none" (ranges every data center uses).
+    /// A data center of the range, or [`NO_DATACENTER`] (ranges every data center uses).
     pub datacenter: String,
     /// A purpose of the range.
     pub purpose: String,
@@ -66,62 +66,14 @@ pub struct Metrics {
     bytes: Family<TrafficLabels, Counter64>,
     flows: Family<FlowLabels, Gauge>,
     reported: Family<FlowLabels, Counter64>,
-    kernel: HashMap<&'static str, Counter64>,
+    /// One counter per kernel counter, `cas_audit_datapath_<name>_total`.
+    kernel: HashMap<Counter, Counter64>,
     table_entries: Gauge,
     log_lost: Counter64,
     table_capacity: Gauge,
     /// Last values added, to turn absolute kernel counters into increments.
     last: std::sync::Mutex<HashMap<String, u64>>,
 }
-
-/// Kernel counters exported, with their metric names.
-const KERNEL: [(Counter, &str, &str); 9] = [
-    (
-        Counter::Packets,
-        "packets_seen",
-        "Packets the programs looked at (GSO segments counted)",
-    ),
-    (
-        Counter::Matched,
-        "packets_matched",
-        "Packets to or from a CAS range",
-    ),
-    (
-        Counter::Malformed,
-        "malformed_packets",
-        "Truncated or inconsistent packets (passed untouched)",
-    ),
-    (
-        Counter::NotIp,
-        "not_ip_packets",
-        "Packets that are not IPv4 or IPv6",
-    ),
-    (
-        Counter::EventsLost,
-        "events_lost",
-        "Flow events that did not fit in the ring buffer",
-    ),
-    (
-        Counter::FlowsCreated,
-        "flows_created",
-        "Flows created in the kernel flow table",
-    ),
-    (
-        Counter::FlowInsertFailed,
-        "flow_insert_failed",
-        "Flow-table inserts that failed",
-    ),
-    (
-        Counter::IcmpErrors,
-        "icmp_errors",
-        "ICMP unreachable errors attached to the CAS flow they quote",
-    ),
-    (
-        Counter::IcmpUnmatched,
-        "icmp_unmatched",
-        "ICMP unreachable errors about a CAS flow not in the table",
-    ),
-];
 
 impl Metrics {
     /// Metrics for the set `set` (published `published`).
@@ -152,10 +104,10 @@ impl Metrics {
             reported.clone(),
         );
         let mut kernel = HashMap::new();
-        for (_, name, help) in KERNEL {
-            let c = Counter64::default();
-            registry.register(name, help, c.clone());
-            kernel.insert(name, c);
+        for c in Counter::ALL {
+            let m = Counter64::default();
+            registry.register(format!("datapath_{}", c.name()), c.help(), m.clone());
+            kernel.insert(c, m);
         }
         let table_entries = Gauge::default();
         registry.register(
@@ -219,14 +171,14 @@ impl Metrics {
         live: &[(Verdict, State)],
         capacity: u32,
     ) {
-        for (c, name, _) in KERNEL {
-            self.advance(name.to_string(), &self.kernel[name], counters.get(c));
+        for (c, v) in counters.iter() {
+            self.advance(format!("datapath_{}", c.name()), &self.kernel[&c], v);
         }
         // Per label set: the sum over the ranges that carry it.
         let mut sums: HashMap<TrafficLabels, (u64, u64)> = HashMap::new();
         for (r, t) in ranges.iter().zip(totals) {
             let dcs: Vec<String> = if r.datacenters.is_empty() {
-                vec!["none".into()]
+                vec![NO_DATACENTER.into()]
             } else {
                 r.datacenters.iter().map(|d| d.to_string()).collect()
             };

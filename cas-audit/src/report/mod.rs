@@ -336,10 +336,7 @@ impl Filters {
         let any = |empty: bool, hit: bool| empty || hit;
         self.since.is_none_or(|t| f.last_seen >= t)
             && self.until.is_none_or(|t| f.first_seen <= t)
-            && any(
-                self.states.is_empty(),
-                self.states.iter().any(|s| *s == f.state),
-            )
+            && any(self.states.is_empty(), self.states.contains(&f.state))
             && any(
                 self.datacenters.is_empty(),
                 self.datacenters.iter().any(|d| f.datacenters.contains(d)),
