@@ -242,8 +242,14 @@ pub struct FlowEvent {
     pub bytes: u32,
     /// Its TCP flags ([`tcp_flags`] bits; 0 for other protocols).
     pub tcp_flags: u8,
+    /// Its [`crate::history`] kinds (originator side: it is the flow's
+    /// first packet), so that the agent rebuilds the first-packet state
+    /// with the kernel's own rule ([`crate::rules::open_flow`]).
+    pub kinds: u8,
+    /// Its IP TTL / IPv6 hop limit.
+    pub ttl: u8,
     /// Explicit padding, always zero.
-    pub _pad: [u8; 3],
+    pub _pad: u8,
 }
 
 /// Word index and bit mask of the prefilter bit for an address of family

@@ -209,7 +209,9 @@ fn emit_event(key: &FlowKey, range_id: u32, svc: u16, initiator: u8, seen: &Seen
                 (*ev).packets = seen.packets as u32;
                 (*ev).bytes = seen.bytes as u32;
                 (*ev).tcp_flags = seen.tcp_flags as u8;
-                (*ev)._pad = [0; 3];
+                (*ev).kinds = seen.kinds as u8;
+                (*ev).ttl = seen.ttl;
+                (*ev)._pad = 0;
             }
             entry.submit(0);
             count(Counter::Events, 1);

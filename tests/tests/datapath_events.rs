@@ -8,7 +8,7 @@
 //! its eBPF object (`CAS_AUDIT_EBPF=require`); otherwise each one is
 //! skipped with a message.
 
-use cas_audit_common::{initiator, proto, Counter, Direction, FlowEvent};
+use cas_audit_common::{history, initiator, proto, Counter, Direction, FlowEvent};
 use cas_audit_tests::harness;
 use cas_audit_tests::packet::{arp_request, Ext, Pkt, ACK, ETH_HLEN, PROTO_GRE, PSH, SYN};
 use cas_audit_tests::testrun::{
@@ -47,7 +47,9 @@ fn udp_to_a_disallowed_port_emits_one_event() {
             packets: 1,
             bytes: f.len() as u32,
             tcp_flags: 0,
-            _pad: [0; 3],
+            kinds: history::DATA as u8,
+            ttl: 64,
+            _pad: 0,
         }
     );
     let mut st = flow_stats(Direction::Out, RANGE_CAS4_A, 1, f.len(), 0);
@@ -93,7 +95,9 @@ fn udp_from_a_disallowed_remote_port_emits_an_event_on_ingress() {
             packets: 1,
             bytes: f.len() as u32,
             tcp_flags: 0,
-            _pad: [0; 3],
+            kinds: history::DATA as u8,
+            ttl: 64,
+            _pad: 0,
         }
     );
     h.expect_counters(&[
@@ -146,7 +150,9 @@ fn tcp_syn_to_a_disallowed_port_emits_an_event() {
             packets: 1,
             bytes: syn.len() as u32,
             tcp_flags: SYN,
-            _pad: [0; 3],
+            kinds: history::SYN as u8,
+            ttl: 64,
+            _pad: 0,
         }
     );
 }
@@ -300,7 +306,9 @@ fn gre_emits_an_event() {
             packets: 1,
             bytes: f.len() as u32,
             tcp_flags: 0,
-            _pad: [0; 3],
+            kinds: history::DATA as u8,
+            ttl: 64,
+            _pad: 0,
         }
     );
     let mut st = flow_stats(Direction::Out, RANGE_CAS4_A, 1, f.len(), 0);

@@ -254,19 +254,20 @@ impl AddressSet {
         if let Some(set) = AddressSet::builtin_named(name_or_path) {
             return Ok(set);
         }
-        let text = std::fs::read_to_string(name_or_path).map_err(|err| {
-            let mut message = format!("cannot read the set file: {err}");
-            if err.kind() == std::io::ErrorKind::NotFound {
-                message.push_str(&format!(
-                    " (and it is not a built-in set: {})",
-                    AddressSet::builtin_names().join(", ")
-                ));
-            }
-            SetError::Io {
-                path: name_or_path.to_owned(),
-                message,
-            }
-        })?;
+        let text =
+            crate::host::fs::read_text(std::path::Path::new(name_or_path)).map_err(|err| {
+                let mut message = format!("cannot read the set file: {err}");
+                if err.kind() == std::io::ErrorKind::NotFound {
+                    message.push_str(&format!(
+                        " (and it is not a built-in set: {})",
+                        AddressSet::builtin_names().join(", ")
+                    ));
+                }
+                SetError::Io {
+                    path: name_or_path.to_owned(),
+                    message,
+                }
+            })?;
         AddressSet::from_json(&text).map_err(|err| SetError::File {
             path: name_or_path.to_owned(),
             reason: Box::new(err),

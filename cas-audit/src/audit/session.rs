@@ -9,7 +9,6 @@ use std::{
 };
 
 use cas_audit_common::{
-    history,
     rules::{self, FirstPacket},
     Counter, Direction, FlowEvent,
 };
@@ -84,8 +83,8 @@ impl Session {
             packets: ev.packets.into(),
             bytes: ev.bytes.into(),
             tcp_flags: ev.tcp_flags.into(),
-            kinds: history::kinds(ev.key.proto, ev.tcp_flags.into(), true),
-            ttl: 0,
+            kinds: ev.kinds.into(),
+            ttl: ev.ttl,
             now: ev.ts_ns,
             range_id: ev.range_id,
         });

@@ -285,8 +285,8 @@ pub fn diff(a: &str, b: &str, json: bool) -> Result<(String, bool), Error> {
 /// `sets import PAGE.md`: the set file and a report of what was taken
 /// (per section and data center) and the warnings.
 pub fn import(page: &Path, name: Option<&str>) -> Result<(String, String), Error> {
-    let text =
-        std::fs::read_to_string(page).map_err(Error::io(format!("reading {}", page.display())))?;
+    let text = crate::host::fs::read_text(page)
+        .map_err(Error::io(format!("reading {}", page.display())))?;
     let source = page
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())

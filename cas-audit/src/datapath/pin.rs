@@ -4,7 +4,7 @@
 //! without a gap.
 //!
 //! ```text
-//! DIR/layout-v1-k44-s112-e72-r32-v8-c12   layout marker (a directory: bpffs
+//! DIR/layout-v2-k44-s112-e72-r32-v8-c12   layout marker (a directory: bpffs
 //!                                         holds no regular files)
 //! DIR/maps/CAS_*                          the data maps
 //! DIR/links/egress-IFINDEX-IF             the TCX egress link
@@ -36,7 +36,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cas-audit";
 
 /// Version of the pinned layout: bumped whenever a shared type or a map
 /// changes meaning.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// `statfs(2)` magic of a BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn layout_names_the_sizes() {
-        assert_eq!(PinDir::layout_name(), "layout-v1-k44-s112-e72-r32-v8-c12");
+        assert_eq!(PinDir::layout_name(), "layout-v2-k44-s112-e72-r32-v8-c12");
     }
 
     #[test]

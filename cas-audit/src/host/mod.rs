@@ -4,4 +4,5 @@
 pub mod bpf;
 pub mod caps;
 pub mod clock;
+pub mod fs;
 pub mod netdev;

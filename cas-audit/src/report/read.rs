@@ -239,7 +239,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Records, Error> {
     let mut records = Records::default();
     for path in expand_paths(paths)? {
         let what = || format!("reading {}", path.display());
-        let f = std::fs::File::open(&path).map_err(Error::io(what()))?;
+        let f = crate::host::fs::open_input(&path).map_err(Error::io(what()))?;
         records
             .read(&path.display().to_string(), BufReader::new(f))
             .map_err(Error::io(what()))?;

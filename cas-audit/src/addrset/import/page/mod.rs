@@ -350,7 +350,5 @@ fn parse_date(text: &str) -> Option<String> {
         .then(|| format!("{year:04}-{month:02}-{day:02}"))
 }
 
-/// An address or a name found on the page.
-
 #[cfg(test)]
 mod tests;

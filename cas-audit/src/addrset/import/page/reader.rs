@@ -4,6 +4,7 @@
 use super::words::*;
 use super::*;
 
+/// An address or a name found on the page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Token {
     Addr(IpNet),
