@@ -3,11 +3,16 @@
 //! network requirements, tagged with the data center, purpose, direction and
 //! ports they belong to. No kernel, no command line here.
 //!
-//! - this module: [`AddressSet`], [`Entry`], [`DnsName`], selecting a part of a set;
-//! - [`tags`]: [`DataCenter`], [`Purpose`], [`Connection`] (who connects to whom);
+//! - this module: [`AddressSet`], [`Entry`], [`DnsName`];
+//! - [`tags`]: [`DataCenter`], [`Region`], [`Purpose`], [`Connection`] (who
+//!   connects to whom);
+//! - [`source`]: where entries come from ([`Source`]: a page, a Service
+//!   Tags file, a set file) and merging sets ([`AddressSet::merge`]);
+//! - [`select`]: the part of a set a command works on ([`Selection`]);
 //! - [`file`]: the set-file schema, reading and writing, the built-in sets;
 //! - [`ranges`]: a set as distinct prefixes with their tags, for the tries;
-//! - [`import`], [`export`], [`diff`]: from pages, to firewalls, between versions.
+//! - [`import`], [`export`], [`diff`]: from pages and Service Tags, to
+//!   firewalls, between versions.
 //!
 //! # Built-in sets
 //!
@@ -22,6 +27,8 @@ pub mod export;
 pub mod file;
 pub mod import;
 pub mod ranges;
+pub mod select;
+pub mod source;
 pub mod tags;
 
 use std::net::IpAddr;
@@ -32,7 +39,9 @@ use serde::Serialize;
 pub use self::{
     file::SCHEMA_VERSION,
     ranges::Range,
-    tags::{datacenter_text, Connection, DataCenter, Purpose, NO_DATACENTER},
+    select::Selection,
+    source::{Source, SourceKind, TagVersion},
+    tags::{datacenter_text, Connection, DataCenter, Purpose, Region, NO_DATACENTER},
 };
 
 /// One documented address or range.
@@ -42,8 +51,18 @@ pub struct Entry {
     /// written in the set; it is not truncated to its network address.
     pub prefix: IpNet,
     /// The data center it belongs to, or `None` for ranges used by every data
-    /// center (such as the mail servers).
+    /// center (such as the mail servers) and for ranges the source gives no
+    /// data center (Service Tags, the pages' per-region proxy lists).
     pub datacenter: Option<DataCenter>,
+    /// The Azure region the source places it in (a regional Service Tag,
+    /// a page's "West Europe: ..." list), if it gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
+    /// The Azure cloud the source places it in (`Public`,
+    /// `AzureGovernment`, `China`, as Service Tags files spell it), if it
+    /// gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<String>,
     /// Why the address is needed.
     pub purpose: Purpose,
     /// Which way the traffic flows.
@@ -52,6 +71,43 @@ pub struct Entry {
     /// (the purpose's [`Purpose::default_ports`] unless the set says
     /// otherwise).
     pub ports: Vec<u16>,
+    /// The address is not the service's alone: other Microsoft services
+    /// use it too (the `AzureFrontDoor.MicrosoftSecurity` tag, shared with
+    /// Intune and other Microsoft security services). Traffic to it is not
+    /// proof of Defender for Cloud Apps traffic.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
+    /// Ids of the set's [`Source`]s that list it, sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+}
+
+impl Entry {
+    /// An entry with the purpose's default direction and ports, no region,
+    /// cloud or source.
+    #[must_use]
+    pub fn new(prefix: IpNet, datacenter: Option<DataCenter>, purpose: Purpose) -> Entry {
+        Entry {
+            prefix,
+            datacenter,
+            region: None,
+            cloud: None,
+            purpose,
+            direction: purpose.default_direction(),
+            ports: purpose.default_ports().to_vec(),
+            shared: false,
+            sources: Vec::new(),
+        }
+    }
+
+    /// The Azure region it is in: its own, else its data center's
+    /// ([`DataCenter::region`]); `None` for an entry of every data center.
+    #[must_use]
+    pub fn location(&self) -> Option<Region> {
+        self.region
+            .clone()
+            .or_else(|| self.datacenter.map(DataCenter::region))
+    }
 }
 
 /// One documented DNS name, as the page writes it (wildcards included,
@@ -68,18 +124,25 @@ pub struct DnsName {
     pub direction: Connection,
     /// The TCP ports: sorted, deduplicated and non-empty.
     pub ports: Vec<u16>,
+    /// Ids of the set's [`Source`]s that list it, sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
-/// A named list of [`Entry`] and [`DnsName`] values, as loaded from a
-/// schema-1 JSON document.
+/// A named list of [`Entry`] and [`DnsName`] values with where they come
+/// from, as loaded from a set file (see [`file`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressSet {
     /// Short identifier, e.g. `cas-2019-11`.
     pub name: String,
-    /// Where the addresses were taken from (the page's file name).
+    /// Where the addresses were taken from: the file name of the page or
+    /// Service Tags file, or the names of the merged ones joined by ` + `.
     pub source: String,
-    /// Publication date of the source (ISO 8601 `YYYY-MM-DD`).
+    /// Publication date of the source, the latest of merged sources (ISO
+    /// 8601 `YYYY-MM-DD`).
     pub published: String,
+    /// The inputs the entries come from, each with its version.
+    pub sources: Vec<Source>,
     /// The address entries, in document order.
     pub entries: Vec<Entry>,
     /// The DNS names, in document order.
@@ -103,8 +166,7 @@ pub enum SetError {
     },
     /// The `schema` field names a version this build does not understand.
     #[error(
-        "unsupported address-set schema version {found} (this build understands schema {})",
-        SCHEMA_VERSION
+        "unsupported address-set schema version {found} (this build understands schemas 1 and 2)"
     )]
     UnsupportedSchema {
         /// The version found in the document.
@@ -123,7 +185,7 @@ pub enum SetError {
     },
     /// A data center name is not one of [`DataCenter::ALL`].
     #[error(
-        "{}unknown data center {value:?} (accepted: US1, US2, US3, EU1, EU2, Gov US1)",
+        "{}unknown data center {value:?} (accepted: US1, US2, US3, EU1, EU2, Gov US1, GCC, GCC High)",
         entry_context(.index)
     )]
     UnknownDataCenter {
@@ -136,7 +198,7 @@ pub enum SetError {
     /// A purpose name is not one of [`Purpose::ALL`].
     #[error(
         "{}unknown purpose {value:?} (accepted: portal, access-session-controls, siem-agent, \
-         app-connector, dlp, mail, log-collector, auth-gateway)",
+         app-connector, dlp, mail, log-collector, auth-gateway, unknown)",
         entry_context(.index)
     )]
     UnknownPurpose {
@@ -145,6 +207,35 @@ pub enum SetError {
         index: Option<usize>,
         /// The offending text.
         value: String,
+    },
+    /// A region is not an Azure region name ([`Region`]'s `FromStr`).
+    #[error(
+        "{}invalid region {value:?} (expected an Azure region such as westeurope or \"West Europe\")",
+        entry_context(.index)
+    )]
+    BadRegion {
+        /// 0-based position of the entry in `entries`, if it came from an
+        /// entry.
+        index: Option<usize>,
+        /// The offending text.
+        value: String,
+    },
+    /// An entry names a source the set does not list.
+    #[error("{}unknown source {id:?} (not in the set's \"sources\")", entry_context(.index))]
+    UnknownSource {
+        /// 0-based position of the entry in `entries`, if it came from an
+        /// entry.
+        index: Option<usize>,
+        /// The id.
+        id: String,
+    },
+    /// Two of the set's sources have the same id.
+    #[error("sources[{index}]: duplicate id {id:?}")]
+    DuplicateSource {
+        /// 0-based position in `sources`.
+        index: usize,
+        /// The id.
+        id: String,
     },
     /// A direction is neither `outbound` nor `inbound`.
     #[error(
@@ -246,6 +337,8 @@ impl SetError {
             }
             SetError::UnknownPurpose { value, .. } => SetError::UnknownPurpose { index, value },
             SetError::UnknownDirection { value, .. } => SetError::UnknownDirection { index, value },
+            SetError::BadRegion { value, .. } => SetError::BadRegion { index, value },
+            SetError::UnknownSource { id, .. } => SetError::UnknownSource { index, id },
             SetError::BadPort { value, .. } => SetError::BadPort { index, value },
             SetError::EmptyPorts { .. } => SetError::EmptyPorts { index },
             other => other,
@@ -294,47 +387,6 @@ pub(crate) fn valid_dns_name(name: &str) -> bool {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
     })
-}
-
-impl AddressSet {
-    /// Keeps the entries and DNS names of the given data centers, plus every
-    /// one without a data center (global ranges such as the mail servers).
-    pub fn retain_datacenters(&mut self, dcs: &[DataCenter]) {
-        let keep = |dc: Option<DataCenter>| dc.is_none_or(|dc| dcs.contains(&dc));
-        self.entries.retain(|e| keep(e.datacenter));
-        self.dns.retain(|d| keep(d.datacenter));
-    }
-
-    /// Keeps the entries and DNS names of the given purposes (an empty
-    /// slice keeps nothing).
-    pub fn retain_purposes(&mut self, purposes: &[Purpose]) {
-        self.entries.retain(|e| purposes.contains(&e.purpose));
-        self.dns.retain(|d| purposes.contains(&d.purpose));
-    }
-}
-
-/// Loads `name_or_file` (a built-in set name or a set file; default: the
-/// built-in default set) and keeps the selected data centers (entries
-/// without one are kept) and purposes; empty lists select everything.
-///
-/// # Errors
-/// The [`SetError`] of [`AddressSet::load`].
-pub fn select(
-    name_or_file: Option<&str>,
-    dcs: &[DataCenter],
-    purposes: &[Purpose],
-) -> Result<AddressSet, SetError> {
-    let mut set = match name_or_file {
-        Some(n) => AddressSet::load(n)?,
-        None => AddressSet::builtin(),
-    };
-    if !dcs.is_empty() {
-        set.retain_datacenters(dcs);
-    }
-    if !purposes.is_empty() {
-        set.retain_purposes(purposes);
-    }
-    Ok(set)
 }
 
 #[cfg(test)]

@@ -59,8 +59,8 @@ impl AddressSet {
         /// Data-center and purpose bit masks, and the ports.
         #[derive(Default, Clone)]
         struct Tags {
-            dcs: u8,
-            purposes: u8,
+            dcs: u16,
+            purposes: u16,
             ports: BTreeSet<u16>,
         }
 

@@ -251,25 +251,14 @@ fn ranges_scale_to_100k_prefixes() {
             let addr = std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i) << 64);
             (IpNet::V6(Ipv6Net::new(addr, 64).unwrap()), Eu1)
         };
-        entries.push(Entry {
-            prefix,
-            datacenter: Some(dc),
-            purpose: AppConnector,
-            direction: Connection::Inbound,
-            ports: vec![443],
-        });
+        entries.push(Entry::new(prefix, Some(dc), AppConnector));
     }
-    entries.push(Entry {
-        prefix: net("10.0.0.0/8"),
-        datacenter: Some(Us1),
-        purpose: Portal,
-        direction: Connection::Outbound,
-        ports: vec![443],
-    });
+    entries.push(Entry::new(net("10.0.0.0/8"), Some(Us1), Portal));
     let set = AddressSet {
         name: "synthetic".into(),
         source: "test".into(),
         published: "2024-01-01".into(),
+        sources: Vec::new(),
         entries,
         dns: Vec::new(),
     };
@@ -339,8 +328,8 @@ fn error_messages() {
         "invalid address-set JSON at line 1, column 13: missing field `schema`"
     );
     assert_eq!(
-        err(r#"{"schema": 2, "name": "x"}"#),
-        "unsupported address-set schema version 2 (this build understands schema 1)"
+        err(r#"{"schema": 3, "name": "x"}"#),
+        "unsupported address-set schema version 3 (this build understands schemas 1 and 2)"
     );
     assert_eq!(
         err(&doc(
@@ -363,14 +352,15 @@ fn error_messages() {
         err(&doc(
             r#"{"prefix": "10.0.0.1", "datacenter": "US4", "purpose": "portal", "direction": "outbound"}"#
         )),
-        "entries[1]: unknown data center \"US4\" (accepted: US1, US2, US3, EU1, EU2, Gov US1)"
+        "entries[1]: unknown data center \"US4\" (accepted: US1, US2, US3, EU1, EU2, Gov US1, GCC, \
+         GCC High)"
     );
     assert_eq!(
         err(&doc(
             r#"{"prefix": "10.0.0.1", "datacenter": "US1", "purpose": "web", "direction": "outbound"}"#
         )),
         "entries[1]: unknown purpose \"web\" (accepted: portal, access-session-controls, \
-             siem-agent, app-connector, dlp, mail, log-collector, auth-gateway)"
+             siem-agent, app-connector, dlp, mail, log-collector, auth-gateway, unknown)"
     );
     assert_eq!(
         err(&doc(
@@ -380,7 +370,7 @@ fn error_messages() {
     );
     assert_eq!(
         "Gov US2".parse::<DataCenter>().unwrap_err().to_string(),
-        "unknown data center \"Gov US2\" (accepted: US1, US2, US3, EU1, EU2, Gov US1)"
+        "unknown data center \"Gov US2\" (accepted: US1, US2, US3, EU1, EU2, Gov US1, GCC, GCC High)"
     );
     assert_eq!(
         "".parse::<Purpose>().unwrap_err(),
@@ -412,9 +402,59 @@ fn from_str_round_trips() {
         assert_eq!(serde_json::from_str::<DataCenter>(&json).unwrap(), dc);
     }
     let names: Vec<String> = DataCenter::ALL.iter().map(|d| d.to_string()).collect();
-    assert_eq!(names, ["US1", "US2", "US3", "EU1", "EU2", "Gov US1"]);
+    assert_eq!(
+        names,
+        ["US1", "US2", "US3", "EU1", "EU2", "Gov US1", "GCC", "GCC High"]
+    );
     for alias in ["gov-us1", "GovUS1", "gov_us1", "GOV US1", " Gov US1 "] {
         assert_eq!(alias.parse::<DataCenter>().unwrap(), GovUs1, "{alias}");
+    }
+    for alias in ["gcc-high", "GCCHigh", "gcc_high", "GCC HIGH"] {
+        assert_eq!(alias.parse::<DataCenter>().unwrap(), GccHigh, "{alias}");
+    }
+    let regions: Vec<(DataCenter, String)> = DataCenter::ALL
+        .iter()
+        .map(|&d| (d, d.region().to_string()))
+        .collect();
+    assert_eq!(
+        regions,
+        [
+            (Us1, "westus".to_owned()),
+            (Us2, "eastus2".into()),
+            (Us3, "westus2".into()),
+            (Eu1, "westeurope".into()),
+            (Eu2, "uksouth".into()),
+            (GovUs1, "usgovvirginia".into()),
+            (Gcc, "usgovvirginia".into()),
+            (GccHigh, "usgovvirginia".into()),
+        ]
+    );
+    for (text, arm) in [
+        ("West Europe", "westeurope"),
+        ("WestEurope", "westeurope"),
+        ("west-europe", "westeurope"),
+        (" US Gov Virginia ", "usgovvirginia"),
+        ("West US 2", "westus2"),
+    ] {
+        let r: Region = text.parse().unwrap();
+        assert_eq!(r.as_str(), arm, "{text}");
+        assert!(r.is_known(), "{text}");
+    }
+    assert_eq!(
+        "usgovarizona".parse::<Region>().unwrap().cloud(),
+        "AzureGovernment"
+    );
+    assert_eq!("chinaeast2".parse::<Region>().unwrap().cloud(), "China");
+    assert_eq!("westus3".parse::<Region>().unwrap().cloud(), "Public");
+    assert!(!"marsnorth".parse::<Region>().unwrap().is_known());
+    for bad in ["", "  ", "West/Europe", "westeurope!"] {
+        assert_eq!(
+            bad.parse::<Region>().unwrap_err(),
+            SetError::BadRegion {
+                index: None,
+                value: bad.into()
+            }
+        );
     }
 
     for p in Purpose::ALL {
@@ -436,6 +476,7 @@ fn from_str_round_trips() {
             "mail",
             "log-collector",
             "auth-gateway",
+            "unknown",
         ]
     );
     assert_eq!("siem_agent".parse::<Purpose>().unwrap(), SiemAgent);
@@ -461,7 +502,7 @@ fn from_str_round_trips() {
     let entry = AddressSet::builtin().entries[0].clone();
     assert_eq!(
         serde_json::to_string(&entry).unwrap(),
-        r#"{"prefix":"13.64.26.88/32","datacenter":"US1","purpose":"portal","direction":"outbound","ports":[443]}"#
+        r#"{"prefix":"13.64.26.88/32","datacenter":"US1","purpose":"portal","direction":"outbound","ports":[443],"sources":["page-2019-11-01"]}"#
     );
 }
 #[test]
@@ -481,6 +522,7 @@ fn purpose_defaults() {
         (Mail, &[25], inb),
         (LogCollector, &[443], out),
         (AuthGateway, &[443], out),
+        (Unknown, &[443], out),
     ];
     assert_eq!(got, want);
 }
@@ -603,6 +645,7 @@ fn optional_fields_and_dns() {
                 purpose: AccessSessionControls,
                 direction: Connection::Outbound,
                 ports: vec![443],
+                sources: vec!["set-lab \"quoted\"".into()],
             },
             DnsName {
                 name: "ocsp.digicert.com".into(),
@@ -610,6 +653,7 @@ fn optional_fields_and_dns() {
                 purpose: LogCollector,
                 direction: Connection::Outbound,
                 ports: vec![80],
+                sources: vec!["set-lab \"quoted\"".into()],
             },
         ]
     );
@@ -635,10 +679,13 @@ fn optional_fields_and_dns() {
     assert_eq!(
         json,
         r#"{
-  "schema": 1,
+  "schema": 2,
   "name": "lab \"quoted\"",
   "source": "test",
   "published": "2024-01-01",
+  "sources": [
+    {"id": "set-lab \"quoted\"", "kind": "set", "file": "test", "published": "2024-01-01"}
+  ],
   "entries": [
     {"prefix": "10.0.0.0/8", "datacenter": "US1", "purpose": "portal", "direction": "outbound", "ports": [443, 8443]},
     {"prefix": "10.1.0.0/16", "datacenter": null, "purpose": "dlp", "direction": "inbound", "ports": [11344]},
@@ -658,13 +705,16 @@ fn optional_fields_and_dns() {
         name: "empty".into(),
         source: "s".into(),
         published: "2024-01-01".into(),
+        sources: vec![Source::of_schema1("empty", "s", "2024-01-01")],
         entries: Vec::new(),
         dns: Vec::new(),
     };
     assert_eq!(
         empty.to_json(),
-        "{\n  \"schema\": 1,\n  \"name\": \"empty\",\n  \"source\": \"s\",\n  \
-             \"published\": \"2024-01-01\",\n  \"entries\": [],\n  \"dns\": []\n}\n"
+        "{\n  \"schema\": 2,\n  \"name\": \"empty\",\n  \"source\": \"s\",\n  \
+             \"published\": \"2024-01-01\",\n  \"sources\": [\n    {\"id\": \"set-empty\", \
+             \"kind\": \"set\", \"file\": \"s\", \"published\": \"2024-01-01\"}\n  ],\n  \
+             \"entries\": [],\n  \"dns\": []\n}\n"
     );
     assert_eq!(AddressSet::from_json(&empty.to_json()).unwrap(), empty);
 }
@@ -740,7 +790,8 @@ fn port_and_dns_errors() {
             err("{\"schema\": 1, \"name\": \"t\", \"source\": \"s\", \"published\": \"p\",\n\
                  \"entries\": [{\"prefix\": \"10.0.0.1\", \"purpose\": \"dlp\", \"port\": [1344]}]}"),
             "invalid address-set JSON at line 2, column 59: unknown field `port`, expected one \
-             of `prefix`, `datacenter`, `purpose`, `direction`, `ports`"
+             of `prefix`, `datacenter`, `region`, `cloud`, `purpose`, `direction`, `ports`, \
+             `shared`, `sources`"
         );
 
     assert_eq!(
@@ -775,13 +826,14 @@ fn port_and_dns_errors() {
     assert_eq!(
         err(&dns_doc(r#"{"name": "x.cas.ms", "purpose": "proxy"}"#)),
         "dns[1]: unknown purpose \"proxy\" (accepted: portal, access-session-controls, \
-             siem-agent, app-connector, dlp, mail, log-collector, auth-gateway)"
+             siem-agent, app-connector, dlp, mail, log-collector, auth-gateway, unknown)"
     );
     assert_eq!(
         err(&dns_doc(
             r#"{"name": "x.cas.ms", "purpose": "portal", "datacenter": "XX"}"#
         )),
-        "dns[1]: unknown data center \"XX\" (accepted: US1, US2, US3, EU1, EU2, Gov US1)"
+        "dns[1]: unknown data center \"XX\" (accepted: US1, US2, US3, EU1, EU2, Gov US1, GCC, \
+         GCC High)"
     );
     assert_eq!(
         err(&dns_doc(

@@ -25,7 +25,7 @@ use self::{
     session::{Session, LINGER},
 };
 use crate::{
-    addrset::{AddressSet, DataCenter, Purpose, Range},
+    addrset::{AddressSet, Range, Selection},
     datapath::{Datapath, IngressMode, LoadOptions, PinDir},
     error::Error,
     flow::{AllowedPorts, Tracker},
@@ -45,12 +45,9 @@ pub struct RunConfig {
     /// Allowed service ports for every range (`--allow-port`); `None`: the
     /// set's per-purpose ports with `--set`, else the defaults.
     pub ports: Option<AllowedPorts>,
-    /// The address set: a built-in name or a set file; `None`: the default built-in set.
-    pub set: Option<String>,
-    /// Restrict the set to these data centers (empty: all).
-    pub datacenters: Vec<DataCenter>,
-    /// Restrict the set to these purposes (empty: all).
-    pub purposes: Vec<Purpose>,
+    /// The address set (a built-in name or a set file; `None`: the default
+    /// built-in set) and the part of it audited.
+    pub selection: Selection,
     /// JSON-lines output.
     pub json: Option<JsonTarget>,
     /// `--log-dir`: the JSON lines in rotated files too.
@@ -81,9 +78,7 @@ impl Default for RunConfig {
         RunConfig {
             ifaces: Vec::new(),
             ports: None,
-            set: None,
-            datacenters: Vec::new(),
-            purposes: Vec::new(),
+            selection: Selection::default(),
             json: None,
             log_dir: None,
             duration: None,
@@ -119,11 +114,10 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     let mut sighup = signal(SignalKind::hangup()).map_err(Error::io("SIGHUP handler"))?;
 
     let source = SetSource {
-        set: cfg.set.clone(),
-        datacenters: cfg.datacenters.clone(),
-        purposes: cfg.purposes.clone(),
+        selection: cfg.selection.clone(),
         ports: cfg.ports.clone(),
         file: cfg
+            .selection
             .set
             .as_ref()
             .filter(|n| AddressSet::builtin_named(n).is_none())

@@ -6,7 +6,7 @@ use std::{collections::HashMap, path::PathBuf};
 
 use super::session::Session;
 use crate::{
-    addrset::{self, AddressSet, DataCenter, Purpose, Range},
+    addrset::{AddressSet, Range, Selection},
     error::Error,
     flow::{AllowedPorts, PortPolicy},
 };
@@ -14,9 +14,7 @@ use crate::{
 /// How the audited set is chosen, to load it again on a reload.
 #[derive(Debug, Clone)]
 pub struct SetSource {
-    pub(super) set: Option<String>,
-    pub(super) datacenters: Vec<DataCenter>,
-    pub(super) purposes: Vec<Purpose>,
+    pub(super) selection: Selection,
     pub(super) ports: Option<AllowedPorts>,
     /// The set file and its modification time, watched for changes.
     pub(super) file: Option<(PathBuf, Option<std::time::SystemTime>)>,
@@ -25,16 +23,12 @@ pub struct SetSource {
 impl SetSource {
     /// Loads the selection.
     pub fn load(&self) -> Result<AddressSet, Error> {
-        Ok(addrset::select(
-            self.set.as_deref(),
-            &self.datacenters,
-            &self.purposes,
-        )?)
+        Ok(self.selection.load()?)
     }
 
     /// The port policy of `ranges` (range id = index).
     pub fn policy(&self, ranges: &[Range]) -> PortPolicy {
-        match (&self.ports, &self.set) {
+        match (&self.ports, &self.selection.set) {
             (Some(p), _) => PortPolicy::global(p.clone()),
             (None, Some(_)) => PortPolicy::per_range(ranges),
             (None, None) => PortPolicy::global(AllowedPorts::default()),

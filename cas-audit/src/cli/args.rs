@@ -59,6 +59,7 @@ impl super::Selection {
         Selection {
             set: self.set.clone(),
             datacenters: self.datacenters.clone(),
+            regions: self.regions.clone(),
             purposes: self.purposes.clone(),
         }
     }
@@ -92,9 +93,7 @@ impl CheckArgs {
     /// The check configuration these flags describe.
     pub fn config(&self) -> CheckConfig {
         CheckConfig {
-            set: self.selection.set.clone(),
-            datacenters: self.selection.datacenters.clone(),
-            purposes: self.selection.purposes.clone(),
+            selection: self.selection.config(),
             iface: self.iface.clone(),
             timeout: self.timeout,
             concurrency: self.concurrency as usize,
@@ -131,9 +130,12 @@ impl RunArgs {
             ifaces: self.ifaces.clone(),
             ports: (!self.allow_ports.is_empty())
                 .then(|| AllowedPorts::from_flags(&self.allow_ports)),
-            set: self.set.clone(),
-            datacenters: self.datacenters.clone(),
-            purposes: self.purposes.clone(),
+            selection: Selection {
+                set: self.set.clone(),
+                datacenters: self.datacenters.clone(),
+                regions: self.regions.clone(),
+                purposes: self.purposes.clone(),
+            },
             json: self.json.as_deref().map(JsonTarget::parse),
             log_dir: self.log_dir.as_ref().map(|dir| LogDirOptions {
                 dir: dir.clone(),

@@ -13,9 +13,9 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
-use self::values::{choice, datacenter, duration, host, purpose, ring_size, size};
+use self::values::{choice, datacenter, duration, host, purpose, region, ring_size, size};
 use crate::{
-    addrset::{export::ExportFormat, DataCenter, Purpose},
+    addrset::{export::ExportFormat, DataCenter, Purpose, Region},
     cmd::sets::ShowFormat,
     datapath::{pin::DEFAULT_PIN_DIR, IngressMode},
     report::{ReportFormat, StateFilter, TimeSpec},
@@ -99,8 +99,12 @@ pub struct Selection {
     /// Only these data centers (repeatable); entries without a data center are kept.
     #[arg(long = "datacenter", value_name = "DC", num_args = 1.., value_parser = datacenter)]
     pub datacenters: Vec<DataCenter>,
+    /// Only these Azure regions (repeatable: westeurope, "West Europe", ...): an entry's
+    /// own region, else its data center's; entries placed nowhere (mail) are kept.
+    #[arg(long = "region", value_name = "REGION", num_args = 1.., value_parser = region)]
+    pub regions: Vec<Region>,
     /// Only these purposes (repeatable): portal, access-session-controls, siem-agent,
-    /// app-connector, dlp, mail, log-collector, auth-gateway.
+    /// app-connector, dlp, mail, log-collector, auth-gateway, unknown.
     #[arg(long = "purpose", value_name = "P", num_args = 1.., value_parser = purpose)]
     pub purposes: Vec<Purpose>,
 }
@@ -175,10 +179,14 @@ pub struct RunArgs {
     /// and, with --set, the set's per-purpose ports).
     #[arg(long = "allow-port", value_name = "PORT", num_args = 1.., value_parser = clap::value_parser!(u16).range(1..))]
     pub allow_ports: Vec<u16>,
-    /// Only audit ranges of this data center (repeatable): US1, US2, US3, EU1, EU2, "Gov US1" (or gov-us1).
-    /// Ranges without a data center (mail) are always kept.
+    /// Only audit ranges of this data center (repeatable): US1, US2, US3, EU1, EU2, "Gov US1"
+    /// (or gov-us1), GCC, "GCC High". Ranges without a data center (mail) are always kept.
     #[arg(long = "datacenter", value_name = "DC", num_args = 1.., value_parser = datacenter)]
     pub datacenters: Vec<DataCenter>,
+    /// Only audit ranges in this Azure region (repeatable: westeurope, "West Europe", ...):
+    /// a range's own region, else its data center's. Ranges placed nowhere (mail) are kept.
+    #[arg(long = "region", value_name = "REGION", num_args = 1.., value_parser = region)]
+    pub regions: Vec<Region>,
     /// Write JSON lines to PATH, or to standard output with `-`.
     #[arg(long, value_name = "PATH|-")]
     pub json: Option<String>,
@@ -345,7 +353,10 @@ mod tests {
         let c = r.config();
         assert_eq!(c.ifaces, vec!["eth1", "eth2"]);
         assert_eq!(c.ports.unwrap().iter().collect::<Vec<_>>(), vec![443, 8443]);
-        assert_eq!(c.datacenters, vec![DataCenter::Us1, DataCenter::GovUs1]);
+        assert_eq!(
+            c.selection.datacenters,
+            vec![DataCenter::Us1, DataCenter::GovUs1]
+        );
         assert_eq!(c.json, Some(JsonTarget::Stdout));
         assert_eq!(c.duration, Some(Duration::from_millis(2500)));
         assert_eq!(c.ingress, IngressMode::Tc);

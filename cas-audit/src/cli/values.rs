@@ -8,7 +8,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use ipnet::IpNet;
 
 use crate::{
-    addrset::{DataCenter, Purpose},
+    addrset::{DataCenter, Purpose, Region},
     units::{parse_duration, parse_size},
 };
 
@@ -25,6 +25,11 @@ where
 /// A data center, case-insensitive (`us1`, `Gov US1`, `gov-us1`).
 pub fn datacenter(s: &str) -> Result<DataCenter, String> {
     s.parse::<DataCenter>().map_err(|e| e.to_string())
+}
+
+/// An Azure region (`westeurope`, `"West Europe"`).
+pub fn region(s: &str) -> Result<Region, String> {
+    s.parse::<Region>().map_err(|e| e.to_string())
 }
 
 /// A purpose.

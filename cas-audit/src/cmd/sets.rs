@@ -8,11 +8,11 @@ use std::{
 use super::{print, print_to, Outcome};
 use crate::{
     addrset::{
-        self, datacenter_text,
+        datacenter_text,
         diff::SetDiff,
         export::{export, ExportFormat},
         import::import_page,
-        AddressSet, DataCenter, Purpose,
+        AddressSet, DataCenter,
     },
     error::Error,
     output::human::table,
@@ -49,30 +49,7 @@ impl std::str::FromStr for ShowFormat {
     }
 }
 
-/// A set and the part of it selected.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// A built-in set name or a set file; `None`: the default built-in set.
-    pub set: Option<String>,
-    /// Only these data centers (entries without one are kept).
-    pub datacenters: Vec<DataCenter>,
-    /// Only these purposes.
-    pub purposes: Vec<Purpose>,
-}
-
-impl Selection {
-    /// Loads the set and keeps the selection ([`addrset::select`]).
-    ///
-    /// # Errors
-    /// A set that cannot be loaded.
-    pub fn load(&self) -> Result<AddressSet, Error> {
-        Ok(addrset::select(
-            self.set.as_deref(),
-            &self.datacenters,
-            &self.purposes,
-        )?)
-    }
-}
+pub use crate::addrset::Selection;
 
 /// What a `sets` subcommand does.
 #[derive(Debug, Clone)]

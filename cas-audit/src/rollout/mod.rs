@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use tokio::{io::AsyncWriteExt, net::TcpSocket, sync::Semaphore};
 
 use crate::{
-    addrset::{self, AddressSet, Connection, DataCenter, Purpose},
+    addrset::{AddressSet, Connection, DataCenter, Purpose, Selection},
     datapath::{Datapath, IngressMode},
     error::Error,
     flow::{
@@ -41,12 +41,9 @@ use crate::{
 /// Everything `check` needs.
 #[derive(Debug, Clone)]
 pub struct CheckConfig {
-    /// The address set: a built-in name or a set file; `None`: the default.
-    pub set: Option<String>,
-    /// Only these data centers (empty: all).
-    pub datacenters: Vec<DataCenter>,
-    /// Only these purposes (empty: all).
-    pub purposes: Vec<Purpose>,
+    /// The address set (a built-in name or a set file; `None`: the default)
+    /// and the part of it checked.
+    pub selection: Selection,
     /// Interface the datapath watches; `None`: socket results only.
     pub iface: Option<String>,
     /// Time each connection attempt may take.
@@ -266,7 +263,7 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
     if cfg.concurrency == 0 {
         return Err(Error::Usage("--concurrency must be at least 1".into()));
     }
-    let set = addrset::select(cfg.set.as_deref(), &cfg.datacenters, &cfg.purposes)?;
+    let set = cfg.selection.load()?;
     let dests = destinations(&set);
     if dests.is_empty() {
         return Err(Error::Usage(format!(

@@ -12,11 +12,9 @@ fn entry(prefix: &str, dc: Option<DataCenter>, purpose: Purpose, ports: &[u16]) 
         _ => Connection::Inbound,
     };
     Entry {
-        prefix: prefix.parse().unwrap(),
-        datacenter: dc,
-        purpose,
         direction,
         ports: ports.to_vec(),
+        ..Entry::new(prefix.parse().unwrap(), dc, purpose)
     }
 }
 
@@ -27,6 +25,7 @@ fn dns(name: &str, dc: Option<DataCenter>, purpose: Purpose, ports: &[u16]) -> D
         purpose,
         direction: Connection::Outbound,
         ports: ports.to_vec(),
+        sources: Vec::new(),
     }
 }
 
@@ -35,6 +34,7 @@ fn set(entries: Vec<Entry>, dns: Vec<DnsName>) -> AddressSet {
         name: "small".into(),
         source: "hand-made".into(),
         published: "2024-05-01".into(),
+        sources: Vec::new(),
         entries,
         dns,
     }

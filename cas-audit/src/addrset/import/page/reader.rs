@@ -1,6 +1,8 @@
 //! The line reader: sections, tables, lists and code blocks, and what
 //! each line holds.
 
+use std::collections::BTreeMap;
+
 use super::words::*;
 use super::*;
 
@@ -11,13 +13,33 @@ pub(super) enum Token {
     Name(String),
 }
 
+/// Where the page places a token: a data center, an Azure region, both or
+/// neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Place {
+    pub(super) datacenter: Option<DataCenter>,
+    pub(super) region: Option<Region>,
+}
+
+impl Place {
+    /// This place with what `more` says on top.
+    fn with(&self, more: &Place) -> Place {
+        Place {
+            datacenter: more.datacenter.or(self.datacenter),
+            region: more.region.clone().or_else(|| self.region.clone()),
+        }
+    }
+}
+
 /// A token with where it applies.
 #[derive(Debug, Clone)]
 pub(super) struct Found {
     pub(super) token: Token,
-    pub(super) datacenter: Option<DataCenter>,
+    pub(super) place: Place,
     /// Ports the line says, if any.
     pub(super) ports: Option<Vec<u16>>,
+    /// 1-based line.
+    pub(super) line: usize,
 }
 
 /// The text under one heading.
@@ -38,36 +60,77 @@ impl Section {
     }
 }
 
-/// The purposes a heading stands for (empty: not a known section).
+/// Every purpose a heading names, in [`Purpose::ALL`] order (empty: not a
+/// known section). Combined headings ("Portal access, SIEM agent and log
+/// collector", "App connector access and external DLP integration") give
+/// each purpose they name.
 pub(super) fn section_purposes(title: &str) -> Vec<Purpose> {
-    let t = title.to_ascii_lowercase();
-    let has = |w: &str| t.contains(w);
-    if has("session control") || has("access and session") {
-        vec![Purpose::AccessSessionControls]
-    } else if has("siem") {
-        vec![Purpose::SiemAgent]
-    } else if has("log collector") {
-        vec![Purpose::LogCollector]
-    } else if has("mail") {
-        vec![Purpose::Mail]
-    } else if has("dlp") {
-        vec![Purpose::Dlp]
-    } else if has("system ip address") {
-        vec![Purpose::AppConnector, Purpose::Dlp]
-    } else if has("app connector") || has("api connector") {
-        vec![Purpose::AppConnector]
-    } else if has("portal") {
-        vec![Purpose::Portal]
-    } else {
-        Vec::new()
-    }
+    let t: String = title
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { ' ' })
+        .collect();
+    let t = format!(" {} ", t.split_whitespace().collect::<Vec<_>>().join(" "));
+    let has = |w: &str| t.contains(&format!(" {w}"));
+    let mut purposes = Vec::new();
+    let mut add = |yes: bool, p: &[Purpose]| {
+        if yes {
+            purposes.extend_from_slice(p);
+        }
+    };
+    add(has("portal"), &[Purpose::Portal]);
+    add(
+        has("session control")
+            || has("access control")
+            || has("access and session")
+            || has("reverse proxy"),
+        &[Purpose::AccessSessionControls],
+    );
+    add(has("siem"), &[Purpose::SiemAgent]);
+    add(
+        has("app connector") || has("api connector"),
+        &[Purpose::AppConnector],
+    );
+    add(has("dlp") || has("icap"), &[Purpose::Dlp]);
+    // The 2017 page's "Cloud App Security System IP addresses": used "when
+    // connecting using ICAP and when connecting App connectors".
+    add(
+        has("system ip address"),
+        &[Purpose::AppConnector, Purpose::Dlp],
+    );
+    add(has("mail") || has("email"), &[Purpose::Mail]);
+    add(has("log collector"), &[Purpose::LogCollector]);
+    add(
+        has("authentication gateway") || has("auth gateway"),
+        &[Purpose::AuthGateway],
+    );
+    purposes.sort();
+    purposes.dedup();
+    purposes
 }
 
 /// A table being read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Table {
-    /// The first column holds the data center.
-    pub(super) dc_column: bool,
+    /// The header's first cell names the data center column ("Data
+    /// center", "Region").
+    dc_column: bool,
+    /// The place each header cell names (column form: `| US1 | EU1 |`).
+    columns: Vec<Option<Place>>,
+}
+
+impl Table {
+    fn from_header(cells: &[String]) -> Table {
+        let first = cells.first().map(|c| c.to_ascii_lowercase());
+        Table {
+            dc_column: first.is_some_and(|c| {
+                ["data center", "datacenter", "data centre", "region"]
+                    .iter()
+                    .any(|w| c.contains(w))
+            }),
+            columns: cells.iter().map(|c| label_place(c)).collect(),
+        }
+    }
 }
 
 /// The line-by-line reader.
@@ -75,9 +138,12 @@ pub(super) struct Table {
 pub(super) struct Reader {
     pub(super) sections: Vec<Section>,
     pub(super) warnings: Vec<String>,
-    pub(super) table: Option<Table>,
-    /// The data center named by the last prose line of the section.
-    pub(super) lead_dc: Option<DataCenter>,
+    /// What the reader did with a line besides taking tokens: labels,
+    /// repairs, skipped text (line → notes).
+    pub(super) notes: BTreeMap<usize, Vec<String>>,
+    table: Option<Table>,
+    /// The place named by the last prose line of the section.
+    lead: Place,
 }
 
 impl Default for Reader {
@@ -91,10 +157,18 @@ impl Default for Reader {
                 found: Vec::new(),
             }],
             warnings: Vec::new(),
+            notes: BTreeMap::new(),
             table: None,
-            lead_dc: None,
+            lead: Place::default(),
         }
     }
+}
+
+/// Whether a cell holds an address or a name.
+fn has_token(cell: &str) -> bool {
+    data_words(&strip_links(cell))
+        .iter()
+        .any(|w| !matches!(classify(w, false), Class::Other))
 }
 
 impl Reader {
@@ -102,25 +176,24 @@ impl Reader {
         self.sections.last_mut().expect("there is always a section")
     }
 
-    pub(super) fn push(
-        &mut self,
-        token: Token,
-        datacenter: Option<DataCenter>,
-        ports: Option<Vec<u16>>,
-    ) {
+    fn push(&mut self, token: Token, place: &Place, ports: Option<Vec<u16>>, line: usize) {
+        let place = place.clone();
         self.section().found.push(Found {
             token,
-            datacenter,
+            place,
             ports,
+            line,
         });
     }
 
-    /// A warning, only about recognised sections (the others are reported
-    /// as a whole).
-    pub(super) fn warn(&mut self, message: String) {
-        if self.section().recognised() {
-            self.warnings.push(message);
-        }
+    /// A warning (also noted on its line).
+    fn warn(&mut self, n: usize, message: String) {
+        self.note(n, message.clone());
+        self.warnings.push(format!("line {n}: {message}"));
+    }
+
+    fn note(&mut self, n: usize, message: String) {
+        self.notes.entry(n).or_default().push(message);
     }
 
     pub(super) fn read(&mut self, lines: &[&str], body: usize) -> Result<(), ImportError> {
@@ -160,11 +233,14 @@ impl Reader {
             }
             if q.starts_with('|') {
                 let cells = split_row(q);
-                if cells.iter().all(|c| is_separator(c)) {
+                if cells.iter().all(|c| is_separator(c) || c.is_empty()) {
+                    // A separator row (with as many cells as it likes);
+                    // first in a table, the table has no header.
+                    self.table.get_or_insert_with(Table::default);
                     continue;
                 }
-                let table = match self.table {
-                    Some(t) => t,
+                let table = match &self.table {
+                    Some(t) => t.clone(),
                     None => {
                         let next_is_separator = lines
                             .get(i + 1)
@@ -172,22 +248,14 @@ impl Reader {
                             .filter(|l| l.starts_with('|'))
                             .is_some_and(|l| split_row(l).iter().all(|c| is_separator(c)));
                         if next_is_separator {
-                            let first = cells.first().map(|c| c.to_ascii_lowercase());
-                            let dc_column = first.is_some_and(|c| {
-                                ["data center", "datacenter", "data centre", "region"]
-                                    .iter()
-                                    .any(|w| c.contains(w))
-                            });
-                            self.table = Some(Table { dc_column });
+                            self.table = Some(Table::from_header(&cells));
                             skip_next = true;
                             continue;
                         }
-                        let t = Table { dc_column: false };
-                        self.table = Some(t);
-                        t
+                        self.table.insert(Table::default()).clone()
                     }
                 };
-                self.row(&cells, table, n)?;
+                self.row(&cells, &table, n)?;
                 continue;
             }
             self.table = None;
@@ -201,7 +269,7 @@ impl Reader {
 
     pub(super) fn heading(&mut self, level: usize, title: String, n: usize) {
         self.table = None;
-        self.lead_dc = None;
+        self.lead = Place::default();
         let purposes = section_purposes(&title);
         let current = self.section();
         if purposes.is_empty() && current.recognised() && level > current.level {
@@ -217,88 +285,132 @@ impl Reader {
         });
     }
 
-    /// A table row (not the header).
-    pub(super) fn row(
-        &mut self,
-        cells: &[String],
-        table: Table,
-        n: usize,
-    ) -> Result<(), ImportError> {
-        let (datacenter, rest) = match cells.split_first() {
-            Some((label, rest)) if table.dc_column => {
-                let dc = datacenter_label(label);
-                if dc.is_none() && self.section().recognised() {
-                    return Err(ImportError::UnknownDataCenter {
-                        line: n,
-                        text: label.trim().to_owned(),
-                    });
+    /// A table row (not the header): a first cell without addresses is the
+    /// row's label (a data center, a region, or a name for the row); a
+    /// header cell naming a place places its column.
+    fn row(&mut self, cells: &[String], table: &Table, n: usize) -> Result<(), ImportError> {
+        let mut place = self.lead.clone();
+        let mut first = 0;
+        if let [label, rest @ ..] = cells {
+            if !rest.is_empty() && !has_token(label) {
+                first = 1;
+                let text = plain_label(&strip_links(label));
+                match label_place(&text) {
+                    Some(p) => place = place.with(&p),
+                    None if text.is_empty() => {}
+                    None if table.dc_column => self.warn(
+                        n,
+                        format!(
+                            "unknown data center {text:?}: its addresses are kept without a \
+                             data center"
+                        ),
+                    ),
+                    None => self.note(n, format!("row {text:?}")),
                 }
-                (dc, rest)
             }
-            _ => (self.lead_dc, cells),
-        };
-        for cell in rest {
+        }
+        for (i, cell) in cells.iter().enumerate().skip(first) {
+            let column = match table.columns.get(i) {
+                Some(Some(p)) if i > 0 => place.with(p),
+                _ => place.clone(),
+            };
             for piece in split_br(cell) {
                 let piece = strip_links(&piece);
                 let piece = piece.trim();
                 if piece.is_empty() {
                     continue;
                 }
-                let words: Vec<&str> = piece.split_whitespace().collect();
-                if let [word] = words[..] {
-                    match classify(word, false) {
-                        Class::Token(t) => self.push(t, datacenter, None),
-                        Class::Bad(text) => {
-                            return Err(ImportError::BadAddress { line: n, text });
-                        }
-                        Class::Other => {
-                            let shown = clean(word).0;
-                            if !shown.is_empty() {
-                                self.warn(format!("line {n}: ignored table cell text {piece:?}"));
-                            }
-                        }
-                    }
-                } else if self.prose(piece, n, datacenter)? == 0 {
-                    self.warn(format!("line {n}: ignored table cell text {piece:?}"));
+                if self.data(piece, n, &column)?.is_none()
+                    && self.prose(piece, n, &column)? == 0
+                    && !clean(piece).0.is_empty()
+                {
+                    self.skipped(piece, n);
                 }
             }
         }
         Ok(())
     }
 
-    /// A line outside tables: a data line if every word is a token, prose
-    /// otherwise.
-    pub(super) fn text(&mut self, line: &str, n: usize) -> Result<(), ImportError> {
+    /// Text with no address or name that the reader skips: a warning in a
+    /// recognised section, unless it names a Service Tag (a note).
+    fn skipped(&mut self, text: &str, n: usize) {
+        if !tag_mentions(text).is_empty() {
+            return;
+        }
+        if self.section().recognised() {
+            self.warn(n, format!("ignored table cell text {text:?}"));
+        }
+    }
+
+    /// A line outside tables: a data line, or prose.
+    fn text(&mut self, line: &str, n: usize) -> Result<(), ImportError> {
         let line = strip_links(strip_list_marker(line));
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.is_empty() {
+        if line.trim().is_empty() {
             return Ok(());
         }
-        let classes: Vec<Class> = words.iter().map(|w| classify(w, false)).collect();
-        if classes.iter().all(|c| !matches!(c, Class::Other)) {
-            let dc = self.lead_dc;
-            for c in classes {
-                match c {
-                    Class::Token(t) => self.push(t, dc, None),
-                    Class::Bad(text) => return Err(ImportError::BadAddress { line: n, text }),
-                    Class::Other => {}
-                }
-            }
+        let lead = self.lead.clone();
+        if self.data(&line, n, &lead)?.is_some() {
             return Ok(());
         }
-        self.lead_dc = prose_datacenter(&line);
-        let dc = self.lead_dc;
-        self.prose(&line, n, dc)?;
+        self.lead = Place {
+            datacenter: prose_datacenter(&line),
+            region: None,
+        };
+        let lead = self.lead.clone();
+        self.prose(&line, n, &lead)?;
         Ok(())
+    }
+
+    /// A list of addresses and names (a cell, a list item, a code-block
+    /// line), optionally after a region or data-center label (`West Europe:
+    /// 1.2.3.4, 5.6.7.8`): every word an address or a name, separated by
+    /// white space, commas, semicolons or `and`. Returns how many were
+    /// taken, or `None` when the text is not such a list.
+    fn data(&mut self, text: &str, n: usize, place: &Place) -> Result<Option<usize>, ImportError> {
+        let (text, repaired) = repair_dotted(text);
+        let (place, body) = match split_label(&text) {
+            Some((label, body)) => match label_place(label) {
+                Some(p) => (place.with(&p), body),
+                None if is_data(body) => {
+                    self.note(
+                        n,
+                        format!(
+                            "{:?} is no known Azure region or data center: its addresses \
+                             are kept without it",
+                            plain_label(label)
+                        ),
+                    );
+                    (place.clone(), body)
+                }
+                None => (place.clone(), text.as_str()),
+            },
+            None => (place.clone(), text.as_str()),
+        };
+        if !is_data(body) {
+            return Ok(None);
+        }
+        for r in repaired {
+            self.warn(
+                n,
+                format!("read {r} for the address written with a stray comma"),
+            );
+        }
+        let mut taken = 0;
+        for w in data_words(body) {
+            match classify(w, false) {
+                Class::Token(t) => {
+                    self.push(t, &place, None, n);
+                    taken += 1;
+                }
+                Class::Bad(text) => return Err(ImportError::BadAddress { line: n, text }),
+                Class::Other => {}
+            }
+        }
+        Ok(Some(taken))
     }
 
     /// Takes the addresses and names of a prose text; returns how many.
-    pub(super) fn prose(
-        &mut self,
-        text: &str,
-        n: usize,
-        datacenter: Option<DataCenter>,
-    ) -> Result<usize, ImportError> {
+    fn prose(&mut self, text: &str, n: usize, place: &Place) -> Result<usize, ImportError> {
         let lower = text.to_ascii_lowercase();
         let ports = prose_ports(&lower);
         let mut taken = 0;
@@ -310,11 +422,15 @@ impl Reader {
                             Token::Addr(a) => a.to_string(),
                             Token::Name(s) => s.clone(),
                         };
-                        self.warn(format!(
-                            "line {n}: ignored {shown:?}, given as an example (not a requirement)"
-                        ));
+                        let message =
+                            format!("ignored {shown:?}, given as an example (not a requirement)");
+                        if self.section().recognised() {
+                            self.warn(n, message);
+                        } else {
+                            self.note(n, message);
+                        }
                     } else {
-                        self.push(t, datacenter, ports.clone());
+                        self.push(t, place, ports.clone(), n);
                         taken += 1;
                     }
                 }
@@ -322,6 +438,27 @@ impl Reader {
                 Class::Other => {}
             }
         }
+        for tag in tag_mentions(text) {
+            self.note(
+                n,
+                format!(
+                    "names the Service Tag {tag}: import a Service Tags file for its addresses"
+                ),
+            );
+        }
         Ok(taken)
     }
+}
+
+/// Whether every word of `text` is an address or a name (`and`, `or` and
+/// `&` aside), and there is one.
+fn is_data(text: &str) -> bool {
+    let words: Vec<&str> = data_words(text)
+        .into_iter()
+        .filter(|w| !matches!(w.to_ascii_lowercase().as_str(), "and" | "or" | "&"))
+        .collect();
+    !words.is_empty()
+        && words
+            .iter()
+            .all(|w| !matches!(classify(w, false), Class::Other))
 }

@@ -94,7 +94,10 @@ fn builtin_data_is_the_import_of_the_page() {
 
 type Row = (&'static str, Purpose, Option<DataCenter>, usize, usize);
 
-fn rows(imp: &Import) -> Vec<(String, Purpose, Option<DataCenter>, usize, usize)> {
+/// Section, purpose, data center, region (`""`: none), addresses, names.
+type Count = (String, Purpose, Option<DataCenter>, String, usize, usize);
+
+fn rows(imp: &Import) -> Vec<Count> {
     imp.counts
         .iter()
         .map(|c| {
@@ -102,6 +105,10 @@ fn rows(imp: &Import) -> Vec<(String, Purpose, Option<DataCenter>, usize, usize)
                 c.section.clone(),
                 c.purpose,
                 c.datacenter,
+                c.region
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
                 c.addresses,
                 c.dns_names,
             )
@@ -109,9 +116,10 @@ fn rows(imp: &Import) -> Vec<(String, Purpose, Option<DataCenter>, usize, usize)
         .collect()
 }
 
-fn expect(rows: &[Row]) -> Vec<(String, Purpose, Option<DataCenter>, usize, usize)> {
+/// Rows without a region.
+fn expect(rows: &[Row]) -> Vec<Count> {
     rows.iter()
-        .map(|&(s, p, dc, a, d)| (s.to_owned(), p, dc, a, d))
+        .map(|&(s, p, dc, a, d)| (s.to_owned(), p, dc, String::new(), a, d))
         .collect()
 }
 
@@ -132,14 +140,15 @@ fn counts_2019_11() {
     const L: &str = "Log collector";
     #[rustfmt::skip]
         let want: &[Row] = &[
-            // 12 names for everyone, 3 more for GCC High, one per data center.
+            // 12 names for everyone, one per data center, 3 for GCC High.
             (P, Portal, None, 0, 12),
             (P, Portal, Some(Us1), 9, 1),
             (P, Portal, Some(Us2), 9, 1),
             (P, Portal, Some(Us3), 8, 1),
             (P, Portal, Some(Eu1), 9, 1),
             (P, Portal, Some(Eu2), 8, 1),
-            (P, Portal, Some(GovUs1), 2, 4),
+            (P, Portal, Some(GovUs1), 2, 1),
+            (P, Portal, Some(GccHigh), 0, 3),
             (A, AccessSessionControls, None, 0, 1),
             (A, AccessSessionControls, Some(Us1), 70, 3),
             (A, AccessSessionControls, Some(Us2), 70, 3),
@@ -227,13 +236,16 @@ fn dns_names_2019_11() {
     );
     // The GCC High list, then the table's Gov US1 row.
     assert_eq!(
-        names(&set, Portal, Some(GovUs1)),
+        names(&set, Portal, Some(GccHigh)),
         [
             "portal.cloudappsecurity.us",
             "*.portal.cloudappsecurity.us",
             "cdn.cloudappsecurity.com",
-            "*.us1.portal.cloudappsecurity.us",
         ]
+    );
+    assert_eq!(
+        names(&set, Portal, Some(GovUs1)),
+        ["*.us1.portal.cloudappsecurity.us"]
     );
     assert_eq!(
         names(&set, Portal, Some(Us1)),
@@ -399,7 +411,7 @@ fn synthetic_page() {
     let want: &[Row] = &[
         ("Portal access", Portal, Some(Us1), 3, 1),
         ("Portal access", Portal, Some(Eu2), 2, 1),
-        ("Portal access", Portal, Some(GovUs1), 1, 1),
+        ("Portal access", Portal, Some(GccHigh), 1, 1),
         (
             "Access and session controls",
             AccessSessionControls,
@@ -415,6 +427,7 @@ fn synthetic_page() {
             1,
         ),
         ("Mail server", Mail, None, 3, 1),
+        ("Firewall appliance", Unknown, None, 1, 1),
     ];
     assert_eq!(rows(&imp), expect(want));
     assert_eq!(
@@ -424,7 +437,7 @@ fn synthetic_page() {
             "line 20: ignored \"tenant.portal.contoso.com\", given as an example (not a \
                  requirement)",
             "section \"Firewall appliance\" (line 38) is not a recognised section: \
-                 skipped 1 address and 1 DNS name",
+                 kept 1 address and 1 DNS name with purpose unknown",
         ]
     );
     let set = &imp.set;
@@ -451,7 +464,7 @@ fn synthetic_page() {
             "10.0.0.3/32 US1 portal [443]",
             "10.0.1.1/32 EU2 portal [443]",
             "10.0.1.0/24 EU2 portal [443]",
-            "10.0.2.1/32 Gov US1 portal [443]",
+            "10.0.2.1/32 GCC High portal [443]",
             "10.1.0.1/32 US2 access-session-controls [443]",
             "10.1.0.2/32 US2 access-session-controls [443]",
             "10.1.0.3/32 US2 access-session-controls [443]",
@@ -460,6 +473,7 @@ fn synthetic_page() {
             "100.64.2.0/24 - mail [25]",
             "198.51.100.7/32 - mail [25]",
             "203.0.113.5/32 - mail [587]",
+            "198.51.100.200/32 - unknown [443]",
         ]
     );
     let dns: Vec<String> = set
@@ -480,10 +494,11 @@ fn synthetic_page() {
         [
             "*.us.portal.contoso.com US1 portal [443]",
             "eu2.portal.contoso.net EU2 portal [443]",
-            "portal.contoso.us Gov US1 portal [443]",
+            "portal.contoso.us GCC High portal [443]",
             "*.us2.cas.ms US2 access-session-controls [443]",
             "*.gov.cas.ms Gov US1 access-session-controls [443]",
             "mailer.contoso.com - mail [587]",
+            "appliance.contoso.com - unknown [443]",
         ]
     );
     // The canonical file reads back to the same set.
@@ -559,25 +574,31 @@ fn bad_addresses_name_their_line() {
 }
 
 #[test]
-fn unknown_data_center_names_its_line() {
+fn unknown_data_center_is_a_warning_and_keeps_the_row() {
     let text = edited(
         PAGE_2019,
         "> |US2|13.80.125.22<br />20.36",
         "> |US4|13.80.125.22<br />20.36",
     );
-    let e = import_page(&text, PAGE_2019, None).unwrap_err();
-    assert_eq!(
-        e,
-        ImportError::UnknownDataCenter {
-            line: 74,
-            text: "US4".into()
-        }
+    let imp = import_page(&text, PAGE_2019, None).unwrap();
+    assert!(
+        imp.warnings.contains(
+            &"line 74: unknown data center \"US4\": its addresses are kept without a data center"
+                .to_owned()
+        ),
+        "{:?}",
+        imp.warnings
     );
-    assert_eq!(
-        e.to_string(),
-        "line 74: unknown data center \"US4\" (accepted: US1, US2, US3, EU1, EU2, Gov US1, \
-             optionally followed by \"data center\")"
-    );
+    // The row's 9 addresses are kept, for no data center.
+    let row = imp
+        .counts
+        .iter()
+        .find(|c| c.purpose == Portal && c.datacenter.is_none() && c.addresses > 0)
+        .expect("the US4 row");
+    assert_eq!(row.addresses, 9);
+    let line = imp.lines.iter().find(|l| l.line == 74).unwrap();
+    assert_eq!((line.addresses, line.dns_names), (9, 1));
+    assert_eq!(line.places, ["-"]);
 }
 
 #[test]
@@ -637,13 +658,16 @@ fn subsections_stay_in_their_section() {
                     ## Other\n- 10.0.0.2\n- 10.0.0.3\n";
     let imp = import_page(text, "t.md", None).unwrap();
     assert_eq!(imp.set.published, "2020-01-02");
-    let want: &[Row] = &[("App connector", AppConnector, None, 1, 0)];
+    let want: &[Row] = &[
+        ("App connector", AppConnector, None, 1, 0),
+        ("Other", Unknown, None, 2, 0),
+    ];
     assert_eq!(rows(&imp), expect(want));
     assert_eq!(
         imp.warnings,
         [
-            "section \"Other\" (line 7) is not a recognised section: skipped 2 addresses \
-              and 0 DNS names"
+            "section \"Other\" (line 7) is not a recognised section: kept 2 addresses \
+              and 0 DNS names with purpose unknown"
         ]
     );
 }
@@ -671,7 +695,9 @@ fn helpers() {
     assert_eq!(clean("(2001:db8::)."), ("2001:db8::".into(), false));
     assert_eq!(datacenter_label("US1 data center"), Some(Us1));
     assert_eq!(datacenter_label("**Gov US1**"), Some(GovUs1));
-    assert_eq!(datacenter_label("GCC High"), Some(GovUs1));
+    assert_eq!(datacenter_label("GCC High"), Some(GccHigh));
+    assert_eq!(datacenter_label("GCC"), Some(Gcc));
+    assert_eq!(datacenter_label("US Government GCC High"), Some(GccHigh));
     assert_eq!(datacenter_label("US Gov"), Some(GovUs1));
     assert_eq!(datacenter_label(""), None);
     assert_eq!(datacenter_label("US4"), None);

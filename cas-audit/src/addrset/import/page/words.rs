@@ -152,7 +152,7 @@ pub(super) fn clean(word: &str) -> (String, bool) {
         loop {
             let before = s;
             s = s.trim_matches(|c: char| {
-                c.is_whitespace() || "<>\"'`()[]{},;|_!?".contains(c) || c == '\u{a0}'
+                c.is_whitespace() || "<>\"'`()[]{},;|_!?\u{201c}\u{201d}\u{2018}\u{2019}\u{ab}\u{bb}\u{200b}\u{feff}，、；".contains(c)
             });
             s = s.trim_end_matches(['.', '*', '/']);
             if s.ends_with(':') && !s.ends_with("::") {
@@ -234,13 +234,125 @@ pub(super) fn classify(word: &str, prose: bool) -> Class {
             None => Class::Bad(s),
         };
     }
-    if valid_dns_name(&s) {
-        let tld = s.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
-        if !prose || url || PROSE_TLDS.contains(&tld.as_str()) {
+    // Pages write host names in lower case; `AzureFrontDoor.MicrosoftSecurity`
+    // is a Service Tag, not a name.
+    let tld = s.rsplit('.').next().unwrap_or("");
+    if valid_dns_name(&s) && tld.bytes().all(|b| b.is_ascii_lowercase()) {
+        if !prose || url || PROSE_TLDS.contains(&tld) {
             return Class::Token(Token::Name(s));
         }
     }
     Class::Other
+}
+
+/// The Service Tags a text names (`MicrosoftCloudAppSecurity`,
+/// `AzureFrontDoor.MicrosoftSecurity`, ...): the page points to them for
+/// addresses it does not list.
+pub(super) fn tag_mentions(text: &str) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for word in text.split(|c: char| c.is_whitespace() || ",;()[]|<>`*\"".contains(c)) {
+        let w = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        let tag = [
+            "MicrosoftCloudAppSecurity",
+            "AzureFrontDoor.MicrosoftSecurity",
+        ]
+        .iter()
+        .any(|t| w.starts_with(t));
+        if tag && !tags.iter().any(|t| t == w) {
+            tags.push(w.to_owned());
+        }
+    }
+    tags
+}
+
+/// The words of a table cell or data line: split at white space, commas
+/// and semicolons (ASCII or not).
+pub(super) fn data_words(text: &str) -> Vec<&str> {
+    text.split(|c: char| c.is_whitespace() || ",;，、；".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// `40.83,.194.193` → `40.83.194.193`: a comma typed inside a dotted
+/// address (the 2021 page has one). Returns the text and the repaired
+/// addresses.
+pub(super) fn repair_dotted(text: &str) -> (String, Vec<String>) {
+    let chars: Vec<char> = text.chars().collect();
+    let digit = |i: usize| chars.get(i).is_some_and(char::is_ascii_digit);
+    let mut out = String::with_capacity(text.len());
+    let mut fixed_at = Vec::new();
+    for (i, &c) in chars.iter().enumerate() {
+        let stray = c == ','
+            && i > 0
+            && ((chars.get(i + 1) == Some(&'.') && digit(i - 1) && digit(i + 2))
+                || (chars[i - 1] == '.' && i > 1 && digit(i - 2) && digit(i + 1)));
+        if stray {
+            fixed_at.push(out.len());
+            continue;
+        }
+        out.push(c);
+    }
+    let repaired = fixed_at
+        .iter()
+        .map(|&at| {
+            let start = out[..at]
+                .rfind(|c: char| !(c.is_ascii_digit() || c == '.' || c == '/'))
+                .map_or(0, |p| p + 1);
+            let end = out[at..]
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '/'))
+                .map_or(out.len(), |p| at + p);
+            out[start..end].to_owned()
+        })
+        .collect();
+    (out, repaired)
+}
+
+/// `("West Europe", "1.2.3.4, 5.6.7.8")` from `West Europe: 1.2.3.4,
+/// 5.6.7.8`: a short label (a region or data center, at most five words,
+/// starting with a letter) before a colon and white space.
+pub(super) fn split_label(text: &str) -> Option<(&str, &str)> {
+    let at = text.find(": ")?;
+    let label = text[..at].trim();
+    let plain = plain_label(label);
+    let ok = plain
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && plain.split_whitespace().count() <= 5
+        && plain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-'));
+    ok.then(|| (label, text[at + 1..].trim()))
+}
+
+/// A label without Markdown emphasis, escapes and code marks.
+pub(super) fn plain_label(label: &str) -> String {
+    let text: String = unescape(label)
+        .chars()
+        .filter(|c| !matches!(c, '*' | '`' | '_'))
+        .collect();
+    text.trim()
+        .trim_matches(|c: char| c == ':' || c == '-')
+        .trim()
+        .to_owned()
+}
+
+/// The place a label names: a known Azure region ("West Europe", "US Gov
+/// Virginia") or a data center ("US1", "US1 data center", "GCC High").
+pub(super) fn label_place(label: &str) -> Option<Place> {
+    let plain = plain_label(label);
+    if let Ok(region) = plain.parse::<Region>() {
+        if region.is_known() {
+            return Some(Place {
+                datacenter: None,
+                region: Some(region),
+            });
+        }
+    }
+    datacenter_label(&plain).map(|dc| Place {
+        datacenter: Some(dc),
+        region: None,
+    })
 }
 
 /// Whether `s` is meant as an IPv4 or IPv6 address or prefix.
@@ -326,15 +438,23 @@ pub(super) fn prose_ports(lower: &str) -> Option<Vec<u16>> {
     (!ports.is_empty()).then(|| ports.into_iter().collect())
 }
 
-/// The one data center a prose line names, if exactly one.
+/// The one data center a prose line names, if exactly one: "GCC High",
+/// "GCC", "Gov US1" (or "US Government" alone), `US1` ... `EU2`.
 pub(super) fn prose_datacenter(line: &str) -> Option<DataCenter> {
     let mut lower = line.to_ascii_lowercase();
     let mut found = BTreeSet::new();
-    for gov in ["gcc high", "us government", "gov us1", "government"] {
-        if lower.contains(gov) {
-            found.insert(DataCenter::GovUs1);
-            lower = lower.replace(gov, " ");
+    for (words, dc) in [
+        ("gcc high", DataCenter::GccHigh),
+        ("gcc", DataCenter::Gcc),
+        ("gov us1", DataCenter::GovUs1),
+    ] {
+        if lower.contains(words) {
+            found.insert(dc);
+            lower = lower.replace(words, " ");
         }
+    }
+    if found.is_empty() && (lower.contains("us government") || lower.contains("government")) {
+        found.insert(DataCenter::GovUs1);
     }
     for word in lower.split(|c: char| !c.is_ascii_alphanumeric()) {
         match word {
@@ -352,15 +472,23 @@ pub(super) fn prose_datacenter(line: &str) -> Option<DataCenter> {
     }
 }
 
-/// A data-center cell: `US1`, `US1 data center`, `**Gov US1**`, `US Gov`,
-/// `GCC High`.
+/// A data-center label: `US1`, `US1 data center`, `**Gov US1**`, `US Gov`,
+/// `GCC`, `GCC High`, `US Government GCC High`.
 pub(super) fn datacenter_label(label: &str) -> Option<DataCenter> {
-    let text: String = unescape(label)
-        .chars()
-        .filter(|c| !matches!(c, '*' | '`' | '_'))
+    let lower = plain_label(label).to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
         .collect();
-    let lower = text.trim().to_ascii_lowercase();
-    if lower.contains("gcc") || lower.contains("gov") {
+    let has = |w: &str| words.contains(&w);
+    if has("gcc") {
+        return Some(if has("high") {
+            DataCenter::GccHigh
+        } else {
+            DataCenter::Gcc
+        });
+    }
+    if has("gov") || has("government") || has("govus1") {
         return Some(DataCenter::GovUs1);
     }
     let mut s = lower.as_str();

@@ -1,0 +1,80 @@
+//! The part of a set a command works on: `--set`, `--datacenter`,
+//! `--region`, `--purpose`.
+//!
+//! Filters combine with AND; a repeated filter keeps what matches any of
+//! its values; an empty filter keeps everything. Entries that belong to no
+//! place (no data center and no region: the mail servers, the global names)
+//! are kept by `--datacenter` and `--region` alike, since every tenant needs
+//! them.
+
+use super::{AddressSet, DataCenter, Entry, Purpose, Region, SetError};
+
+/// A set and the part of it selected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// A built-in set name or a set file; `None`: the default built-in set.
+    pub set: Option<String>,
+    /// Only these data centers (entries without one are kept).
+    pub datacenters: Vec<DataCenter>,
+    /// Only these Azure regions: an entry's own region, else its data
+    /// center's ([`Entry::location`]); entries with neither are kept.
+    pub regions: Vec<Region>,
+    /// Only these purposes.
+    pub purposes: Vec<Purpose>,
+}
+
+impl Selection {
+    /// Loads the set (a built-in name or a set file; default: the built-in
+    /// default set) and keeps the selection ([`Selection::apply`]).
+    ///
+    /// # Errors
+    /// The [`SetError`] of [`AddressSet::load`].
+    pub fn load(&self) -> Result<AddressSet, SetError> {
+        let mut set = match &self.set {
+            Some(n) => AddressSet::load(n)?,
+            None => AddressSet::builtin(),
+        };
+        self.apply(&mut set);
+        Ok(set)
+    }
+
+    /// Keeps the selected entries and DNS names of `set`.
+    pub fn apply(&self, set: &mut AddressSet) {
+        if !self.datacenters.is_empty() {
+            set.retain_datacenters(&self.datacenters);
+        }
+        if !self.regions.is_empty() {
+            set.retain_regions(&self.regions);
+        }
+        if !self.purposes.is_empty() {
+            set.retain_purposes(&self.purposes);
+        }
+    }
+}
+
+impl AddressSet {
+    /// Keeps the entries and DNS names of the given data centers, plus every
+    /// one without a data center (global ranges such as the mail servers,
+    /// ranges placed by region only).
+    pub fn retain_datacenters(&mut self, dcs: &[DataCenter]) {
+        let keep = |dc: Option<DataCenter>| dc.is_none_or(|dc| dcs.contains(&dc));
+        self.entries.retain(|e| keep(e.datacenter));
+        self.dns.retain(|d| keep(d.datacenter));
+    }
+
+    /// Keeps the entries in the given regions ([`Entry::location`]) and the
+    /// DNS names of data centers in them, plus every one placed nowhere.
+    pub fn retain_regions(&mut self, regions: &[Region]) {
+        let keep = |r: Option<Region>| r.is_none_or(|r| regions.contains(&r));
+        self.entries.retain(|e: &Entry| keep(e.location()));
+        self.dns
+            .retain(|d| keep(d.datacenter.map(DataCenter::region)));
+    }
+
+    /// Keeps the entries and DNS names of the given purposes (an empty
+    /// slice keeps nothing).
+    pub fn retain_purposes(&mut self, purposes: &[Purpose]) {
+        self.entries.retain(|e| purposes.contains(&e.purpose));
+        self.dns.retain(|d| purposes.contains(&d.purpose));
+    }
+}
