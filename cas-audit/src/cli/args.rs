@@ -84,7 +84,8 @@ impl SetsCommand {
                 format,
                 out,
             },
-            SetsCommand::Import { page, name, out } => SetsConfig::Import { page, name, out },
+            SetsCommand::Import { inputs, name, out }
+            | SetsCommand::Merge { inputs, name, out } => SetsConfig::Import { inputs, name, out },
         }
     }
 }

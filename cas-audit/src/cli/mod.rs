@@ -149,11 +149,31 @@ pub enum SetsCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Import a network-requirements page (Markdown, as published) into a set file.
+    /// Import network-requirements pages (Markdown, as published), Azure Service Tags
+    /// files (JSON, the weekly download or the REST form) and sets into one set file.
+    ///
+    /// The format of each input is recognised by its content. Several inputs are
+    /// merged, as `sets merge` does. The report (standard error) says what each
+    /// input gave, line by line for a page.
     Import {
-        /// The page.
-        page: PathBuf,
-        /// Name of the set (default: cas-YYYY-MM from the page's ms.date).
+        /// Pages, Service Tags files, set files or built-in set names.
+        #[arg(value_name = "FILE", required = true)]
+        inputs: Vec<String>,
+        /// Name of the set (default: cas-YYYY-MM from a page's ms.date,
+        /// tags-<cloud>-<date> for Service Tags, the names joined by + for several).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the set file to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Merge sets, pages and Service Tags files into one set: each prefix keeps the
+    /// union of its tags and the list of the sources that give it.
+    Merge {
+        /// Two or more set files, built-in set names, pages or Service Tags files.
+        #[arg(value_name = "SET", num_args = 2.., required = true)]
+        inputs: Vec<String>,
+        /// Name of the merged set (default: the names joined by +).
         #[arg(long)]
         name: Option<String>,
         /// Write the set file to FILE instead of standard output.

@@ -1,9 +1,11 @@
 //! `cas-audit sets`: list, show, compare, export and import address sets.
 
 use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
 };
+
+use ipnet::IpNet;
 
 use super::{print, print_to, Outcome};
 use crate::{
@@ -11,8 +13,8 @@ use crate::{
         datacenter_text,
         diff::SetDiff,
         export::{export, ExportFormat},
-        import::import_page,
-        AddressSet, DataCenter,
+        import::{load_input, Imported, InputError},
+        AddressSet, DataCenter, Purpose,
     },
     error::Error,
     output::human::table,
@@ -84,10 +86,11 @@ pub enum SetsConfig {
         /// A file instead of standard output.
         out: Option<PathBuf>,
     },
-    /// A published page into a set file.
+    /// Pages, Service Tags files and sets (files or built-in names) into
+    /// one set file (`sets import`, `sets merge`).
     Import {
-        /// The page.
-        page: PathBuf,
+        /// The inputs, in order.
+        inputs: Vec<String>,
         /// The set's name.
         name: Option<String>,
         /// A file instead of standard output.
@@ -115,8 +118,8 @@ pub fn run(cfg: SetsConfig) -> Result<Outcome, Error> {
             format,
             out,
         } => print_to(&export(&selection.load()?, format), out.as_deref())?,
-        SetsConfig::Import { page, name, out } => {
-            let (json, report) = import(&page, name.as_deref())?;
+        SetsConfig::Import { inputs, name, out } => {
+            let (json, report) = import(&inputs, name.as_deref())?;
             eprint!("{report}");
             print_to(&json, out.as_deref())?;
         }
@@ -259,43 +262,183 @@ pub fn diff(a: &str, b: &str, json: bool) -> Result<(String, bool), Error> {
     Ok((text, d.is_empty()))
 }
 
-/// `sets import PAGE.md`: the set file and a report of what was taken
-/// (per section and data center) and the warnings.
-pub fn import(page: &Path, name: Option<&str>) -> Result<(String, String), Error> {
-    let text = crate::host::fs::read_text(page)
-        .map_err(Error::io(format!("reading {}", page.display())))?;
-    let source = page
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let imp = import_page(&text, &source, name)
-        .map_err(|e| Error::Usage(format!("{}: {e}", page.display())))?;
-    let mut t = table(&[
-        "Section",
-        "Purpose",
-        "Data center",
-        "Addresses",
-        "DNS names",
-    ]);
-    for c in &imp.counts {
-        t.add_row(vec![
-            c.section.clone(),
-            c.purpose.to_string(),
-            datacenter_text(c.datacenter).into_owned(),
-            c.addresses.to_string(),
-            c.dns_names.to_string(),
-        ]);
+/// `sets import INPUT...` / `sets merge A B ...`: the set file of the
+/// inputs (merged when there are several) and a report of what each gave.
+///
+/// # Errors
+/// An input that cannot be read ([`Error::Io`]) or imported
+/// ([`Error::Usage`], [`Error::Set`]).
+pub fn import(inputs: &[String], name: Option<&str>) -> Result<(String, String), Error> {
+    let one = inputs.len() == 1;
+    let mut report = String::new();
+    let mut sets = Vec::new();
+    for input in inputs {
+        let imported = load_input(input, if one { name } else { None }).map_err(|e| match e {
+            InputError::Read { kind, .. } => Error::Io {
+                what: format!("reading {input}"),
+                source: std::io::Error::new(kind, e.to_string()),
+            },
+            InputError::Set(s) => Error::Set(s),
+            other => Error::Usage(other.to_string()),
+        })?;
+        report.push_str(&input_report(input, &imported));
+        sets.push(imported.into_set());
     }
-    let mut report = format!(
-        "{t}\nimported {} as {}: {} entries ({} distinct prefixes), {} DNS names\n",
-        page.display(),
-        imp.set.name,
-        imp.set.entries.len(),
-        imp.set.ranges().len(),
-        imp.set.dns.len()
-    );
-    for w in &imp.warnings {
-        report.push_str(&format!("warning: {w}\n"));
+    let set = if one {
+        sets.remove(0)
+    } else {
+        AddressSet::merge(&sets, name)
+    };
+    report.push_str(&set_summary(&set, if one { "imported" } else { "merged" }));
+    Ok((set.to_json(), report))
+}
+
+/// What one input gave, for `sets import` and `sets merge`.
+fn input_report(input: &str, imported: &Imported) -> String {
+    let mut out = String::new();
+    let warnings = match imported {
+        Imported::Page(imp) => {
+            let src = &imp.set.sources[0];
+            out.push_str(&format!(
+                "{input}: page dated {} (ms.date), sha256 {}\n",
+                src.published,
+                src.sha256.as_deref().unwrap_or("-")
+            ));
+            let mut t = table(&[
+                "Section",
+                "Purpose",
+                "Data center",
+                "Region",
+                "Addresses",
+                "DNS names",
+            ]);
+            for c in &imp.counts {
+                t.add_row(vec![
+                    c.section.clone(),
+                    c.purpose.to_string(),
+                    datacenter_text(c.datacenter).into_owned(),
+                    c.region.as_ref().map_or("-".into(), ToString::to_string),
+                    c.addresses.to_string(),
+                    c.dns_names.to_string(),
+                ]);
+            }
+            out.push_str(&format!("{t}\nWhat each line gave:\n"));
+            for l in &imp.lines {
+                let mut what = Vec::new();
+                if l.addresses + l.dns_names > 0 {
+                    what.push(format!(
+                        "{} {}, {} {} -> {} {}",
+                        l.addresses,
+                        if l.addresses == 1 {
+                            "address"
+                        } else {
+                            "addresses"
+                        },
+                        l.dns_names,
+                        if l.dns_names == 1 {
+                            "DNS name"
+                        } else {
+                            "DNS names"
+                        },
+                        join(l.purposes.iter()),
+                        l.places.join(", ")
+                    ));
+                }
+                what.extend(l.notes.iter().cloned());
+                out.push_str(&format!(
+                    "  line {} ({}): {}\n",
+                    l.line,
+                    l.section,
+                    what.join("; ")
+                ));
+            }
+            &imp.warnings
+        }
+        Imported::ServiceTags(imp) => {
+            let src = &imp.set.sources[0];
+            out.push_str(&format!(
+                "{input}: Service Tags, cloud {}, changeNumber {}, dated {}, {} tags, sha256 {}\n",
+                src.cloud.as_deref().unwrap_or("-"),
+                src.change_number.map_or("-".into(), |n| n.to_string()),
+                src.published,
+                imp.tags_in_file,
+                src.sha256.as_deref().unwrap_or("-")
+            ));
+            let mut t = table(&["Tag", "changeNumber", "IPv4", "IPv6", "Taken as"]);
+            for tag in &imp.tags {
+                t.add_row(vec![
+                    tag.name.clone(),
+                    tag.change_number.map_or("-".into(), |n| n.to_string()),
+                    tag.prefixes.0.to_string(),
+                    tag.prefixes.1.to_string(),
+                    tag.used_as.clone(),
+                ]);
+            }
+            let regions: Vec<String> = imp
+                .regions
+                .iter()
+                .map(|(r, n)| {
+                    format!(
+                        "{} {n}",
+                        r.as_ref().map_or("(no region)".into(), ToString::to_string)
+                    )
+                })
+                .collect();
+            out.push_str(&format!(
+                "{t}\nGlobal prefixes per region: {}\n",
+                if regions.is_empty() {
+                    "-".into()
+                } else {
+                    regions.join(", ")
+                }
+            ));
+            &imp.warnings
+        }
+        Imported::Set(set) => {
+            out.push_str(&format!(
+                "{input}: set {} ({} sources, published {})\n",
+                set.name,
+                set.sources.len(),
+                set.published
+            ));
+            return out;
+        }
+    };
+    for w in warnings {
+        out.push_str(&format!("warning: {w}\n"));
     }
-    Ok((imp.set.to_json(), report))
+    out
+}
+
+/// The closing line of an import: the set's figures.
+fn set_summary(set: &AddressSet, verb: &str) -> String {
+    let ranges = set.ranges();
+    let v6 = ranges.iter().filter(|r| r.prefix.addr().is_ipv6()).count();
+    let mut per_purpose: BTreeMap<Purpose, BTreeSet<IpNet>> = BTreeMap::new();
+    for e in &set.entries {
+        per_purpose
+            .entry(e.purpose)
+            .or_default()
+            .insert(e.prefix.trunc());
+    }
+    let purposes: Vec<String> = per_purpose
+        .iter()
+        .map(|(p, n)| format!("{p} {}", n.len()))
+        .collect();
+    format!(
+        "{verb} set {}: {} entries ({} distinct prefixes: {} IPv4, {v6} IPv6), {} DNS names, \
+         from {} {}; prefixes per purpose: {}\n",
+        set.name,
+        set.entries.len(),
+        ranges.len(),
+        ranges.len() - v6,
+        set.dns.len(),
+        set.sources.len(),
+        if set.sources.len() == 1 {
+            "source"
+        } else {
+            "sources"
+        },
+        purposes.join(", ")
+    )
 }

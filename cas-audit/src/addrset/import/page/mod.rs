@@ -83,6 +83,7 @@ mod reader;
 mod words;
 
 use self::reader::*;
+use super::parse_date;
 
 use ipnet::IpNet;
 
@@ -423,37 +424,6 @@ fn front_matter<'a>(lines: &[&'a str]) -> (usize, Option<(usize, &'a str)>) {
             .map(|v| (i + 1, v.trim().trim_matches(|c| c == '"' || c == '\'')))
     });
     (end + 1, date)
-}
-
-/// `M/D/YYYY` (or `YYYY-MM-DD`) as `YYYY-MM-DD`, if it is a real date.
-fn parse_date(text: &str) -> Option<String> {
-    let num = |s: &str, max_len: usize| -> Option<u32> {
-        (!s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let parts: Vec<&str> = text.split('/').collect();
-    let (y, m, d) = if let [m, d, y] = parts[..] {
-        (y, m, d)
-    } else if let [y, m, d] = text.split('-').collect::<Vec<_>>()[..] {
-        (y, m, d)
-    } else {
-        return None;
-    };
-    let (year, month, day) = (num(y, 4)?, num(m, 2)?, num(d, 2)?);
-    if y.len() != 4 || !(1..=12).contains(&month) {
-        return None;
-    }
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    (1..=days)
-        .contains(&day)
-        .then(|| format!("{year:04}-{month:02}-{day:02}"))
 }
 
 #[cfg(test)]

@@ -237,10 +237,11 @@ pub(super) fn classify(word: &str, prose: bool) -> Class {
     // Pages write host names in lower case; `AzureFrontDoor.MicrosoftSecurity`
     // is a Service Tag, not a name.
     let tld = s.rsplit('.').next().unwrap_or("");
-    if valid_dns_name(&s) && tld.bytes().all(|b| b.is_ascii_lowercase()) {
-        if !prose || url || PROSE_TLDS.contains(&tld) {
-            return Class::Token(Token::Name(s));
-        }
+    if valid_dns_name(&s)
+        && tld.bytes().all(|b| b.is_ascii_lowercase())
+        && (!prose || url || PROSE_TLDS.contains(&tld))
+    {
+        return Class::Token(Token::Name(s));
     }
     Class::Other
 }
