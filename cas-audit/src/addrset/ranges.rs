@@ -131,3 +131,115 @@ pub(super) fn sort_key(net: IpNet) -> (u8, u128, u8) {
         IpNet::V6(n) => (1, u128::from(n.addr()), n.prefix_len()),
     }
 }
+
+/// An inclusive address range of one family, IPv4 addresses in the low 32
+/// bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Interval {
+    pub(crate) start: u128,
+    pub(crate) end: u128,
+}
+
+impl Interval {
+    /// The addresses of `net` (host bits ignored).
+    pub(crate) fn of(net: IpNet) -> Interval {
+        match net.trunc() {
+            IpNet::V4(n) => Interval {
+                start: u128::from(u32::from(n.network())),
+                end: u128::from(u32::from(n.broadcast())),
+            },
+            IpNet::V6(n) => Interval {
+                start: u128::from(n.network()),
+                end: u128::from(n.broadcast()),
+            },
+        }
+    }
+}
+
+/// The addresses a list of prefixes covers, per family (IPv4, IPv6): sorted,
+/// disjoint, adjacent ranges joined. A `/30` and its four `/32`s cover the
+/// same.
+pub(crate) fn coverage(nets: impl IntoIterator<Item = IpNet>) -> [Vec<Interval>; 2] {
+    let mut fams: [Vec<Interval>; 2] = [Vec::new(), Vec::new()];
+    for n in nets {
+        fams[usize::from(n.addr().is_ipv6())].push(Interval::of(n));
+    }
+    fams.map(|mut v| {
+        v.sort();
+        let mut out: Vec<Interval> = Vec::with_capacity(v.len());
+        for iv in v {
+            match out.last_mut() {
+                Some(last) if iv.start <= last.end.saturating_add(1) => {
+                    last.end = last.end.max(iv.end);
+                }
+                _ => out.push(iv),
+            }
+        }
+        out
+    })
+}
+
+/// The addresses of `a` not in `b` (both as [`coverage`] gives them).
+pub(crate) fn subtract(a: &[Interval], b: &[Interval]) -> Vec<Interval> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &iv in a {
+        let mut start = iv.start;
+        let mut open = true;
+        while j < b.len() && b[j].end < start {
+            j += 1;
+        }
+        let mut k = j;
+        while open && k < b.len() && b[k].start <= iv.end {
+            if b[k].start > start {
+                out.push(Interval {
+                    start,
+                    end: b[k].start - 1,
+                });
+            }
+            match b[k].end.checked_add(1) {
+                Some(next) if next <= iv.end => start = start.max(next),
+                _ => open = false,
+            }
+            k += 1;
+        }
+        if open {
+            out.push(Interval { start, end: iv.end });
+        }
+    }
+    out
+}
+
+/// The fewest CIDR prefixes that cover exactly `iv` (of IPv6 when `v6`).
+pub(crate) fn cidrs(iv: Interval, v6: bool) -> Vec<IpNet> {
+    let bits: u32 = if v6 { 128 } else { 32 };
+    // The last address of the block of 2^len addresses at `start`.
+    let block_end = |start: u128, len: u32| -> Option<u128> {
+        if len >= 128 {
+            (start == 0).then_some(u128::MAX)
+        } else {
+            start.checked_add((1u128 << len) - 1)
+        }
+    };
+    let mut out = Vec::new();
+    let mut start = iv.start;
+    loop {
+        // The largest aligned block at `start` that ends within `iv`.
+        let mut len = bits.min(start.trailing_zeros());
+        while len > 0 && block_end(start, len).is_none_or(|e| e > iv.end) {
+            len -= 1;
+        }
+        let prefix_len = u8::try_from(bits - len).expect("at most 128");
+        out.push(if v6 {
+            IpNet::V6(Ipv6Net::new(start.into(), prefix_len).expect("valid length"))
+        } else {
+            let addr = u32::try_from(start).expect("an IPv4 address");
+            IpNet::V4(Ipv4Net::new(addr.into(), prefix_len).expect("valid length"))
+        });
+        let last = block_end(start, len).expect("checked above");
+        if last >= iv.end {
+            return out;
+        }
+        start = last + 1;
+    }
+}

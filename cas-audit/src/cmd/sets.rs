@@ -183,31 +183,42 @@ pub fn list(files: &[String]) -> Result<String, Error> {
     Ok(format!("{t}\n"))
 }
 
-/// `sets show`: the selected entries as a table, JSON or CSV.
+/// `sets show`: the selected entries as a table, JSON or CSV, with where
+/// each comes from (its region, cloud, sources; `shared` when other
+/// Microsoft services use the address too).
 pub fn show(set: &AddressSet, format: ShowFormat) -> String {
+    let opt = |o: Option<String>| o.unwrap_or_default();
     match format {
         ShowFormat::Json => set.to_json(),
         ShowFormat::Csv => {
-            let mut out = String::from("kind,value,datacenter,purpose,direction,ports\n");
+            let mut out = String::from(
+                "kind,value,datacenter,purpose,direction,ports,region,cloud,shared,sources\n",
+            );
+            let words = |v: &[String]| v.join(" ");
             let ports = |p: &[u16]| join(p.iter()).replace(", ", " ");
             for e in &set.entries {
                 out.push_str(&format!(
-                    "prefix,{},{},{},{},{}\n",
+                    "prefix,{},{},{},{},{},{},{},{},{}\n",
                     e.prefix,
-                    e.datacenter.map(|d| d.to_string()).unwrap_or_default(),
+                    opt(e.datacenter.map(|d| d.to_string())),
                     e.purpose,
                     e.direction,
-                    ports(&e.ports)
+                    ports(&e.ports),
+                    opt(e.region.as_ref().map(ToString::to_string)),
+                    opt(e.cloud.clone()),
+                    if e.shared { "yes" } else { "" },
+                    words(&e.sources)
                 ));
             }
             for n in &set.dns {
                 out.push_str(&format!(
-                    "dns,{},{},{},{},{}\n",
+                    "dns,{},{},{},{},{},,,,{}\n",
                     n.name,
-                    n.datacenter.map(|d| d.to_string()).unwrap_or_default(),
+                    opt(n.datacenter.map(|d| d.to_string())),
                     n.purpose,
                     n.direction,
-                    ports(&n.ports)
+                    ports(&n.ports),
+                    words(&n.sources)
                 ));
             }
             out
@@ -216,29 +227,39 @@ pub fn show(set: &AddressSet, format: ShowFormat) -> String {
             let mut t = table(&[
                 "Prefix / DNS name",
                 "Data center",
+                "Region",
                 "Purpose",
                 "Direction",
                 "Ports",
+                "Sources",
             ]);
             for e in &set.entries {
+                let mut sources = join(e.sources.iter());
+                if e.shared {
+                    sources.push_str(" (shared)");
+                }
                 t.add_row(vec![
                     e.prefix.to_string(),
                     datacenter_text(e.datacenter).into_owned(),
+                    e.region.as_ref().map_or("-".into(), ToString::to_string),
                     e.purpose.to_string(),
                     e.direction.to_string(),
                     join(e.ports.iter()),
+                    sources,
                 ]);
             }
             for n in &set.dns {
                 t.add_row(vec![
                     n.name.clone(),
                     datacenter_text(n.datacenter).into_owned(),
+                    "-".into(),
                     n.purpose.to_string(),
                     n.direction.to_string(),
                     join(n.ports.iter()),
+                    join(n.sources.iter()),
                 ]);
             }
-            format!(
+            let mut out = format!(
                 "{t}\n{}: {} entries ({} distinct prefixes), {} DNS names; source {}, published {}\n",
                 set.name,
                 set.entries.len(),
@@ -246,7 +267,19 @@ pub fn show(set: &AddressSet, format: ShowFormat) -> String {
                 set.dns.len(),
                 set.source,
                 set.published
-            )
+            );
+            for src in &set.sources {
+                let mut facts = vec![
+                    src.kind.as_str().to_owned(),
+                    src.file.clone(),
+                    src.published.clone(),
+                ];
+                facts.extend(src.cloud.clone());
+                facts.extend(src.change_number.map(|n| format!("changeNumber {n}")));
+                facts.extend(src.sha256.as_ref().map(|h| format!("sha256 {h}")));
+                out.push_str(&format!("  {}: {}\n", src.id, facts.join(", ")));
+            }
+            out
         }
     }
 }

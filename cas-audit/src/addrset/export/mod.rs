@@ -30,7 +30,9 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
-use crate::addrset::{AddressSet, Connection, DataCenter, Purpose, NO_DATACENTER};
+use crate::addrset::{
+    ranges::Interval, AddressSet, Connection, DataCenter, Purpose, NO_DATACENTER,
+};
 
 mod ipset;
 mod iptables;
@@ -322,28 +324,6 @@ impl<'a> Plan<'a> {
 fn ports_of(ports: &[u16]) -> Vec<u16> {
     let set: BTreeSet<u16> = ports.iter().copied().collect();
     set.into_iter().collect()
-}
-
-/// An inclusive address range, IPv4 addresses in the low 32 bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Interval {
-    start: u128,
-    end: u128,
-}
-
-impl Interval {
-    fn of(net: IpNet) -> Interval {
-        match net.trunc() {
-            IpNet::V4(n) => Interval {
-                start: u128::from(u32::from(n.network())),
-                end: u128::from(u32::from(n.broadcast())),
-            },
-            IpNet::V6(n) => Interval {
-                start: u128::from(n.network()),
-                end: u128::from(n.broadcast()),
-            },
-        }
-    }
 }
 
 /// Drops every prefix that another member covers (or duplicates), folding
