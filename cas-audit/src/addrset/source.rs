@@ -151,8 +151,9 @@ impl AddressSet {
     /// source per content: the same file given twice is one source; ids
     /// are made unique with `-2`, `-3`, ...), their entries and DNS names
     /// (the same prefix or name with the same tags once, with the union of
-    /// its sources), named `name` or the sets' names joined by `+`, dated
-    /// by the latest source.
+    /// its sources), named `name` or the sets' names joined by `+`, its
+    /// `source` the sources' files joined by ` + `, dated by the latest
+    /// set.
     #[must_use]
     pub fn merge(sets: &[AddressSet], name: Option<&str>) -> AddressSet {
         let mut sources: Vec<Source> = Vec::new();
@@ -208,18 +209,22 @@ impl AddressSet {
                 add_sources(&mut dns[at].sources, remap(&d.sources));
             }
         }
-        let join = |f: &dyn Fn(&AddressSet) -> &str, sep: &str| {
-            let mut parts: Vec<&str> = Vec::new();
-            for s in sets {
-                if !parts.contains(&f(s)) {
-                    parts.push(f(s));
+        let distinct = |parts: &mut dyn Iterator<Item = &str>, sep: &str| {
+            let mut seen: Vec<&str> = Vec::new();
+            for p in parts {
+                if !seen.contains(&p) {
+                    seen.push(p);
                 }
             }
-            parts.join(sep)
+            seen.join(sep)
         };
+        let source = distinct(&mut sources.iter().map(|s| s.file.as_str()), " + ");
         AddressSet {
-            name: name.map_or_else(|| join(&|s| s.name.as_str(), "+"), str::to_owned),
-            source: join(&|s| s.source.as_str(), " + "),
+            name: name.map_or_else(
+                || distinct(&mut sets.iter().map(|s| s.name.as_str()), "+"),
+                str::to_owned,
+            ),
+            source,
             published: sets
                 .iter()
                 .map(|s| s.published.as_str())

@@ -918,3 +918,277 @@ fn load_names_the_file() {
     assert!(!e.to_string().contains("built-in"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A one-source set of `entries` (prefix, data center, region, purpose).
+fn small_set(
+    name: &str,
+    entries: &[(&str, Option<DataCenter>, Option<&str>, Purpose)],
+) -> AddressSet {
+    let source = Source::new(SourceKind::Page, &format!("{name}.md"), "2024-01-01", name);
+    let id = source.id.clone();
+    AddressSet {
+        name: name.into(),
+        source: format!("{name}.md"),
+        published: "2024-01-01".into(),
+        sources: vec![source],
+        entries: entries
+            .iter()
+            .map(|&(p, dc, r, purpose)| Entry {
+                region: r.map(|r| r.parse().unwrap()),
+                sources: vec![id.clone()],
+                ..Entry::new(net(p), dc, purpose)
+            })
+            .collect(),
+        dns: Vec::new(),
+    }
+}
+
+#[test]
+fn merge_keeps_every_source() {
+    let a = small_set(
+        "a",
+        &[
+            ("10.0.0.1/32", Some(Us1), None, Portal),
+            ("10.0.0.2/32", Some(Us1), None, Portal),
+        ],
+    );
+    let b = small_set(
+        "b",
+        &[
+            ("10.0.0.1/32", Some(Us1), None, Portal),
+            ("2001:db8::/48", None, Some("westus"), AppConnector),
+        ],
+    );
+    // Same date, different content: two sources, the second id made unique.
+    let m = AddressSet::merge(&[a.clone(), b.clone()], None);
+    assert_eq!(m.name, "a+b");
+    assert_eq!(m.source, "a.md + b.md");
+    let ids: Vec<&str> = m.sources.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["page-2024-01-01", "page-2024-01-01-2"]);
+    let got: Vec<(String, Vec<String>)> = m
+        .entries
+        .iter()
+        .map(|e| (e.prefix.to_string(), e.sources.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "10.0.0.1/32".to_owned(),
+                vec!["page-2024-01-01".to_owned(), "page-2024-01-01-2".into()]
+            ),
+            ("10.0.0.2/32".into(), vec!["page-2024-01-01".into()]),
+            ("2001:db8::/48".into(), vec!["page-2024-01-01-2".into()]),
+        ]
+    );
+    // The file names every entry's sources and reads back the same.
+    let json = m.to_json();
+    assert!(
+        json.contains(r#""sources": ["page-2024-01-01", "page-2024-01-01-2"]}"#),
+        "{json}"
+    );
+    assert_eq!(AddressSet::from_json(&json).unwrap(), m);
+    // The same input twice is one source; merging is idempotent.
+    let twice = AddressSet::merge(&[a.clone(), a.clone()], Some("a"));
+    assert_eq!(twice.sources, a.sources);
+    assert_eq!(twice.entries, a.entries);
+    assert_eq!(AddressSet::merge(&[m.clone(), b], Some(&m.name)), m);
+    // A schema-1 set merges as its own source.
+    let old = AddressSet::from_json(CRAFTED).unwrap();
+    let m2 = AddressSet::merge(&[old.clone(), a], None);
+    assert_eq!(m2.sources[0].id, "set-crafted");
+    assert_eq!(m2.sources[0].kind, SourceKind::Set);
+    assert_eq!(m2.entries.len(), old.entries.len() + 2);
+}
+
+#[test]
+fn schema_2_fields_and_errors() {
+    let doc2 = |entry: &str| {
+        format!(
+            r#"{{"schema": 2, "name": "t", "source": "s", "published": "2024-01-01",
+              "sources": [{{"id": "x", "kind": "service-tags", "file": "f.json", "published": "2024-01-01"}}],
+              "entries": [{entry}]}}"#
+        )
+    };
+    let set = AddressSet::from_json(&doc2(
+        r#"{"prefix": "10.0.0.0/30", "region": "West Europe", "cloud": "Public", "purpose": "app-connector", "shared": true}"#,
+    ))
+    .unwrap();
+    let e = &set.entries[0];
+    assert_eq!(e.region.as_ref().map(Region::as_str), Some("westeurope"));
+    assert_eq!((e.cloud.as_deref(), e.shared), (Some("Public"), true));
+    assert_eq!(e.sources, ["x"]);
+    assert_eq!(
+        err(&doc2(
+            r#"{"prefix": "10.0.0.1", "purpose": "portal", "sources": ["y"]}"#
+        )),
+        "entries[0]: unknown source \"y\" (not in the set's \"sources\")"
+    );
+    assert_eq!(
+        err(&doc2(
+            r#"{"prefix": "10.0.0.1", "purpose": "portal", "region": "west/europe"}"#
+        )),
+        "entries[0]: invalid region \"west/europe\" (expected an Azure region such as westeurope \
+         or \"West Europe\")"
+    );
+    // Schema 1 has none of the new fields.
+    assert_eq!(
+        err(&doc(
+            r#"{"prefix": "10.0.0.1", "purpose": "portal", "region": "westus"}"#
+        )),
+        "invalid address-set JSON at line 0, column 0: entries[1].region is a schema-2 field \
+         (this set says \"schema\": 1)"
+    );
+}
+
+#[test]
+fn regions_select() {
+    let mut s = Selection {
+        regions: vec!["westus".parse().unwrap()],
+        ..Selection::default()
+    };
+    let set = s.load().unwrap();
+    // US1's entries (its region) and the mail servers (no place).
+    assert_eq!(set.entries.len(), (9 + 70 + 9 + 21 + 19) + 7);
+    assert!(set
+        .entries
+        .iter()
+        .all(|e| matches!(e.datacenter, None | Some(Us1))));
+    s.regions = vec!["usgovvirginia".parse().unwrap()];
+    s.purposes = vec![Portal];
+    let set = s.load().unwrap();
+    let dcs: BTreeSet<Option<DataCenter>> = set.dns.iter().map(|d| d.datacenter).collect();
+    assert_eq!(dcs, BTreeSet::from([None, Some(GovUs1), Some(GccHigh)]));
+    let mut tagged = small_set(
+        "t",
+        &[
+            ("10.0.0.1/32", None, Some("westus"), AppConnector),
+            ("10.0.0.2/32", None, Some("uksouth"), AppConnector),
+            ("10.0.0.3/32", Some(Eu2), None, AppConnector),
+            ("10.0.0.4/32", None, None, Mail),
+        ],
+    );
+    tagged.retain_regions(&["uksouth".parse().unwrap()]);
+    let left: Vec<String> = tagged
+        .entries
+        .iter()
+        .map(|e| e.prefix.to_string())
+        .collect();
+    assert_eq!(left, ["10.0.0.2/32", "10.0.0.3/32", "10.0.0.4/32"]);
+}
+
+#[test]
+fn diff_compares_coverage() {
+    use super::diff::SetDiff;
+    let quad = small_set(
+        "quad",
+        &[
+            ("10.0.0.0/32", None, Some("westus"), Dlp),
+            ("10.0.0.1/32", None, Some("westus"), Dlp),
+            ("10.0.0.2/31", None, Some("westus"), Dlp),
+            ("2001:db8::/127", Some(Us1), None, Portal),
+        ],
+    );
+    let one = small_set(
+        "one",
+        &[
+            ("10.0.0.0/30", None, Some("westus"), Dlp),
+            ("2001:db8::1/128", Some(Us1), None, Portal),
+            ("2001:db8::/128", Some(Us1), None, Portal),
+        ],
+    );
+    assert!(SetDiff::between(&quad, &one).is_empty());
+    let wider = small_set(
+        "wider",
+        &[
+            ("10.0.0.0/29", None, Some("westus"), Dlp),
+            ("10.0.0.1/32", None, Some("uksouth"), Dlp),
+            ("2001:db8::/128", Some(Us1), None, Portal),
+        ],
+    );
+    let d = SetDiff::between(&one, &wider);
+    let got: Vec<(String, Vec<String>, Vec<String>)> = d
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                format!(
+                    "{:?} {:?} {}",
+                    g.datacenter,
+                    g.region.as_ref().map(Region::as_str),
+                    g.purpose
+                ),
+                g.added.iter().map(ToString::to_string).collect(),
+                g.removed.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "None Some(\"uksouth\") dlp".to_owned(),
+                vec!["10.0.0.1/32".to_owned()],
+                vec![]
+            ),
+            (
+                "None Some(\"westus\") dlp".into(),
+                vec!["10.0.0.4/30".into()],
+                vec![]
+            ),
+            (
+                "Some(Us1) None portal".into(),
+                vec![],
+                vec!["2001:db8::1/128".into()]
+            ),
+        ]
+    );
+    let text = d.text();
+    assert!(text.ends_with(
+        "3 groups changed: 2 prefixes to add, 1 to remove\nper purpose: portal +0 -1, dlp +2 -0\n\
+         per region: uksouth +1 -0, westus +1 -1\n"
+    ), "{text}");
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["groups"][0]["region"], "uksouth");
+    assert_eq!(json["groups"][2]["region"], serde_json::Value::Null);
+}
+
+#[test]
+fn coverage_arithmetic() {
+    use super::ranges::{cidrs, coverage, subtract, Interval};
+    let iv = |a: u128, b: u128| Interval { start: a, end: b };
+    let show = |v: Vec<IpNet>| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        show(cidrs(iv(0x0a00_0001, 0x0a00_0006), false)),
+        ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
+    );
+    assert_eq!(
+        show(cidrs(iv(0, u128::from(u32::MAX)), false)),
+        ["0.0.0.0/0"]
+    );
+    assert_eq!(show(cidrs(iv(0, u128::MAX), true)), ["::/0"]);
+    assert_eq!(
+        show(cidrs(iv(u128::MAX, u128::MAX), true)),
+        ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"]
+    );
+    let [v4, v6] = coverage([
+        net("10.0.0.0/31"),
+        net("10.0.0.2/31"),
+        net("10.0.1.0/24"),
+        net("::/0"),
+    ]);
+    assert_eq!(
+        v4,
+        [iv(0x0a00_0000, 0x0a00_0003), iv(0x0a00_0100, 0x0a00_01ff)]
+    );
+    assert_eq!(v6, [iv(0, u128::MAX)]);
+    assert_eq!(
+        subtract(&[iv(0, 100)], &[iv(10, 20), iv(30, 40), iv(100, 200)]),
+        [iv(0, 9), iv(21, 29), iv(41, 99)]
+    );
+    assert_eq!(subtract(&[iv(5, 6)], &[iv(0, u128::MAX)]), []);
+    assert_eq!(
+        subtract(&[iv(0, u128::MAX)], &[iv(0, 0)]),
+        [iv(1, u128::MAX)]
+    );
+}

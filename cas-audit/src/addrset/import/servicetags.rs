@@ -466,3 +466,6 @@ fn covering_or_inside(
     }
     hits
 }
+
+#[cfg(test)]
+mod tests;

@@ -311,7 +311,7 @@ impl Reader {
         }
         for (i, cell) in cells.iter().enumerate().skip(first) {
             let column = match table.columns.get(i) {
-                Some(Some(p)) if i > 0 => place.with(p),
+                Some(Some(p)) => place.with(p),
                 _ => place.clone(),
             };
             for piece in split_br(cell) {
