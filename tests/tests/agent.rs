@@ -1232,6 +1232,131 @@ fn run_against_an_imported_page() {
     });
 }
 
+/// A file of `../shared/data` (beside the repository, as in CI).
+fn shared_data(file: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(file);
+    assert!(
+        p.is_file(),
+        "{} is missing: the shared data is test input",
+        p.display()
+    );
+    p.to_str().expect("UTF-8").to_owned()
+}
+
+/// The first host address of the first prefix (of IPv6 when `v6`) of
+/// `set` that only the Service Tags source lists, in `region`, for
+/// `purpose`, and that overlaps no prefix of the page; and the prefix.
+fn tag_only_address(
+    set: &Value,
+    region: Option<&str>,
+    purpose: &str,
+    v6: bool,
+) -> (IpAddr, String) {
+    let entries = set["entries"].as_array().expect("entries");
+    let e = entries
+        .iter()
+        .find(|e| {
+            e["region"].as_str() == region
+                && e["purpose"] == purpose
+                && e["prefix"].as_str().unwrap().contains(':') == v6
+                && e["sources"] == json!(["tags-public-2025-11-10"])
+                && !entries.iter().any(|o| {
+                    let (p, q): (ipnet::IpNet, ipnet::IpNet) = (
+                        e["prefix"].as_str().unwrap().parse().unwrap(),
+                        o["prefix"].as_str().unwrap().parse().unwrap(),
+                    );
+                    o["sources"] != e["sources"] && (p.contains(&q) || q.contains(&p))
+                })
+        })
+        .unwrap_or_else(|| panic!("no {purpose} prefix in {region:?}"));
+    let prefix = e["prefix"].as_str().unwrap().to_owned();
+    let net: ipnet::IpNet = prefix.parse().unwrap();
+    let addr = match net {
+        ipnet::IpNet::V4(n) if n.prefix_len() < 32 => {
+            IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) + 1))
+        }
+        ipnet::IpNet::V6(n) if n.prefix_len() < 128 => {
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(n.network()) + 1))
+        }
+        n => n.addr(),
+    };
+    (addr, net.trunc().to_string())
+}
+
+/// `run --set` on a set merged from the 2024-11 page and the 2025-11
+/// Service Tags, with `--region westus`: a tag-only app-connector address
+/// of West US allows 443 and the DLP stunnel's 11344 and flags 8443; a
+/// Front Door IPv6 address is portal, SIEM agent and log collector; an
+/// address of another region is not audited.
+#[test]
+fn run_against_a_set_merged_from_page_and_tags() {
+    let dir = TempDir::new();
+    let merged = dir.0.join("merged.json");
+    let merged = merged.to_str().expect("UTF-8").to_owned();
+    let m = cli(&[
+        "sets",
+        "merge",
+        &shared_data("pages/network-requirements-2024-11-03.md"),
+        &shared_data("servicetags/ServiceTags_Public_cn376_2025-11-10_mcas-excerpt.json"),
+        "--out",
+        &merged,
+    ]);
+    m.assert_success();
+    let set: Value = serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
+    let (west, west_prefix) = tag_only_address(&set, Some("westus"), "app-connector", false);
+    let (uk, _) = tag_only_address(&set, Some("uksouth"), "app-connector", false);
+    let fd6 = tag_only_address(&set, None, "portal", true);
+    with_bed(
+        "run_against_a_set_merged_from_page_and_tags",
+        &[west, uk, fd6.0],
+        |topo| {
+            let agent = start_agent(topo, "tc", &["--set", &merged, "--region", "westus"]);
+            let https = (sa(LAN, 40201), sa(west, 443));
+            tcp_echo(topo, topo.lan(), https.0, topo.cloud(), https.1);
+            let stunnel = (sa(LAN, 11344), sa(west, 40202));
+            tcp_echo(topo, topo.cloud(), stunnel.1, topo.lan(), stunnel.0);
+            let other = (sa(LAN, 40203), sa(west, 8443));
+            udp_burst(topo, topo.lan(), other.0, topo.cloud(), other.1);
+            let portal6 = (sa(LAN6, 40204), sa(fd6.0, 443));
+            tcp_echo(topo, topo.lan(), portal6.0, topo.cloud(), portal6.1);
+            let elsewhere = (sa(LAN, 40205), sa(uk, 443));
+            tcp_echo(topo, topo.lan(), elsewhere.0, topo.cloud(), elsewhere.1);
+            let report = agent.stop().report();
+
+            let tags = json!(["app-connector", "dlp"]);
+            for (proto, flow, verdict, port) in [
+                ("tcp", https, "allowed", 443),
+                ("tcp", stunnel, "allowed", 11344),
+                ("udp", other, "disallowed-port", 8443),
+            ] {
+                let r = report.flow(proto, flow.0, flow.1);
+                assert_eq!(r["verdict"], verdict, "{r}");
+                assert_eq!(r["service_port"], port, "{r}");
+                assert_eq!(r["prefix"], west_prefix.as_str(), "{r}");
+                assert_eq!(r["purposes"], tags, "{r}");
+                assert_eq!(r["datacenters"], json!([]), "{r}");
+            }
+            let r = report.flow("tcp", portal6.0, portal6.1);
+            assert_eq!(r["verdict"], "allowed", "{r}");
+            assert_eq!(r["prefix"], fd6.1.as_str(), "{r}");
+            assert_eq!(
+                r["purposes"],
+                json!(["portal", "siem-agent", "log-collector"]),
+                "{r}"
+            );
+            assert_eq!(report.finals().len(), 4, "{}", report.dump());
+            assert_eq!(report.summary_u64("disallowed"), 1);
+            assert_eq!(report.summary["port_policy"], json!("per-range"));
+            assert_eq!(
+                report.summary["set"],
+                json!("cas-2024-02+tags-public-2025-11-10")
+            );
+        },
+    );
+}
+
 /// A malformed set file: exit 2 naming the file, the entry and the reason;
 /// nothing attached.
 #[test]

@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cas_audit::addrset::export::{export, ExportFormat};
+use cas_audit::addrset::import::load_input;
 use cas_audit::addrset::{AddressSet, Connection, DataCenter};
 use cas_audit_tests::{netns_command, require_root, NS_PREFIX, REQUIRE_ROOT_ENV};
 use ipnet::IpNet;
@@ -762,4 +763,56 @@ fn ipset_crafted_and_documented_usage() {
         &["restore"],
         Some(&export(&empty(), ExportFormat::Ipset)),
     );
+}
+
+// ---------------------------------------------------------------------------
+// A set merged from a published page and a Service Tags file
+// ---------------------------------------------------------------------------
+
+/// The 2024-11 page merged with the 2025-11 Service Tags excerpt (whose
+/// Front Door tag holds IPv6 prefixes), from `../shared/data`.
+fn merged_page_and_tags() -> AddressSet {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let sets: Vec<AddressSet> = [
+        "pages/network-requirements-2024-11-03.md",
+        "servicetags/ServiceTags_Public_cn376_2025-11-10_mcas-excerpt.json",
+    ]
+    .iter()
+    .map(|f| {
+        let path = data.join(f);
+        load_input(path.to_str().expect("UTF-8"), None)
+            .unwrap_or_else(|e| panic!("{e} (the shared data is test input)"))
+            .into_set()
+    })
+    .collect();
+    AddressSet::merge(&sets, Some("merged"))
+}
+
+/// nft, iptables and ipset load the merged set's exports, IPv4 and IPv6,
+/// element for element.
+#[test]
+fn merged_page_and_tags_set_loads_in_every_tool() {
+    let test = "merged_page_and_tags_set_loads_in_every_tool";
+    let Some(tools) = require_tools(
+        test,
+        &["ip", "nft", "iptables-restore", "iptables", "ipset"],
+    ) else {
+        return;
+    };
+    let set = merged_page_and_tags();
+    let groups = expected(&set);
+    // IPv6 from the Front Door tag: three prefixes, outbound 443.
+    let v6: Vec<(String, usize)> = groups
+        .iter()
+        .filter(|(k, _)| k.1)
+        .map(|(k, p)| (group_id(k), p.len()))
+        .collect();
+    assert_eq!(v6, [("out6-443".to_owned(), 3)]);
+    let ns = Netns::new();
+    nft_load_and_compare(&ns, &tools[1], "merged", &set);
+    iptables_load_and_compare(&ns, &tools[2], &tools[3], "merged", &set);
+    let ns = Netns::new();
+    ipset_load_and_compare(&ns, &tools[4], "merged", &set);
+    let names: BTreeSet<String> = ipset_listing(&ns, &tools[4]).into_keys().collect();
+    assert!(names.contains("cas-out6-443"), "{names:?}");
 }

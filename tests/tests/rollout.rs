@@ -556,3 +556,157 @@ fn run_records_the_same_states() {
         assert!(out.contains(&PROHIBITED4.to_string()), "{out}");
     });
 }
+
+// ---------------------------------------------------------------------------
+// A set merged from a published page and a Service Tags file
+// ---------------------------------------------------------------------------
+
+/// A file of `../shared/data` (beside the repository, as in CI).
+fn shared_data(file: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(file);
+    assert!(
+        p.is_file(),
+        "{} is missing: the shared data is test input",
+        p.display()
+    );
+    p.to_str().expect("UTF-8").to_owned()
+}
+
+/// The outbound portal destinations of US1 in a merged set file, computed
+/// from its JSON: each entry's probe address (a host prefix's own, else
+/// network + 1), with the data centers of its entries.
+fn us1_portal_destinations(set: &Value) -> BTreeMap<IpAddr, Vec<String>> {
+    let mut out: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+    for e in set["entries"].as_array().expect("entries") {
+        let dc = e["datacenter"].as_str();
+        if e["purpose"] != "portal"
+            || e["direction"] != "outbound"
+            || !matches!(dc, None | Some("US1"))
+        {
+            continue;
+        }
+        let net: ipnet::IpNet = e["prefix"].as_str().unwrap().parse().unwrap();
+        let addr = match net {
+            ipnet::IpNet::V4(n) if n.prefix_len() < 31 => {
+                IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) + 1))
+            }
+            ipnet::IpNet::V6(n) if n.prefix_len() < 127 => {
+                IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) + 1))
+            }
+            n => n.addr(),
+        };
+        let dcs = out.entry(addr).or_default();
+        dcs.extend(dc.map(str::to_owned));
+        dcs.sort();
+        dcs.dedup();
+    }
+    out
+}
+
+/// `check --set` on a set merged from the 2024-11 page and the 2025-11
+/// Service Tags (its shared Front Door prefixes, IPv4 and IPv6): every US1
+/// portal destination of both sources is probed; a dropped page address is
+/// unanswered, an IPv6 Front Door address rejected by the firewall is
+/// unreachable, the others reachable.
+#[test]
+fn check_a_set_merged_from_page_and_tags() {
+    let dir = tempdir("check_a_set_merged_from_page_and_tags");
+    let merged = dir.join("merged.json");
+    let merged = merged.to_str().expect("UTF-8");
+    let out = std::process::Command::new(agent_bin())
+        .args([
+            "sets",
+            "merge",
+            &shared_data("pages/network-requirements-2024-11-03.md"),
+        ])
+        .arg(shared_data(
+            "servicetags/ServiceTags_Public_cn376_2025-11-10_mcas-excerpt.json",
+        ))
+        .args(["--out", merged])
+        .output()
+        .expect("sets merge");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set: Value = serde_json::from_str(&std::fs::read_to_string(merged).unwrap()).unwrap();
+    let dests = us1_portal_destinations(&set);
+    // 11 US1 addresses of the page, 4 IPv4 and 3 IPv6 Front Door prefixes.
+    assert_eq!(dests.len(), 18, "{dests:?}");
+    let v6: Vec<IpAddr> = dests.keys().filter(|a| a.is_ipv6()).copied().collect();
+    assert_eq!(v6.len(), 3);
+    let addrs: Vec<IpAddr> = dests.keys().copied().collect();
+    let dropped = IpAddr::V4(Ipv4Addr::new(13, 64, 26, 88));
+    let rejected = v6[0];
+    assert_eq!(dests[&dropped], ["US1"]);
+    assert!(dests[&rejected].is_empty());
+    with_topology("check_a_set_merged_from_page_and_tags", &addrs, |topo| {
+        let rules = format!(
+            "table inet casfw {{ chain forward {{ type filter hook forward priority 0; \
+             policy accept; ip daddr {dropped} tcp dport 443 drop; ip6 daddr {rejected} tcp \
+             dport 443 reject with icmpv6 type admin-prohibited; }}; }}"
+        );
+        let nft = topo
+            .command(topo.gw(), "nft")
+            .arg(&rules)
+            .output()
+            .expect("nft");
+        assert!(
+            nft.status.success(),
+            "{}",
+            String::from_utf8_lossy(&nft.stderr)
+        );
+        // One dual-stack listener answers for every address.
+        let server =
+            TcpServer::start(topo, topo.cloud(), "[::]:443".parse().unwrap()).expect("TCP server");
+        let (code, out, err) = agent_in_lan(
+            topo,
+            &[
+                "check",
+                "--set",
+                merged,
+                "--datacenter",
+                "US1",
+                "--purpose",
+                "portal",
+                "--iface",
+                Topology::LAN_IF,
+                "--timeout",
+                TIMEOUT_S,
+                "--json",
+                "-",
+            ],
+        );
+        server.stop();
+        assert_eq!(code, 1, "stderr:\n{err}\nstdout:\n{out}");
+        let recs = lines(&out);
+        let summary = recs.last().expect("summary");
+        assert_eq!(summary["destinations"], 18, "{summary}");
+        assert_eq!(summary["reachable"], 16, "{summary}");
+        assert_eq!(summary["unanswered"], 1, "{summary}");
+        assert_eq!(summary["unreachable"], 1, "{summary}");
+        assert_eq!(summary["refused"], 0, "{summary}");
+        for r in &recs[..recs.len() - 1] {
+            let addr: IpAddr = r["address"].as_str().unwrap().parse().unwrap();
+            assert_eq!(r["purposes"], serde_json::json!(["portal"]), "{r}");
+            assert_eq!(r["datacenters"], serde_json::json!(dests[&addr]), "{r}");
+            let want = if addr == dropped {
+                "unanswered"
+            } else if addr == rejected {
+                "unreachable"
+            } else {
+                "reachable"
+            };
+            assert_eq!(r["result"], want, "{r}");
+        }
+        let r = recs
+            .iter()
+            .find(|r| r["address"] == rejected.to_string())
+            .unwrap();
+        assert_eq!(r["reporter"], Topology::GW_INSIDE_ADDR6.to_string(), "{r}");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
