@@ -2,7 +2,8 @@
 //!
 //! 1. ns per packet through `BPF_PROG_TEST_RUN` ([`prog`]);
 //! 2. TCP and UDP throughput over veth between namespaces ([`net`]);
-//! 3. the real agent under load: events per second, CPU, memory ([`agent`]).
+//! 3. the real agent under load: events per second, CPU, memory ([`agent`]);
+//! 4. importing published address data: Service Tags, pages, merges ([`import`]).
 //!
 //! Writes `results.json` (and, unless `--quick`, the section of
 //! BENCHMARKS.md named by `--label`). Needs root, an agent built with its
@@ -11,6 +12,7 @@
 
 mod agent;
 mod agentproc;
+mod import;
 mod net;
 mod prog;
 mod report;
@@ -68,6 +70,8 @@ enum Part {
     Ring,
     /// The agent under load.
     Agent,
+    /// Importing published address data (needs ../shared/data).
+    Import,
 }
 
 fn workspace() -> PathBuf {
@@ -107,7 +111,7 @@ fn main() -> Result<()> {
         bail!("the benchmarks load BPF programs and create network namespaces: run as root (cargo xtask bench)");
     }
     let parts = if cli.parts.is_empty() {
-        vec![Part::Prog, Part::Ring, Part::Net, Part::Agent]
+        vec![Part::Prog, Part::Ring, Part::Net, Part::Agent, Part::Import]
     } else {
         cli.parts.clone()
     };
@@ -213,7 +217,27 @@ fn main() -> Result<()> {
         None
     };
 
-    let targets = report::targets(prog.as_ref(), net.as_ref(), agent.as_ref());
+    let import = if parts.contains(&Part::Import) {
+        match import::data_dir(&workspace()) {
+            Some(data) => {
+                let bin = agent_bin.exists().then_some(agent_bin.as_path());
+                Some(import::run(
+                    &data,
+                    bin,
+                    &out_dir,
+                    if cli.quick { 1 } else { 5 },
+                )?)
+            }
+            None => {
+                eprintln!("import: skipped, ../shared/data (the published files) is not beside the workspace");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let targets = report::targets(prog.as_ref(), net.as_ref(), agent.as_ref(), import.as_ref());
     let results = Results {
         schema: 1,
         label: cli.label.clone(),
@@ -225,6 +249,7 @@ fn main() -> Result<()> {
         ring,
         net,
         agent,
+        import,
         targets,
         wall_s: started.elapsed().as_secs_f64(),
     };
