@@ -373,7 +373,10 @@ fn diff_of_two_tag_files_is_exact_by_coverage() {
     .unwrap();
     std::fs::write(&one, doc(vec![entry(&n.to_string())])).unwrap();
     let (code, text, _) = cas(&["sets", "diff", &one, &quad]);
-    assert_eq!((code, text.as_str()), (0, "--- x\n+++ x\nno difference\n"));
+    assert_eq!(
+        (code, text.as_str()),
+        (0, "--- x (t)\n+++ x (t)\nno difference\n")
+    );
 }
 
 #[test]

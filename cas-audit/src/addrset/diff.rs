@@ -54,6 +54,10 @@ pub struct SetDiff {
     pub from: String,
     /// Name of the new set.
     pub to: String,
+    /// Where the old set's addresses come from (its `source`: file names).
+    pub from_source: String,
+    /// Where the new set's addresses come from.
+    pub to_source: String,
     /// Groups with at least one change, ordered by data center, region,
     /// then purpose.
     pub groups: Vec<GroupDiff>,
@@ -126,6 +130,8 @@ impl SetDiff {
         SetDiff {
             from: a.name.clone(),
             to: b.name.clone(),
+            from_source: a.source.clone(),
+            to_source: b.source.clone(),
             groups,
         }
     }
@@ -138,7 +144,10 @@ impl SetDiff {
     /// Readable text: one block per group, `+` to add, `-` to remove, then
     /// the totals per purpose and per region ([`GroupDiff::location`]).
     pub fn text(&self) -> String {
-        let mut out = format!("--- {}\n+++ {}\n", self.from, self.to);
+        let mut out = format!(
+            "--- {} ({})\n+++ {} ({})\n",
+            self.from, self.from_source, self.to, self.to_source
+        );
         if self.groups.is_empty() {
             out.push_str("no difference\n");
             return out;

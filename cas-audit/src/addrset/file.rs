@@ -6,17 +6,17 @@
 //! ```json
 //! {
 //!   "schema": 2,
-//!   "name": "cas-2024-02+tags-public-2024-06-10",
-//!   "source": "network-requirements-2024-11-03.md + ServiceTags_Public_20240610.json",
-//!   "published": "2024-06-10",
+//!   "name": "cas-2024-02+tags-public-2025-11-10",
+//!   "source": "network-requirements-2024-11-03.md + ServiceTags_Public_cn376_2025-11-10_mcas-excerpt.json",
+//!   "published": "2025-11-10",
 //!   "sources": [
-//!     {"id": "page-2024-02-29", "kind": "page", "file": "network-requirements-2024-11-03.md", "published": "2024-02-29", "sha256": "9f0c..."},
-//!     {"id": "tags-public-2024-06-10", "kind": "service-tags", "file": "ServiceTags_Public_20240610.json", "published": "2024-06-10", "cloud": "Public", "change_number": 310,
-//!      "tags": [{"name": "MicrosoftCloudAppSecurity", "change_number": 6, "prefixes": 699}], "sha256": "5d1e..."}
+//!     {"id": "page-2024-02-29", "kind": "page", "file": "network-requirements-2024-11-03.md", "published": "2024-02-29", "sha256": "402c1c2c..."},
+//!     {"id": "tags-public-2025-11-10", "kind": "service-tags", "file": "ServiceTags_Public_cn376_2025-11-10_mcas-excerpt.json", "published": "2025-11-10",
+//!      "cloud": "Public", "change_number": 376, "tags": [{"name": "MicrosoftCloudAppSecurity", "change_number": 13, "prefixes": 2302}], "sha256": "56f469ad..."}
 //!   ],
 //!   "entries": [
 //!     {"prefix": "13.64.26.88/32", "datacenter": "US1", "purpose": "portal", "direction": "outbound", "ports": [443], "sources": ["page-2024-02-29"]},
-//!     {"prefix": "4.150.0.0/28", "datacenter": null, "region": "westus", "cloud": "Public", "purpose": "app-connector", "direction": "inbound", "ports": [443], "sources": ["tags-public-2024-06-10"]},
+//!     {"prefix": "13.64.16.129/32", "datacenter": null, "region": "westus", "cloud": "Public", "purpose": "app-connector", "direction": "inbound", "ports": [443], "sources": ["tags-public-2025-11-10"]},
 //!     {"prefix": "2620:1ec:49::/48", "datacenter": null, "cloud": "Public", "purpose": "portal", "direction": "outbound", "ports": [443], "shared": true, "sources": ["tags-public-2025-11-10"]}
 //!   ],
 //!   "dns": [

@@ -238,9 +238,14 @@ pub fn show(set: &AddressSet, format: ShowFormat) -> String {
                 if e.shared {
                     sources.push_str(" (shared)");
                 }
+                // An entry placed by region only is not "every data center".
+                let dc = match (e.datacenter, &e.region) {
+                    (None, Some(_)) => "-".to_owned(),
+                    (dc, _) => datacenter_text(dc).into_owned(),
+                };
                 t.add_row(vec![
                     e.prefix.to_string(),
-                    datacenter_text(e.datacenter).into_owned(),
+                    dc,
                     e.region.as_ref().map_or("-".into(), ToString::to_string),
                     e.purpose.to_string(),
                     e.direction.to_string(),

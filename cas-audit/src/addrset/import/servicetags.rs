@@ -407,10 +407,7 @@ pub fn import_service_tags(
     }
     for r in &regional {
         let region = r.region.as_ref().map_or("?".into(), ToString::to_string);
-        report(
-            r,
-            format!("region {region} of the global prefixes it holds"),
-        );
+        report(r, format!("places global prefixes in {region}"));
     }
     if let Some(f) = &front_door {
         let fd = FRONT_DOOR_PURPOSES.map(Purpose::as_str).join(", ");
