@@ -359,6 +359,10 @@ mod tests {
             "--datacenter",
             "us1",
             "gov-us1",
+            "gcc-high",
+            "--region",
+            "West US 2",
+            "westeurope",
             "--json",
             "-",
             "--duration",
@@ -375,8 +379,10 @@ mod tests {
         assert_eq!(c.ports.unwrap().iter().collect::<Vec<_>>(), vec![443, 8443]);
         assert_eq!(
             c.selection.datacenters,
-            vec![DataCenter::Us1, DataCenter::GovUs1]
+            vec![DataCenter::Us1, DataCenter::GovUs1, DataCenter::GccHigh]
         );
+        let regions: Vec<&str> = c.selection.regions.iter().map(|r| r.as_str()).collect();
+        assert_eq!(regions, ["westus2", "westeurope"]);
         assert_eq!(c.json, Some(JsonTarget::Stdout));
         assert_eq!(c.duration, Some(Duration::from_millis(2500)));
         assert_eq!(c.ingress, IngressMode::Tc);
@@ -502,6 +508,16 @@ mod tests {
             vec!["cas-audit", "run", "--iface", "x", "--allow-port", "0"],
             vec!["cas-audit", "run", "--iface", "x", "--allow-port", "70000"],
             vec!["cas-audit", "run", "--iface", "x", "--datacenter", "US9"],
+            vec![
+                "cas-audit",
+                "run",
+                "--iface",
+                "x",
+                "--region",
+                "west/europe",
+            ],
+            vec!["cas-audit", "sets", "show", "--region", ""],
+            vec!["cas-audit", "sets", "merge", "only-one.json"],
             vec!["cas-audit", "run", "--iface", "x", "--duration", "-1"],
             vec!["cas-audit", "run", "--iface", "x", "--ingress", "af_xdp"],
         ] {

@@ -36,8 +36,7 @@ struct Keys {
     schema: Option<IgnoredAny>,
 }
 
-/// The format of `text` (`None`: JSON of neither kind, or broken JSON:
-/// the message says which).
+/// The format of `text`.
 ///
 /// # Errors
 /// JSON (the text starts with `{`) that is not an object with `values` or
