@@ -44,6 +44,21 @@ pub mod process;
 pub mod testrun;
 pub mod traffic;
 
+/// A file Microsoft published, in `../shared/data` beside the repository
+/// (as CI has it): `pages/...md`, `servicetags/...json`. The address-data
+/// tests read them; a missing file panics, naming it: they are test input.
+pub fn shared_data(file: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(file);
+    assert!(
+        p.is_file(),
+        "{} is missing: the published data beside the repository is test input",
+        p.display()
+    );
+    p
+}
+
 /// Prefix of every namespace name this crate creates ("casa" + pid + "n" + counter).
 pub const NS_PREFIX: &str = "casa";
 

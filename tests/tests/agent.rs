@@ -34,7 +34,7 @@ use cas_audit_tests::process::{
     agent_bin, agent_bin_str, Exited as Run, Process as Agent, EXIT_TIMEOUT, SETTLE,
 };
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
-use cas_audit_tests::{with_topology, Topology};
+use cas_audit_tests::{shared_data, with_topology, Topology};
 
 /// A real CAS endpoint (US1, app-connector and dlp); only ever configured on
 /// the cloud namespace's loopback.
@@ -1232,19 +1232,6 @@ fn run_against_an_imported_page() {
     });
 }
 
-/// A file of `../shared/data` (beside the repository, as in CI).
-fn shared_data(file: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(file);
-    assert!(
-        p.is_file(),
-        "{} is missing: the shared data is test input",
-        p.display()
-    );
-    p.to_str().expect("UTF-8").to_owned()
-}
-
 /// The first host address of the first prefix (of IPv6 when `v6`) of
 /// `set` that only the Service Tags source lists, in `region`, for
 /// `purpose`, and that overlaps no prefix of the page; and the prefix.
@@ -1298,8 +1285,12 @@ fn run_against_a_set_merged_from_page_and_tags() {
     let m = cli(&[
         "sets",
         "merge",
-        &shared_data("pages/network-requirements-2024-11-03.md"),
-        &shared_data("servicetags/ServiceTags_Public_cn376_2025-11-10_mcas-excerpt.json"),
+        shared_data("pages/network-requirements-2024-11-03.md")
+            .to_str()
+            .expect("UTF-8"),
+        shared_data("servicetags/ServiceTags_Public_cn376_2025-11-10_mcas-excerpt.json")
+            .to_str()
+            .expect("UTF-8"),
         "--out",
         &merged,
     ]);

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use cas_audit::addrset::export::{export, ExportFormat};
 use cas_audit::addrset::import::load_input;
 use cas_audit::addrset::{AddressSet, Connection, DataCenter};
-use cas_audit_tests::{netns_command, require_root, NS_PREFIX, REQUIRE_ROOT_ENV};
+use cas_audit_tests::{netns_command, require_root, shared_data, NS_PREFIX, REQUIRE_ROOT_ENV};
 use ipnet::IpNet;
 
 // ---------------------------------------------------------------------------
@@ -772,14 +772,13 @@ fn ipset_crafted_and_documented_usage() {
 /// The 2024-11 page merged with the 2025-11 Service Tags excerpt (whose
 /// Front Door tag holds IPv6 prefixes), from `../shared/data`.
 fn merged_page_and_tags() -> AddressSet {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
     let sets: Vec<AddressSet> = [
         "pages/network-requirements-2024-11-03.md",
         "servicetags/ServiceTags_Public_cn376_2025-11-10_mcas-excerpt.json",
     ]
     .iter()
     .map(|f| {
-        let path = data.join(f);
+        let path = shared_data(f);
         load_input(path.to_str().expect("UTF-8"), None)
             .unwrap_or_else(|e| panic!("{e} (the shared data is test input)"))
             .into_set()

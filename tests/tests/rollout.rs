@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use cas_audit_tests::process::{agent_bin_str, Process};
+use cas_audit_tests::process::{agent_bin_str, Process, EXIT_TIMEOUT};
 use cas_audit_tests::traffic::TcpServer;
-use cas_audit_tests::{with_topology, Topology};
+use cas_audit_tests::{shared_data, with_topology, Topology};
 
 // Real CAS portal / app-connector addresses (cas-2019-11), only ever
 // configured on the cloud namespace's loopback.
@@ -561,19 +561,6 @@ fn run_records_the_same_states() {
 // A set merged from a published page and a Service Tags file
 // ---------------------------------------------------------------------------
 
-/// A file of `../shared/data` (beside the repository, as in CI).
-fn shared_data(file: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(file);
-    assert!(
-        p.is_file(),
-        "{} is missing: the shared data is test input",
-        p.display()
-    );
-    p.to_str().expect("UTF-8").to_owned()
-}
-
 /// The outbound portal destinations of US1 in a merged set file, computed
 /// from its JSON: each entry's probe address (a host prefix's own, else
 /// network + 1), with the data centers of its entries.
@@ -615,23 +602,15 @@ fn check_a_set_merged_from_page_and_tags() {
     let dir = tempdir("check_a_set_merged_from_page_and_tags");
     let merged = dir.join("merged.json");
     let merged = merged.to_str().expect("UTF-8");
-    let out = std::process::Command::new(agent_bin())
-        .args([
-            "sets",
-            "merge",
-            &shared_data("pages/network-requirements-2024-11-03.md"),
-        ])
+    let mut cmd = std::process::Command::new(agent_bin());
+    cmd.args(["sets", "merge"])
+        .arg(shared_data("pages/network-requirements-2024-11-03.md"))
         .arg(shared_data(
             "servicetags/ServiceTags_Public_cn376_2025-11-10_mcas-excerpt.json",
         ))
-        .args(["--out", merged])
-        .output()
-        .expect("sets merge");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(["--out", merged]);
+    let merge = Process::spawn(cmd).wait(EXIT_TIMEOUT);
+    assert!(merge.status.success(), "{}", merge.stderr);
     let set: Value = serde_json::from_str(&std::fs::read_to_string(merged).unwrap()).unwrap();
     let dests = us1_portal_destinations(&set);
     // 11 US1 addresses of the page, 4 IPv4 and 3 IPv6 Front Door prefixes.

@@ -8,13 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value;
 
-use cas_audit_tests::process::agent_bin;
+use cas_audit_tests::process::{agent_bin, Process, EXIT_TIMEOUT};
+use cas_audit_tests::shared_data;
 
 const PAGE_2024: &str = "pages/network-requirements-2024-11-03.md";
 const PAGE_2021: &str = "pages/network-requirements-2021-11-08.md";
@@ -22,17 +23,9 @@ const TAGS_2024: &str = "servicetags/ServiceTags_Public_20240610.json";
 const TAGS_2025: &str = "servicetags/ServiceTags_Public_cn376_2025-11-10_mcas-excerpt.json";
 const TAGS_GOV: &str = "servicetags/ServiceTags_AzureGovernment_20260720_mcas-excerpt.json";
 
-/// A file of `../shared/data`; missing is a failure.
+/// A file of `../shared/data`, as a string.
 fn data(file: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(file);
-    assert!(
-        p.is_file(),
-        "{} is missing: the shared data is test input",
-        p.display()
-    );
-    p.to_str().expect("UTF-8 path").to_owned()
+    shared_data(file).to_str().expect("UTF-8 path").to_owned()
 }
 
 /// A scratch directory, removed on drop.
@@ -59,16 +52,10 @@ impl Drop for Scratch {
 
 /// `cas-audit ARGS`: exit code, stdout, stderr.
 fn cas(args: &[&str]) -> (i32, String, String) {
-    let out: Output = Command::new(agent_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running cas-audit");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(args);
+    let run = Process::spawn(cmd).wait(EXIT_TIMEOUT);
+    (run.status.code().unwrap_or(-1), run.stdout, run.stderr)
 }
 
 fn json_file(path: &str) -> Value {
