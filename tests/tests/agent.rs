@@ -1382,7 +1382,7 @@ fn exit_2_bad_set_file() {
         run.assert_usage_error(&[path, "entries[1]", "10.0.0.0/33"]);
         assert_nothing_attached(topo);
 
-        std::fs::write(&file, r#"{"schema": 2, "name": "x"}"#).expect("writing");
+        std::fs::write(&file, r#"{"schema": 3, "name": "x"}"#).expect("writing");
         let run = spawn_agent(
             topo,
             &[

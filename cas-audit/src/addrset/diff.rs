@@ -41,9 +41,7 @@ impl GroupDiff {
     /// The group's Azure region: its own, else its data center's.
     #[must_use]
     pub fn location(&self) -> Option<Region> {
-        self.region
-            .clone()
-            .or_else(|| self.datacenter.map(DataCenter::region))
+        crate::addrset::tags::location(self.datacenter, self.region.as_ref())
     }
 }
 

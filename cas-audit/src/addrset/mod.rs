@@ -104,9 +104,7 @@ impl Entry {
     /// ([`DataCenter::region`]); `None` for an entry of every data center.
     #[must_use]
     pub fn location(&self) -> Option<Region> {
-        self.region
-            .clone()
-            .or_else(|| self.datacenter.map(DataCenter::region))
+        tags::location(self.datacenter, self.region.as_ref())
     }
 }
 

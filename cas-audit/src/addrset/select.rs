@@ -7,7 +7,7 @@
 //! are kept by `--datacenter` and `--region` alike, since every tenant needs
 //! them.
 
-use super::{AddressSet, DataCenter, Entry, Purpose, Region, SetError};
+use super::{tags::location, AddressSet, DataCenter, Entry, Purpose, Region, SetError};
 
 /// A set and the part of it selected.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,8 +67,7 @@ impl AddressSet {
     pub fn retain_regions(&mut self, regions: &[Region]) {
         let keep = |r: Option<Region>| r.is_none_or(|r| regions.contains(&r));
         self.entries.retain(|e: &Entry| keep(e.location()));
-        self.dns
-            .retain(|d| keep(d.datacenter.map(DataCenter::region)));
+        self.dns.retain(|d| keep(location(d.datacenter, None)));
     }
 
     /// Keeps the entries and DNS names of the given purposes (an empty

@@ -380,6 +380,16 @@ impl<'de> Deserialize<'de> for Connection {
     }
 }
 
+/// Where a place is: its own region, else its data center's
+/// ([`DataCenter::region`]); `None` for a place of every data center. The
+/// one rule `--region` selects by.
+#[must_use]
+pub fn location(datacenter: Option<DataCenter>, region: Option<&Region>) -> Option<Region> {
+    region
+        .cloned()
+        .or_else(|| datacenter.map(DataCenter::region))
+}
+
 /// An Azure region, by its Azure Resource Manager name: lower case letters
 /// and digits, e.g. `westeurope`, `westus2`, `usgovvirginia`.
 ///

@@ -72,16 +72,6 @@ pub enum Imported {
 impl Imported {
     /// The set it gave.
     #[must_use]
-    pub fn set(&self) -> &AddressSet {
-        match self {
-            Imported::Page(i) => &i.set,
-            Imported::ServiceTags(i) => &i.set,
-            Imported::Set(s) => s,
-        }
-    }
-
-    /// The set it gave.
-    #[must_use]
     pub fn into_set(self) -> AddressSet {
         match self {
             Imported::Page(i) => i.set,

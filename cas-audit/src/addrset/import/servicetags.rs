@@ -304,11 +304,23 @@ pub fn import_service_tags(
             .enumerate()
             .map(|(i, p)| (p.trunc(), i))
             .collect();
-        let lens: BTreeSet<u8> = index.keys().map(IpNet::prefix_len).collect();
+        // Prefix lengths in use, per family (IPv4, IPv6).
+        let mut lens: [BTreeSet<u8>; 2] = Default::default();
+        for p in index.keys() {
+            lens[usize::from(p.addr().is_ipv6())].insert(p.prefix_len());
+        }
         for r in &regional {
-            let Some(region) = &r.region else { continue };
+            let Some(region) = &r.region else {
+                warnings.push(format!(
+                    "tag {}: no region can be read from its name or its region field: its \
+                     prefixes place nothing",
+                    r.name
+                ));
+                continue;
+            };
             for q in &r.prefixes {
-                let hits = covering_or_inside(q, &index, &lens, &g.prefixes);
+                let lens = &lens[usize::from(q.addr().is_ipv6())];
+                let hits = covering_or_inside(q, &index, lens, &g.prefixes);
                 if hits.is_empty() {
                     orphans.push((*q, region.clone()));
                 }
@@ -435,7 +447,8 @@ pub fn import_service_tags(
     })
 }
 
-/// The global prefixes (indices) that contain `q` or lie inside it.
+/// The global prefixes (indices) that contain `q` or lie inside it; `lens`:
+/// the prefix lengths of `q`'s family among them.
 fn covering_or_inside(
     q: &IpNet,
     index: &HashMap<IpNet, usize>,
