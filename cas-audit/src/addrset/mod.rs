@@ -9,7 +9,7 @@
 //! - [`source`]: where entries come from ([`Source`]: a page, a Service
 //!   Tags file, a set file) and merging sets ([`AddressSet::merge`]);
 //! - [`select`]: the part of a set a command works on ([`Selection`]);
-//! - [`file`]: the set-file schema, reading and writing, the built-in sets;
+//! - [`file`](mod@file): the set-file schema, reading and writing, the built-in sets;
 //! - [`ranges`]: a set as distinct prefixes with their tags, for the tries;
 //! - [`import`], [`export`], [`diff`]: from pages and Service Tags, to
 //!   firewalls, between versions.
@@ -128,7 +128,7 @@ pub struct DnsName {
 }
 
 /// A named list of [`Entry`] and [`DnsName`] values with where they come
-/// from, as loaded from a set file (see [`file`]).
+/// from, as loaded from a set file (see [`file`](mod@file)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressSet {
     /// Short identifier, e.g. `cas-2019-11`.
