@@ -12,7 +12,7 @@ use crate::{
         status::StatusConfig,
     },
     flow::AllowedPorts,
-    output::{logdir::LogDirOptions, sink::JsonTarget},
+    output::{logdir::LogDirOptions, sink::JsonTarget, syslog::SyslogOptions},
     report::{Filters, ReportConfig},
     rollout::CheckConfig,
 };
@@ -149,6 +149,12 @@ impl RunArgs {
             ring_bytes: self.ring_size,
             pin: self.pin.clone(),
             metrics: self.metrics,
+            ipfix: self.ipfix,
+            syslog: self.syslog.clone().map(|target| SyslogOptions {
+                target,
+                format: self.syslog_format,
+                ended: self.syslog_ended,
+            }),
             ..RunConfig::default()
         }
     }
