@@ -24,19 +24,24 @@ pub const EXPORT_GRACE: Duration = Duration::from_secs(2);
 /// A system fed with some of the flow records, through a [`Bounded`] queue.
 pub struct Export {
     sink: Bounded<Arc<FlowRecord>>,
-    wants: fn(&FlowRecord, bool) -> bool,
-    /// Also the records of flows reported for good (syslog `--syslog-ended`).
-    ended: bool,
+    picks: Picks,
+}
+
+/// Which records an export takes.
+#[derive(Debug, Clone, Copy)]
+enum Picks {
+    /// Flows reported for good (each flow once, with its final counts).
+    Final,
+    /// Flagged and blocked flows, and with `ended` the flows reported for good.
+    Alerts { ended: bool },
 }
 
 impl Export {
-    /// An IPFIX exporter: flows reported for good (each flow once, with its
-    /// final counts).
+    /// An IPFIX exporter: flows reported for good.
     pub fn ipfix(sink: Bounded<Arc<FlowRecord>>) -> Export {
         Export {
             sink,
-            wants: |r, _| r.reason.is_final(),
-            ended: true,
+            picks: Picks::Final,
         }
     }
 
@@ -45,11 +50,16 @@ impl Export {
     pub fn syslog(sink: Bounded<Arc<FlowRecord>>, ended: bool) -> Export {
         Export {
             sink,
-            wants: |r, ended| {
-                matches!(r.reason, Reason::Flagged | Reason::Blocked)
-                    || (ended && r.reason.is_final())
-            },
-            ended,
+            picks: Picks::Alerts { ended },
+        }
+    }
+
+    fn wants(&self, reason: Reason) -> bool {
+        match self.picks {
+            Picks::Final => reason.is_final(),
+            Picks::Alerts { ended } => {
+                matches!(reason, Reason::Flagged | Reason::Blocked) || (ended && reason.is_final())
+            }
         }
     }
 }
@@ -169,7 +179,7 @@ impl Output {
         self.record(RecordRef::Flow(rec))?;
         let mut shared = None;
         for e in &self.exports {
-            if (e.wants)(rec, e.ended) {
+            if e.wants(rec.reason) {
                 let r = shared.get_or_insert_with(|| Arc::new(rec.clone()));
                 e.sink.offer(r.clone());
             }

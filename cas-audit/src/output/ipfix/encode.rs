@@ -47,25 +47,23 @@ pub struct Field {
     pub enterprise: bool,
     /// Octets, or 65535 for a variable-length string.
     pub len: u16,
-    /// Name, for the README's template table and tests.
-    pub name: &'static str,
 }
 
-const fn iana(id: u16, len: u16, name: &'static str) -> Field {
+/// An IANA element; the name is the registry's, for the reader.
+const fn iana(id: u16, len: u16, _name: &str) -> Field {
     Field {
         id,
         enterprise: false,
         len,
-        name,
     }
 }
 
-const fn own(id: u16, len: u16, name: &'static str) -> Field {
+/// One of cas-audit's elements ([`ENTERPRISE`]).
+const fn own(id: u16, len: u16, _name: &str) -> Field {
     Field {
         id,
         enterprise: true,
         len,
-        name,
     }
 }
 
