@@ -49,7 +49,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach to interfaces and report CAS flows live, as JSON lines and readable lines.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Firewall rollout check: connect to every required outbound CAS
     /// destination and show what happened to each attempt (exit 0 only when
     /// all are reachable, 1 otherwise).
