@@ -10,16 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use cas_audit_tests::process::{agent_bin_str, Exited, Process};
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
-use cas_audit_tests::{with_topology, Topology};
+use cas_audit_tests::{with_topology, TempDir, Topology};
 
 /// A real CAS endpoint (US1 app-connector, dlp), only on the cloud's loopback.
 const CAS: IpAddr = IpAddr::V4(Ipv4Addr::new(13, 64, 196, 27));
@@ -30,29 +29,6 @@ const RECEIVER: IpAddr = Topology::CLOUD_ADDR4;
 const NOBODY: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77));
 const UDP_COUNT: usize = 5;
 const UDP_LEN: usize = 100;
-
-/// A directory under /tmp, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/cas-audit-exports-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A receiver daemon in a namespace, killed on drop.
 struct Daemon(Child, &'static str);
@@ -311,7 +287,7 @@ fn nfdump(dir: &Path) -> (Vec<Uniflow>, String) {
 #[test]
 fn ipfix_export_reads_back_in_nfdump_with_the_json_counts() {
     with_topology("ipfix_export_reads_back_in_nfdump", &[CAS], |topo| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("exports");
         let collector = SocketAddr::new(RECEIVER, 4739).to_string();
         let nfcapd = Daemon::start(
             topo,
@@ -448,7 +424,7 @@ fn pri(rec: &Value) -> String {
 #[test]
 fn syslog_reaches_rsyslog_as_rfc5424_and_cef() {
     with_topology("syslog_reaches_rsyslog", &[CAS], |topo| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("exports");
         let daemon = rsyslog(topo, &dir.0);
         let target = |scheme: &str| format!("{scheme}://{RECEIVER}:5514");
 

@@ -169,14 +169,16 @@ fn ensure_toolchain() -> Result<()> {
         ]))?;
     }
     let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
-    if !linker.contains(BPF_LINKER_VERSION) {
-        run(cargo().args([
-            "install",
-            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-            "--locked",
-        ]))?;
+    cargo_install_unless(&linker, "bpf-linker", BPF_LINKER_VERSION)
+}
+
+/// `cargo install KRATE@VERSION --locked` unless `installed` (what the
+/// tool says of its version) names that version.
+fn cargo_install_unless(installed: &str, krate: &str, version: &str) -> Result<()> {
+    if installed.contains(version) {
+        return Ok(());
     }
-    Ok(())
+    run(cargo().args(["install", &format!("{krate}@{version}"), "--locked"]))
 }
 
 /// Builds the .deb of the release binary and what `dist` staged in `out`
@@ -191,13 +193,7 @@ fn deb(out: &Path) -> Result<PathBuf> {
         );
     }
     let installed = output(cargo().args(["deb", "--version"])).unwrap_or_default();
-    if !installed.contains(CARGO_DEB_VERSION) {
-        run(cargo().args([
-            "install",
-            &format!("cargo-deb@{CARGO_DEB_VERSION}"),
-            "--locked",
-        ]))?;
-    }
+    cargo_install_unless(&installed, "cargo-deb", CARGO_DEB_VERSION)?;
     let listing = output(
         cargo().args([
             "deb",

@@ -59,11 +59,10 @@ const fn iana(id: u16, len: u16, _name: &str) -> Field {
 }
 
 /// One of cas-audit's elements ([`ENTERPRISE`]).
-const fn own(id: u16, len: u16, _name: &str) -> Field {
+const fn own(id: u16, len: u16, name: &str) -> Field {
     Field {
-        id,
         enterprise: true,
-        len,
+        ..iana(id, len, name)
     }
 }
 
