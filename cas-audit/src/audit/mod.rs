@@ -326,10 +326,7 @@ fn exports(cfg: &RunConfig, host: &str) -> Result<Vec<Export>, Error> {
             "sending flagged and blocked flows{} to syslog {} ({})",
             if o.ended { " and every ended flow" } else { "" },
             o.target,
-            match o.format {
-                crate::output::syslog::Format::Rfc5424 => "rfc5424",
-                crate::output::syslog::Format::Cef => "cef",
-            }
+            o.format.as_str()
         );
         exports.push(Export::syslog(sink, o.ended));
     }

@@ -43,14 +43,23 @@ pub enum Format {
     Cef,
 }
 
+impl Format {
+    /// The name `--syslog-format` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Rfc5424 => "rfc5424",
+            Format::Cef => "cef",
+        }
+    }
+}
+
 impl std::str::FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Format, String> {
-        match s {
-            "rfc5424" => Ok(Format::Rfc5424),
-            "cef" => Ok(Format::Cef),
-            _ => Err(format!("{s:?}: expected rfc5424 or cef")),
-        }
+        [Format::Rfc5424, Format::Cef]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("{s:?}: expected rfc5424 or cef"))
     }
 }
 
