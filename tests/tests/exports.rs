@@ -319,8 +319,8 @@ fn ipfix_export_reads_back_in_nfdump_with_the_json_counts() {
         assert_eq!(got, want, "nfdump read:\n{text}");
         assert_eq!(summary["sinks"]["ipfix"]["sent"], 3, "{summary}");
         assert_eq!(summary["sinks"]["ipfix"]["dropped"], 0, "{summary}");
-        // The flow ids the collector got are the JSON's (IE 148 flowId)
-        // where nfdump shows them; the sequence numbers had no gap.
+        // nfcapd's own account: 4 flow records, and no gap in the
+        // sequence numbers (which count data records).
         let stat = Command::new("nfdump")
             .args(["-R", dir.0.to_str().unwrap(), "-I"])
             .output()
