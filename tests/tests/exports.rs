@@ -9,7 +9,7 @@
 //! `uplink`, the receivers on the cloud's `edge` address (203.0.113.2).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ use cas_audit_tests::{with_topology, TempDir, Topology};
 
 /// A real CAS endpoint (US1 app-connector, dlp), only on the cloud's loopback.
 const CAS: IpAddr = IpAddr::V4(Ipv4Addr::new(13, 64, 196, 27));
+/// An IPv6 range of the IPFIX test's set file (the built-in sets have none).
+const CAS6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xca5, 0, 0, 0, 0, 1));
 const LAN: IpAddr = Topology::LAN_ADDR4;
 /// The receivers' address: the cloud namespace's veth.
 const RECEIVER: IpAddr = Topology::CLOUD_ADDR4;
@@ -263,8 +265,11 @@ fn nfdump(dir: &Path) -> (Vec<Uniflow>, String) {
     let mut v: Vec<Uniflow> = flows
         .iter()
         .map(|f| {
+            // IPv4 or IPv6 addresses.
             let s = |k: &str| {
-                f[k].as_str()
+                [k.to_string(), k.replace('4', "6")]
+                    .iter()
+                    .find_map(|k| f[k].as_str())
                     .unwrap_or_else(|| panic!("{k} in {f}"))
                     .to_string()
             };
@@ -286,8 +291,19 @@ fn nfdump(dir: &Path) -> (Vec<Uniflow>, String) {
 
 #[test]
 fn ipfix_export_reads_back_in_nfdump_with_the_json_counts() {
-    with_topology("ipfix_export_reads_back_in_nfdump", &[CAS], |topo| {
+    with_topology("ipfix_export_reads_back_in_nfdump", &[CAS, CAS6], |topo| {
         let dir = TempDir::new("exports");
+        // Both templates: the set has an IPv4 and an IPv6 range.
+        let set = dir.0.join("set.json");
+        std::fs::write(
+            &set,
+            format!(
+                r#"{{"schema": 1, "name": "lab", "source": "test", "published": "2026-11-22", "entries": [
+                {{"prefix": "{CAS}/32", "datacenter": "US1", "purpose": "app-connector"}},
+                {{"prefix": "{CAS6}/128", "datacenter": "US1", "purpose": "app-connector"}}]}}"#
+            ),
+        )
+        .expect("writing the set");
         let collector = SocketAddr::new(RECEIVER, 4739).to_string();
         let nfcapd = Daemon::start(
             topo,
@@ -305,21 +321,34 @@ fn ipfix_export_reads_back_in_nfdump_with_the_json_counts() {
             ],
             4739,
         );
-        let agent = start_agent(topo, &["--ipfix", &collector]);
+        let agent = start_agent(
+            topo,
+            &["--ipfix", &collector, "--set", set.to_str().unwrap()],
+        );
         traffic(topo);
+        udp_send(
+            topo,
+            topo.lan(),
+            Some(SocketAddr::new(Topology::LAN_ADDR6, 40004)),
+            SocketAddr::new(CAS6, 8443),
+            UDP_COUNT,
+            UDP_LEN,
+        )
+        .expect("UDP over IPv6");
         let run = agent.stop();
         // nfcapd writes its file when it stops.
         nfcapd.stop();
         let (flows, summary) = records(&run);
         let finals = finals(&flows);
-        assert_eq!(finals.len(), 3, "{flows:?}");
+        assert_eq!(finals.len(), 4, "{flows:?}");
         let want = uniflows(&finals);
-        assert_eq!(want.len(), 4, "{want:?}");
+        assert_eq!(want.len(), 5, "{want:?}");
+        assert!(want.iter().any(|u| u.0 == "2001:db8:1::2"), "{want:?}");
         let (got, text) = nfdump(&dir.0);
         assert_eq!(got, want, "nfdump read:\n{text}");
-        assert_eq!(summary["sinks"]["ipfix"]["sent"], 3, "{summary}");
+        assert_eq!(summary["sinks"]["ipfix"]["sent"], 4, "{summary}");
         assert_eq!(summary["sinks"]["ipfix"]["dropped"], 0, "{summary}");
-        // nfcapd's own account: 4 flow records, and no gap in the
+        // nfcapd's own account: 5 flow records, and no gap in the
         // sequence numbers (which count data records).
         let stat = Command::new("nfdump")
             .args(["-R", dir.0.to_str().unwrap(), "-I"])
@@ -327,7 +356,7 @@ fn ipfix_export_reads_back_in_nfdump_with_the_json_counts() {
             .expect("nfdump -I");
         let stat = String::from_utf8_lossy(&stat.stdout);
         assert!(stat.contains("Sequence failures: 0"), "{stat}");
-        assert!(stat.contains("Flows: 4"), "{stat}");
+        assert!(stat.contains("Flows: 5"), "{stat}");
     });
 }
 
