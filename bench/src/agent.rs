@@ -10,14 +10,22 @@
 //! gateway's stack drops them right after TC ingress (no replies, no
 //! forwarding). Source port 443 makes allowed flows, 9999 disallowed ones
 //! (one ring-buffer event each).
+//!
+//! Export phases ([`Phase::ipfix`]) compare the agent with and without
+//! `--ipfix` at the same load of allowed flows: with `--idle-timeout 1`
+//! flows are reported for good (and exported) while the load lasts, to a
+//! UDP receiver in the cloud namespace that counts the messages; CPU is
+//! measured over the load and the [`EXPORT_TAIL`] after it, when the last
+//! flows expire.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use cas_audit_tests::packet::Pkt;
+use cas_audit_tests::traffic::udp_sink;
 use cas_audit_tests::Topology;
 use serde::Serialize;
 
@@ -34,7 +42,19 @@ pub struct Phase {
     pub events: bool,
     /// Seconds of load (CPU is measured over them).
     pub seconds: f64,
+    /// An export phase: `Some(true)` with `--ipfix`, `Some(false)` the same
+    /// without; `None` a plain phase.
+    pub ipfix: Option<bool>,
 }
+
+/// Arguments of the export phases (on and off alike): flows expire, and
+/// are reported, while the load lasts; the table holds them meanwhile.
+const EXPORT_ARGS: [&str; 4] = ["--idle-timeout", "1", "--max-flows", "524288"];
+/// Time after the load over which an export phase's CPU is still measured.
+pub const EXPORT_TAIL: Duration = Duration::from_millis(2500);
+/// Where the export phases send IPFIX: a counting UDP receiver on the
+/// cloud namespace's veth.
+const COLLECTOR_PORT: u16 = 4739;
 
 /// Figures of one phase.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +81,15 @@ pub struct PhaseResult {
     pub rss_mib: f64,
     /// Agent peak resident memory, MiB.
     pub rss_peak_mib: f64,
+    /// Export phases: flows the summary says were reported for good.
+    pub flows_reported: u64,
+    /// Export phases with IPFIX: flows sent and dropped (summary `sinks`),
+    /// and IPFIX messages the receiver got.
+    pub ipfix_sent: u64,
+    /// See `ipfix_sent`.
+    pub ipfix_dropped: u64,
+    /// See `ipfix_sent`.
+    pub ipfix_messages: u64,
 }
 
 /// Results of this part.
@@ -90,7 +119,19 @@ pub fn run(bin: &Path, phases: &[Phase]) -> Result<AgentResults> {
     let mut out = Vec::new();
     let mut next_flow = 0u64;
     for ph in phases {
-        let agent = Agent::start(&topo, bin)?;
+        let collector = SocketAddr::new(Topology::CLOUD_ADDR4, COLLECTOR_PORT);
+        let mut extra: Vec<String> = Vec::new();
+        if ph.ipfix.is_some() {
+            extra.extend(EXPORT_ARGS.iter().map(|s| s.to_string()));
+        }
+        if ph.ipfix == Some(true) {
+            extra.extend(["--ipfix".to_string(), collector.to_string()]);
+        }
+        let receiver = match ph.ipfix {
+            Some(true) => Some(udp_sink(&topo, topo.cloud(), collector)?),
+            _ => None,
+        };
+        let agent = Agent::start_with(&topo, bin, &extra)?;
         // Let start-up settle (first flow-table poll, allocations).
         thread::sleep(Duration::from_millis(1500));
         let pid = agent.pid();
@@ -106,14 +147,20 @@ pub fn run(bin: &Path, phases: &[Phase]) -> Result<AgentResults> {
             next_flow += n;
             send(&topo, ph.rate, n, first, ph.events, ph.seconds)?
         };
+        let load_wall = t0.elapsed().as_secs_f64();
+        if ph.ipfix.is_some() {
+            thread::sleep(EXPORT_TAIL);
+        }
         let wall = t0.elapsed().as_secs_f64();
         let cpu = cpu_seconds(pid)? - cpu0;
         let (rss, hwm) = rss_kib(pid)?;
         let flagged_load = agent.flagged() - flagged0;
         let res = agent.stop()?;
+        let ipfix = &res.summary["sinks"]["ipfix"];
+        let ipfix_messages = receiver.map_or(0, |r| r.stop() as u64);
         let r = PhaseResult {
             phase: ph.clone(),
-            sent_per_s: sent as f64 / wall,
+            sent_per_s: sent as f64 / load_wall,
             sent,
             seen: res.summary["packets"].as_u64().unwrap_or(0),
             flagged_per_s: flagged_load as f64 / wall,
@@ -122,10 +169,15 @@ pub fn run(bin: &Path, phases: &[Phase]) -> Result<AgentResults> {
             cpu_pct: cpu * 100.0 / wall,
             rss_mib: rss as f64 / 1024.0,
             rss_peak_mib: hwm as f64 / 1024.0,
+            flows_reported: res.summary["flows"].as_u64().unwrap_or(0),
+            ipfix_sent: ipfix["sent"].as_u64().unwrap_or(0),
+            ipfix_dropped: ipfix["dropped"].as_u64().unwrap_or(0),
+            ipfix_messages,
         };
         eprintln!(
-            "[agent] {:<28} sent {:>8.0}/s  seen {:>8}  flagged {:>8.0}/s  lost {:>7}  CPU {:5.1} %  RSS {:.1} MiB (peak {:.1})",
-            ph.name, r.sent_per_s, r.seen, r.flagged_per_s, r.events_lost, r.cpu_pct, r.rss_mib, r.rss_peak_mib
+            "[agent] {:<28} sent {:>8.0}/s  seen {:>8}  flagged {:>8.0}/s  lost {:>7}  CPU {:5.1} %  RSS {:.1} MiB (peak {:.1})  reported {}  ipfix {}/{} ({} messages)",
+            ph.name, r.sent_per_s, r.seen, r.flagged_per_s, r.events_lost, r.cpu_pct, r.rss_mib, r.rss_peak_mib,
+            r.flows_reported, r.ipfix_sent, r.ipfix_dropped, r.ipfix_messages
         );
         out.push(r);
     }

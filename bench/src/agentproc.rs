@@ -39,10 +39,16 @@ impl Agent {
     /// Starts `bin run --iface uplink --ingress tc --json -` in the gateway
     /// namespace and waits (at most 30 s) until it says it is auditing.
     pub fn start(topo: &Topology, bin: &Path) -> Result<Agent> {
+        Agent::start_with(topo, bin, &[])
+    }
+
+    /// [`Agent::start`] with `extra` arguments for `run`.
+    pub fn start_with(topo: &Topology, bin: &Path, extra: &[String]) -> Result<Agent> {
         let mut child = topo
             .command(topo.gw(), bin.to_str().context("agent path")?)
             .args(["run", "--iface", Topology::GW_UPLINK, "--ingress", "tc"])
             .args(["--json", "-", "--duration", &AGENT_MAX_S.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

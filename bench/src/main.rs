@@ -192,12 +192,25 @@ fn main() -> Result<()> {
             rate,
             events,
             seconds,
+            ipfix: None,
+        };
+        let export = |rate: u64, on: bool, seconds: f64| agent::Phase {
+            name: format!(
+                "{rate} new flows/s, IPFIX {}",
+                if on { "on" } else { "off" }
+            ),
+            rate,
+            events: false,
+            seconds,
+            ipfix: Some(on),
         };
         let phases = if cli.quick {
             vec![
                 ph("idle", 0, false, 1.0),
                 ph("10,000 new allowed flows/s", 10_000, false, 1.0),
                 ph("100,000 new flows/s with events", 100_000, true, 1.0),
+                export(10_000, false, 1.0),
+                export(10_000, true, 1.0),
             ]
         } else {
             vec![
@@ -210,6 +223,10 @@ fn main() -> Result<()> {
                 ph("75,000 new flows/s with events", 75_000, true, 4.0),
                 ph("100,000 new flows/s with events", 100_000, true, 4.0),
                 ph("200,000 new flows/s with events", 200_000, true, 4.0),
+                export(10_000, false, 8.0),
+                export(10_000, true, 8.0),
+                export(100_000, false, 4.0),
+                export(100_000, true, 4.0),
             ]
         };
         Some(agent::run(&agent_bin, &phases)?)

@@ -543,7 +543,7 @@ pub fn markdown(r: &Results) -> String {
             "| phase | offered/s | sent/s | seen by the datapath | flagged records/s | events lost | agent CPU | RSS MiB (peak) |"
         );
         let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|");
-        for p in &a.phases {
+        for p in a.phases.iter().filter(|p| p.phase.ipfix.is_none()) {
             let _ = writeln!(
                 s,
                 "| {} | {} | {:.0} | {} | {:.0} | {} | {:.1} % | {:.1} ({:.1}) |",
@@ -563,6 +563,43 @@ pub fn markdown(r: &Results) -> String {
             "\nHighest rate of new flows with events taken without loss: {} per second.\n",
             a.lossless_events_per_s
         );
+        let exports: Vec<_> = a
+            .phases
+            .iter()
+            .filter(|p| p.phase.ipfix.is_some())
+            .collect();
+        if !exports.is_empty() {
+            let _ = writeln!(s, "#### IPFIX export on and off\n");
+            let _ = writeln!(
+                s,
+                "The same load of new allowed flows, with `--idle-timeout 1 --max-flows 524288` \
+                 so that flows are reported for good (and exported) while it lasts; with \
+                 `--ipfix` to a UDP receiver in the cloud namespace. CPU is percent of one \
+                 core over the load and the {:.1} s after it.\n",
+                crate::agent::EXPORT_TAIL.as_secs_f64()
+            );
+            let _ = writeln!(
+                s,
+                "| phase | sent/s | flows reported | IPFIX flows sent | dropped | messages received | agent CPU | RSS MiB (peak) |"
+            );
+            let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|");
+            for p in exports {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0} | {} | {} | {} | {} | {:.1} % | {:.1} ({:.1}) |",
+                    p.phase.name,
+                    p.sent_per_s,
+                    p.flows_reported,
+                    p.ipfix_sent,
+                    p.ipfix_dropped,
+                    p.ipfix_messages,
+                    p.cpu_pct,
+                    p.rss_mib,
+                    p.rss_peak_mib
+                );
+            }
+            let _ = writeln!(s);
+        }
     }
     if let Some(i) = &r.import {
         let _ = writeln!(s, "### Importing published address data\n");

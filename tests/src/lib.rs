@@ -626,6 +626,33 @@ pub fn with_topology(test: &str, cloud_addrs: &[IpAddr], f: impl FnOnce(&Topolog
     }
 }
 
+/// A fresh directory `/tmp/cas-audit-{tag}-test-{pid}-{n}` for one test,
+/// removed (with what it holds) on drop.
+#[derive(Debug)]
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Creates it (removing a leftover of the same name first); panics if
+    /// it cannot.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::path::PathBuf::from(format!(
+            "/tmp/cas-audit-{tag}-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;

@@ -25,7 +25,6 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -34,7 +33,7 @@ use cas_audit_tests::process::{
     agent_bin, agent_bin_str, Exited as Run, Process as Agent, EXIT_TIMEOUT, SETTLE,
 };
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
-use cas_audit_tests::{shared_data, with_topology, Topology};
+use cas_audit_tests::{shared_data, with_topology, TempDir, Topology};
 
 /// A real CAS endpoint (US1, app-connector and dlp); only ever configured on
 /// the cloud namespace's loopback.
@@ -53,9 +52,12 @@ const UDP_LEN: usize = 100;
 /// Wire size of one such datagram: Ethernet + IPv4 + UDP headers + payload.
 const UDP_FRAME: u64 = 14 + 20 + 8 + UDP_LEN as u64;
 
-const FLOW_FIELDS: [&str; 30] = [
+const FLOW_FIELDS: [&str; 33] = [
     "ts",
     "reason",
+    "flow_id",
+    "duration_ms",
+    "host",
     "iface",
     "proto",
     "local_addr",
@@ -369,6 +371,18 @@ impl Report {
         for (k, rec) in &last {
             assert!(is_final(rec), "the last record of {k} is not final: {rec}");
         }
+        // One flow_id per flow (5-tuple and first packet), the same in
+        // each of its records; one flow per flow_id.
+        let mut ids: HashMap<u64, String> = HashMap::new();
+        for rec in &records {
+            let flow = format!("{} {}", key_of(rec), str_of(rec, "first_seen"));
+            let id = u64_of(rec, "flow_id");
+            assert!(id > 0 && id < 1 << 53, "{rec}");
+            let known = ids.entry(id).or_insert_with(|| flow.clone());
+            assert_eq!(*known, flow, "flow_id {id} names two flows");
+        }
+        let flows: std::collections::HashSet<&String> = ids.values().collect();
+        assert_eq!(flows.len(), ids.len(), "a flow with two flow_ids");
         let finals: Vec<&Value> = records.iter().filter(|r| is_final(r)).collect();
         assert_eq!(
             u64_of(&summary, "flows"),
@@ -514,29 +528,6 @@ fn which(prog: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|d| d.join(prog))
         .find(|p| p.is_file())
-}
-
-/// A directory under /tmp, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/cas-audit-agent-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1052,7 +1043,7 @@ fn exit_2_insufficient_privileges() {
 #[test]
 fn json_to_file() {
     with_bed("json_to_file", &[CAS], |topo| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("agent");
         let path = dir.0.join("records.jsonl");
         let path_s = path.to_str().expect("utf-8").to_owned();
         let agent = spawn_agent(
@@ -1129,7 +1120,7 @@ fn run_against_a_set_file_uses_per_purpose_ports() {
         "run_against_a_set_file_uses_per_purpose_ports",
         &[CAS, CAS6],
         |topo| {
-            let dir = TempDir::new();
+            let dir = TempDir::new("agent");
             let file = dir.0.join("lab.json");
             std::fs::write(
                 &file,
@@ -1200,7 +1191,7 @@ fn run_against_a_set_file_uses_per_purpose_ports() {
 #[test]
 fn run_against_an_imported_page() {
     with_bed("run_against_an_imported_page", &[CAS], |topo| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("agent");
         let file = dir.0.join("imported.json");
         let page = seed("network-requirements-2019-11.md");
         let import = cli(&[
@@ -1353,7 +1344,7 @@ fn run_against_a_set_merged_from_page_and_tags() {
 #[test]
 fn exit_2_bad_set_file() {
     with_bed("exit_2_bad_set_file", &[CAS], |topo| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("agent");
         let file = dir.0.join("bad.json");
         std::fs::write(
             &file,
@@ -1484,15 +1475,19 @@ fn interface_down_deleted_and_recreated_is_reattached() {
     );
 }
 
-/// Scrapes `/metrics` from inside the gw namespace.
-fn scrape(topo: &Topology, addr: SocketAddr) -> String {
+/// Scrapes `/metrics` from inside the gw namespace, with an `Accept`
+/// header if given.
+fn scrape(topo: &Topology, addr: SocketAddr, accept: Option<&'static str>) -> String {
     topo.in_ns(topo.gw(), move || {
         use std::io::Write;
         let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .expect("connecting to the metrics endpoint");
         c.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        let accept = accept
+            .map(|a| format!("Accept: {a}\r\n"))
+            .unwrap_or_default();
+        c.write_all(format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}\r\n").as_bytes())
             .expect("request");
         let mut resp = String::new();
         c.read_to_string(&mut resp).expect("response");
@@ -1510,12 +1505,89 @@ fn sample(body: &str, series: &str) -> u64 {
         .unwrap_or_else(|e| panic!("{series}: {e}"))
 }
 
-/// `/metrics` agrees with the JSON summary, with bounded labels only.
+/// `promtool check metrics` on `text`: exit 0 and nothing to say.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is needed");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("writing to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {:?}\n{said}\non:\n{text}",
+        out.status
+    );
+}
+
+/// Metric names (`cas_audit_...`) in every query of the Grafana dashboard.
+fn dashboard_metrics() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/grafana/cas-audit.json");
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    for var in dash["templating"]["list"].as_array().expect("variables") {
+        if let Some(q) = var["query"]["query"].as_str() {
+            exprs.push(q.to_string());
+        }
+    }
+    let mut names = Vec::new();
+    for e in &exprs {
+        let before = names.len();
+        let mut rest = e.as_str();
+        while let Some(at) = rest.find("cas_audit_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+        assert!(
+            names.len() > before,
+            "a query without a cas-audit metric: {e}"
+        );
+    }
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `/metrics` agrees with the JSON summary, with bounded labels only; the
+/// plain-text scrape passes `promtool check metrics`; every metric the
+/// Grafana dashboard queries is served.
 #[test]
 fn metrics_equal_the_summary() {
     with_bed("metrics_equal_the_summary", &[CAS], |topo| {
         let addr: SocketAddr = "127.0.0.1:19477".parse().expect("addr");
-        let agent = start_agent(topo, "tc", &["--metrics", "127.0.0.1:19477"]);
+        // An IPFIX collector nobody runs: the export counters have samples.
+        let agent = start_agent(
+            topo,
+            "tc",
+            &["--metrics", "127.0.0.1:19477", "--ipfix", "127.0.0.1:4739"],
+        );
         udp_out(topo);
         tcp_echo(
             topo,
@@ -1526,10 +1598,33 @@ fn metrics_equal_the_summary() {
         );
         // Past the UDP flow's 3 s answer timeout, with a poll after it.
         std::thread::sleep(Duration::from_millis(4500));
-        let resp = scrape(topo, addr);
+        let resp = scrape(
+            topo,
+            addr,
+            Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+        );
         let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
         assert!(head.contains("application/openmetrics-text"), "{head}");
+        assert!(body.contains("# UNIT cas_audit_bytes bytes\n"), "{body}");
+        let plain = scrape(topo, addr, None);
+        let (plain_head, text) = plain.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(
+            plain_head.contains("text/plain; version=0.0.4"),
+            "{plain_head}"
+        );
+        promtool_check(text);
+        let served: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        for name in dashboard_metrics() {
+            assert!(
+                served.contains(&name.as_str()),
+                "the dashboard queries {name}, which the agent does not serve:\n{text}"
+            );
+        }
         let report = agent.stop().report();
 
         let r = report.range(CAS_PREFIX).expect("the CAS range");
@@ -1611,7 +1706,7 @@ fn reload_under_traffic_counts_exactly() {
         "reload_under_traffic_counts_exactly",
         &[CAS, MAIL, SESSION],
         |topo| {
-            let dir = TempDir::new();
+            let dir = TempDir::new("agent");
             let file = dir.0.join("lab.json");
             std::fs::write(
                 &file,

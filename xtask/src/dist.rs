@@ -10,6 +10,8 @@
 //!   completions/cas-audit.bash    bash, zsh (_cas-audit) and fish completions
 //!   completions/_cas-audit
 //!   completions/cas-audit.fish
+//!   deb/cas-audit.service         the unit of the .deb (binary in /usr/bin)
+//!   cas-audit_VERSION-1_ARCH.deb  the Debian package (cargo-deb, `cargo xtask dist`)
 //! ```
 //!
 //! The man pages and completions come from the agent's clap definitions
@@ -26,7 +28,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use cas_audit::cli::Cli;
 use clap::CommandFactory;
-use clap_complete::Shell;
+use clap_complete::{Generator, Shell};
 use clap_mangen::{
     roff::{bold, roman, Roff},
     Man,
@@ -61,7 +63,30 @@ pub fn dist(workspace: &Path, bin: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     }
     written.extend(man_pages(&out.join("man").join("man1"))?);
     written.extend(completions(&out.join("completions"))?);
+    written.push(deb_unit(workspace, &out.join("deb"))?);
     Ok(written)
+}
+
+/// Where the packaged binary lives, and where the tarball-style install
+/// puts it (`packaging/cas-audit.service`).
+const DEB_BIN: &str = "/usr/bin/cas-audit";
+const LOCAL_BIN: &str = "/usr/local/bin/cas-audit";
+
+/// Writes the .deb's systemd unit into `dir`: `packaging/cas-audit.service`
+/// with the binary in /usr/bin (Debian policy) instead of /usr/local/bin.
+fn deb_unit(workspace: &Path, dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let src = workspace.join("packaging").join("cas-audit.service");
+    let unit = fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
+    anyhow::ensure!(
+        unit.contains(&format!("ExecStart={LOCAL_BIN} ")),
+        "{} does not start {LOCAL_BIN}",
+        src.display()
+    );
+    let dest = dir.join("cas-audit.service");
+    fs::write(&dest, unit.replace(LOCAL_BIN, DEB_BIN))
+        .with_context(|| format!("writing {}", dest.display()))?;
+    Ok(dest)
 }
 
 /// Writes one man page per command and subcommand into `dir`.
@@ -184,10 +209,28 @@ pub fn completions(dir: &Path) -> Result<Vec<PathBuf>> {
     SHELLS
         .into_iter()
         .map(|shell| {
-            clap_complete::generate_to(shell, &mut cmd, BIN, dir)
-                .with_context(|| format!("writing the {shell} completion"))
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, BIN, &mut text);
+            let mut text = String::from_utf8(text).context("a completion that is not UTF-8")?;
+            if shell == Shell::Bash {
+                text = fix_bash(&text);
+            }
+            let path = dir.join(shell.file_name(BIN));
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            Ok(path)
         })
         .collect()
+}
+
+/// Works around clap_complete's bash script for a binary name with a
+/// hyphen (clap_complete 4.6): the loop that follows the words names the
+/// state after `cas-audit run` `cas__audit__subcmd__run`, but the cases
+/// that complete it are labelled `cas__subcmd__audit__subcmd__run`, so
+/// nothing after the subcommand completed. One name for both.
+fn fix_bash(script: &str) -> String {
+    let prefix = BIN.replace('-', "__");
+    let mangled = BIN.replace('-', "__subcmd__");
+    script.replace(&mangled, &prefix)
 }
 
 #[cfg(test)]
@@ -312,6 +355,65 @@ mod tests {
         assert!(fish.contains("-l iface"), "{fish}");
     }
 
+    /// What bash itself completes for `words` (the last one being
+    /// completed), with the generated script sourced.
+    fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let cword = words.len() - 1;
+        let prev = if cword > 0 { words[cword - 1] } else { "" };
+        let code = format!(
+            "source '{}'; COMP_WORDS=({}); COMP_CWORD={cword}; \
+             _cas__audit cas-audit '{}' '{prev}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            quoted.join(" "),
+            words[cword],
+        );
+        let out = std::process::Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", &code])
+            .output()
+            .expect("running bash");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn bash_completes_after_the_subcommand() {
+        let dir = Scratch::new("bash");
+        completions(&dir.0).unwrap();
+        let script = dir.0.join("cas-audit.bash");
+        assert_eq!(bash_completes(&script, &["cas-audit", "ru"]), ["run"]);
+        assert_eq!(
+            bash_completes(&script, &["cas-audit", "run", "--ipf"]),
+            ["--ipfix"]
+        );
+        assert_eq!(
+            bash_completes(&script, &["cas-audit", "run", "--syslog-format", ""]),
+            ["rfc5424", "cef"]
+        );
+        assert_eq!(
+            bash_completes(&script, &["cas-audit", "sets", "export", "--format", "ip"]),
+            ["iptables", "ipset"]
+        );
+        assert_eq!(
+            bash_completes(&script, &["cas-audit", "report", "--sta"]),
+            ["--state"]
+        );
+        // The script as clap_complete writes it completes nothing there.
+        let raw = dir.0.join("raw.bash");
+        let mut text = Vec::new();
+        clap_complete::generate(Shell::Bash, &mut Cli::command(), BIN, &mut text);
+        fs::write(&raw, text).unwrap();
+        assert!(bash_completes(&raw, &["cas-audit", "run", "--ipf"]).is_empty());
+    }
+
     #[test]
     fn dist_tree() {
         let dir = Scratch::new("tree");
@@ -332,11 +434,15 @@ mod tests {
             "completions/cas-audit.bash",
             "completions/_cas-audit",
             "completions/cas-audit.fish",
+            "deb/cas-audit.service",
         ] {
             assert!(out.join(f).is_file(), "{f} missing");
             assert!(files.contains(&out.join(f)), "{f} not reported");
         }
         let unit = fs::read_to_string(out.join("cas-audit.service")).unwrap();
         assert!(unit.contains("ExecStart=/usr/local/bin/cas-audit run $CAS_AUDIT_ARGS"));
+        let deb = fs::read_to_string(out.join("deb/cas-audit.service")).unwrap();
+        assert!(deb.contains("ExecStart=/usr/bin/cas-audit run $CAS_AUDIT_ARGS"));
+        assert!(!deb.contains("/usr/local/bin"));
     }
 }

@@ -11,7 +11,8 @@
 //! - `cargo xtask lint`: rustfmt, clippy for the agent and for the eBPF crate.
 //! - `cargo xtask run -- ARGS`: builds and runs the agent.
 //! - `cargo xtask dist`: the release binary, man pages, shell completions,
-//!   the systemd unit and its default file in `target/dist/`.
+//!   the systemd unit and its default file in `target/dist/`, and the .deb
+//!   of them all (cargo-deb).
 
 mod bench;
 mod demo;
@@ -26,6 +27,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
 const BPF_LINKER_VERSION: &str = "0.10.2";
+/// cargo-deb builds the .deb of `cargo xtask dist` (installed when missing).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 const EBPF_TOOLCHAIN: &str = "nightly";
 
 #[derive(Parser)]
@@ -67,7 +70,8 @@ enum Task {
         args: Vec<String>,
     },
     /// Build the release binary and write target/dist/: the binary, man pages,
-    /// shell completions, the systemd unit and its default file.
+    /// shell completions, the systemd unit and its default file, and a .deb
+    /// of them (cargo-deb, installed if missing).
     Dist,
     /// Build, then run the agent with ARGS.
     Run {
@@ -101,6 +105,7 @@ fn main() -> Result<()> {
             for f in dist::dist(&workspace(), &bin, &out)? {
                 println!("{}", f.display());
             }
+            println!("{}", deb(&out)?.display());
             Ok(())
         }
         Task::Run { args } => {
@@ -164,14 +169,49 @@ fn ensure_toolchain() -> Result<()> {
         ]))?;
     }
     let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
-    if !linker.contains(BPF_LINKER_VERSION) {
-        run(cargo().args([
-            "install",
-            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-            "--locked",
-        ]))?;
+    cargo_install_unless(&linker, "bpf-linker", BPF_LINKER_VERSION)
+}
+
+/// `cargo install KRATE@VERSION --locked` unless `installed` (what the
+/// tool says of its version) names that version.
+fn cargo_install_unless(installed: &str, krate: &str, version: &str) -> Result<()> {
+    if installed.contains(version) {
+        return Ok(());
     }
-    Ok(())
+    run(cargo().args(["install", &format!("{krate}@{version}"), "--locked"]))
+}
+
+/// Builds the .deb of the release binary and what `dist` staged in `out`
+/// (cargo-deb, installed if missing); returns its path.
+fn deb(out: &Path) -> Result<PathBuf> {
+    // The package's assets name the staged files by their path in the
+    // workspace (cas-audit/Cargo.toml, [package.metadata.deb]).
+    if out != workspace().join("target").join("dist") {
+        bail!(
+            "the .deb is built from target/dist in the workspace; unset CARGO_TARGET_DIR ({})",
+            out.display()
+        );
+    }
+    let installed = output(cargo().args(["deb", "--version"])).unwrap_or_default();
+    cargo_install_unless(&installed, "cargo-deb", CARGO_DEB_VERSION)?;
+    let listing = output(
+        cargo().args([
+            "deb",
+            "-p",
+            "cas-audit",
+            "--no-build",
+            "--output",
+            out.to_str()
+                .context("a target directory that is not UTF-8")?,
+        ]),
+    )
+    .context("cargo deb failed")?;
+    let deb = listing
+        .lines()
+        .rev()
+        .find(|l| l.trim_end().ends_with(".deb"))
+        .context("cargo deb printed no .deb path")?;
+    Ok(PathBuf::from(deb.trim()))
 }
 
 /// Builds the agent with its eBPF object; returns the binary's path.

@@ -31,9 +31,11 @@ use crate::{
     flow::{AllowedPorts, Tracker},
     host::{caps::preflight, clock::Clock, netdev},
     output::{
+        ipfix::Exporter,
         logdir::LogDir,
         record::Summary,
-        sink::{JsonTarget, Output},
+        sink::{Export, JsonTarget, Output},
+        syslog::{Sender, SyslogOptions},
     },
 };
 
@@ -71,6 +73,10 @@ pub struct RunConfig {
     pub pin: Option<PathBuf>,
     /// Serve Prometheus metrics here (`--metrics`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// Export flows as IPFIX to this collector (`--ipfix`).
+    pub ipfix: Option<std::net::SocketAddr>,
+    /// Send flagged and blocked flows to a SIEM (`--syslog*`).
+    pub syslog: Option<SyslogOptions>,
 }
 
 impl Default for RunConfig {
@@ -90,6 +96,8 @@ impl Default for RunConfig {
             ring_bytes: None,
             pin: None,
             metrics: None,
+            ipfix: None,
+            syslog: None,
         }
     }
 }
@@ -130,6 +138,8 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     let json = cfg.json.as_ref().map(JsonTarget::open).transpose()?;
     let human = cfg.json != Some(JsonTarget::Stdout);
     let log = cfg.log_dir.clone().map(LogDir::open).transpose()?;
+    let host = crate::host::hostname();
+    let exports = exports(&cfg, &host)?;
 
     let mut dp = Datapath::load_with(
         crate::EBPF_OBJECT,
@@ -215,12 +225,15 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         ifaces,
         policy,
         clock: Clock::new(),
+        host,
         tracker: Tracker::new(
             cfg.idle_timeout.as_nanos() as u64,
             LINGER.as_nanos() as u64,
             cfg.answer_timeout,
         ),
-        out: Output::new(json, human).with_log_dir(log),
+        out: Output::new(json, human)
+            .with_log_dir(log)
+            .with_exports(exports),
         states: Default::default(),
         metrics: None,
         flow_capacity: 0,
@@ -291,4 +304,25 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     s.poll()?;
     let summary = s.finish(&set.name, &cfg.ifaces)?;
     Ok(summary)
+}
+
+/// The exports `cfg` asks for, their threads started.
+fn exports(cfg: &RunConfig, host: &str) -> Result<Vec<Export>, Error> {
+    let mut exports = Vec::new();
+    if let Some(addr) = cfg.ipfix {
+        let sink = Exporter::spawn(addr).map_err(Error::io("starting the IPFIX exporter"))?;
+        log::info!("exporting flows reported for good as IPFIX to {addr} (UDP)");
+        exports.push(Export::ipfix(sink));
+    }
+    if let Some(o) = &cfg.syslog {
+        let sink = Sender::spawn(o, host).map_err(Error::io("starting the syslog sender"))?;
+        log::info!(
+            "sending flagged and blocked flows{} to syslog {} ({})",
+            if o.ended { " and every ended flow" } else { "" },
+            o.target,
+            o.format.as_str()
+        );
+        exports.push(Export::syslog(sink, o.ended));
+    }
+    Ok(exports)
 }

@@ -43,6 +43,8 @@ pub struct Session {
     pub(super) ifaces: Vec<(String, IfaceSeen)>,
     pub(super) policy: PortPolicy,
     pub(super) clock: Clock,
+    /// This machine's name, the `host` of every record.
+    pub(super) host: String,
     pub(super) tracker: Tracker,
     pub(super) out: Output,
     /// Final states of the flows reported for good.
@@ -60,7 +62,14 @@ impl Session {
             .cloned()
             .unwrap_or_else(|| format!("if{}", flow.key.ifindex));
         let state = flow.state(monotonic_ns(), self.tracker.answer_timeout());
-        let rec = FlowRecord::new(flow, range, &iface, &self.clock, reason, state);
+        let rec = FlowRecord::new(
+            flow,
+            range,
+            (&self.host, &iface),
+            &self.clock,
+            reason,
+            state,
+        );
         if reason.is_final() {
             *self.states.entry(state).or_default() += 1;
             if let Some(m) = &self.metrics {
@@ -115,6 +124,7 @@ impl Session {
             let totals = self.dp.range_totals(self.ranges.len())?;
             m.update(&counters, &self.ranges, &totals, &live, self.flow_capacity);
             m.log_records_lost(self.out.log_records_lost());
+            m.sinks(&self.out.sink_counts());
         }
         let due = self.tracker.poll(snapshot, monotonic_ns(), &self.policy);
         let mut done = Vec::new();
@@ -158,6 +168,7 @@ impl Session {
             disallowed: self.tracker.disallowed,
             flows_evicted: created.saturating_sub(self.tracker.reported),
             log_records_lost: 0,
+            sinks: Default::default(),
             counters: c,
             states: self.states.clone(),
             set: set_name.to_string(),

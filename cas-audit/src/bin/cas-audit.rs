@@ -20,7 +20,7 @@ fn main() {
         .format_timestamp_millis()
         .init();
     let result = match cli.command.job(time::OffsetDateTime::now_utc()) {
-        Job::Run(c) => cmd::run::run(c),
+        Job::Run(c) => cmd::run::run(*c),
         Job::Check(c) => cmd::check::run(c),
         Job::Detach(c) => cmd::detach::run(c),
         Job::Status(c) => cmd::status::run(c),

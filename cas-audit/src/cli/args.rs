@@ -12,7 +12,7 @@ use crate::{
         status::StatusConfig,
     },
     flow::AllowedPorts,
-    output::{logdir::LogDirOptions, sink::JsonTarget},
+    output::{logdir::LogDirOptions, sink::JsonTarget, syslog::SyslogOptions},
     report::{Filters, ReportConfig},
     rollout::CheckConfig,
 };
@@ -20,8 +20,8 @@ use crate::{
 /// What the binary runs: a subcommand with its config.
 #[derive(Debug, Clone)]
 pub enum Job {
-    /// `run`.
-    Run(RunConfig),
+    /// `run` (boxed: by far the largest config).
+    Run(Box<RunConfig>),
     /// `check`.
     Check(CheckConfig),
     /// `detach`.
@@ -40,7 +40,7 @@ impl Command {
     /// The job these flags describe; relative times are taken back from `now`.
     pub fn job(self, now: time::OffsetDateTime) -> Job {
         match self {
-            Command::Run(a) => Job::Run(a.config()),
+            Command::Run(a) => Job::Run(Box::new(a.config())),
             Command::Check(a) => Job::Check(a.config()),
             Command::Detach(DetachArgs { pin }) => Job::Detach(DetachConfig { pin }),
             Command::Status(StatusArgs { pin, json }) => Job::Status(StatusConfig { pin, json }),
@@ -152,6 +152,12 @@ impl RunArgs {
             ring_bytes: self.ring_size,
             pin: self.pin.clone(),
             metrics: self.metrics,
+            ipfix: self.ipfix,
+            syslog: self.syslog.clone().map(|target| SyslogOptions {
+                target,
+                format: self.syslog_format,
+                ended: self.syslog_ended,
+            }),
             ..RunConfig::default()
         }
     }

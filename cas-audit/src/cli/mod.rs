@@ -13,11 +13,14 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
-use self::values::{choice, datacenter, duration, host, purpose, region, ring_size, size};
+use self::values::{
+    choice, datacenter, duration, host, ipfix_target, purpose, region, ring_size, size,
+};
 use crate::{
     addrset::{export::ExportFormat, DataCenter, Purpose, Region},
     cmd::sets::ShowFormat,
     datapath::{pin::DEFAULT_PIN_DIR, IngressMode},
+    output::syslog::Format as SyslogFormat,
     report::{ReportFormat, StateFilter, TimeSpec},
 };
 
@@ -29,6 +32,8 @@ const EXPORT_FORMATS: &[&str] = &["nft", "iptables", "ipset", "json"];
 const SHOW_FORMATS: &[&str] = &["table", "json", "csv"];
 /// Values of `report --format`.
 const REPORT_FORMATS: &[&str] = &["table", "json"];
+/// Values of `run --syslog-format`.
+const SYSLOG_FORMATS: &[&str] = &["rfc5424", "cef"];
 
 /// Audits traffic to and from Microsoft Defender for Cloud Apps (CAS) address ranges with eBPF.
 #[derive(Debug, Parser)]
@@ -46,7 +51,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach to interfaces and report CAS flows live, as JSON lines and readable lines.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Firewall rollout check: connect to every required outbound CAS
     /// destination and show what happened to each attempt (exit 0 only when
     /// all are reachable, 1 otherwise).
@@ -252,6 +257,25 @@ pub struct RunArgs {
     /// such as 127.0.0.1:9477 unless a firewall guards it).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Export every flow reported for good (ended, expired, open at exit)
+    /// as IPFIX (RFC 7011) over UDP to a collector at HOST:PORT (nfcapd,
+    /// pmacct, ntopng, ...; IPFIX's port is 4739): one data record per
+    /// direction that carried packets.
+    #[arg(long, value_name = "HOST:PORT", value_parser = ipfix_target)]
+    pub ipfix: Option<std::net::SocketAddr>,
+    /// Send one syslog message per flagged or blocked flow to a SIEM:
+    /// udp://HOST:PORT, tcp://HOST:PORT (octet-counted frames) or
+    /// unix:PATH (a datagram socket such as /dev/log).
+    #[arg(long, value_name = "udp://HOST:PORT|tcp://HOST:PORT|unix:PATH")]
+    pub syslog: Option<crate::output::syslog::Target>,
+    /// What the syslog messages say: rfc5424 (readable text, the record as
+    /// structured data) or cef (a CEF event, for Sentinel, Splunk, QRadar).
+    #[arg(long, default_value = "rfc5424", value_parser = choice::<SyslogFormat>(SYSLOG_FORMATS), requires = "syslog")]
+    pub syslog_format: SyslogFormat,
+    /// Also send one syslog message per flow reported for good (ended,
+    /// expired, open at exit).
+    #[arg(long, requires = "syslog")]
+    pub syslog_ended: bool,
 }
 
 /// `cas-audit detach` flags.
@@ -386,6 +410,53 @@ mod tests {
         assert_eq!(c.json, Some(JsonTarget::Stdout));
         assert_eq!(c.duration, Some(Duration::from_millis(2500)));
         assert_eq!(c.ingress, IngressMode::Tc);
+    }
+
+    #[test]
+    fn export_flags() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["cas-audit", "run", "--iface", "eth1"];
+            args.extend(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Run(r)) => Ok(r.config()),
+                Ok(_) => panic!("not run"),
+                Err(e) => Err(e),
+            }
+        };
+        let c = parse(&[]).unwrap();
+        assert_eq!((c.ipfix, c.syslog), (None, None));
+        let c = parse(&[
+            "--ipfix",
+            "127.0.0.1:4739",
+            "--syslog",
+            "tcp://[2001:db8::1]:6514",
+            "--syslog-format",
+            "cef",
+            "--syslog-ended",
+        ])
+        .unwrap();
+        assert_eq!(c.ipfix, Some("127.0.0.1:4739".parse().unwrap()));
+        let s = c.syslog.unwrap();
+        assert_eq!(
+            s.target,
+            crate::output::syslog::Target::Tcp("[2001:db8::1]:6514".parse().unwrap())
+        );
+        assert_eq!((s.format, s.ended), (SyslogFormat::Cef, true));
+        let s = parse(&["--syslog", "unix:/dev/log"])
+            .unwrap()
+            .syslog
+            .unwrap();
+        assert_eq!((s.format, s.ended), (SyslogFormat::Rfc5424, false));
+        for bad in [
+            &["--ipfix", "127.0.0.1"][..],
+            &["--ipfix", "udp://127.0.0.1:4739"],
+            &["--syslog", "127.0.0.1:514"],
+            &["--syslog-format", "cef"],
+            &["--syslog-ended"],
+            &["--syslog", "udp://127.0.0.1:514", "--syslog-format", "leef"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

@@ -65,3 +65,8 @@ pub fn host(s: &str) -> Result<IpNet, String> {
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
         .map_err(|_| format!("{s:?} is neither an address nor a prefix (CIDR)"))
 }
+
+/// An IPFIX collector, `HOST:PORT`, resolved to its first address.
+pub fn ipfix_target(s: &str) -> Result<std::net::SocketAddr, String> {
+    crate::output::ipfix::resolve(s)
+}

@@ -42,10 +42,15 @@ pub fn datacenters_text(dcs: &[DataCenter], sep: &str) -> String {
     }
 }
 
+/// `portal,siem-agent`: the purposes of a range.
+pub fn purposes_text(purposes: &[Purpose]) -> String {
+    let p: Vec<&str> = purposes.iter().map(|p| p.as_str()).collect();
+    p.join(",")
+}
+
 /// `US1,EU1 portal,siem-agent`: data centers, then purposes.
 pub fn tag_text(dcs: &[DataCenter], purposes: &[Purpose]) -> String {
-    let p: Vec<&str> = purposes.iter().map(|p| p.as_str()).collect();
-    format!("{} {}", datacenters_text(dcs, ","), p.join(","))
+    format!("{} {}", datacenters_text(dcs, ","), purposes_text(purposes))
 }
 
 /// The local time of day of a record, as printed at the start of a line.

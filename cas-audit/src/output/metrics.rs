@@ -1,5 +1,9 @@
-//! Prometheus metrics (`run --metrics ADDR`), in the OpenMetrics text
-//! format of the `prometheus-client` crate.
+//! Prometheus metrics (`run --metrics ADDR`), encoded by the
+//! `prometheus-client` crate: OpenMetrics 1.0 for clients that ask for it
+//! (`Accept: application/openmetrics-text`, as Prometheus does), else the
+//! Prometheus text format 0.0.4 ([`text_format`]), which `promtool check
+//! metrics` and older scrapers read. Every metric has HELP text; the byte
+//! counter has the unit `bytes`.
 //!
 //! Labels are bounded: data center (7 values with "global"), purpose (8),
 //! direction (2), verdict (2), state (7) and the set name; never an
@@ -7,7 +11,8 @@
 //! datapath (once a second) and served on each scrape.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
     net::SocketAddr,
     sync::{atomic::AtomicU64, Arc},
 };
@@ -16,13 +21,14 @@ use cas_audit_common::{Counter, Counters, RangeStats};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter as PCounter, family::Family, gauge::Gauge},
-    registry::Registry,
+    registry::{Registry, Unit},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
 };
 
+use super::bounded::SinkCounts;
 use crate::{
     addrset::{Range, NO_DATACENTER},
     flow::{State, Verdict},
@@ -48,6 +54,13 @@ pub struct FlowLabels {
     pub state: String,
 }
 
+/// Labels of the export counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// `ipfix` or `syslog`.
+    pub sink: String,
+}
+
 /// Labels of the set information metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SetLabels {
@@ -71,6 +84,8 @@ pub struct Metrics {
     table_entries: Gauge,
     log_lost: Counter64,
     table_capacity: Gauge,
+    export_sent: Family<SinkLabels, Counter64>,
+    export_dropped: Family<SinkLabels, Counter64>,
     /// Last values added, to turn absolute kernel counters into increments.
     last: std::sync::Mutex<HashMap<String, u64>>,
 }
@@ -78,58 +93,78 @@ pub struct Metrics {
 impl Metrics {
     /// Metrics for the set `set` (published `published`).
     pub fn new(set: &str, published: &str) -> Metrics {
-        let mut registry = Registry::with_prefix("cas_audit");
+        // Full names, not a registry prefix: the crate writes
+        // prefix_name_unit, and the byte counter's name is its unit.
+        let mut registry = Registry::default();
         let packets = Family::<TrafficLabels, Counter64>::default();
         registry.register(
-            "packets",
+            "cas_audit_packets",
             "Wire packets to (out) and from (in) CAS ranges, by data center and purpose of the range (a range with several counts in each)",
             packets.clone(),
         );
         let bytes = Family::<TrafficLabels, Counter64>::default();
-        registry.register(
-            "bytes",
+        // cas_audit + unit bytes: cas_audit_bytes_total, `# UNIT cas_audit_bytes bytes`.
+        registry.register_with_unit(
+            "cas_audit",
             "Link-layer bytes to and from CAS ranges, by data center and purpose of the range",
+            Unit::Bytes,
             bytes.clone(),
         );
         let flows = Family::<FlowLabels, Gauge>::default();
         registry.register(
-            "flows",
+            "cas_audit_flows",
             "Flows in the kernel flow table, by verdict and state",
             flows.clone(),
         );
         let reported = Family::<FlowLabels, Counter64>::default();
         registry.register(
-            "flows_reported",
+            "cas_audit_flows_reported",
             "Flows reported for good (ended, expired, exit), by verdict and final state",
             reported.clone(),
         );
         let mut kernel = HashMap::new();
         for c in Counter::ALL {
             let m = Counter64::default();
-            registry.register(format!("datapath_{}", c.name()), c.help(), m.clone());
+            registry.register(
+                format!("cas_audit_datapath_{}", c.name()),
+                c.help(),
+                m.clone(),
+            );
             kernel.insert(c, m);
         }
         let table_entries = Gauge::default();
         registry.register(
-            "flow_table_entries",
+            "cas_audit_flow_table_entries",
             "Entries in the kernel flow table",
             table_entries.clone(),
         );
         let table_capacity = Gauge::default();
         registry.register(
-            "flow_table_capacity",
+            "cas_audit_flow_table_capacity",
             "Capacity of the kernel flow table (--max-flows)",
             table_capacity.clone(),
         );
         let log_lost = Counter64::default();
         registry.register(
-            "log_records_lost",
+            "cas_audit_log_records_lost",
             "JSON-lines records the --log-dir could not write (full disk, I/O errors)",
             log_lost.clone(),
         );
+        let export_sent = Family::<SinkLabels, Counter64>::default();
+        registry.register(
+            "cas_audit_export_sent",
+            "Items handed to an export's transport: flows (ipfix), messages (syslog)",
+            export_sent.clone(),
+        );
+        let export_dropped = Family::<SinkLabels, Counter64>::default();
+        registry.register(
+            "cas_audit_export_dropped",
+            "Items an export lost: queue full, collector or SIEM unreachable",
+            export_dropped.clone(),
+        );
         let info = Family::<SetLabels, Gauge>::default();
         registry.register(
-            "address_set",
+            "cas_audit_address_set",
             "The address set audited (value 1)",
             info.clone(),
         );
@@ -148,6 +183,8 @@ impl Metrics {
             table_entries,
             log_lost,
             table_capacity,
+            export_sent,
+            export_dropped,
             last: Default::default(),
         }
     }
@@ -232,6 +269,23 @@ impl Metrics {
         self.advance("log_records_lost".into(), &self.log_lost, n);
     }
 
+    /// Sets what each export sent and dropped so far.
+    pub fn sinks(&self, counts: &BTreeMap<String, SinkCounts>) {
+        for (name, c) in counts {
+            let labels = SinkLabels { sink: name.clone() };
+            self.advance(
+                format!("sent|{name}"),
+                &self.export_sent.get_or_create(&labels),
+                c.sent,
+            );
+            self.advance(
+                format!("dropped|{name}"),
+                &self.export_dropped.get_or_create(&labels),
+                c.dropped,
+            );
+        }
+    }
+
     /// Counts a flow reported for good.
     pub fn reported(&self, verdict: Verdict, state: State) {
         self.reported
@@ -242,13 +296,55 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text.
+    /// The exposition text, OpenMetrics 1.0.
     pub fn render(&self) -> String {
         let mut s = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
         s
     }
+}
+
+/// Content type of OpenMetrics 1.0 text.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the Prometheus text format 0.0.4.
+pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The Prometheus text format 0.0.4 of OpenMetrics text written by
+/// `prometheus-client`: a counter family's HELP and TYPE name its samples
+/// (`x_total`, where OpenMetrics names the family `x`), and the `# UNIT`
+/// and `# EOF` lines, which 0.0.4 does not have, go. Samples are the same.
+pub fn text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let total = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "{p}{name}{total} {tail}");
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// Serves `GET /metrics` on `addr` until the task is dropped. Returns the
@@ -290,13 +386,20 @@ pub async fn serve(
                 let line = head.lines().next().unwrap_or("");
                 let mut parts = line.split_whitespace();
                 let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let openmetrics = head.lines().any(|l| {
+                    l.split_once(':').is_some_and(|(k, v)| {
+                        k.eq_ignore_ascii_case("accept")
+                            && v.contains("application/openmetrics-text")
+                    })
+                });
                 let (status, ctype, body) =
                     if method == "GET" && (path == "/metrics" || path == "/") {
-                        (
-                            "200 OK",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            metrics.render(),
-                        )
+                        let om = metrics.render();
+                        if openmetrics {
+                            ("200 OK", OPENMETRICS, om)
+                        } else {
+                            ("200 OK", TEXT_004, text_format(&om))
+                        }
                     } else {
                         ("404 Not Found", "text/plain", "try /metrics\n".to_string())
                     };
@@ -310,4 +413,50 @@ pub async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_has_help_and_type_in_both_formats() {
+        let m = Metrics::new("cas-2019-11", "2019-11-01");
+        m.reported(Verdict::Allowed, State::Closed);
+        m.sinks(&BTreeMap::from([(
+            "ipfix".to_string(),
+            SinkCounts {
+                sent: 3,
+                dropped: 1,
+            },
+        )]));
+        let om = m.render();
+        assert!(om.contains("# UNIT cas_audit_bytes bytes\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        let text = text_format(&om);
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        let meta = |kind: &str, name: &str| text.contains(&format!("# {kind} {name} "));
+        let mut samples = 0;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(meta("HELP", name) && meta("TYPE", name), "{name}:\n{text}");
+            samples += 1;
+        }
+        assert!(samples >= 19, "{samples} samples:\n{text}");
+        assert!(
+            text.contains("# TYPE cas_audit_bytes_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cas_audit_export_dropped_total{sink=\"ipfix\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE cas_audit_flow_table_entries gauge\n"),
+            "{text}"
+        );
+    }
 }

@@ -12,6 +12,7 @@ use cas_audit_common::{Counters, Direction, RangeStats};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::bounded::SinkCounts;
 use crate::{
     addrset::{DataCenter, Purpose, Range},
     flow::{
@@ -123,6 +124,17 @@ pub struct FlowRecord {
     pub ts: Timestamp,
     /// Why it was written.
     pub reason: Reason,
+    /// The flow's stable id ([`crate::flow::flow_id`]): the same in each of
+    /// its records, its IPFIX data records and syslog messages; 0 in
+    /// records written before it existed.
+    #[serde(default)]
+    pub flow_id: u64,
+    /// Milliseconds from the flow's first packet to its last.
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// The host name of the machine that wrote the record.
+    #[serde(default)]
+    pub host: String,
     /// What happened to the flow (absent in records before 2026-11).
     #[serde(default)]
     pub state: Option<State>,
@@ -223,11 +235,12 @@ mod direction {
 
 impl FlowRecord {
     /// Builds the record of `flow`, whose remote address is in `range`,
-    /// seen on `iface`; kernel times become wall times through `clock`.
+    /// seen on `iface` of `host`; kernel times become wall times through
+    /// `clock`.
     pub fn new(
         flow: &Flow,
         range: Option<&Range>,
-        iface: &str,
+        (host, iface): (&str, &str),
         clock: &Clock,
         reason: Reason,
         state: State,
@@ -238,6 +251,13 @@ impl FlowRecord {
         FlowRecord {
             ts: Timestamp::now(),
             reason,
+            flow_id: flow.id(),
+            duration_ms: flow
+                .stats
+                .last_seen_ns
+                .saturating_sub(flow.stats.first_seen_ns)
+                / 1_000_000,
+            host: host.to_string(),
             state: Some(state),
             history: history_string(&flow.stats),
             icmp_type: icmp.map(|e| e.icmp_type),
@@ -379,6 +399,11 @@ pub struct Summary {
     /// without it. Filled in by the sink that writes the summary.
     #[serde(default)]
     pub log_records_lost: u64,
+    /// Per export (`ipfix`, `syslog`): items sent and dropped (flows for
+    /// IPFIX, messages for syslog); empty without exports. Filled in by
+    /// the sink that writes the summary.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkCounts>,
     /// The kernel counters (`packets`, `matched`, `malformed`, `not_ip`,
     /// `fragments`, `ext_header_limit`, `events_lost`, `flows_created`,
     /// `flow_insert_failed`, `events`, `icmp_errors`, `icmp_unmatched`).
@@ -542,6 +567,24 @@ pub struct CheckSummary {
     pub unanswered: usize,
     /// True when every destination is reachable.
     pub ok: bool,
+}
+
+/// A refused TCP flow to a disallowed port, for the sinks' tests.
+#[cfg(test)]
+pub(crate) fn sample_flow() -> FlowRecord {
+    serde_json::from_value(serde_json::json!({
+        "ts": "2026-11-22T06:11:56.393825Z", "reason": "ended", "flow_id": 1234567890123_u64,
+        "duration_ms": 1500, "host": "gw1", "state": "refused", "history": "Sr",
+        "icmp_type": null, "icmp_code": null, "reporter": null, "rst_ttl": 63, "rst_hops": 2,
+        "iface": "uplink", "proto": "tcp", "local_addr": "198.51.100.2", "local_port": 40000,
+        "remote_addr": "13.64.196.27", "remote_port": 8443, "initiator": "local",
+        "first_packet": "out", "service_port": 8443, "prefix": "13.64.196.27/32",
+        "datacenters": ["US1"], "purposes": ["app-connector", "dlp"],
+        "verdict": "disallowed-port", "packets_out": 3, "bytes_out": 222, "packets_in": 1,
+        "bytes_in": 54, "tcp_flags_out": ["SYN"], "tcp_flags_in": ["RST", "ACK"],
+        "first_seen": "2026-11-22T06:11:54.000000Z", "last_seen": "2026-11-22T06:11:55.500000Z"
+    }))
+    .expect("a valid flow record")
 }
 
 #[cfg(test)]

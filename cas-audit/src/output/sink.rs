@@ -1,19 +1,68 @@
 //! Where `run`'s records go: JSON lines to standard output or a file, the
-//! log directory, and readable lines and the summary table on standard
-//! output.
+//! log directory, readable lines and the summary table on standard
+//! output, and the exports (IPFIX, syslog).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     io::{self, Write},
     path::PathBuf,
+    sync::Arc,
+    time::Duration,
 };
 
 use super::{
+    bounded::{Bounded, SinkCounts},
     human,
     logdir::LogDir,
     record::{FlowRecord, RecordRef, Summary},
 };
 use crate::flow::{Reason, Verdict};
+
+/// Longest wait at exit for an export to send what is queued.
+pub const EXPORT_GRACE: Duration = Duration::from_secs(2);
+
+/// A system fed with some of the flow records, through a [`Bounded`] queue.
+pub struct Export {
+    sink: Bounded<Arc<FlowRecord>>,
+    picks: Picks,
+}
+
+/// Which records an export takes.
+#[derive(Debug, Clone, Copy)]
+enum Picks {
+    /// Flows reported for good (each flow once, with its final counts).
+    Final,
+    /// Flagged and blocked flows, and with `ended` the flows reported for good.
+    Alerts { ended: bool },
+}
+
+impl Export {
+    /// An IPFIX exporter: flows reported for good.
+    pub fn ipfix(sink: Bounded<Arc<FlowRecord>>) -> Export {
+        Export {
+            sink,
+            picks: Picks::Final,
+        }
+    }
+
+    /// A syslog sender: flagged and blocked flows, and with `ended` the
+    /// flows reported for good.
+    pub fn syslog(sink: Bounded<Arc<FlowRecord>>, ended: bool) -> Export {
+        Export {
+            sink,
+            picks: Picks::Alerts { ended },
+        }
+    }
+
+    fn wants(&self, reason: Reason) -> bool {
+        match self.picks {
+            Picks::Final => reason.is_final(),
+            Picks::Alerts { ended } => {
+                matches!(reason, Reason::Flagged | Reason::Blocked) || (ended && reason.is_final())
+            }
+        }
+    }
+}
 
 /// Where JSON lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +113,7 @@ pub struct Output {
     /// Latest record of each disallowed flow, in the order they were flagged.
     disallowed: Vec<FlowRecord>,
     disallowed_index: HashMap<String, usize>,
+    exports: Vec<Export>,
 }
 
 /// Most disallowed flows kept for the summary table (the JSON has them all).
@@ -80,7 +130,22 @@ impl Output {
             human,
             disallowed: Vec::new(),
             disallowed_index: HashMap::new(),
+            exports: Vec::new(),
         }
+    }
+
+    /// Also hands flow records to `exports`.
+    pub fn with_exports(mut self, exports: Vec<Export>) -> Self {
+        self.exports = exports;
+        self
+    }
+
+    /// What each export sent and dropped so far, by name.
+    pub fn sink_counts(&self) -> BTreeMap<String, SinkCounts> {
+        self.exports
+            .iter()
+            .map(|e| (e.sink.name().to_string(), e.sink.counts()))
+            .collect()
     }
 
     /// Also writes every record into the log directory `log`.
@@ -112,6 +177,13 @@ impl Output {
     /// a batch.
     pub fn flow(&mut self, rec: &FlowRecord) -> io::Result<()> {
         self.record(RecordRef::Flow(rec))?;
+        let mut shared = None;
+        for e in &self.exports {
+            if e.wants(rec.reason) {
+                let r = shared.get_or_insert_with(|| Arc::new(rec.clone()));
+                e.sink.offer(r.clone());
+            }
+        }
         if self.human && rec.reason == Reason::Blocked {
             let mut so = io::stdout().lock();
             writeln!(so, "{}", human::flow_line(rec))?;
@@ -152,9 +224,16 @@ impl Output {
         self.log.as_ref().map_or(0, |l| l.records_lost())
     }
 
-    /// Writes the summary record (with `log_records_lost` filled in) and
-    /// table; the log directory's last file is flushed and fsync'd after it.
+    /// Writes the summary record (with `log_records_lost` and `sinks`
+    /// filled in, once the exports sent what they could within
+    /// [`EXPORT_GRACE`]) and table; the log directory's last file is
+    /// flushed and fsync'd after it.
     pub fn summary(&mut self, s: &mut Summary) -> io::Result<()> {
+        s.sinks = self
+            .exports
+            .iter_mut()
+            .map(|e| (e.sink.name().to_string(), e.sink.close(EXPORT_GRACE)))
+            .collect();
         if let Some(log) = self.log.as_mut() {
             log.flush();
             s.log_records_lost = log.records_lost();
