@@ -1270,7 +1270,7 @@ fn tag_only_address(
 /// address of another region is not audited.
 #[test]
 fn run_against_a_set_merged_from_page_and_tags() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("merged");
     let merged = dir.0.join("merged.json");
     let merged = merged.to_str().expect("UTF-8").to_owned();
     let m = cli(&[
