@@ -5,9 +5,11 @@
 //!   signals, the event ring, the kernel log and the poll timer;
 //! - [`session`]: what one poll and one event do;
 //! - [`reload`]: a new version of the set swapped in while running;
-//! - [`ifaces`]: interfaces that go down, vanish and come back.
+//! - [`ifaces`]: interfaces that go down, vanish and come back;
+//! - [`nat`]: the inside host behind NAT, from connection tracking.
 
 mod ifaces;
+mod nat;
 mod reload;
 mod session;
 
@@ -230,6 +232,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         states: Default::default(),
         metrics: None,
         flow_capacity: 0,
+        nat: nat::CtResolver::open(),
     };
     s.flow_capacity = s.dp.map_capacity(cas_audit_common::names::FLOWS);
     let mut _metrics_task = None;

@@ -4,8 +4,8 @@
 //! without a gap.
 //!
 //! ```text
-//! DIR/layout-v2-k44-s112-e72-r32-v8-c12   layout marker (a directory: bpffs
-//!                                         holds no regular files)
+//! DIR/layout-v3-k40-s128-e80-n176-r32-v8-c14   layout marker (a directory:
+//!                                              bpffs holds no regular files)
 //! DIR/maps/CAS_*                          the data maps
 //! DIR/links/egress-IFINDEX-IF             the TCX egress link
 //! DIR/links/ingress-IFINDEX-IF            the TCX or XDP ingress link
@@ -27,7 +27,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use cas_audit_common::{Counter, FlowEvent, FlowKey, FlowStats, RangeStats, RangeValue};
+use cas_audit_common::{Counter, FlowEnded, FlowEvent, FlowKey, FlowStats, RangeStats, RangeValue};
 
 use super::maps::PINNED_MAPS;
 
@@ -36,7 +36,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cas-audit";
 
 /// Version of the pinned layout: bumped whenever a shared type or a map
 /// changes meaning.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// `statfs(2)` magic of a BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -155,10 +155,11 @@ impl PinDir {
     /// types.
     pub fn layout_name() -> String {
         format!(
-            "layout-v{LAYOUT_VERSION}-k{}-s{}-e{}-r{}-v{}-c{}",
+            "layout-v{LAYOUT_VERSION}-k{}-s{}-e{}-n{}-r{}-v{}-c{}",
             size_of::<FlowKey>(),
             size_of::<FlowStats>(),
             size_of::<FlowEvent>(),
+            size_of::<FlowEnded>(),
             size_of::<RangeStats>(),
             size_of::<RangeValue>(),
             Counter::COUNT,
@@ -357,7 +358,10 @@ mod tests {
 
     #[test]
     fn layout_names_the_sizes() {
-        assert_eq!(PinDir::layout_name(), "layout-v2-k44-s112-e72-r32-v8-c12");
+        assert_eq!(
+            PinDir::layout_name(),
+            "layout-v3-k40-s128-e80-n176-r32-v8-c14"
+        );
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //!   formatting;
 //! - [`state`]: the one place a flow's [`State`] is decided;
 //! - [`evidence`]: history text, ICMP errors, hops from a TTL, what blocked a flow;
-//! - [`tracker`]: when a flow is reported, and why ([`Reason`]);
+//! - [`tracker`]: when a flow is reported, and why ([`Reason`]); several
+//!   kernel entries of one connection ([`conn`]) across a NAT ([`nat`]);
 //! - [`ports`]: the allowed-port policy.
 
+pub mod conn;
 pub mod evidence;
+pub mod nat;
 pub mod ports;
 pub mod state;
 pub mod tracker;
@@ -61,10 +64,11 @@ impl Initiator {
     }
 }
 
-/// A flow between a local host and a CAS address.
+/// A flow between a local host and a CAS address: one connection, from
+/// one kernel entry or several merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flow {
-    /// Kernel key.
+    /// Kernel key; behind NAT, with the inside host as the local side.
     pub key: FlowKey,
     /// Kernel state at the time of reading.
     pub stats: FlowStats,
@@ -78,6 +82,8 @@ pub struct Flow {
     pub service_port: Option<u16>,
     /// The judgement.
     pub verdict: Verdict,
+    /// What conntrack says of the local side.
+    pub nat: nat::Nat,
 }
 
 /// Whether the protocol carries ports.
@@ -88,6 +94,22 @@ pub fn has_ports(p: u8) -> bool {
 impl Flow {
     /// Builds the presentation of a kernel flow entry and judges it.
     pub fn new(key: FlowKey, stats: FlowStats, allowed: &AllowedPorts) -> Flow {
+        Flow::with_nat(key, stats, allowed, nat::Nat::default())
+    }
+
+    /// Like [`Flow::new`] for a flow whose local side conntrack knows as
+    /// `nat`: the inside host becomes the local side (address and port),
+    /// and the flow is judged with its port.
+    pub fn with_nat(
+        mut key: FlowKey,
+        stats: FlowStats,
+        allowed: &AllowedPorts,
+        nat: nat::Nat,
+    ) -> Flow {
+        if let Some((addr, port)) = nat.inside {
+            key.local_addr = addr_bytes(addr);
+            key.local_port = port;
+        }
         let init = if key.proto == proto::TCP {
             Initiator::from_kernel(stats.initiator)
         } else {
@@ -108,7 +130,13 @@ impl Flow {
             initiator: init,
             service_port: judged.service_port,
             verdict: judged.verdict,
+            nat,
         }
+    }
+
+    /// Indexes of the interfaces the flow was seen on, in order of first sight.
+    pub fn ifindexes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.stats.ifindexes.iter().copied().filter(|i| *i != 0)
     }
 
     /// How the flow ended ([`rules::ending`], from its history).
@@ -195,6 +223,18 @@ pub fn addr_of(family: u8, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// An address as the kernel stores it (16 bytes, IPv4 in the first four).
+pub fn addr_bytes(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
 /// An endpoint as text: `addr:port`, `[v6]:port`, or the address alone
 /// without a port.
 pub fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
@@ -231,7 +271,6 @@ mod tests {
         FlowKey {
             local_addr: [198, 51, 100, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             remote_addr: [13, 64, 196, 27, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            ifindex: 2,
             local_port,
             remote_port,
             proto: p,

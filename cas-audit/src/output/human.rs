@@ -72,7 +72,7 @@ pub fn flow_line(rec: &FlowRecord) -> String {
             flow = rec.conversation(),
             by = rec.blocked_by(),
             prefix = rec.prefix,
-            iface = rec.iface,
+            iface = rec.interfaces_text(),
         );
     }
     let first = match rec.first_packet {
@@ -92,7 +92,7 @@ pub fn flow_line(rec: &FlowRecord) -> String {
             who => format!("opened by {}", who.as_str()),
         },
         prefix = rec.prefix,
-        iface = rec.iface,
+        iface = rec.interfaces_text(),
     )
 }
 
