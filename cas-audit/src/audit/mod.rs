@@ -284,11 +284,17 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     // A pinned datapath stays attached and keeps counting for the next agent.
     s.dp.detach_all();
     if let Some(dir) = s.dp.pin_dir() {
-        log::info!(
-            "the pinned datapath in {} keeps counting; `cas-audit detach --pin {}` removes it",
-            dir.root().display(),
-            dir.root().display()
-        );
+        // Only a filesystem the host sees keeps the pins (a private one
+        // was refused at start).
+        let root = dir.root().display();
+        match crate::host::mounts::reach(dir.root()) {
+            crate::host::mounts::Reach::Host => log::info!(
+                "the pinned datapath in {root} keeps counting; `cas-audit detach --pin {root}` removes it"
+            ),
+            crate::host::mounts::Reach::Private(why) | crate::host::mounts::Reach::Unknown(why) => log::warn!(
+                "the pinned datapath in {root} keeps counting only while its BPF filesystem stays mounted ({why})"
+            ),
+        }
     }
     reader.stop().map_err(Error::io("reading the event ring"))?;
     while let Ok(batch) = events.try_recv() {

@@ -7,4 +7,5 @@ pub mod caps;
 pub mod clock;
 pub mod conntrack;
 pub mod fs;
+pub mod mounts;
 pub mod netdev;
