@@ -125,6 +125,10 @@ pub struct Tracker {
     /// Flag events of a new connection on a 5-tuple whose previous
     /// connection is not reported yet.
     deferred: Vec<FlowEvent>,
+    /// Kernel entries (key, first seen) of the connections reported for
+    /// good since the last poll began: a late flag event of one of them is
+    /// not a new connection.
+    done: std::collections::HashSet<(FlowKey, u64)>,
     idle_ns: u64,
     linger_ns: u64,
     answer: Duration,
@@ -148,6 +152,7 @@ impl Tracker {
             by_member: HashMap::new(),
             by_ident: HashMap::new(),
             deferred: Vec::new(),
+            done: Default::default(),
             idle_ns,
             linger_ns,
             answer,
@@ -263,6 +268,9 @@ impl Tracker {
         res: &mut dyn Resolve,
         out: &mut Vec<(Flow, Reason)>,
     ) {
+        if self.done.contains(&(ev.key, ev.ts_ns)) {
+            return;
+        }
         let id = match self.by_member.get(&(ev.key, ev.ts_ns)) {
             Some(&id) => id,
             None => {
@@ -325,6 +333,7 @@ impl Tracker {
         res: &mut dyn Resolve,
         exit: bool,
     ) -> Due {
+        self.done.clear();
         for c in self.conns.values_mut() {
             for m in &mut c.members {
                 if let Life::Live { seen } = &mut m.life {
@@ -433,6 +442,8 @@ impl Tracker {
     fn finish(&mut self, id: u64, flow: &Flow) {
         if let Some(c) = self.conns.get(&id) {
             self.entries_reported += c.members.len() as u64;
+            self.done
+                .extend(c.members.iter().map(|m| (m.key, m.stats.first_seen_ns)));
         }
         self.forget(id);
         self.reported += 1;
@@ -660,6 +671,36 @@ mod tests {
         assert_eq!(r.records[0].0.stats.packets_out, 4);
         assert!(r.remove.is_empty(), "connection 2's entry stays");
         assert_eq!(t.reported, 1);
+    }
+
+    #[test]
+    fn a_connection_reported_before_its_deferred_flag_event_is_flagged_once() {
+        let ports = ports();
+        let mut t = tracker();
+        let nc = &mut NoConntrack;
+        let k = key(proto::TCP, 8443);
+        t.on_flagged(&event(k, S), &ports, nc);
+        // Connections 2 and 3 follow within one poll interval: 2 is
+        // deferred behind 1, 3 behind 2.
+        t.on_ended(k, closed(S, S + 10), S + 20, nc);
+        assert!(t.on_flagged(&event(k, S + 30), &ports, nc).is_empty());
+        t.on_ended(k, closed(S + 30, S + 40), S + 50, nc);
+        assert!(t.on_flagged(&event(k, S + 60), &ports, nc).is_empty());
+        let r = t.poll(vec![(k, closed(S + 60, S + 60))], 2 * S, &ports, nc);
+        assert_eq!(
+            r.records
+                .iter()
+                .map(|(f, r)| (f.stats.first_seen_ns - S, *r))
+                .collect::<Vec<_>>(),
+            vec![
+                (0, Reason::Ended),
+                (30, Reason::Flagged),
+                (30, Reason::Ended),
+                (60, Reason::Flagged)
+            ]
+        );
+        // A late event of a reported connection is not a new one.
+        assert!(t.on_flagged(&event(k, S + 30), &ports, nc).is_empty());
     }
 
     /// Conntrack for one masqueraded connection: 198.51.100.2:40000 ->
