@@ -184,17 +184,22 @@ pub struct CtLine {
 
 /// `conntrack -L -f FAMILY -p PROTO` in namespace `ns`: every entry.
 pub fn conntrack_list(topo: &Topology, ns: &str, v6: bool, proto: &str) -> Result<Vec<CtLine>> {
-    let out = topo
-        .command(ns, "conntrack")
-        .args(["-L", "-f", if v6 { "ipv6" } else { "ipv4" }, "-p", proto])
+    let mut cmd = topo.command(ns, "conntrack");
+    cmd.args(["-L", "-f", if v6 { "ipv6" } else { "ipv4" }, "-p", proto]);
+    let text = stdout_of(cmd, "conntrack -L")?;
+    Ok(text.lines().filter_map(parse_conntrack_line).collect())
+}
+
+/// Runs `cmd` (named `what` in errors); its standard output if it succeeds.
+fn stdout_of(mut cmd: Command, what: &str) -> Result<String> {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
-        .context("running conntrack -L")?;
+        .with_context(|| format!("running {what}"))?;
     if !out.status.success() {
-        bail!("conntrack -L: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("{what}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().filter_map(parse_conntrack_line).collect())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// One line of `conntrack -L` (`tcp 6 119 TIME_WAIT src=.. dst=.. sport=..

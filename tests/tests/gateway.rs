@@ -72,7 +72,7 @@ fn stop(agent: Agent) -> Vec<Value> {
 
 /// The records of the flows whose local side is `local:port` and remote
 /// side `remote`.
-fn records_of<'a>(recs: &'a [Value], local: IpAddr, port: u16, remote: IpAddr) -> Vec<&'a Value> {
+fn records_of(recs: &[Value], local: IpAddr, port: u16, remote: IpAddr) -> Vec<&Value> {
     recs.iter()
         .filter(|r| {
             r["local_addr"] == local.to_string()
@@ -108,6 +108,14 @@ fn ct_entry(topo: &Topology, v6: bool, src: IpAddr, sport: u16) -> CtLine {
     all.into_iter()
         .find(|c| c.orig.0 == src && c.orig.2 == sport)
         .unwrap_or_else(|| panic!("no conntrack entry from {src}:{sport}"))
+}
+
+/// A flow record's packets out and in.
+fn packets(f: &Value) -> (u64, u64) {
+    (
+        f["packets_out"].as_u64().expect("packets_out"),
+        f["packets_in"].as_u64().expect("packets_in"),
+    )
 }
 
 fn strs(v: &Value) -> Vec<&str> {
@@ -183,14 +191,7 @@ fn masquerade_names_the_inside_host_wherever_the_agent_runs() {
                     let on_lan = wire(&lan, cas);
                     assert_eq!(on_up, on_lan, "tshark: the same packets cross both");
                     assert!(on_up.0 >= 4 && on_up.1 >= 3, "tshark: {on_up:?}");
-                    assert_eq!(
-                        (
-                            f["packets_out"].as_u64().unwrap(),
-                            f["packets_in"].as_u64().unwrap()
-                        ),
-                        on_up,
-                        "{ifaces:?} {f:#}"
-                    );
+                    assert_eq!(packets(f), on_up, "{ifaces:?} {f:#}");
                     assert_eq!(f["state"], "closed", "{f:#}");
                 }
             }
@@ -299,13 +300,7 @@ table ip6 nat {{
                     count(&up, |x| x.dst == cas && x.sport == STUNNEL).0,
                     count(&up, |x| x.src == cas && x.dport == STUNNEL).0,
                 );
-                assert_eq!(
-                    (
-                        f["packets_out"].as_u64().unwrap(),
-                        f["packets_in"].as_u64().unwrap()
-                    ),
-                    on_up
-                );
+                assert_eq!(packets(f), on_up);
                 // The source NAT.
                 let ct = ct_entry(topo, v6, local, 42000);
                 assert_eq!(ct.reply.1, snat, "conntrack: {ct:?}");
@@ -321,13 +316,7 @@ table ip6 nat {{
                     count(&up, |x| x.dst == cas && x.dport == DISALLOWED).0,
                     count(&up, |x| x.src == cas && x.sport == DISALLOWED).0,
                 );
-                assert_eq!(
-                    (
-                        f["packets_out"].as_u64().unwrap(),
-                        f["packets_in"].as_u64().unwrap()
-                    ),
-                    on_up
-                );
+                assert_eq!(packets(f), on_up);
             }
             assert_eq!(
                 (stunnel4.stop(), stunnel6.stop(), s4.stop(), s6.stop()),
@@ -371,13 +360,7 @@ fn an_asymmetric_path_is_one_flow() {
         let (out, _) = wire(&up, CAS4);
         let (none, inn) = wire(&up2, CAS4);
         assert_eq!((wire(&up, CAS4).1, none), (0, 0), "tshark: one way on each");
-        assert_eq!(
-            (
-                f["packets_out"].as_u64().unwrap(),
-                f["packets_in"].as_u64().unwrap()
-            ),
-            (out, inn)
-        );
+        assert_eq!(packets(f), (out, inn));
         assert_eq!(f["state"], "closed");
         assert_eq!(mine.iter().filter(|r| r["reason"] == "flagged").count(), 1);
         // No NAT here: the local side is what the datapath saw.
@@ -446,14 +429,7 @@ fn a_reused_source_port_is_one_flow_per_connection() {
                     .filter(|x| x.stream == Some(*s))
                     .cloned()
                     .collect();
-                assert_eq!(
-                    (
-                        flow["packets_out"].as_u64().unwrap(),
-                        flow["packets_in"].as_u64().unwrap()
-                    ),
-                    wire(&frames, CAS4),
-                    "{flow:#}"
-                );
+                assert_eq!(packets(flow), wire(&frames, CAS4), "{flow:#}");
                 assert_eq!(flow["state"], "closed", "{flow:#}");
                 assert_eq!(flow["nat"], "snat");
                 assert_eq!(

@@ -170,23 +170,44 @@ impl Tracker {
     /// The connection kernel entry `key` (first seen at `stats.first_seen_ns`)
     /// belongs to, created or joined as needed; its stats and life updated.
     fn assign(&mut self, key: FlowKey, stats: FlowStats, life: Life, res: &mut dyn Resolve) -> u64 {
-        if let Some(&id) = self.by_member.get(&(key, stats.first_seen_ns)) {
-            let c = self.conns.get_mut(&id).expect("indexed connection");
-            let m = c
-                .members
-                .iter_mut()
-                .find(|m| m.key == key && m.stats.first_seen_ns == stats.first_seen_ns)
-                .expect("indexed member");
-            m.stats = stats;
+        let Some(&id) = self.by_member.get(&(key, stats.first_seen_ns)) else {
+            let nat = res.nat(&key);
+            return self.assign_new(key, stats, life, nat);
+        };
+        let c = self.conns.get_mut(&id).expect("indexed connection");
+        let m = c
+            .members
+            .iter_mut()
+            .find(|m| m.key == key && m.stats.first_seen_ns == stats.first_seen_ns)
+            .expect("indexed member");
+        m.stats = stats;
+        // A snapshot taken before the entry was handed over does not make
+        // it live again.
+        if !matches!(m.life, Life::Frozen { .. }) {
             m.life = life;
-            if m.nat.kind == NatKind::Unknown && m.asked < 2 && matches!(life, Life::Live { .. }) {
-                // Asked too early (before conntrack confirmed the entry)?
-                m.asked += 1;
-                m.nat = res.nat(&key);
-            }
-            return id;
         }
-        let nat = res.nat(&key);
+        if m.nat.kind == NatKind::Unknown && m.asked < 2 && matches!(life, Life::Live { .. }) {
+            // Asked too early (before conntrack confirmed the entry)?
+            m.asked += 1;
+            m.nat = res.nat(&key);
+            let ident = ident_of(&key, &m.nat);
+            if c.members.len() == 1 && ident != c.ident {
+                // Known under its inside host from now on.
+                let old = std::mem::replace(&mut c.ident, ident);
+                if let Some(ids) = self.by_ident.get_mut(&old) {
+                    ids.retain(|i| *i != id);
+                    if ids.is_empty() {
+                        self.by_ident.remove(&old);
+                    }
+                }
+                self.by_ident.entry(ident).or_default().push(id);
+            }
+        }
+        id
+    }
+
+    /// Places a kernel entry not seen before, whose NAT view is `nat`.
+    fn assign_new(&mut self, key: FlowKey, stats: FlowStats, life: Life, nat: Nat) -> u64 {
         let ident = ident_of(&key, &nat);
         let member = Member {
             key,
@@ -232,18 +253,16 @@ impl Tracker {
         id
     }
 
-    /// Whether an older connection of `ident` than `id` (or any, for
-    /// `None`) is waiting to be reported after its 5-tuple was reused.
-    fn predecessor_pending(&self, ident: &Ident, id: Option<u64>) -> bool {
+    /// Whether a connection of `ident` waits to be reported after its
+    /// 5-tuple was reused.
+    fn predecessor_pending(&self, ident: &Ident) -> bool {
         self.by_ident.get(ident).is_some_and(|ids| {
-            ids.iter()
-                .filter(|i| id.is_none_or(|id| **i < id))
-                .any(|i| {
-                    self.conns[i]
-                        .members
-                        .iter()
-                        .any(|m| matches!(m.life, Life::Frozen { .. }))
-                })
+            ids.iter().any(|i| {
+                self.conns[i]
+                    .members
+                    .iter()
+                    .any(|m| matches!(m.life, Life::Frozen { .. }))
+            })
         })
     }
 
@@ -274,8 +293,8 @@ impl Tracker {
         let id = match self.by_member.get(&(ev.key, ev.ts_ns)) {
             Some(&id) => id,
             None => {
-                let ident = ident_of(&ev.key, &res.nat(&ev.key));
-                if self.predecessor_pending(&ident, None) {
+                let nat = res.nat(&ev.key);
+                if self.predecessor_pending(&ident_of(&ev.key, &nat)) {
                     self.deferred.push(*ev);
                     return;
                 }
@@ -292,7 +311,7 @@ impl Tracker {
                     range_id: ev.range_id,
                 });
                 stats.flagged = 1;
-                self.assign(ev.key, stats, Life::Live { seen: true }, res)
+                self.assign_new(ev.key, stats, Life::Live { seen: true }, nat)
             }
         };
         let c = self.conns.get_mut(&id).expect("connection");

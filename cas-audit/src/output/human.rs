@@ -166,6 +166,12 @@ pub fn summary_table(s: &Summary, disallowed: &[FlowRecord]) -> String {
             s.log_records_lost
         ));
     }
+    if c.get(Counter::FlowsLost) > 0 {
+        out.push_str(&format!(
+            "flows lost: {} ended flows whose 5-tuple was reused before the ring buffer had room for them (raise --ring-size)\n",
+            c.get(Counter::FlowsLost)
+        ));
+    }
     if !s.states.is_empty() {
         let parts: Vec<String> = s.states.iter().map(|(s, n)| format!("{s} {n}")).collect();
         out.push_str(&format!("states: {}\n", parts.join(", ")));
