@@ -39,15 +39,6 @@ impl Direction {
             Direction::In
         }
     }
-
-    /// The other direction.
-    #[inline(always)]
-    pub const fn reverse(self) -> Direction {
-        match self {
-            Direction::Out => Direction::In,
-            Direction::In => Direction::Out,
-        }
-    }
 }
 
 /// Who opened a TCP connection, as learned from the first SYN (without ACK).

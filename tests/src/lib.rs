@@ -20,6 +20,9 @@
 //! The [`traffic`] module has bounded UDP/TCP helpers that run inside a
 //! namespace.
 //!
+//! The [`observers`] module runs the independent witnesses of the gateway
+//! tests: tshark captures, `conntrack -L`, nftables rulesets.
+//!
 //! The [`packet`] module builds Ethernet frames (VLAN tags, IPv4 options,
 //! IPv6 extension headers, fragments, TCP, UDP, ICMP errors) for the
 //! datapath tests and the benchmark. With the `testrun` feature,
