@@ -46,8 +46,13 @@ fn lab_set() -> PathBuf {
 /// The agent in the gw namespace on `ifaces`, JSON lines on stdout,
 /// allowed ports 443 and 11344, ready.
 fn start_agent(topo: &Topology, ifaces: &[&str]) -> Agent {
+    start_agent_in(topo, topo.gw(), ifaces)
+}
+
+/// [`start_agent`] in namespace `ns`.
+fn start_agent_in(topo: &Topology, ns: &str, ifaces: &[&str]) -> Agent {
     let set = lab_set();
-    let mut cmd = topo.command(topo.gw(), &agent_bin_str());
+    let mut cmd = topo.command(ns, &agent_bin_str());
     cmd.args(["run", "--json", "-", "--ingress", "tc", "--set"])
         .arg(&set)
         .args(["--allow-port", "443", "--allow-port", "11344"]);
@@ -196,6 +201,47 @@ fn masquerade_names_the_inside_host_wherever_the_agent_runs() {
                 }
             }
             assert_eq!((s4.stop(), s6.stop()), (3, 3));
+        },
+    );
+}
+
+/// The agent on the LAN host's own interface (no router involved): the
+/// same connection is the same flow, local and remote as on the gateway,
+/// its counts tshark's on that interface.
+#[test]
+fn a_hosts_own_interface_sees_the_same_flow() {
+    with_topology(
+        "a_hosts_own_interface_sees_the_same_flow",
+        &[CAS4],
+        |topo| {
+            let server =
+                TcpServer::start(topo, topo.cloud(), SocketAddr::new(CAS4, DISALLOWED)).unwrap();
+            let filter = format!("tcp port {DISALLOWED}");
+            let own = Capture::start(topo, topo.lan(), Topology::LAN_IF, &filter).unwrap();
+            let agent = start_agent_in(topo, topo.lan(), &[Topology::LAN_IF]);
+            tcp_exchange(
+                topo,
+                topo.lan(),
+                Some(SocketAddr::new(LAN4, 44000)),
+                SocketAddr::new(CAS4, DISALLOWED),
+                &[5u8; 400],
+            )
+            .expect("exchange");
+            let recs = stop(agent);
+            let own = own.stop().unwrap();
+            let mine = records_of(&recs, LAN4, 44000, CAS4);
+            let f = finals(&mine);
+            assert_eq!(f.len(), 1, "{mine:#?}");
+            let f = f[0];
+            assert_eq!(strs(&f["interfaces"]), [Topology::LAN_IF]);
+            assert_eq!(
+                (f["initiator"].as_str(), f["first_packet"].as_str()),
+                (Some("local"), Some("out"))
+            );
+            assert_eq!(packets(f), wire(&own, CAS4));
+            assert_eq!(f["state"], "closed");
+            assert_eq!(mine.iter().filter(|r| r["reason"] == "flagged").count(), 1);
+            assert_eq!(server.stop(), 1);
         },
     );
 }
