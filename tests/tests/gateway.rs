@@ -99,6 +99,29 @@ fn finals<'a>(recs: &[&'a Value]) -> Vec<&'a Value> {
     f
 }
 
+/// The one final record of the flow `local:port` -> `remote`, and all its
+/// records.
+fn one_flow(recs: &[Value], local: IpAddr, port: u16, remote: IpAddr) -> (&Value, Vec<&Value>) {
+    let mine = records_of(recs, local, port, remote);
+    let f = finals(&mine);
+    assert_eq!(f.len(), 1, "one flow {local}:{port} -> {remote}: {mine:#?}");
+    (f[0], mine)
+}
+
+/// `n` bytes from the LAN's `local:port` to `remote` on the disallowed
+/// port, echoed back, both sides closing.
+fn connect_out(topo: &Topology, local: IpAddr, port: u16, remote: IpAddr, n: usize) {
+    let back = tcp_exchange(
+        topo,
+        topo.lan(),
+        Some(SocketAddr::new(local, port)),
+        SocketAddr::new(remote, DISALLOWED),
+        &vec![7u8; n],
+    )
+    .expect("exchange");
+    assert_eq!(back.len(), n);
+}
+
 /// Packets out (to `remote`) and in (from it) that tshark saw in `frames`.
 fn wire(frames: &[Frame], remote: IpAddr) -> (u64, u64) {
     (
@@ -163,24 +186,13 @@ fn masquerade_names_the_inside_host_wherever_the_agent_runs() {
                 let lan = Capture::start(topo, topo.gw(), Topology::GW_INSIDE, &filter).unwrap();
                 let agent = start_agent(topo, ifaces);
                 for (local, cas) in [(LAN4, CAS4), (LAN6, CAS6)] {
-                    let back = tcp_exchange(
-                        topo,
-                        topo.lan(),
-                        Some(SocketAddr::new(local, port)),
-                        SocketAddr::new(cas, DISALLOWED),
-                        &[7u8; 300],
-                    )
-                    .expect("exchange");
-                    assert_eq!(back.len(), 300);
+                    connect_out(topo, local, port, cas, 300);
                 }
                 let recs = stop(agent);
                 let (up, lan) = (up.stop().unwrap(), lan.stop().unwrap());
                 for (local, cas) in [(LAN4, CAS4), (LAN6, CAS6)] {
                     let ct = ct_entry(topo, cas.is_ipv6(), local, port);
-                    let mine = records_of(&recs, local, port, cas);
-                    let f = finals(&mine);
-                    assert_eq!(f.len(), 1, "{ifaces:?} {local}: one flow: {mine:#?}");
-                    let f = f[0];
+                    let (f, mine) = one_flow(&recs, local, port, cas);
                     let flagged = mine.iter().filter(|r| r["reason"] == "flagged").count();
                     assert_eq!(flagged, 1, "{ifaces:?}: flagged once: {mine:#?}");
                     assert_eq!(f["verdict"], "disallowed-port");
@@ -309,14 +321,7 @@ table ip6 nat {{
                 .expect("to the stunnel");
                 assert_eq!(back.len(), 200);
                 // The inside host connects out, translated to the snat address.
-                tcp_exchange(
-                    topo,
-                    topo.lan(),
-                    Some(SocketAddr::new(local, 42000)),
-                    SocketAddr::new(cas, DISALLOWED),
-                    &[2u8; 100],
-                )
-                .expect("out");
+                connect_out(topo, local, 42000, cas, 100);
             }
             let recs = stop(agent);
             let up = up.stop().unwrap();
@@ -329,10 +334,7 @@ table ip6 nat {{
                     (public, local),
                     "conntrack: {ct:?}"
                 );
-                let mine = records_of(&recs, local, STUNNEL, cas);
-                let f = finals(&mine);
-                assert_eq!(f.len(), 1, "{mine:#?}");
-                let f = f[0];
+                let (f, _) = one_flow(&recs, local, STUNNEL, cas);
                 assert_eq!(f["nat"], "dnat", "{f:#}");
                 assert_eq!(f["nat_addr"], ct.orig.1.to_string());
                 assert_eq!(f["nat_port"], ct.orig.3);
@@ -350,10 +352,7 @@ table ip6 nat {{
                 // The source NAT.
                 let ct = ct_entry(topo, v6, local, 42000);
                 assert_eq!(ct.reply.1, snat, "conntrack: {ct:?}");
-                let mine = records_of(&recs, local, 42000, cas);
-                let f = finals(&mine);
-                assert_eq!(f.len(), 1, "{mine:#?}");
-                let f = f[0];
+                let (f, _) = one_flow(&recs, local, 42000, cas);
                 assert_eq!(f["nat"], "snat");
                 assert_eq!(f["nat_addr"], snat.to_string());
                 assert_eq!(f["nat_port"], ct.reply.3);
@@ -385,20 +384,10 @@ fn an_asymmetric_path_is_one_flow() {
         let up = Capture::start(topo, topo.gw(), Topology::GW_UPLINK, &filter).unwrap();
         let up2 = Capture::start(topo, topo.gw(), Topology::GW_UPLINK2, &filter).unwrap();
         let agent = start_agent(topo, &[Topology::GW_UPLINK, Topology::GW_UPLINK2]);
-        tcp_exchange(
-            topo,
-            topo.lan(),
-            Some(SocketAddr::new(LAN4, 43000)),
-            SocketAddr::new(CAS4, DISALLOWED),
-            &[3u8; 500],
-        )
-        .expect("exchange");
+        connect_out(topo, LAN4, 43000, CAS4, 500);
         let recs = stop(agent);
         let (up, up2) = (up.stop().unwrap(), up2.stop().unwrap());
-        let mine = records_of(&recs, LAN4, 43000, CAS4);
-        let f = finals(&mine);
-        assert_eq!(f.len(), 1, "{mine:#?}");
-        let f = f[0];
+        let (f, mine) = one_flow(&recs, LAN4, 43000, CAS4);
         assert_eq!(
             strs(&f["interfaces"]),
             [Topology::GW_UPLINK, Topology::GW_UPLINK2]
