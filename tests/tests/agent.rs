@@ -53,10 +53,14 @@ const UDP_LEN: usize = 100;
 /// Wire size of one such datagram: Ethernet + IPv4 + UDP headers + payload.
 const UDP_FRAME: u64 = 14 + 20 + 8 + UDP_LEN as u64;
 
-const FLOW_FIELDS: [&str; 30] = [
+const FLOW_FIELDS: [&str; 34] = [
     "ts",
     "reason",
     "iface",
+    "interfaces",
+    "nat",
+    "nat_addr",
+    "nat_port",
     "proto",
     "local_addr",
     "local_port",

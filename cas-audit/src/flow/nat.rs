@@ -40,18 +40,6 @@ pub enum NatKind {
     Unknown,
 }
 
-impl NatKind {
-    /// The contract string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NatKind::None => "none",
-            NatKind::Snat => "snat",
-            NatKind::Dnat => "dnat",
-            NatKind::Unknown => "unknown",
-        }
-    }
-}
-
 /// A flow's local side as conntrack knows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Nat {
@@ -184,6 +172,9 @@ mod tests {
                 translated: None,
             })
         );
-        assert_eq!(NatKind::default().as_str(), "unknown");
+        assert_eq!(
+            serde_json::to_string(&NatKind::default()).unwrap(),
+            "\"unknown\""
+        );
     }
 }
