@@ -207,6 +207,10 @@ fn masquerade_names_the_inside_host_wherever_the_agent_runs() {
                     let on_up = wire(&up, cas);
                     let on_lan = wire(&lan, cas);
                     assert_eq!(on_up, on_lan, "tshark: the same packets cross both");
+                    eprintln!(
+                        "{ifaces:?}: {local}:{port} -> {cas}: conntrack reply to {}:{}, tshark out/in {on_up:?}, record {} {}:{} out/in {:?}",
+                        ct.reply.1, ct.reply.3, f["local_addr"], f["nat_addr"], f["nat_port"], packets(f)
+                    );
                     assert!(on_up.0 >= 4 && on_up.1 >= 3, "tshark: {on_up:?}");
                     assert_eq!(packets(f), on_up, "{ifaces:?} {f:#}");
                     assert_eq!(f["state"], "closed", "{f:#}");
@@ -465,6 +469,12 @@ fn a_reused_source_port_is_one_flow_per_connection() {
                     .cloned()
                     .collect();
                 assert_eq!(packets(flow), wire(&frames, CAS4), "{flow:#}");
+                eprintln!(
+                    "tcp.stream {s}: tshark out/in {:?}, flow first seen {} out/in {:?}",
+                    wire(&frames, CAS4),
+                    flow["first_seen"],
+                    packets(flow)
+                );
                 assert_eq!(flow["state"], "closed", "{flow:#}");
                 assert_eq!(flow["nat"], "snat");
                 assert_eq!(
