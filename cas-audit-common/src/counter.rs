@@ -34,11 +34,18 @@ pub enum Counter {
     /// Such errors quoting a CAS address whose flow was not in the table
     /// (never seen, or already reported and removed).
     IcmpUnmatched = 11,
+    /// TCP flows that ended (FIN both ways or RST) and were started again by
+    /// a new opening SYN on the same 5-tuple: the ended flow was handed to
+    /// the agent on the ring buffer and the entry reset for the new one.
+    FlowsReopened = 12,
+    /// Of those, ended flows whose figures did not fit in the ring buffer:
+    /// not reported (their packets stay in the range counters).
+    FlowsLost = 13,
 }
 
 impl Counter {
     /// Number of counters (size of the counter array).
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
     /// All counters in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -53,6 +60,8 @@ impl Counter {
         Counter::Events,
         Counter::IcmpErrors,
         Counter::IcmpUnmatched,
+        Counter::FlowsReopened,
+        Counter::FlowsLost,
     ];
 
     /// The counter's one name (snake_case): its key in the `summary` record
@@ -71,6 +80,8 @@ impl Counter {
             Counter::Events => "events",
             Counter::IcmpErrors => "icmp_errors",
             Counter::IcmpUnmatched => "icmp_unmatched",
+            Counter::FlowsReopened => "flows_reopened",
+            Counter::FlowsLost => "flows_lost",
         }
     }
 
@@ -89,6 +100,8 @@ impl Counter {
             Counter::Events => "Flow events sent to the agent",
             Counter::IcmpErrors => "ICMP destination-unreachable errors attached to the CAS flow they quote",
             Counter::IcmpUnmatched => "ICMP destination-unreachable errors about a CAS address whose flow was not in the table",
+            Counter::FlowsReopened => "Ended TCP flows started again by a new SYN on the same 5-tuple (the ended one is reported on its own)",
+            Counter::FlowsLost => "Ended TCP flows overwritten by a new connection on the same 5-tuple whose figures did not fit in the ring buffer (not reported)",
         }
     }
 }

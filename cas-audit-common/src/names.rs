@@ -13,7 +13,10 @@ pub const FLOWS: &str = "CAS_FLOWS";
 /// words; profile `p`, port `n` is bit `n % 32` of word `p * PORT_WORDS + n / 32`
 /// (see [`crate::port_bit`]).
 pub const ALLOWED_PORTS: &str = "CAS_ALLOWED_PORTS";
-/// Ring buffer of [`crate::FlowEvent`]s.
+/// Ring buffer of flow records for the agent: [`crate::FlowEvent`]s (a
+/// new disallowed flow) and [`crate::FlowEnded`]s (an ended flow whose
+/// 5-tuple a new connection reuses), told apart by their first word
+/// ([`crate::record_kind`]).
 pub const EVENTS: &str = "CAS_EVENTS";
 /// Per-CPU array of `u64` datapath counters indexed by [`crate::Counter`].
 pub const COUNTERS: &str = "CAS_COUNTERS";
@@ -23,6 +26,11 @@ pub const COUNTERS: &str = "CAS_COUNTERS";
 /// both families keeps one map per lookup site, which lets the verifier
 /// inline the lookup.
 pub const PREFILTER: &str = "CAS_PREFILTER";
+/// Hash of the audited interfaces: ifindex (`u32`) → `u32` (1). The TC
+/// egress program counts a forwarded packet only when the interface it
+/// arrived on is not in it (it was counted there, at ingress), so that a
+/// packet crossing two audited interfaces counts once.
+pub const IFACES: &str = "CAS_IFACES";
 /// Benchmark baseline: a TC program that only returns.
 pub const PROG_BENCH_EMPTY_TC: &str = "cas_bench_empty_tc";
 /// Benchmark baseline: an XDP program that only returns.
@@ -59,6 +67,10 @@ pub mod sizes {
     pub const MAX_PORT_PROFILES: u32 = 256;
     /// Ring-buffer size in bytes (power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 256 * 1024;
+    /// Interfaces one datapath audits at most ([`crate::names::IFACES`]).
+    pub const MAX_IFACES: u32 = 256;
+    /// Interfaces a flow remembers ([`crate::FlowStats::ifindexes`]).
+    pub const FLOW_IFACES: usize = 4;
     /// Upper bound on IPv6 extension headers walked before giving up on the L4 header.
     pub const MAX_IPV6_EXT_HEADERS: u32 = 6;
 }

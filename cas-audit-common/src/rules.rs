@@ -1,6 +1,7 @@
-//! Every rule the kernel programs and the agent must apply alike: the
-//! history letters of a packet, the initial state of a new flow, a flow's
-//! service port and verdict, and when a TCP flow has ended. The kernel
+//! Every rule the kernel programs and the agent must apply alike: which
+//! side of a packet is the CAS side, the history letters of a packet, the
+//! initial state of a new flow, a flow's service port and verdict, when a
+//! TCP flow has ended and when a new connection reuses its 5-tuple. The kernel
 //! applies them as packets pass; the agent applies the same functions to
 //! what the kernel hands it (events, table snapshots), so the two never
 //! disagree.
@@ -96,17 +97,38 @@ pub mod history {
     }
 }
 
+/// Which side of a packet is the remote (CAS) side, whichever hook sees
+/// it: the destination when it is in a CAS range (`Out`), else the source
+/// (`In`). The egress/ingress hook does not decide it, so the LAN side of a
+/// router, its uplink and a host's own interface all see the same flows.
+///
+/// A packet between two CAS addresses is counted once, for one range: the
+/// kernel first looks for a flow the packet already belongs to in either
+/// orientation, so a conversation between two CAS addresses is one flow
+/// whose remote side is the destination of its first packet.
+#[inline(always)]
+pub const fn remote_side(dst_in_cas: bool) -> Direction {
+    if dst_in_cas {
+        Direction::Out
+    } else {
+        Direction::In
+    }
+}
+
 /// The first packet of a flow, as the kernel saw it (and hands it to the
 /// agent in a [`crate::FlowEvent`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FirstPacket {
     /// Its direction.
     pub dir: Direction,
+    /// The interface it was seen on.
+    pub ifindex: u32,
     /// IP protocol number.
     pub proto: u8,
-    /// Wire packets (GSO segments).
+    /// Wire packets (GSO segments); 0 when the packet was counted at an
+    /// earlier audited hook (a flow seen first after NAT).
     pub packets: u64,
-    /// Link-layer bytes, headers replicated per segment.
+    /// Link-layer bytes, headers replicated per segment (0 as `packets`).
     pub bytes: u64,
     /// TCP flags ([`tcp_flags`] bits; 0 for other protocols).
     pub tcp_flags: u32,
@@ -149,6 +171,7 @@ pub fn open_flow(p: &FirstPacket) -> FlowStats {
         history: history::first(p.kinds),
         ..FlowStats::default()
     };
+    st.ifindexes[0] = p.ifindex;
     match p.dir {
         Direction::Out => {
             st.packets_out = p.packets;
@@ -280,6 +303,17 @@ pub enum Ending {
     Closed,
     /// RST seen from either side.
     Reset,
+}
+
+/// Whether a packet with TCP flags `flags` opens a new connection on an
+/// existing flow of protocol `proto_nr` whose history mask is `mask`: an
+/// opening SYN after the flow ended (FIN both ways, or RST). A NAT box and
+/// a client with a fixed source port reuse 5-tuples; each connection is one
+/// attempt, so the ended flow is reported with its own figures and the SYN
+/// starts a new flow. UDP and other protocols never reopen (they expire).
+#[inline(always)]
+pub const fn reopens(proto_nr: u8, flags: u32, mask: u64) -> bool {
+    proto_nr == proto::TCP && opening_syn(flags) && !matches!(ending(proto_nr, mask), Ending::Open)
 }
 
 /// How a flow of protocol `proto_nr` with history mask `mask` ended: TCP

@@ -12,16 +12,20 @@
 
 use crate::sizes;
 
-/// Direction of a packet relative to the audited host or network.
+/// Direction of a packet relative to the CAS side, whichever hook sees it.
 ///
-/// `Out` is a packet leaving through the interface (egress): its destination
-/// is the remote (CAS) side. `In` arrives (ingress): its source is the remote side.
+/// `Out` travels towards the remote (CAS) side: its destination is in a CAS
+/// range. `In` comes from it: its source is in a CAS range and its
+/// destination is not (or, between two CAS addresses, it answers a flow
+/// whose first packet went the other way; see [`crate::rules::remote_side`]).
+/// On an uplink, egress packets are usually `Out`; on the LAN-facing
+/// interface of a router, egress packets are usually `In`.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
-    /// Egress: local → remote.
+    /// Towards CAS: local → remote.
     Out = 0,
-    /// Ingress: remote → local.
+    /// From CAS: remote → local.
     In = 1,
 }
 
@@ -33,15 +37,6 @@ impl Direction {
             Direction::Out
         } else {
             Direction::In
-        }
-    }
-
-    /// The other direction.
-    #[inline(always)]
-    pub const fn reverse(self) -> Direction {
-        match self {
-            Direction::Out => Direction::In,
-            Direction::In => Direction::Out,
         }
     }
 }
@@ -123,23 +118,27 @@ pub struct RangeValue {
 ///
 /// Bytes are link-layer frame bytes (Ethernet header included, FCS excluded).
 /// For GSO/GRO super-packets `packets` counts the wire segments and `bytes`
-/// adds the replicated headers of each segment.
+/// adds the replicated headers of each segment. A packet is counted at the
+/// first audited hook it meets on this host (see [`crate::names::IFACES`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RangeStats {
-    /// Packets towards the range (egress).
+    /// Packets towards the range ([`Direction::Out`]).
     pub packets_out: u64,
-    /// Bytes towards the range (egress).
+    /// Bytes towards the range.
     pub bytes_out: u64,
-    /// Packets from the range (ingress).
+    /// Packets from the range ([`Direction::In`]).
     pub packets_in: u64,
-    /// Bytes from the range (ingress).
+    /// Bytes from the range.
     pub bytes_in: u64,
 }
 
 /// Key of the flow table, normalised so both directions of a conversation
 /// land on one entry: "local" is the host side, "remote" the CAS side.
 ///
+/// It holds no interface: a connection seen on several audited interfaces
+/// with the same addresses (a router without NAT, an asymmetric path) is
+/// one entry, which lists the interfaces in [`FlowStats::ifindexes`].
 /// IPv4 addresses use the first four bytes of the 16-byte fields and leave the
 /// rest zero. Ports are in host byte order; zero for protocols without ports.
 #[repr(C)]
@@ -149,8 +148,6 @@ pub struct FlowKey {
     pub local_addr: [u8; 16],
     /// Remote (CAS-side) address, network byte order.
     pub remote_addr: [u8; 16],
-    /// Interface index the flow was seen on.
-    pub ifindex: u32,
     /// Local port (host byte order).
     pub local_port: u16,
     /// Remote port (host byte order).
@@ -218,12 +215,28 @@ pub struct FlowStats {
     /// Source address of the last ICMP error (the router or firewall that
     /// sent it), network byte order.
     pub reporter: [u8; 16],
+    /// Indexes of the audited interfaces the flow was seen on, in order of
+    /// first sight; unused slots are zero. A fifth interface is not
+    /// remembered (the packets are still counted).
+    pub ifindexes: [u32; sizes::FLOW_IFACES],
+}
+
+/// The first word of every ring-buffer record: which record it is.
+pub mod record_kind {
+    /// A [`crate::FlowEvent`].
+    pub const FLAGGED: u32 = 1;
+    /// A [`crate::FlowEnded`].
+    pub const ENDED: u32 = 2;
 }
 
 /// Ring-buffer record: a new flow whose service port is not allowed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEvent {
+    /// [`record_kind::FLAGGED`].
+    pub kind: u32,
+    /// Interface the first packet was seen on.
+    pub ifindex: u32,
     /// When the kernel saw it (`bpf_ktime_get_ns`: CLOCK_MONOTONIC, ns).
     pub ts_ns: u64,
     /// The flow.
@@ -249,7 +262,23 @@ pub struct FlowEvent {
     /// Its IP TTL / IPv6 hop limit.
     pub ttl: u8,
     /// Explicit padding, always zero.
-    pub _pad: u8,
+    pub _pad: [u8; 5],
+}
+
+/// Ring-buffer record: an ended TCP flow (FIN both ways, or RST) whose
+/// 5-tuple a new connection (an opening SYN) reuses. The kernel hands over
+/// the ended flow's figures, then resets the entry for the new one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEnded {
+    /// [`record_kind::ENDED`].
+    pub kind: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// The flow.
+    pub key: FlowKey,
+    /// Its final state.
+    pub stats: FlowStats,
 }
 
 /// Word index and bit mask of the prefilter bit for an address of family
@@ -276,7 +305,7 @@ pub fn port_bit(profile: u32, port: u16) -> (u32, u32) {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all five types are #[repr(C)], contain only integers and byte
+    // SAFETY: all six types are #[repr(C)], contain only integers and byte
     // arrays, and have no implicit padding (explicit `_pad` fields instead),
     // so every bit pattern is valid and they can be copied to and from maps.
     unsafe impl aya::Pod for super::RangeValue {}
@@ -284,11 +313,13 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::FlowEnded {}
 }
 
 // Layout checks: the kernel and the agent must agree byte for byte.
 const _: () = assert!(core::mem::size_of::<RangeValue>() == 8);
 const _: () = assert!(core::mem::size_of::<RangeStats>() == 32);
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 44);
-const _: () = assert!(core::mem::size_of::<FlowStats>() == 112);
-const _: () = assert!(core::mem::size_of::<FlowEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 128);
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<FlowEnded>() == 176);

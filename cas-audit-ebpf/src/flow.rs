@@ -1,7 +1,9 @@
 //! The flow table: a flow's key, a new flow (initial state from
 //! [`cas_audit_common::rules::open_flow`], judged with
-//! [`cas_audit_common::rules::judge`], an event for a disallowed one), and
-//! the update of an existing flow (counters, flags, history).
+//! [`cas_audit_common::rules::judge`], an event for a disallowed one), the
+//! update of an existing flow (counters, flags, history, interfaces), and a
+//! new connection on an ended flow's 5-tuple ([`rules::reopens`]: the
+//! ended flow goes to the agent on the ring, the entry starts again).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -9,16 +11,18 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use cas_audit_common::{
-    history,
+    history, record_kind,
     rules::{self, FirstPacket},
-    tcp_flags, Counter, Direction, FlowEvent, FlowKey, FlowStats, RangeValue,
+    sizes::FLOW_IFACES,
+    tcp_flags, Counter, Direction, FlowEnded, FlowEvent, FlowKey, FlowStats, RangeValue,
 };
 use core::intrinsics::{atomic_or, atomic_xadd, AtomicOrdering};
 
 use crate::{
     count::{count, count_match},
-    lookup::{lookup_range, port_allowed, Lookup},
+    lookup::port_allowed,
     maps::{EVENTS, FLOWS, SCRATCH},
+    observe::{cas_side, counts_here, Hook},
     packet::Packet,
     parse::{L3, L4},
 };
@@ -27,9 +31,12 @@ use crate::{
 pub struct Seen {
     /// Its direction.
     pub dir: Direction,
-    /// Wire packets (GSO segments).
+    /// The interface it is on.
+    pub ifindex: u32,
+    /// Wire packets (GSO segments) to count: 0 at a hook after the one
+    /// that counted it.
     pub packets: u64,
-    /// Link-layer bytes, headers replicated per segment.
+    /// Link-layer bytes, headers replicated per segment (0 as `packets`).
     pub bytes: u64,
     /// TCP flags (0 for other protocols).
     pub tcp_flags: u32,
@@ -44,7 +51,6 @@ pub struct Seen {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn flow_key(
-    ifindex: u32,
     proto: u8,
     fam: u8,
     dir: Direction,
@@ -54,7 +60,6 @@ pub fn flow_key(
     dst_port: u16,
 ) -> FlowKey {
     let mut key = FlowKey {
-        ifindex,
         proto,
         family: fam,
         ..FlowKey::default()
@@ -73,25 +78,88 @@ pub fn flow_key(
     key
 }
 
-/// A packet with a good transport header whose remote address passed the
+/// Turns `key` round: local and remote swap (the same packet seen with the
+/// other address as the CAS side).
+#[inline(always)]
+pub fn reverse(key: &mut FlowKey) {
+    core::mem::swap(&mut key.local_addr, &mut key.remote_addr);
+    core::mem::swap(&mut key.local_port, &mut key.remote_port);
+}
+
+/// A packet with a good transport header one of whose addresses passed the
 /// prefilter. An existing flow already knows its range, so the trie is only
 /// walked for packets without a flow: on a hit this saves the trie walk
 /// (about a quarter of the hit path), on a near miss (prefilter passed,
 /// trie misses) it adds a flow-table miss. See BENCHMARKS.md.
+///
+/// The flow is looked for with the destination as the CAS side first, then
+/// the source, so that both directions of a conversation, between two CAS
+/// addresses too, land on one entry.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn observe_flow<P: Packet>(
     pkt: &P,
+    hook: Hook,
     l3: &L3,
     l4: &L4,
-    remote: &[u8; 16],
-    dir: Direction,
+    src_pass: bool,
+    dst_pass: bool,
     segs: u64,
     len: u64,
 ) {
     // Each wire segment of a super-packet repeats the headers.
     let bytes = len + (segs - 1) * l4.hdr_end as u64;
+    let mut key = flow_key(
+        l3.proto,
+        l3.family,
+        Direction::Out,
+        &l3.src,
+        &l3.dst,
+        l4.src_port,
+        l4.dst_port,
+    );
+    // 1 where the packet is counted, 0 at a later hook: a factor, not a
+    // branch (every branch carried through the flow path doubles the
+    // verifier's states), and adding 0 is harmless.
+    let counted = counts_here(pkt, hook) as u64;
+    let mut seen = Seen {
+        dir: Direction::Out,
+        ifindex: pkt.ifindex(),
+        packets: segs * counted,
+        bytes: bytes * counted,
+        tcp_flags: l4.tcp_flags,
+        kinds: history::kinds(l3.proto, l4.tcp_flags, l4.payload),
+        ttl: l3.ttl,
+    };
+    // One call site for an existing flow (each inlined copy of its update
+    // costs verifier states): find it first, with the destination as the
+    // CAS side, else the source. By reference: a by-value key would be
+    // copied to the 512-byte stack.
+    let mut st: *mut FlowStats = core::ptr::null_mut();
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    if dst_pass {
+        if let Some(p) = FLOWS.get_ptr_mut(&key) {
+            st = p;
+        }
+    }
+    if st.is_null() {
+        reverse(&mut key);
+        seen.dir = Direction::In;
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        if src_pass {
+            if let Some(p) = FLOWS.get_ptr_mut(&key) {
+                st = p;
+            }
+        }
+    }
+    // SAFETY: a live map value of `key`.
+    if !st.is_null() && unsafe { existing_flow(st, &key, &seen) } {
+        return;
+    }
+    let Some((range, dir)) = cas_side(l3.family, &l3.src, &l3.dst) else {
+        return;
+    };
     let key = flow_key(
-        pkt.ifindex(),
         l3.proto,
         l3.family,
         dir,
@@ -100,34 +168,55 @@ pub fn observe_flow<P: Packet>(
         l4.src_port,
         l4.dst_port,
     );
-    let seen = Seen {
-        dir,
-        packets: segs,
-        bytes,
-        tcp_flags: l4.tcp_flags,
-        kinds: history::kinds(l3.proto, l4.tcp_flags, l4.payload),
-        ttl: l3.ttl,
-    };
-    // By reference: a by-value key would be copied to the 512-byte stack.
-    #[allow(clippy::needless_borrows_for_generic_args)]
-    if let Some(st) = FLOWS.get_ptr_mut(&key) {
-        // The coarse clock (one tick of resolution) is a fraction of the
-        // precise one's cost. SAFETY: no preconditions.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
-        // SAFETY: a live map value; its range was decided when it was created.
-        let range_id = unsafe { (*st).range_id };
-        count_match(range_id, dir, segs, bytes);
-        // SAFETY: as above.
-        unsafe { add_to_flow(st, &seen, now) };
-        return;
-    }
-    let Lookup::Hit(range) = lookup_range(l3.family, remote) else {
-        return;
-    };
-    count_match(range.id, dir, segs, bytes);
+    seen.dir = dir;
+    count_match(range.id, dir, seen.packets, seen.bytes);
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     new_flow(pkt, &key, &range, &seen, now);
+}
+
+/// Adds a packet to the flow `st` it belongs to; false when the packet
+/// opens a new connection on the ended flow instead ([`rules::reopens`]):
+/// the ended flow has then been handed to the agent and removed, and the
+/// caller creates the new one.
+///
+/// # Safety
+/// `st` must point at the live `FlowStats` map value of `key`.
+#[inline(always)]
+unsafe fn existing_flow(st: *mut FlowStats, key: &FlowKey, seen: &Seen) -> bool {
+    if rules::reopens(key.proto, seen.tcp_flags, (*st).history_mask) {
+        hand_over_ended(st, key);
+        return false;
+    }
+    // The coarse clock (one tick of resolution) is a fraction of the
+    // precise one's cost. SAFETY: no preconditions.
+    let now = bpf_ktime_get_coarse_ns();
+    // Its range was decided when the flow was created.
+    count_match((*st).range_id, seen.dir, seen.packets, seen.bytes);
+    add_to_flow(st, seen, now);
+    true
+}
+
+/// Hands an ended flow to the agent (a [`FlowEnded`] record; a full ring
+/// is counted in `flows_lost`) and removes it from the table.
+///
+/// # Safety
+/// As [`existing_flow`].
+#[inline(always)]
+unsafe fn hand_over_ended(st: *const FlowStats, key: &FlowKey) {
+    count(Counter::FlowsReopened, 1);
+    match EVENTS.reserve::<FlowEnded>(0) {
+        Some(mut entry) => {
+            let rec = entry.as_mut_ptr();
+            (*rec).kind = record_kind::ENDED;
+            (*rec)._pad = 0;
+            (*rec).key = *key;
+            (*rec).stats = *st;
+            entry.submit(0);
+        }
+        None => count(Counter::FlowsLost, 1),
+    }
+    let _ = FLOWS.remove(key);
 }
 
 /// Creates the flow of a CAS packet that has none yet, at `now`
@@ -142,6 +231,7 @@ fn new_flow<P: Packet>(pkt: &P, key: &FlowKey, range: &RangeValue, seen: &Seen, 
     let st = unsafe { &mut *st };
     *st = rules::open_flow(&FirstPacket {
         dir: seen.dir,
+        ifindex: seen.ifindex,
         proto: key.proto,
         packets: seen.packets,
         bytes: seen.bytes,
@@ -200,6 +290,8 @@ fn emit_event(key: &FlowKey, range_id: u32, svc: u16, initiator: u8, seen: &Seen
             // SAFETY: a reserved ring-buffer record of FlowEvent's size;
             // every field is written before it is submitted.
             unsafe {
+                (*ev).kind = record_kind::FLAGGED;
+                (*ev).ifindex = seen.ifindex;
                 (*ev).ts_ns = now;
                 (*ev).key = *key;
                 (*ev).range_id = range_id;
@@ -211,7 +303,7 @@ fn emit_event(key: &FlowKey, range_id: u32, svc: u16, initiator: u8, seen: &Seen
                 (*ev).tcp_flags = seen.tcp_flags as u8;
                 (*ev).kinds = seen.kinds as u8;
                 (*ev).ttl = seen.ttl;
-                (*ev)._pad = 0;
+                (*ev)._pad = [0; 5];
             }
             entry.submit(0);
             count(Counter::Events, 1);
@@ -221,7 +313,8 @@ fn emit_event(key: &FlowKey, range_id: u32, svc: u16, initiator: u8, seen: &Seen
 }
 
 /// Adds one packet, seen at `now` (CLOCK_MONOTONIC_COARSE), to an
-/// existing flow.
+/// existing flow: its counts (0 when an earlier hook counted it), flags,
+/// history and interface.
 ///
 /// # Safety
 /// `st` must point at a live `FlowStats` map value.
@@ -254,10 +347,33 @@ unsafe fn add_to_flow(st: *mut FlowStats, seen: &Seen, now: u64) {
     {
         (*st).initiator = rules::opener(dir);
     }
+    add_iface(st, seen.ifindex);
     let originator = dir as u8 == (*st).first_dir;
     let shift = if originator { 0 } else { history::KINDS };
     if (*st).history_mask & (seen.kinds << shift) != seen.kinds << shift {
         add_history(st, seen.kinds, shift, originator);
+    }
+}
+
+/// Remembers that the flow was seen on interface `ifindex` (the first
+/// [`FLOW_IFACES`] interfaces). Slots are only ever filled; two CPUs racing
+/// for one slot lose an interface until the flow's next packet there.
+///
+/// # Safety
+/// `st` must point at a live `FlowStats` map value.
+#[inline(always)]
+unsafe fn add_iface(st: *mut FlowStats, ifindex: u32) {
+    let mut i = 0;
+    while i < FLOW_IFACES {
+        let v = (*st).ifindexes[i];
+        if v == ifindex {
+            return;
+        }
+        if v == 0 {
+            (*st).ifindexes[i] = ifindex;
+            return;
+        }
+        i += 1;
     }
 }
 

@@ -47,15 +47,6 @@ pub fn lookup_range(fam: u8, addr: &[u8; 16]) -> Lookup {
     }
 }
 
-/// Prefilter and trie together.
-#[inline(always)]
-pub fn lookup(fam: u8, addr: &[u8; 16]) -> Lookup {
-    if !prefilter_passes_addr(fam, addr) {
-        return Lookup::Miss;
-    }
-    lookup_range(fam, addr)
-}
-
 /// Whether `port` is allowed in port profile `profile`.
 #[inline(always)]
 pub fn port_allowed(profile: u32, port: u16) -> bool {

@@ -1,12 +1,14 @@
 //! cas-audit kernel programs: the entry points.
 //!
-//! `cas_tc_egress` looks at packets leaving an interface and matches their
-//! destination; `cas_tc_ingress` and `cas_xdp_ingress` look at arriving
-//! packets and match their source. What they do is [`observe::observe`]:
-//! a match against the CAS prefix tries is counted per range and per flow;
-//! a new flow whose service port is not an allowed one is reported on the
-//! event ring buffer. Every program always passes the packet: the datapath
-//! observes, it never changes a packet's fate.
+//! `cas_tc_egress` looks at packets leaving an interface, `cas_tc_ingress`
+//! and `cas_xdp_ingress` at arriving ones. What they do is
+//! [`observe::observe`]: both addresses are matched against the CAS prefix
+//! tries (the CAS side is the remote side whatever the hook); a match is
+//! counted per range and per flow, once per packet however many audited
+//! interfaces it crosses; a new flow whose service port is not an allowed
+//! one, and an ended flow whose 5-tuple a new connection reuses, are handed
+//! to the agent on the ring buffer. Every program always passes the packet:
+//! the datapath observes, it never changes a packet's fate.
 //!
 //! Modules, one concern each: [`packet`] (TC/XDP byte access), [`parse`]
 //! (headers), [`lookup`] (prefilter, tries, port bitmaps), [`count`]
@@ -34,27 +36,28 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use cas_audit_common::Direction;
+use observe::Hook;
 
-/// TC egress: counts packets whose destination is a CAS address. Returns
-/// `TC_ACT_UNSPEC` (TCX "next"): programs after it still decide.
+/// TC egress: counts packets to or from a CAS address that did not arrive
+/// on an audited interface. Returns `TC_ACT_UNSPEC` (TCX "next"): programs
+/// after it still decide.
 #[classifier]
 pub fn cas_tc_egress(ctx: TcContext) -> i32 {
-    observe::observe(&ctx, Direction::Out);
+    observe::observe(&ctx, Hook::Egress);
     TC_ACT_UNSPEC
 }
 
-/// TC ingress: counts packets whose source is a CAS address.
+/// TC ingress: counts packets to or from a CAS address.
 #[classifier]
 pub fn cas_tc_ingress(ctx: TcContext) -> i32 {
-    observe::observe(&ctx, Direction::In);
+    observe::observe(&ctx, Hook::Ingress);
     TC_ACT_UNSPEC
 }
 
-/// XDP ingress: counts packets whose source is a CAS address.
+/// XDP ingress: counts packets to or from a CAS address.
 #[xdp]
 pub fn cas_xdp_ingress(ctx: XdpContext) -> u32 {
-    observe::observe(&ctx, Direction::In);
+    observe::observe(&ctx, Hook::Ingress);
     XDP_PASS
 }
 

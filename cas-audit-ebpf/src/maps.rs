@@ -3,12 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use cas_audit_common::{
     sizes::{
-        EVENTS_BYTES, MAX_FLOWS, MAX_PORT_PROFILES, MAX_RANGES, MAX_RANGES_V4, MAX_RANGES_V6,
-        PORT_WORDS, PREFILTER_WORDS,
+        EVENTS_BYTES, MAX_FLOWS, MAX_IFACES, MAX_PORT_PROFILES, MAX_RANGES, MAX_RANGES_V4,
+        MAX_RANGES_V6, PORT_WORDS, PREFILTER_WORDS,
     },
     Counter, FlowKey, FlowStats, RangeStats, RangeValue,
 };
@@ -33,7 +33,14 @@ pub static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(
 #[map(name = "CAS_ALLOWED_PORTS")]
 pub static ALLOWED_PORTS: Array<u32> = Array::with_max_entries(MAX_PORT_PROFILES * PORT_WORDS, 0);
 
-/// Disallowed-port flow events for the agent.
+/// The audited interfaces (ifindex → 1), written by the agent as it
+/// attaches: a packet leaving one of them that arrived on another was
+/// counted on arrival.
+#[map(name = "CAS_IFACES")]
+pub static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+/// Records for the agent: disallowed new flows, ended flows whose 5-tuple
+/// a new connection reuses.
 #[map(name = "CAS_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 

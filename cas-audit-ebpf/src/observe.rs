@@ -1,28 +1,82 @@
 //! The per-packet pipeline every program runs: the fast path for plain
-//! packets, the full parse, ICMP errors, the lookup of the remote address,
-//! and counting per range and per flow. Every packet is passed untouched.
+//! packets, the full parse, ICMP errors, the lookup of both addresses, and
+//! counting per range and per flow. Every packet is passed untouched.
+//!
+//! Either address may be the CAS side, whichever hook sees the packet
+//! ([`cas_audit_common::rules::remote_side`]): on a router's LAN side an
+//! egress packet comes *from* CAS, on its uplink it goes *to* CAS. A packet
+//! is counted at the first audited hook it meets on this host
+//! ([`counts_here`]); later hooks only add what they see to the flow.
 
-use cas_audit_common::{proto, Counter, Direction};
+use cas_audit_common::{proto, rules, Counter, Direction, RangeValue};
 
 use crate::{
     count::{count, count_match},
     flow::observe_flow,
     icmp,
     lookup::{lookup_range, prefilter_passes, prefilter_passes_addr, Lookup},
+    maps::IFACES,
     packet::Packet,
-    parse::{parse_l3, parse_l4, parse_quoted, quick_remote, L3Status, Quick},
+    parse::{parse_l3, parse_l4, parse_quoted, quick_addrs, L3Status, Quick},
 };
 
-/// Looks at one packet travelling in `dir` (egress: its destination is the
-/// remote side; ingress: its source).
+/// The hook a program is attached to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// TC or XDP ingress: the first hook a packet meets on this host.
+    Ingress,
+    /// TC egress.
+    Egress,
+}
+
+/// Whether a packet is counted here: always at ingress; at egress unless
+/// it arrived on an audited interface (counted there already). A packet
+/// this host made arrived on no interface (`ingress_ifindex` 0).
 #[inline(always)]
-pub fn observe<P: Packet>(pkt: &P, dir: Direction) {
+pub fn counts_here<P: Packet>(pkt: &P, hook: Hook) -> bool {
+    if hook == Hook::Ingress {
+        return true;
+    }
+    let from = pkt.arrived_on();
+    // SAFETY: a plain u32 value of a hash map, read once.
+    from == 0 || unsafe { IFACES.get(from) }.is_none()
+}
+
+/// The CAS side of a packet from `src` to `dst` (family `fam`): the range
+/// and the packet's direction ([`rules::remote_side`]: the destination
+/// first), or `None` when neither is in a range. The prefilter is asked
+/// again here rather than carried from the caller: fewer live values make
+/// fewer verifier states, and this runs for new flows only.
+#[inline(always)]
+pub fn cas_side(fam: u8, src: &[u8; 16], dst: &[u8; 16]) -> Option<(RangeValue, Direction)> {
+    if prefilter_passes_addr(fam, dst) {
+        if let Lookup::Hit(r) = lookup_range(fam, dst) {
+            return Some((r, rules::remote_side(true)));
+        }
+    }
+    if prefilter_passes_addr(fam, src) {
+        if let Lookup::Hit(r) = lookup_range(fam, src) {
+            return Some((r, rules::remote_side(false)));
+        }
+    }
+    None
+}
+
+/// Looks at one packet seen at `hook`.
+#[inline(always)]
+pub fn observe<P: Packet>(pkt: &P, hook: Hook) {
     let segs = pkt.segments();
     count(Counter::Packets, segs as u64);
-    // Fast path for the common packet that is not CAS traffic.
+    // Fast path for the common packet that is not CAS traffic: neither
+    // address's /16 holds a range.
     if segs == 1 {
-        if let Quick::Remote { family, hi16 } = quick_remote(pkt, dir == Direction::Out) {
-            if !prefilter_passes(family, hi16) {
+        if let Quick::Addrs {
+            family,
+            src_hi,
+            dst_hi,
+        } = quick_addrs(pkt)
+        {
+            if !prefilter_passes(family, dst_hi) && !prefilter_passes(family, src_hi) {
                 return;
             }
         }
@@ -37,31 +91,31 @@ pub fn observe<P: Packet>(pkt: &P, dir: Direction) {
         let l4 = parse_l4(pkt, &l3);
         if l4.ok {
             let q = parse_quoted(pkt, &l3, &l4);
-            if q.ok && icmp::attach_error(pkt, &l3, &l4, &q, dir) {
+            if q.ok && icmp::attach_error(pkt, hook, &l3, &l4, &q) {
                 return;
             }
         }
     }
-    let remote = if dir == Direction::Out {
-        &l3.dst
-    } else {
-        &l3.src
-    };
-    if !prefilter_passes_addr(l3.family, remote) {
+    let dst_pass = prefilter_passes_addr(l3.family, &l3.dst);
+    let src_pass = prefilter_passes_addr(l3.family, &l3.src);
+    if !dst_pass && !src_pass {
         return;
     }
     let len = pkt.frame_len() as u64;
     if l3.status != L3Status::Fragment && l3.status != L3Status::ExtLimit {
         let l4 = parse_l4(pkt, &l3);
         if l4.ok {
-            return observe_flow(pkt, &l3, &l4, remote, dir, segs as u64, len);
+            return observe_flow(pkt, hook, &l3, &l4, src_pass, dst_pass, segs as u64, len);
         }
     }
-    let Lookup::Hit(range) = lookup_range(l3.family, remote) else {
+    let Some((range, dir)) = cas_side(l3.family, &l3.src, &l3.dst) else {
         return;
     };
     match l3.status {
         L3Status::Fragment | L3Status::ExtLimit => {
+            if !counts_here(pkt, hook) {
+                return;
+            }
             count_match(range.id, dir, segs as u64, len);
             let c = if l3.status == L3Status::Fragment {
                 Counter::Fragments

@@ -40,6 +40,10 @@ pub trait Packet: EbpfContext {
     fn segments(&self) -> u32;
     /// Interface index the packet is on.
     fn ifindex(&self) -> u32;
+    /// Interface a packet on its way out arrived on (`__sk_buff.ingress_ifindex`,
+    /// the kernel's `skb_iif`): 0 for a packet this host made. Only
+    /// meaningful at egress.
+    fn arrived_on(&self) -> u32;
     /// Copies `size_of::<T>()` bytes at `offset`; `Err` when the packet is shorter.
     fn load<T: Copy>(&self, offset: u32) -> Result<T, ()>;
     /// Reads a `T` at `offset` of the linear area only (no helper call);
@@ -68,6 +72,12 @@ impl Packet for TcContext {
     fn ifindex(&self) -> u32 {
         // SAFETY: as above.
         unsafe { (*(self.skb.skb as *const __sk_buff)).ifindex }
+    }
+
+    #[inline(always)]
+    fn arrived_on(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*(self.skb.skb as *const __sk_buff)).ingress_ifindex }
     }
 
     #[inline(always)]
@@ -112,6 +122,11 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn ifindex(&self) -> u32 {
+        self.ingress_ifindex() as u32
+    }
+
+    #[inline(always)]
+    fn arrived_on(&self) -> u32 {
         self.ingress_ifindex() as u32
     }
 

@@ -371,23 +371,25 @@ pub fn parse_quoted<P: Packet>(pkt: &P, l3: &L3, l4: &L4) -> Quoted {
     q
 }
 
-/// The fast path's answer for a packet (see [`quick_remote`]).
+/// The fast path's answer for a packet (see [`quick_addrs`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Quick {
     /// Not a packet the fast path decides: take the full parse.
     Slow,
-    /// A plain packet whose remote address is of `family` and starts with
-    /// the 16 bits `hi16` (network byte order).
-    Remote {
+    /// A plain packet of `family` whose source and destination addresses
+    /// start with the 16 bits `src_hi` and `dst_hi` (network byte order).
+    Addrs {
         /// [`family::V4`] or [`family::V6`].
         family: u8,
-        /// The address's top 16 bits.
-        hi16: u16,
+        /// The source address's top 16 bits.
+        src_hi: u16,
+        /// The destination address's top 16 bits.
+        dst_hi: u16,
     },
 }
 
 /// The fast path's view of a common packet: family and the top 16 bits of
-/// the remote address, or [`Quick::Slow`].
+/// both addresses (either may be the CAS side), or [`Quick::Slow`].
 ///
 /// Only untagged IPv4 without options and IPv6 without extension headers,
 /// both with consistent lengths, entirely in the linear area, and not ICMP
@@ -396,7 +398,7 @@ pub enum Quick {
 /// lookup either, so a prefilter miss here is exactly a miss there: the
 /// counters are the same whichever path a packet takes.
 #[inline(always)]
-pub fn quick_remote<P: Packet>(pkt: &P, out: bool) -> Quick {
+pub fn quick_addrs<P: Packet>(pkt: &P) -> Quick {
     let len = pkt.frame_len();
     let Some(h) = pkt.peek::<[u8; 34]>(0) else {
         return Quick::Slow;
@@ -408,10 +410,10 @@ pub fn quick_remote<P: Packet>(pkt: &P, out: bool) -> Quick {
             if h[14] != 0x45 || tot_len < 20 || ETH_HLEN + tot_len > len || h[23] == proto::ICMP {
                 return Quick::Slow;
             }
-            let at = if out { 30 } else { 26 };
-            Quick::Remote {
+            Quick::Addrs {
                 family: family::V4,
-                hi16: u16::from_be_bytes([h[at], h[at + 1]]),
+                src_hi: u16::from_be_bytes([h[26], h[27]]),
+                dst_hi: u16::from_be_bytes([h[30], h[31]]),
             }
         }
         ETH_P_IPV6 => {
@@ -423,20 +425,14 @@ pub fn quick_remote<P: Packet>(pkt: &P, out: bool) -> Quick {
             {
                 return Quick::Slow;
             }
-            if out {
-                // The destination starts at 38: read its top bits on their own.
-                let Some(d) = pkt.peek::<[u8; 2]>(ETH_HLEN + 24) else {
-                    return Quick::Slow;
-                };
-                Quick::Remote {
-                    family: family::V6,
-                    hi16: u16::from_be_bytes(d),
-                }
-            } else {
-                Quick::Remote {
-                    family: family::V6,
-                    hi16: u16::from_be_bytes([h[22], h[23]]),
-                }
+            // The destination starts at 38: read its top bits on their own.
+            let Some(d) = pkt.peek::<[u8; 2]>(ETH_HLEN + 24) else {
+                return Quick::Slow;
+            };
+            Quick::Addrs {
+                family: family::V6,
+                src_hi: u16::from_be_bytes([h[22], h[23]]),
+                dst_hi: u16::from_be_bytes(d),
             }
         }
         _ => Quick::Slow,

@@ -68,7 +68,8 @@ impl Error {
                 crate::datapath::pin::PinError::NotBpffs(..)
                 | crate::datapath::pin::PinError::Layout { .. }
                 | crate::datapath::pin::PinError::Incomplete { .. }
-                | crate::datapath::pin::PinError::OtherSet { .. },
+                | crate::datapath::pin::PinError::OtherSet { .. }
+                | crate::datapath::pin::PinError::Private { .. },
             )) => EXIT_USAGE,
             Error::LogDir(crate::output::logdir::LogDirError::Bounds(_)) => EXIT_USAGE,
             _ => EXIT_FAILURE,

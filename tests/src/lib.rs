@@ -20,6 +20,9 @@
 //! The [`traffic`] module has bounded UDP/TCP helpers that run inside a
 //! namespace.
 //!
+//! The [`observers`] module runs the independent witnesses of the gateway
+//! tests: tshark captures, `conntrack -L`, nftables rulesets.
+//!
 //! The [`packet`] module builds Ethernet frames (VLAN tags, IPv4 options,
 //! IPv6 extension headers, fragments, TCP, UDP, ICMP errors) for the
 //! datapath tests and the benchmark. With the `testrun` feature,
@@ -38,6 +41,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 
+pub mod observers;
 pub mod packet;
 pub mod process;
 #[cfg(feature = "testrun")]
@@ -73,6 +77,8 @@ const MAC_LAN0: &str = "02:ca:5a:00:00:01";
 const MAC_INSIDE: &str = "02:ca:5a:00:00:02";
 const MAC_UPLINK: &str = "02:ca:5a:00:00:03";
 const MAC_EDGE: &str = "02:ca:5a:00:00:04";
+const MAC_UPLINK2: &str = "02:ca:5a:00:00:05";
+const MAC_EDGE2: &str = "02:ca:5a:00:00:06";
 
 /// Three network namespaces (lan, gw, cloud) wired together with veth pairs.
 ///
@@ -265,6 +271,66 @@ impl Topology {
     /// (a new interface index).
     pub fn recreate_uplink(&self) -> Result<()> {
         self.wire_uplink()
+    }
+
+    /// Name of the gateway's second uplink ([`Topology::add_return_uplink`]).
+    pub const GW_UPLINK2: &'static str = "uplink2";
+    /// Name of the cloud namespace's end of it.
+    pub const CLOUD_IF2: &'static str = "edge2";
+    /// IPv4 address of the gateway's `uplink2` (a /32, next hops on-link).
+    pub const GW_UPLINK2_ADDR4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+    /// IPv4 address of the cloud's `edge2` (a /32).
+    pub const CLOUD2_ADDR4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
+
+    /// An asymmetric path: a second veth pair, gw `uplink2` – cloud
+    /// `edge2` (203.0.113.9/32 – 203.0.113.10/32, next hops on-link,
+    /// permanent neighbours), and the cloud's IPv4 route back to the LAN
+    /// moved onto it. Packets to the cloud still leave by `uplink`; their
+    /// answers come back by `uplink2`.
+    pub fn add_return_uplink(&self) -> Result<()> {
+        let (gw, cloud) = (self.gw.clone(), self.cloud.clone());
+        let (up2, edge2) = (Self::GW_UPLINK2, Self::CLOUD_IF2);
+        ip([
+            "-n",
+            &gw,
+            "link",
+            "add",
+            up2,
+            "address",
+            MAC_UPLINK2,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            edge2,
+            "address",
+            MAC_EDGE2,
+            "netns",
+            &cloud,
+        ])?;
+        add_addr(&gw, up2, Self::GW_UPLINK2_ADDR4, 32)?;
+        add_addr(&cloud, edge2, Self::CLOUD2_ADDR4, 32)?;
+        for (ns, dev) in [(&gw, up2), (&cloud, edge2)] {
+            ip(["-n", ns, "link", "set", dev, "up"])?;
+        }
+        neighbour_entries(&[
+            (&gw, up2, Self::CLOUD2_ADDR4, MAC_EDGE2),
+            (&cloud, edge2, Self::GW_UPLINK2_ADDR4, MAC_UPLINK2),
+        ])?;
+        let via = Self::GW_UPLINK2_ADDR4.to_string();
+        ip([
+            "-n",
+            &cloud,
+            "-4",
+            "route",
+            "replace",
+            Self::LAN_NET4,
+            "via",
+            &via,
+            "dev",
+            edge2,
+            "onlink",
+        ])
     }
 
     /// Sets the gw `uplink` down or up.

@@ -11,8 +11,10 @@
 //!
 //! `BPF_PROG_TEST_RUN` runs skb programs on an skb whose device is the
 //! loopback device of the caller's network namespace, and XDP programs with
-//! that device's receive queue, so every flow key carries the loopback's
-//! interface index ([`Harness::lo`], [`Harness::key`]).
+//! that device's receive queue, so every flow lists the loopback's
+//! interface index ([`Harness::lo`], [`LO_IFINDEX`]). An skb program's
+//! `__sk_buff.ingress_ifindex` can be set ([`arrived_ctx`]) to run TC
+//! egress on a packet that arrived on another interface.
 //!
 //! What the test run itself refuses (so the programs never see it): frames
 //! under 14 bytes (all program types), IPv4/IPv6-EtherType frames shorter
@@ -43,7 +45,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::maps::{MapData, RingBuf};
 use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use cas_audit::addrset::Range;
-use cas_audit::datapath::{Datapath, DatapathError};
+use cas_audit::datapath::{events::RingRecord, Datapath, DatapathError};
 use cas_audit::flow::AllowedPorts;
 use cas_audit_common::{
     family, names, proto, sizes, tcp_flags, Counter, Direction, FlowEvent, FlowKey, FlowStats,
@@ -190,6 +192,8 @@ impl Hook {
 /// Size of the kernel's `struct __sk_buff` (UAPI, x86_64 and every other
 /// 64-bit target alike).
 pub const SKB_CTX_LEN: usize = 192;
+/// Offset of `__sk_buff.ingress_ifindex`.
+const SKB_INGRESS_IFINDEX: usize = 36;
 /// Offset of `__sk_buff.gso_segs`.
 const SKB_GSO_SEGS: usize = 164;
 /// Offset of `__sk_buff.gso_size`.
@@ -206,6 +210,18 @@ pub fn gso_ctx(segs: u32, size: u32) -> [u8; SKB_CTX_LEN] {
     c[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&size.to_ne_bytes());
     c
 }
+
+/// A `__sk_buff` for `ctx_in` with only `ingress_ifindex` set: a packet
+/// on its way out that arrived on interface `ifindex` (forwarded).
+pub fn arrived_ctx(ifindex: u32) -> [u8; SKB_CTX_LEN] {
+    let mut c = [0u8; SKB_CTX_LEN];
+    c[SKB_INGRESS_IFINDEX..SKB_INGRESS_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    c
+}
+
+/// The loopback's interface index in every network namespace (the
+/// kernel's `LOOPBACK_IFINDEX`): the device of every test run.
+pub const LO_IFINDEX: u32 = 1;
 
 /// Whether `BPF_PROG_TEST_RUN` refuses `frame` for skb (TC) programs.
 ///
@@ -294,6 +310,7 @@ impl Harness {
             Err(e) => panic!("{test}: loading the datapath: {e}"),
         };
         let lo = cas_audit::host::netdev::ifindex("lo").expect("loopback ifindex");
+        assert_eq!(lo, LO_IFINDEX, "the loopback's index");
         Some(Harness {
             dp,
             lo,
@@ -335,6 +352,22 @@ impl Harness {
             .try_run(hook, data, None)
             .unwrap_or_else(|e| panic!("test run of {hook:?} on {} bytes: {e:?}", data.len()));
         assert_eq!(rv, hook.pass(), "{hook:?} return value");
+    }
+
+    /// Runs TC egress on `data` as a packet that arrived on interface
+    /// `ifindex` and checks the packet is passed.
+    pub fn run_arrived(&mut self, data: &[u8], ifindex: u32) {
+        let ctx = arrived_ctx(ifindex);
+        let rv = self
+            .try_run(Hook::TcEgress, data, Some(&ctx))
+            .unwrap_or_else(|e| panic!("test run of TC egress arrived on {ifindex}: {e:?}"));
+        assert_eq!(rv, Hook::TcEgress.pass(), "TC egress return value");
+    }
+
+    /// Marks interface `ifindex` audited, as attaching to it does.
+    pub fn audit_iface(&mut self, ifindex: u32) {
+        cas_audit::datapath::maps::set_audited(self.dp.ebpf_mut(), ifindex, true)
+            .expect("marking an interface audited");
     }
 
     /// Runs a TC program on `data` as a GSO/GRO super-packet of `segs`
@@ -405,6 +438,10 @@ impl Harness {
             assert!(g.first_seen_ns > 0, "first_seen_ns unset: {g:?}");
             assert!(g.last_seen_ns >= g.first_seen_ns, "timestamps: {g:?}");
             let mut w = *w;
+            if w.ifindexes == [0; 4] {
+                // Every test run happens on the loopback.
+                w.ifindexes[0] = LO_IFINDEX;
+            }
             w.first_seen_ns = g.first_seen_ns;
             w.last_seen_ns = g.last_seen_ns;
             // History and RST TTL are asserted by the tests about them
@@ -426,23 +463,30 @@ impl Harness {
         f.into_iter().next().expect("one flow")
     }
 
-    /// Events waiting in the ring buffer (consumed).
-    pub fn events(&mut self) -> Vec<FlowEvent> {
+    /// Records waiting in the ring buffer (consumed), read as the agent
+    /// reads them.
+    pub fn records(&mut self) -> Vec<RingRecord> {
         if self.events.is_none() {
             self.events = Some(self.dp.take_events().expect("event ring buffer"));
         }
         let ring = self.events.as_mut().expect("ring");
         let mut out = Vec::new();
         while let Some(item) = ring.next() {
-            assert_eq!(
-                item.len(),
-                std::mem::size_of::<FlowEvent>(),
-                "event record size"
-            );
-            // SAFETY: FlowEvent is repr(C) plain data and the record has its size.
-            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) });
+            out.push(RingRecord::parse(&item).expect("a whole, known ring record"));
         }
         out
+    }
+
+    /// Flag events waiting in the ring buffer (consumed); fails on any
+    /// other record.
+    pub fn events(&mut self) -> Vec<FlowEvent> {
+        self.records()
+            .into_iter()
+            .map(|r| match r {
+                RingRecord::Flagged(ev) => ev,
+                other => panic!("expected only flag events, got {other:?}"),
+            })
+            .collect()
     }
 
     /// A flow key on the loopback device (where test runs happen).
@@ -466,7 +510,6 @@ impl Harness {
         FlowKey {
             local_addr: bytes(local),
             remote_addr: bytes(remote),
-            ifindex: self.lo,
             local_port,
             remote_port,
             proto,
@@ -502,13 +545,15 @@ pub fn range_in(packets: u64, bytes: u64) -> RangeStats {
     }
 }
 
-/// Expected stats of a flow created by `packets` packets in `dir`.
+/// Expected stats of a flow created by `packets` packets in `dir`, seen
+/// on the loopback.
 pub fn flow_stats(dir: Direction, range_id: u32, packets: u64, bytes: u64, flags: u8) -> FlowStats {
     let mut s = FlowStats {
         range_id,
         first_dir: dir as u8,
         ..FlowStats::default()
     };
+    s.ifindexes[0] = LO_IFINDEX;
     if dir == Direction::Out {
         s.packets_out = packets;
         s.bytes_out = bytes;

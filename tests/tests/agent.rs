@@ -52,13 +52,17 @@ const UDP_LEN: usize = 100;
 /// Wire size of one such datagram: Ethernet + IPv4 + UDP headers + payload.
 const UDP_FRAME: u64 = 14 + 20 + 8 + UDP_LEN as u64;
 
-const FLOW_FIELDS: [&str; 33] = [
+const FLOW_FIELDS: [&str; 37] = [
     "ts",
     "reason",
     "flow_id",
     "duration_ms",
     "host",
     "iface",
+    "interfaces",
+    "nat",
+    "nat_addr",
+    "nat_port",
     "proto",
     "local_addr",
     "local_port",

@@ -8,7 +8,7 @@
 //! its eBPF object (`CAS_AUDIT_EBPF=require`); otherwise each one is
 //! skipped with a message.
 
-use cas_audit_common::{history, initiator, proto, Counter, Direction, FlowEvent};
+use cas_audit_common::{history, initiator, proto, record_kind, Counter, Direction, FlowEvent};
 use cas_audit_tests::harness;
 use cas_audit_tests::packet::{arp_request, Ext, Pkt, ACK, ETH_HLEN, PROTO_GRE, PSH, SYN};
 use cas_audit_tests::testrun::{
@@ -38,6 +38,8 @@ fn udp_to_a_disallowed_port_emits_one_event() {
     assert_eq!(
         ev[0],
         FlowEvent {
+            kind: record_kind::FLAGGED,
+            ifindex: h.lo,
             ts_ns: ev[0].ts_ns,
             key,
             range_id: RANGE_CAS4_A,
@@ -49,7 +51,7 @@ fn udp_to_a_disallowed_port_emits_one_event() {
             tcp_flags: 0,
             kinds: history::DATA as u8,
             ttl: 64,
-            _pad: 0,
+            _pad: [0; 5],
         }
     );
     let mut st = flow_stats(Direction::Out, RANGE_CAS4_A, 1, f.len(), 0);
@@ -86,6 +88,8 @@ fn udp_from_a_disallowed_remote_port_emits_an_event_on_ingress() {
     assert_eq!(
         ev[0],
         FlowEvent {
+            kind: record_kind::FLAGGED,
+            ifindex: h.lo,
             ts_ns: ev[0].ts_ns,
             key,
             range_id: RANGE_CAS6_A,
@@ -97,7 +101,7 @@ fn udp_from_a_disallowed_remote_port_emits_an_event_on_ingress() {
             tcp_flags: 0,
             kinds: history::DATA as u8,
             ttl: 64,
-            _pad: 0,
+            _pad: [0; 5],
         }
     );
     h.expect_counters(&[
@@ -139,6 +143,8 @@ fn tcp_syn_to_a_disallowed_port_emits_an_event() {
     assert_eq!(
         ev[0],
         FlowEvent {
+            kind: record_kind::FLAGGED,
+            ifindex: h.lo,
             ts_ns: ev[0].ts_ns,
             key,
             range_id: RANGE_CAS4_B,
@@ -152,7 +158,7 @@ fn tcp_syn_to_a_disallowed_port_emits_an_event() {
             tcp_flags: SYN,
             kinds: history::SYN as u8,
             ttl: 64,
-            _pad: 0,
+            _pad: [0; 5],
         }
     );
 }
@@ -297,6 +303,8 @@ fn gre_emits_an_event() {
     assert_eq!(
         ev[0],
         FlowEvent {
+            kind: record_kind::FLAGGED,
+            ifindex: h.lo,
             ts_ns: ev[0].ts_ns,
             key,
             range_id: RANGE_CAS4_A,
@@ -308,7 +316,7 @@ fn gre_emits_an_event() {
             tcp_flags: 0,
             kinds: history::DATA as u8,
             ttl: 64,
-            _pad: 0,
+            _pad: [0; 5],
         }
     );
     let mut st = flow_stats(Direction::Out, RANGE_CAS4_A, 1, f.len(), 0);

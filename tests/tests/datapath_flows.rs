@@ -41,8 +41,12 @@ fn ipv4_egress_hit() {
     h.expect_ranges(&[(RANGE_CAS4_A, range_out(1, f.len()))]);
 
     let (key, st) = h.only_flow();
-    assert_eq!(key.ifindex, h.lo, "test runs happen on the loopback device");
     assert_eq!(key, h.key(LOCAL4, CAS4_A, 40000, 443, proto::TCP));
+    assert_eq!(
+        st.ifindexes,
+        [h.lo, 0, 0, 0],
+        "test runs happen on the loopback device"
+    );
     let mut want = flow_stats(Direction::Out, RANGE_CAS4_A, 1, f.len(), SYN);
     want.initiator = initiator::LOCAL;
     h.expect_flows(&[(key, want)]);
@@ -68,18 +72,18 @@ fn ipv4_egress_hit_in_a_wider_prefix() {
 #[test]
 fn ipv4_egress_miss() {
     let mut h = harness!();
-    for dst in [OTHER4, NEAR_CAS4_A, NEAR_CAS4_B] {
+    for other in [OTHER4, NEAR_CAS4_A, NEAR_CAS4_B] {
+        // Neither address is CAS, whichever way the packet goes.
         h.run(
             Hook::TcEgress,
-            &Pkt::tcp(LOCAL4, dst, 40000, 443, SYN).build().bytes,
+            &Pkt::tcp(LOCAL4, other, 40000, 443, SYN).build().bytes,
+        );
+        h.run(
+            Hook::TcEgress,
+            &Pkt::tcp(other, LOCAL4, 443, 40000, ACK).build().bytes,
         );
     }
-    // Egress matches the destination only: a CAS source does not count.
-    h.run(
-        Hook::TcEgress,
-        &Pkt::tcp(CAS4_A, OTHER4, 443, 40000, ACK).build().bytes,
-    );
-    h.expect_counters(&[(Counter::Packets, 4)]);
+    h.expect_counters(&[(Counter::Packets, 6)]);
     h.expect_ranges(&[]);
     h.expect_no_flows();
     assert!(h.events().is_empty());
@@ -89,16 +93,18 @@ fn ipv4_egress_miss() {
 fn ipv4_ingress_miss() {
     let mut h = harness!();
     for hook in Hook::INGRESS {
-        for src in [OTHER4, NEAR_CAS4_A, NEAR_CAS4_B] {
-            h.run(hook, &Pkt::tcp(src, LOCAL4, 443, 40000, ACK).build().bytes);
+        for other in [OTHER4, NEAR_CAS4_A, NEAR_CAS4_B] {
+            h.run(
+                hook,
+                &Pkt::tcp(other, LOCAL4, 443, 40000, ACK).build().bytes,
+            );
+            h.run(
+                hook,
+                &Pkt::tcp(LOCAL4, other, 40000, 443, SYN).build().bytes,
+            );
         }
-        // Ingress matches the source only: a CAS destination does not count.
-        h.run(
-            hook,
-            &Pkt::tcp(LOCAL4, CAS4_A, 40000, 443, SYN).build().bytes,
-        );
     }
-    h.expect_counters(&[(Counter::Packets, 8)]);
+    h.expect_counters(&[(Counter::Packets, 12)]);
     h.expect_ranges(&[]);
     h.expect_no_flows();
 }
@@ -114,8 +120,11 @@ fn ingress_hit(h: &mut Harness, hook: Hook) {
         (Counter::FlowsCreated, 1),
     ]);
     h.expect_ranges(&[(RANGE_CAS4_B, range_in(1, f.len()))]);
-    let (key, _) = h.only_flow();
-    assert_eq!(key.ifindex, h.lo, "{hook:?}: test runs use the loopback");
+    let (_, st) = h.only_flow();
+    assert_eq!(
+        st.ifindexes[0], h.lo,
+        "{hook:?}: test runs use the loopback"
+    );
     // Normalised: local is the destination of an arriving packet.
     let want_key = h.key(LOCAL4, CAS4_B, 40000, 443, proto::TCP);
     h.expect_flows(&[(
@@ -254,10 +263,10 @@ fn ipv6_miss_both_directions() {
         Hook::TcEgress,
         &Pkt::tcp(LOCAL6, OTHER6, 50000, 443, SYN).build().bytes,
     );
-    // A CAS source on egress and a CAS destination on ingress do not count.
+    // Neither address is CAS, whichever hook sees it.
     h.run(
         Hook::TcEgress,
-        &Pkt::tcp(CAS6_A, OTHER6, 443, 50000, ACK).build().bytes,
+        &Pkt::tcp(OTHER6, LOCAL6, 443, 50000, ACK).build().bytes,
     );
     for hook in Hook::INGRESS {
         h.run(
@@ -266,7 +275,7 @@ fn ipv6_miss_both_directions() {
         );
         h.run(
             hook,
-            &Pkt::tcp(LOCAL6, CAS6_A, 50000, 443, SYN).build().bytes,
+            &Pkt::tcp(LOCAL6, OTHER6, 50000, 443, SYN).build().bytes,
         );
     }
     h.expect_counters(&[(Counter::Packets, 6)]);
@@ -315,7 +324,9 @@ fn prefilter_passes_every_address_of_a_wide_prefix() {
         return;
     };
     let v4 = |a: [u8; 4]| Pkt::tcp(LOCAL4, Ipv4Addr::from(a), 40000, 443, SYN).build();
-    let v6 = |a: &str| Pkt::tcp(LOCAL6, a.parse::<Ipv6Addr>().unwrap(), 40000, 443, SYN).build();
+    // The local IPv6 address of the plan is inside 2000::/12: use one outside.
+    let local6: Ipv6Addr = "fd00::2".parse().unwrap();
+    let v6 = |a: &str| Pkt::tcp(local6, a.parse::<Ipv6Addr>().unwrap(), 40000, 443, SYN).build();
     let hits = [
         v4([10, 0, 0, 1]),
         v4([10, 128, 7, 7]),

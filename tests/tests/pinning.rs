@@ -283,7 +283,7 @@ fn incompatible_or_foreign_pinned_state_is_refused() {
             );
             assert_eq!(code, 2, "stderr:\n{err}");
             assert!(
-                err.contains("has layout-v0, this cas-audit needs layout-v2-")
+                err.contains("has layout-v0, this cas-audit needs layout-v3-")
                     && err.contains(&format!("cas-audit detach --pin {pin_s}")),
                 "stderr:\n{err}"
             );
@@ -308,6 +308,68 @@ fn incompatible_or_foreign_pinned_state_is_refused() {
             let _ = std::fs::remove_dir_all(&plain);
             assert_eq!(code, 2, "stderr:\n{err}");
             assert!(err.contains("is not on a BPF filesystem"), "stderr:\n{err}");
+        },
+    );
+}
+
+/// Under `ip netns exec` the agent runs in a mount namespace of its own
+/// with a fresh /sys: a BPF filesystem mounted on /sys/fs/bpf there, by the
+/// agent or by hand, dies with it, and so would the pins. `--pin` there is
+/// refused with exit 2 and a hint, before anything is attached, and
+/// `doctor` says so.
+#[test]
+fn pins_that_would_die_with_the_agent_are_refused() {
+    with_topology(
+        "pins_that_would_die_with_the_agent_are_refused",
+        &[CAS],
+        |topo| {
+            let dir = format!("/sys/fs/bpf/cas-audit-test-{}", std::process::id());
+            let (code, out, err) = agent(
+                topo,
+                &[
+                    "run",
+                    "--iface",
+                    Topology::GW_UPLINK,
+                    "--pin",
+                    &dir,
+                    "--duration",
+                    "1",
+                ],
+            );
+            assert_eq!(code, 2, "stderr:\n{err}");
+            assert!(
+                err.contains(&format!("pins in {dir} would not outlive cas-audit"))
+                    && err.contains("ip netns exec")
+                    && err.contains("mount -t bpf bpf /run/cas-audit-bpf"),
+                "stderr:\n{err}"
+            );
+            assert!(!err.contains("keeps counting"), "stderr:\n{err}");
+            assert!(out.is_empty(), "nothing audited: {out}");
+            assert!(attached_programs(topo).is_empty());
+
+            // A bpffs mounted by hand inside that namespace is refused too.
+            let script = format!(
+                "mount -t bpf bpf /sys/fs/bpf && exec {} run --iface {} --pin {dir} --duration 1",
+                agent_bin_str(),
+                Topology::GW_UPLINK
+            );
+            let out = topo
+                .command(topo.gw(), "sh")
+                .args(["-c", &script])
+                .stdin(Stdio::null())
+                .output()
+                .expect("sh");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "stderr:\n{err}");
+            assert!(err.contains("is not mounted outside it"), "stderr:\n{err}");
+            assert!(attached_programs(topo).is_empty());
+
+            // doctor tells it before anyone tries.
+            let (_, out, err) = agent(topo, &["doctor"]);
+            assert!(
+                out.contains("pins under /sys/fs/bpf would not outlive the agent"),
+                "stdout:\n{out}\nstderr:\n{err}"
+            );
         },
     );
 }

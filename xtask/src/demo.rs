@@ -3,8 +3,11 @@
 //!
 //! Topology (all in network namespaces created here and removed on exit):
 //! a LAN host (198.51.100.2) routes through a gateway whose `uplink` faces a
-//! "cloud" namespace that owns real CAS addresses on its loopback. The agent
-//! runs on the gateway's uplink, as it would on a real gateway.
+//! "cloud" namespace that owns real CAS addresses on its loopback. The
+//! gateway does NAT, as most do (nftables: masquerade behind 203.0.113.1,
+//! and a port forward of 203.0.113.1:11344 to the LAN's DLP stunnel). The
+//! agent runs on the gateway's uplink, as it would on a real gateway, and
+//! names the inside host of every flow (connection tracking).
 
 use std::{
     io::{BufRead, BufReader},
@@ -18,6 +21,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use cas_audit_tests::{
+    observers::nft,
     traffic::{tcp_exchange, udp_send, TcpServer, UdpSink},
     Topology,
 };
@@ -75,6 +79,16 @@ pub fn run(bin: &Path, seconds: u64) -> Result<()> {
         .collect();
     step("creating namespaces: lan (198.51.100.2) -> gw (uplink 203.0.113.1) -> cloud (simulated CAS endpoints)");
     let topo = Topology::new(&cloud)?;
+    step("the gateway masquerades the LAN behind 203.0.113.1 and forwards 203.0.113.1:11344 to the LAN stunnel 198.51.100.2:11344 (nftables)");
+    nft(
+        &topo,
+        topo.gw(),
+        "table ip nat {
+ chain pre { type nat hook prerouting priority dstnat; iifname \"uplink\" tcp dport 11344 dnat to 198.51.100.2:11344; }
+ chain post { type nat hook postrouting priority srcnat; oifname \"uplink\" ip saddr 198.51.100.0/24 masquerade; }
+}
+",
+    )?;
     let json = std::env::temp_dir().join(format!("cas-audit-demo-{}.jsonl", std::process::id()));
 
     step(&format!(
@@ -157,13 +171,13 @@ pub fn run(bin: &Path, seconds: u64) -> Result<()> {
             }),
         ),
         (
-            "CAS 13.64.196.27 -> LAN stunnel 198.51.100.2:11344 (DLP, allowed)",
+            "CAS 13.64.196.27 -> gateway 203.0.113.1:11344, forwarded to the LAN stunnel 198.51.100.2:11344 (DLP, allowed)",
             Box::new(|| {
                 tcp_exchange(
                     &topo,
                     topo.cloud(),
                     Some(sa(APP_CONNECTOR, 0)),
-                    sa("198.51.100.2", 11344),
+                    sa("203.0.113.1", 11344),
                     b"ICAP",
                 )
                 .map(drop)
@@ -217,9 +231,12 @@ pub fn run(bin: &Path, seconds: u64) -> Result<()> {
     let records = std::fs::read_to_string(&json).unwrap_or_default();
     let n = records.lines().count();
     step(&format!(
-        "{n} JSON records in {}; the last one:",
+        "{n} JSON records in {}; the flow through the port forward, then the summary:",
         json.display()
     ));
+    if let Some(fwd) = records.lines().rfind(|l| l.contains("\"nat\":\"dnat\"")) {
+        println!("{fwd}");
+    }
     if let Some(last) = records.lines().last() {
         println!("{last}");
     }

@@ -5,9 +5,11 @@
 //!   signals, the event ring, the kernel log and the poll timer;
 //! - [`session`]: what one poll and one event do;
 //! - [`reload`]: a new version of the set swapped in while running;
-//! - [`ifaces`]: interfaces that go down, vanish and come back.
+//! - [`ifaces`]: interfaces that go down, vanish and come back;
+//! - [`nat`]: the inside host behind NAT, from connection tracking.
 
 mod ifaces;
+mod nat;
 mod reload;
 mod session;
 
@@ -237,6 +239,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         states: Default::default(),
         metrics: None,
         flow_capacity: 0,
+        nat: nat::CtResolver::open(),
     };
     s.flow_capacity = s.dp.map_capacity(cas_audit_common::names::FLOWS);
     let mut _metrics_task = None;
@@ -288,11 +291,17 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     // A pinned datapath stays attached and keeps counting for the next agent.
     s.dp.detach_all();
     if let Some(dir) = s.dp.pin_dir() {
-        log::info!(
-            "the pinned datapath in {} keeps counting; `cas-audit detach --pin {}` removes it",
-            dir.root().display(),
-            dir.root().display()
-        );
+        // Only a filesystem the host sees keeps the pins (a private one
+        // was refused at start).
+        let root = dir.root().display();
+        match crate::host::mounts::reach(dir.root()) {
+            crate::host::mounts::Reach::Host => log::info!(
+                "the pinned datapath in {root} keeps counting; `cas-audit detach --pin {root}` removes it"
+            ),
+            crate::host::mounts::Reach::Private(why) | crate::host::mounts::Reach::Unknown(why) => log::warn!(
+                "the pinned datapath in {root} keeps counting only while its BPF filesystem stays mounted ({why})"
+            ),
+        }
     }
     reader.stop().map_err(Error::io("reading the event ring"))?;
     while let Ok(batch) = events.try_recv() {

@@ -8,15 +8,12 @@ use std::{
     time::Duration,
 };
 
-use cas_audit_common::{
-    rules::{self, FirstPacket},
-    Counter, Direction, FlowEvent,
-};
+use cas_audit_common::Counter;
 
-use super::{ifaces::IfaceSeen, reload::SetSource};
+use super::{ifaces::IfaceSeen, nat::CtResolver, reload::SetSource};
 use crate::{
     addrset::Range,
-    datapath::{Datapath, IngressMode},
+    datapath::{events::RingRecord, Datapath, IngressMode},
     error::Error,
     flow::{Flow, PortPolicy, Reason, State, Tracker},
     host::clock::{monotonic_ns, Clock},
@@ -51,21 +48,27 @@ pub struct Session {
     pub(super) states: BTreeMap<State, u64>,
     pub(super) metrics: Option<Arc<Metrics>>,
     pub(super) flow_capacity: u32,
+    /// Conntrack, for the inside host behind NAT.
+    pub(super) nat: CtResolver,
 }
 
 impl Session {
     fn write(&mut self, flow: &Flow, reason: Reason) -> Result<(), Error> {
         let range = self.ranges.get(flow.stats.range_id as usize);
-        let iface = self
-            .ifnames
-            .get(&flow.key.ifindex)
-            .cloned()
-            .unwrap_or_else(|| format!("if{}", flow.key.ifindex));
+        let ifaces: Vec<String> = flow
+            .ifindexes()
+            .map(|i| {
+                self.ifnames
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("if{i}"))
+            })
+            .collect();
         let state = flow.state(monotonic_ns(), self.tracker.answer_timeout());
         let rec = FlowRecord::new(
             flow,
             range,
-            (&self.host, &iface),
+            (&self.host, &ifaces),
             &self.clock,
             reason,
             state,
@@ -81,26 +84,9 @@ impl Session {
             .map_err(Error::io("writing a flow record"))
     }
 
-    /// A new disallowed flow from the ring buffer. The record shows the
-    /// flow as of its first packet ([`rules::open_flow`], as the kernel
-    /// built it), from the event alone: no map lookup, so that bursts of
-    /// events cost no syscalls.
-    fn on_event(&mut self, ev: &FlowEvent) -> Result<(), Error> {
-        let mut stats = rules::open_flow(&FirstPacket {
-            dir: Direction::from_u8(ev.dir),
-            proto: ev.key.proto,
-            packets: ev.packets.into(),
-            bytes: ev.bytes.into(),
-            tcp_flags: ev.tcp_flags.into(),
-            kinds: ev.kinds.into(),
-            ttl: ev.ttl,
-            now: ev.ts_ns,
-            range_id: ev.range_id,
-        });
-        stats.flagged = 1;
-        let flow = Flow::new(ev.key, stats, self.policy.for_range(stats.range_id));
-        if self.tracker.flag(&flow) {
-            self.write(&flow, Reason::Flagged)?;
+    fn write_all(&mut self, records: &[(Flow, Reason)]) -> Result<(), Error> {
+        for (flow, reason) in records {
+            self.write(flow, *reason)?;
         }
         Ok(())
     }
@@ -126,22 +112,30 @@ impl Session {
             m.log_records_lost(self.out.log_records_lost());
             m.sinks(&self.out.sink_counts());
         }
-        let due = self.tracker.poll(snapshot, monotonic_ns(), &self.policy);
-        let mut done = Vec::new();
-        for (flow, reason) in &due {
-            self.write(flow, *reason)?;
-            if matches!(reason, Reason::Ended | Reason::Expired) {
-                done.push(flow.key);
-            }
-        }
-        self.dp.remove_flows(&done)?;
+        let due = self
+            .tracker
+            .poll(snapshot, monotonic_ns(), &self.policy, &mut self.nat);
+        self.write_all(&due.records)?;
+        self.dp.remove_flows(&due.remove)?;
         self.flush()
     }
 
-    /// A batch of ring events.
-    pub fn on_events(&mut self, events: &[FlowEvent]) -> Result<(), Error> {
-        for ev in events {
-            self.on_event(ev)?;
+    /// A batch of ring records, in the kernel's order. A flag event's
+    /// record shows the flow as of its first packet, from the event alone
+    /// (no map lookup); an ended flow handed over is reported at the next
+    /// poll, before anything of the connection that reused its 5-tuple.
+    pub fn on_events(&mut self, records: &[RingRecord]) -> Result<(), Error> {
+        for r in records {
+            match r {
+                RingRecord::Flagged(ev) => {
+                    let due = self.tracker.on_flagged(ev, &self.policy, &mut self.nat);
+                    self.write_all(&due)?;
+                }
+                RingRecord::Ended(e) => {
+                    self.tracker
+                        .on_ended(e.key, e.stats, monotonic_ns(), &mut self.nat)
+                }
+            }
         }
         self.flush()
     }
@@ -155,18 +149,20 @@ impl Session {
     /// Reports every remaining flow and writes the summary.
     pub fn finish(&mut self, set_name: &str, ifaces: &[String]) -> Result<Summary, Error> {
         let snapshot = self.dp.flows()?;
-        for (flow, reason) in self.tracker.finish_all(snapshot, &self.policy) {
-            self.write(&flow, reason)?;
-        }
+        let last = self
+            .tracker
+            .finish_all(snapshot, monotonic_ns(), &self.policy, &mut self.nat);
+        self.write_all(&last)?;
         let c = self.dp.counters()?;
         let totals = self.dp.range_totals(self.ranges.len())?;
         let created = c.get(Counter::FlowsCreated);
+        let accounted = self.tracker.entries_reported + c.get(Counter::FlowsLost);
         let mut s = Summary {
             ts: Timestamp::now(),
             ranges: Summary::ranges_with_traffic(&self.ranges, &totals),
             flows: self.tracker.reported,
             disallowed: self.tracker.disallowed,
-            flows_evicted: created.saturating_sub(self.tracker.reported),
+            flows_evicted: created.saturating_sub(accounted),
             log_records_lost: 0,
             sinks: Default::default(),
             counters: c,

@@ -238,6 +238,7 @@ impl Datapath {
             ingress: hook,
             tcx: true,
         };
+        super::maps::set_audited(&mut self.ebpf, ifindex, true)?;
         self.attachments.push(a.clone());
         Ok(a)
     }
@@ -320,6 +321,7 @@ impl Datapath {
             ingress: hook,
             tcx,
         };
+        super::maps::set_audited(&mut self.ebpf, ifindex, true)?;
         self.attachments.push(a.clone());
         Ok(a)
     }
@@ -348,6 +350,12 @@ impl Datapath {
     /// Forgets the attachment of `iface`, whose device is gone (the kernel
     /// detached its programs with it).
     pub fn forget(&mut self, iface: &str) {
+        for a in self.attachments.iter().filter(|a| a.iface == iface) {
+            // Its index may go to another device.
+            if let Err(e) = super::maps::set_audited(&mut self.ebpf, a.ifindex, false) {
+                log::warn!("{e}");
+            }
+        }
         self.attachments.retain(|a| a.iface != iface);
         let (gone, kept): (Vec<Links>, Vec<Links>) = std::mem::take(&mut self.links)
             .into_iter()

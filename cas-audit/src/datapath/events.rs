@@ -1,4 +1,6 @@
-//! Draining the kernel's event ring buffer on a thread of its own.
+//! Draining the kernel's event ring buffer on a thread of its own: flag
+//! events ([`FlowEvent`]) and ended flows whose 5-tuple a new connection
+//! reused ([`FlowEnded`]), in the order the kernel wrote them.
 //!
 //! The ring buffer holds a few thousand events; at 100,000 new flagged
 //! flows per second it fills in tens of milliseconds. The agent's main task
@@ -16,13 +18,45 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use cas_audit_common::FlowEvent;
+use cas_audit_common::{record_kind, FlowEnded, FlowEvent};
 use tokio::sync::mpsc;
 
 /// How long the reader sleeps in `poll(2)` before it looks at the stop flag.
 const POLL_MS: i32 = 100;
 /// Events handed over at most per batch.
 const BATCH: usize = 4096;
+
+/// One record of the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingRecord {
+    /// A new disallowed flow.
+    Flagged(FlowEvent),
+    /// An ended flow, handed over before its entry was reset.
+    Ended(FlowEnded),
+}
+
+impl RingRecord {
+    /// Reads a record as the kernel wrote it; `None` for a short or
+    /// unknown one (which the kernel never writes).
+    pub fn parse(item: &[u8]) -> Option<RingRecord> {
+        let kind = u32::from_ne_bytes(item.get(..4)?.try_into().ok()?);
+        match kind {
+            record_kind::FLAGGED if item.len() >= size_of::<FlowEvent>() => {
+                // SAFETY: a whole FlowEvent (plain data); read unaligned.
+                Some(RingRecord::Flagged(unsafe {
+                    std::ptr::read_unaligned(item.as_ptr().cast())
+                }))
+            }
+            record_kind::ENDED if item.len() >= size_of::<FlowEnded>() => {
+                // SAFETY: a whole FlowEnded (plain data); read unaligned.
+                Some(RingRecord::Ended(unsafe {
+                    std::ptr::read_unaligned(item.as_ptr().cast())
+                }))
+            }
+            _ => None,
+        }
+    }
+}
 
 /// The reader thread; stop it with [`EventReader::stop`].
 pub struct EventReader {
@@ -31,10 +65,10 @@ pub struct EventReader {
 }
 
 /// Starts draining `ring`. Batches arrive on the returned receiver; short
-/// records (which the kernel never writes) are counted and dropped.
+/// or unknown records (which the kernel never writes) are counted and dropped.
 pub fn spawn(
     ring: RingBuf<MapData>,
-) -> std::io::Result<(EventReader, mpsc::UnboundedReceiver<Vec<FlowEvent>>)> {
+) -> std::io::Result<(EventReader, mpsc::UnboundedReceiver<Vec<RingRecord>>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -58,7 +92,7 @@ impl EventReader {
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(Ok(short))) => {
                 if short > 0 {
-                    log::warn!("{short} short ring-buffer records ignored");
+                    log::warn!("{short} short or unknown ring-buffer records ignored");
                 }
                 Ok(())
             }
@@ -79,7 +113,7 @@ impl Drop for EventReader {
 fn read_loop(
     mut ring: RingBuf<MapData>,
     stop: Arc<AtomicBool>,
-    tx: mpsc::UnboundedSender<Vec<FlowEvent>>,
+    tx: mpsc::UnboundedSender<Vec<RingRecord>>,
 ) -> Result<u64, std::io::Error> {
     let mut short = 0;
     loop {
@@ -90,12 +124,10 @@ fn read_loop(
             let mut batch = Vec::new();
             while batch.len() < BATCH {
                 let Some(item) = ring.next() else { break };
-                if item.len() < std::mem::size_of::<FlowEvent>() {
-                    short += 1;
-                    continue;
+                match RingRecord::parse(&item) {
+                    Some(r) => batch.push(r),
+                    None => short += 1,
                 }
-                // SAFETY: the kernel writes whole FlowEvents; read unaligned.
-                batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
             }
             let full = batch.len() == BATCH;
             if !batch.is_empty() && tx.send(batch).is_err() {

@@ -44,7 +44,7 @@ impl MapSource for PinnedMaps {
 }
 
 /// The maps whose contents outlive the agent (pinned with `--pin`).
-pub const PINNED_MAPS: [&str; 8] = [
+pub const PINNED_MAPS: [&str; 9] = [
     names::RANGES_V4,
     names::RANGES_V6,
     names::RANGE_STATS,
@@ -53,6 +53,7 @@ pub const PINNED_MAPS: [&str; 8] = [
     names::EVENTS,
     names::COUNTERS,
     names::PREFILTER,
+    names::IFACES,
 ];
 
 impl PinnedMaps {
@@ -69,6 +70,7 @@ impl PinnedMaps {
                 names::RANGES_V4 | names::RANGES_V6 => Map::LpmTrie(data),
                 names::RANGE_STATS | names::COUNTERS => Map::PerCpuArray(data),
                 names::FLOWS => Map::LruHashMap(data),
+                names::IFACES => Map::HashMap(data),
                 names::EVENTS => Map::RingBuf(data),
                 _ => Map::Array(data),
             };
@@ -318,6 +320,23 @@ pub fn write_words(
         }
     }
     Ok(())
+}
+
+/// Adds interface `ifindex` to the audited ones ([`names::IFACES`]), or
+/// removes it (absent is fine).
+pub fn set_audited(ebpf: &mut Ebpf, ifindex: u32, audited: bool) -> Result<(), DatapathError> {
+    let mut m: BpfHashMap<&mut MapData, u32, u32> =
+        BpfHashMap::try_from(get_mut(ebpf, names::IFACES)?)
+            .map_err(map_err("opening the audited interfaces"))?;
+    let res = if audited {
+        m.insert(ifindex, 1, 0)
+    } else {
+        m.remove(&ifindex)
+    };
+    match res {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err(format!("marking interface {ifindex} audited"))(e)),
+    }
 }
 
 /// Removes flows from the table (absent ones are fine).

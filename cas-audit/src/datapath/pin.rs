@@ -4,8 +4,8 @@
 //! without a gap.
 //!
 //! ```text
-//! DIR/layout-v2-k44-s112-e72-r32-v8-c12   layout marker (a directory: bpffs
-//!                                         holds no regular files)
+//! DIR/layout-v3-k40-s128-e80-n176-r32-v8-c14   layout marker (a directory:
+//!                                              bpffs holds no regular files)
 //! DIR/maps/CAS_*                          the data maps
 //! DIR/links/egress-IFINDEX-IF             the TCX egress link
 //! DIR/links/ingress-IFINDEX-IF            the TCX or XDP ingress link
@@ -27,16 +27,17 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use cas_audit_common::{Counter, FlowEvent, FlowKey, FlowStats, RangeStats, RangeValue};
+use cas_audit_common::{Counter, FlowEnded, FlowEvent, FlowKey, FlowStats, RangeStats, RangeValue};
 
 use super::maps::PINNED_MAPS;
+use crate::host::mounts::Reach;
 
 /// Where the agent pins by default.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cas-audit";
 
 /// Version of the pinned layout: bumped whenever a shared type or a map
 /// changes meaning.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// `statfs(2)` magic of a BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -62,6 +63,14 @@ pub enum PinError {
         dir: PathBuf,
         /// What is missing.
         what: String,
+    },
+    /// The BPF filesystem would not outlive the agent.
+    #[error("pins in {dir} would not outlive cas-audit: {why}. Mount a BPF filesystem where the host sees it, outside this namespace (e.g. `mkdir -p /run/cas-audit-bpf && mount -t bpf bpf /run/cas-audit-bpf`, then `ip netns exec NS cas-audit run --pin /run/cas-audit-bpf/cas-audit ...`), or run without --pin")]
+    Private {
+        /// The pin directory.
+        dir: PathBuf,
+        /// Why not.
+        why: String,
     },
     /// The pinned datapath audits other ranges or ports.
     #[error("the pinned datapath in {dir} audits other ranges or ports ({why}): restart with the set it was pinned with, or remove it with `cas-audit detach --pin {dir}` (its counters restart from zero)")]
@@ -155,10 +164,11 @@ impl PinDir {
     /// types.
     pub fn layout_name() -> String {
         format!(
-            "layout-v{LAYOUT_VERSION}-k{}-s{}-e{}-r{}-v{}-c{}",
+            "layout-v{LAYOUT_VERSION}-k{}-s{}-e{}-n{}-r{}-v{}-c{}",
             size_of::<FlowKey>(),
             size_of::<FlowStats>(),
             size_of::<FlowEvent>(),
+            size_of::<FlowEnded>(),
             size_of::<RangeStats>(),
             size_of::<RangeValue>(),
             Counter::COUNT,
@@ -183,19 +193,46 @@ impl PinDir {
         self.layouts().contains(&Self::layout_name())
     }
 
-    /// Makes the directory ready: on a BPF filesystem (mounting one at
-    /// `/sys/fs/bpf` when the directory is below it and nothing is mounted
-    /// there yet), with a compatible layout. True when a pinned datapath is
-    /// already there, false for a fresh directory.
+    /// Makes the directory ready: on a BPF filesystem that outlives the
+    /// agent (mounting one at `/sys/fs/bpf` when the directory is below it,
+    /// nothing is mounted there yet and the mount would be the host's),
+    /// with a compatible layout. True when a pinned datapath is already
+    /// there, false for a fresh directory.
+    ///
+    /// # Errors
+    /// [`PinError::Private`] for a filesystem only the agent's own mount
+    /// namespace has (`ip netns exec`, a container without the host's
+    /// bpffs): its pins would die with the agent.
     pub fn prepare(&self) -> Result<bool, PinError> {
         let default_root = Path::new("/sys/fs/bpf");
         if self.root.starts_with(default_root) && !is_bpffs(default_root) {
+            if let Ok(Some(why)) = crate::host::mounts::own_namespace() {
+                return Err(PinError::Private {
+                    dir: self.root.clone(),
+                    why: format!(
+                        "{why}, where a BPF filesystem mounted on /sys/fs/bpf ends with it"
+                    ),
+                });
+            }
             mount_bpffs(default_root)?;
         }
         let maps = self.root.join("maps");
         fs::create_dir_all(&maps).map_err(io_err("creating", &maps))?;
         if !is_bpffs(&self.root) {
             return Err(PinError::NotBpffs(self.root.clone(), self.root.clone()));
+        }
+        match crate::host::mounts::reach(&self.root) {
+            Reach::Host => {}
+            Reach::Private(why) => {
+                return Err(PinError::Private {
+                    dir: self.root.clone(),
+                    why,
+                })
+            }
+            Reach::Unknown(why) => log::warn!(
+                "cannot tell whether the BPF filesystem of {} outlives cas-audit ({why}); its pins last as long as some mount of it does",
+                self.root.display()
+            ),
         }
         let links = self.root.join("links");
         fs::create_dir_all(&links).map_err(io_err("creating", &links))?;
@@ -357,7 +394,10 @@ mod tests {
 
     #[test]
     fn layout_names_the_sizes() {
-        assert_eq!(PinDir::layout_name(), "layout-v2-k44-s112-e72-r32-v8-c12");
+        assert_eq!(
+            PinDir::layout_name(),
+            "layout-v3-k40-s128-e80-n176-r32-v8-c14"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::{
     host::{
         bpf::{self, BpfProbe},
         caps::effective_caps,
+        mounts::{self, Reach},
         netdev,
     },
 };
@@ -50,6 +51,9 @@ pub struct Facts {
     pub btf: bool,
     /// `/proc/self/mounts`.
     pub mounts: String,
+    /// Whether a BPF filesystem at [`super::BPFFS`] (mounted, or mounted
+    /// there by `run --pin`) would outlive the agent.
+    pub bpffs_reach: Reach,
     /// Effective capabilities.
     pub cap_eff: u64,
     /// Soft RLIMIT_MEMLOCK in bytes (`None`: unlimited).
@@ -83,6 +87,15 @@ impl Facts {
             jit_probe: bpf::probe_jit(),
             btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
             mounts: read("/proc/self/mounts").unwrap_or_default(),
+            bpffs_reach: if crate::datapath::pin::is_bpffs(Path::new(super::BPFFS)) {
+                mounts::reach(Path::new(super::BPFFS))
+            } else {
+                match mounts::own_namespace() {
+                    Ok(None) => Reach::Host,
+                    Ok(Some(why)) => Reach::Private(why),
+                    Err(why) => Reach::Unknown(why),
+                }
+            },
             cap_eff: effective_caps(),
             memlock: bpf::memlock(),
             ifaces: names.iter().map(|n| iface_facts(n)).collect(),

@@ -23,7 +23,7 @@ mod facts;
 pub use self::facts::{Facts, IfaceFacts};
 use crate::{
     error::Error,
-    host::{bpf::BpfProbe, caps, netdev},
+    host::{bpf::BpfProbe, caps, mounts::Reach, netdev},
 };
 
 /// How a check came out.
@@ -169,7 +169,7 @@ pub fn checks(f: &Facts) -> Vec<Check> {
         check_bpf(f.bpf, f.cap_eff),
         check_jit(f.jit.as_deref(), f.jit_probe),
         check_btf(f.btf),
-        check_bpffs(&f.mounts),
+        check_bpffs(&f.mounts, &f.bpffs_reach),
         check_caps(f.cap_eff),
         check_memlock(f.kernel, f.memlock),
     ];
@@ -316,8 +316,9 @@ pub fn check_btf(present: bool) -> Check {
 pub const BPFFS: &str = "/sys/fs/bpf";
 
 /// Whether a bpf file system is mounted at [`BPFFS`] (`mounts`: the text of
-/// `/proc/self/mounts`).
-pub fn check_bpffs(mounts: &str) -> Check {
+/// `/proc/self/mounts`) where pins outlive the agent (`reach`: who sees
+/// it, or would see one mounted there).
+pub fn check_bpffs(mounts: &str, reach: &Reach) -> Check {
     let mounted = mounts.lines().any(|l| {
         let mut f = l.split_whitespace();
         matches!(
@@ -325,6 +326,13 @@ pub fn check_bpffs(mounts: &str) -> Check {
             (Some(_), Some(BPFFS), Some("bpf"))
         )
     });
+    if let Reach::Private(why) = reach {
+        return Check::warn(
+            "bpffs",
+            format!("pins under {BPFFS} would not outlive the agent: {why} (needed only for pinning; `run --pin` there is refused)"),
+            "mount -t bpf bpf DIR outside this namespace (e.g. /run/cas-audit-bpf) and use --pin DIR/cas-audit",
+        );
+    }
     if mounted {
         Check::ok("bpffs", format!("mounted at {BPFFS}"))
     } else {

@@ -107,10 +107,18 @@ fn jit_btf_bpffs() {
     assert_eq!(check_btf(false).status, Status::Fail);
 
     let mounts = "sysfs /sys sysfs rw 0 0\nbpf /sys/fs/bpf bpf rw,relatime 0 0\n";
-    assert_eq!(check_bpffs(mounts).status, Status::Ok);
-    let b = check_bpffs("sysfs /sys sysfs rw 0 0\ntmpfs /sys/fs/bpf tmpfs rw 0 0\n");
+    assert_eq!(check_bpffs(mounts, &Reach::Host).status, Status::Ok);
+    let b = check_bpffs(
+        "sysfs /sys sysfs rw 0 0\ntmpfs /sys/fs/bpf tmpfs rw 0 0\n",
+        &Reach::Host,
+    );
     assert_eq!(b.status, Status::Warn);
     assert_eq!(b.hint.as_deref(), Some("mount -t bpf bpf /sys/fs/bpf"));
+    // Mounted, but only in the agent's own mount namespace (ip netns exec).
+    let p = check_bpffs(mounts, &Reach::Private("private".into()));
+    assert_eq!(p.status, Status::Warn);
+    assert!(p.detail.contains("would not outlive the agent"), "{p:?}");
+    assert!(p.hint.as_deref().unwrap().contains("--pin DIR/cas-audit"));
 }
 
 #[test]
@@ -186,6 +194,7 @@ fn facts() -> Facts {
         jit_probe: Some(true),
         btf: true,
         mounts: "bpf /sys/fs/bpf bpf rw 0 0\n".into(),
+        bpffs_reach: crate::host::mounts::Reach::Host,
         cap_eff: !0,
         memlock: Some(8 << 20),
         ifaces: vec![iface("veth0", false, Some("veth"))],

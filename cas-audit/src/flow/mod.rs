@@ -6,10 +6,13 @@
 //!   formatting;
 //! - [`state`]: the one place a flow's [`State`] is decided;
 //! - [`evidence`]: history text, ICMP errors, hops from a TTL, what blocked a flow;
-//! - [`tracker`]: when a flow is reported, and why ([`Reason`]);
+//! - [`tracker`]: when a flow is reported, and why ([`Reason`]); several
+//!   kernel entries of one connection ([`conn`]) across a NAT ([`nat`]);
 //! - [`ports`]: the allowed-port policy.
 
+pub mod conn;
 pub mod evidence;
+pub mod nat;
 pub mod ports;
 pub mod state;
 pub mod tracker;
@@ -61,10 +64,11 @@ impl Initiator {
     }
 }
 
-/// A flow between a local host and a CAS address.
+/// A flow between a local host and a CAS address: one connection, from
+/// one kernel entry or several merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flow {
-    /// Kernel key.
+    /// Kernel key; behind NAT, with the inside host as the local side.
     pub key: FlowKey,
     /// Kernel state at the time of reading.
     pub stats: FlowStats,
@@ -78,6 +82,8 @@ pub struct Flow {
     pub service_port: Option<u16>,
     /// The judgement.
     pub verdict: Verdict,
+    /// What conntrack says of the local side.
+    pub nat: nat::Nat,
 }
 
 /// Whether the protocol carries ports.
@@ -88,6 +94,22 @@ pub fn has_ports(p: u8) -> bool {
 impl Flow {
     /// Builds the presentation of a kernel flow entry and judges it.
     pub fn new(key: FlowKey, stats: FlowStats, allowed: &AllowedPorts) -> Flow {
+        Flow::with_nat(key, stats, allowed, nat::Nat::default())
+    }
+
+    /// Like [`Flow::new`] for a flow whose local side conntrack knows as
+    /// `nat`: the inside host becomes the local side (address and port),
+    /// and the flow is judged with its port.
+    pub fn with_nat(
+        mut key: FlowKey,
+        stats: FlowStats,
+        allowed: &AllowedPorts,
+        nat: nat::Nat,
+    ) -> Flow {
+        if let Some((addr, port)) = nat.inside {
+            key.local_addr = addr_bytes(addr);
+            key.local_port = port;
+        }
         let init = if key.proto == proto::TCP {
             Initiator::from_kernel(stats.initiator)
         } else {
@@ -108,7 +130,13 @@ impl Flow {
             initiator: init,
             service_port: judged.service_port,
             verdict: judged.verdict,
+            nat,
         }
+    }
+
+    /// Indexes of the interfaces the flow was seen on, in order of first sight.
+    pub fn ifindexes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.stats.ifindexes.iter().copied().filter(|i| *i != 0)
     }
 
     /// How the flow ended ([`rules::ending`], from its history).
@@ -148,9 +176,10 @@ pub const FLOW_ID_BITS: u32 = 53;
 /// data records (`flowId`, IE 148) and its syslog messages: FNV-1a (64
 /// bits, offset basis 0xcbf29ce484222325, prime 0x100000001b3) over the
 /// flow's identity, in this order: address family, IP protocol, local and
-/// remote address (16 bytes each, IPv4 in the first 4), local and remote
-/// port (big-endian u16), interface index (big-endian u32) and the kernel
-/// time of its first packet (CLOCK_MONOTONIC ns, big-endian u64), keeping
+/// remote address (16 bytes each, IPv4 in the first 4; behind NAT the
+/// inside host is the local side), local and remote port (big-endian u16)
+/// and the kernel time of its first packet (CLOCK_MONOTONIC ns, big-endian
+/// u64), keeping
 /// the low [`FLOW_ID_BITS`] bits. The first-packet time tells apart two
 /// flows that reuse one 5-tuple; it is the same in the flagged event and in
 /// the flow table, and across an agent restart over a pinned datapath.
@@ -167,7 +196,6 @@ pub fn flow_id(key: &FlowKey, first_seen_ns: u64) -> u64 {
     eat(&key.remote_addr);
     eat(&key.local_port.to_be_bytes());
     eat(&key.remote_port.to_be_bytes());
-    eat(&key.ifindex.to_be_bytes());
     eat(&first_seen_ns.to_be_bytes());
     h & ((1 << FLOW_ID_BITS) - 1)
 }
@@ -232,6 +260,18 @@ pub fn addr_of(family: u8, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// An address as the kernel stores it (16 bytes, IPv4 in the first four).
+pub fn addr_bytes(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
 /// An endpoint as text: `addr:port`, `[v6]:port`, or the address alone
 /// without a port.
 pub fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
@@ -268,7 +308,6 @@ mod tests {
         FlowKey {
             local_addr: [198, 51, 100, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             remote_addr: [13, 64, 196, 27, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            ifindex: 2,
             local_port,
             remote_port,
             proto: p,
@@ -343,7 +382,7 @@ mod tests {
         let k = key(proto::TCP, 40000, 443);
         // Pinned: the id is a contract across versions. The value was
         // computed by an independent FNV-1a (Python) over the documented bytes.
-        assert_eq!(flow_id(&k, 1_000), 0x6_31e5_9967_b51b);
+        assert_eq!(flow_id(&k, 1_000), 0x6_d993_dd62_417d);
         assert_ne!(flow_id(&k, 1_000), flow_id(&k, 1_001));
         assert_ne!(
             flow_id(&k, 1_000),

@@ -1,13 +1,30 @@
-//! Decides when each flow is reported: when first flagged, when it ends or
-//! expires, and at exit. Pure logic over snapshots of the kernel table.
+//! Decides when each connection is reported: when first flagged, when
+//! first seen blocked, when it ends or expires, and at exit. Pure logic
+//! over what the kernel hands over: snapshots of the flow table, flag
+//! events and ended flows from the ring.
+//!
+//! A connection is usually one kernel entry. It is several when audited
+//! hooks on both sides of a NAT see it with different addresses: entries
+//! whose conntrack entry names the same inside host ([`Resolve`]) are one
+//! connection, reported once ([`super::conn::merge`]). A 5-tuple reused by
+//! a new connection is a new one: the kernel hands the ended entry over
+//! ([`Tracker::on_ended`]), and it is reported before anything of its
+//! successor.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    time::Duration,
+};
 
-use cas_audit_common::{FlowKey, FlowStats};
-
+use cas_audit_common::{rules, Direction, FlowEvent, FlowKey, FlowStats};
 use serde::{Deserialize, Serialize};
 
-use super::{Ending, Flow, PortPolicy, Verdict};
+use super::{
+    addr_of, conn,
+    nat::{Nat, NatKind},
+    Ending, Flow, PortPolicy, Verdict,
+};
 
 /// Why a flow record was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,18 +49,95 @@ impl Reason {
     }
 }
 
+/// What connection tracking says of a kernel flow (the agent asks conntrack;
+/// tests make it up).
+pub trait Resolve {
+    /// The NAT view of the flow `key`; [`NatKind::Unknown`] when there is none.
+    fn nat(&mut self, key: &FlowKey) -> Nat;
+}
+
+/// No connection tracking: every flow is its own connection.
+pub struct NoConntrack;
+
+impl Resolve for NoConntrack {
+    fn nat(&mut self, _: &FlowKey) -> Nat {
+        Nat::default()
+    }
+}
+
+/// Time an ended flow handed over on the ring waits for its partners (the
+/// entries of the other side of a NAT, handed over by the same packet).
+const HOLD_NS: u64 = 100_000_000;
+
+/// Who a connection is: protocol, the inside host, the CAS side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Ident {
+    proto: u8,
+    local: (IpAddr, u16),
+    remote: (IpAddr, u16),
+}
+
+/// Where a kernel entry of a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    /// In the table (`seen`: in the latest snapshot).
+    Live { seen: bool },
+    /// Handed over on the ring (ended, its 5-tuple reused) at `arrived_ns`.
+    Frozen { arrived_ns: u64 },
+    /// Gone from the table without a word (evicted): its last figures stay.
+    Gone,
+}
+
+#[derive(Debug)]
+struct Member {
+    key: FlowKey,
+    stats: FlowStats,
+    life: Life,
+    nat: Nat,
+    /// Conntrack lookups made for it.
+    asked: u8,
+}
+
+#[derive(Debug)]
+struct Conn {
+    ident: Ident,
+    members: Vec<Member>,
+    flagged: bool,
+    blocked: bool,
+}
+
+/// Records due and kernel entries to remove.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Records to write, in order.
+    pub records: Vec<(Flow, Reason)>,
+    /// Kernel flow entries of the connections reported for good.
+    pub remove: Vec<FlowKey>,
+}
+
 /// Reporting state across polls of the flow table.
 #[derive(Debug)]
 pub struct Tracker {
-    flagged: HashSet<FlowKey>,
-    blocked: HashSet<FlowKey>,
+    conns: BTreeMap<u64, Conn>,
+    next_id: u64,
+    by_member: HashMap<(FlowKey, u64), u64>,
+    by_ident: HashMap<Ident, Vec<u64>>,
+    /// Flag events of a new connection on a 5-tuple whose previous
+    /// connection is not reported yet.
+    deferred: Vec<FlowEvent>,
+    /// Kernel entries (key, first seen) of the connections reported for
+    /// good since the last poll began: a late flag event of one of them is
+    /// not a new connection.
+    done: std::collections::HashSet<(FlowKey, u64)>,
     idle_ns: u64,
     linger_ns: u64,
     answer: Duration,
-    /// Flows reported for good (ended, expired, exit).
+    /// Connections reported for good (ended, expired, exit).
     pub reported: u64,
     /// Of those, disallowed ones.
     pub disallowed: u64,
+    /// Kernel flow entries of the connections reported for good.
+    pub entries_reported: u64,
 }
 
 impl Tracker {
@@ -53,24 +147,19 @@ impl Tracker {
     /// A flow not answered `answer` after its first packet is unanswered.
     pub fn new(idle_ns: u64, linger_ns: u64, answer: Duration) -> Self {
         Tracker {
-            flagged: HashSet::new(),
-            blocked: HashSet::new(),
+            conns: BTreeMap::new(),
+            next_id: 0,
+            by_member: HashMap::new(),
+            by_ident: HashMap::new(),
+            deferred: Vec::new(),
+            done: Default::default(),
             idle_ns,
             linger_ns,
             answer,
             reported: 0,
             disallowed: 0,
+            entries_reported: 0,
         }
-    }
-
-    /// Marks a flow flagged; true when it was not flagged before.
-    pub fn flag(&mut self, flow: &Flow) -> bool {
-        flow.verdict == Verdict::DisallowedPort && self.flagged.insert(flow.key)
-    }
-
-    /// Marks a flow blocked; true when it was not blocked before.
-    fn block(&mut self, flow: &Flow, now_ns: u64) -> bool {
-        flow.state(now_ns, self.answer).is_blocked() && self.blocked.insert(flow.key)
     }
 
     /// The answer timeout.
@@ -78,39 +167,249 @@ impl Tracker {
         self.answer
     }
 
-    fn finish(&mut self, flow: &Flow) {
-        self.flagged.remove(&flow.key);
-        self.blocked.remove(&flow.key);
-        self.reported += 1;
-        if flow.verdict == Verdict::DisallowedPort {
-            self.disallowed += 1;
+    /// The connection kernel entry `key` (first seen at `stats.first_seen_ns`)
+    /// belongs to, created or joined as needed; its stats and life updated.
+    fn assign(&mut self, key: FlowKey, stats: FlowStats, life: Life, res: &mut dyn Resolve) -> u64 {
+        let Some(&id) = self.by_member.get(&(key, stats.first_seen_ns)) else {
+            let nat = res.nat(&key);
+            return self.assign_new(key, stats, life, nat);
+        };
+        let c = self.conns.get_mut(&id).expect("indexed connection");
+        let m = c
+            .members
+            .iter_mut()
+            .find(|m| m.key == key && m.stats.first_seen_ns == stats.first_seen_ns)
+            .expect("indexed member");
+        m.stats = stats;
+        // A snapshot taken before the entry was handed over does not make
+        // it live again.
+        if !matches!(m.life, Life::Frozen { .. }) {
+            m.life = life;
+        }
+        if m.nat.kind == NatKind::Unknown && m.asked < 2 && matches!(life, Life::Live { .. }) {
+            // Asked too early (before conntrack confirmed the entry)?
+            m.asked += 1;
+            m.nat = res.nat(&key);
+            let ident = ident_of(&key, &m.nat);
+            if c.members.len() == 1 && ident != c.ident {
+                // Known under its inside host from now on.
+                let old = std::mem::replace(&mut c.ident, ident);
+                if let Some(ids) = self.by_ident.get_mut(&old) {
+                    ids.retain(|i| *i != id);
+                    if ids.is_empty() {
+                        self.by_ident.remove(&old);
+                    }
+                }
+                self.by_ident.entry(ident).or_default().push(id);
+            }
+        }
+        id
+    }
+
+    /// Places a kernel entry not seen before, whose NAT view is `nat`.
+    fn assign_new(&mut self, key: FlowKey, stats: FlowStats, life: Life, nat: Nat) -> u64 {
+        let ident = ident_of(&key, &nat);
+        let member = Member {
+            key,
+            stats,
+            life,
+            nat,
+            asked: 1,
+        };
+        let ids = self.by_ident.entry(ident).or_default();
+        // The latest connection of this identity takes the entry unless it
+        // has one with this key already (then this is a new connection on a
+        // reused 5-tuple).
+        let join = ids
+            .last()
+            .copied()
+            .filter(|id| !self.conns[id].members.iter().any(|m| m.key == key));
+        let id = match join {
+            Some(id) => {
+                self.conns
+                    .get_mut(&id)
+                    .expect("connection")
+                    .members
+                    .push(member);
+                id
+            }
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                ids.push(id);
+                self.conns.insert(
+                    id,
+                    Conn {
+                        ident,
+                        members: vec![member],
+                        flagged: false,
+                        blocked: false,
+                    },
+                );
+                id
+            }
+        };
+        self.by_member.insert((key, stats.first_seen_ns), id);
+        id
+    }
+
+    /// Whether a connection of `ident` waits to be reported after its
+    /// 5-tuple was reused.
+    fn predecessor_pending(&self, ident: &Ident) -> bool {
+        self.by_ident.get(ident).is_some_and(|ids| {
+            ids.iter().any(|i| {
+                self.conns[i]
+                    .members
+                    .iter()
+                    .any(|m| matches!(m.life, Life::Frozen { .. }))
+            })
+        })
+    }
+
+    /// A new disallowed flow from the ring: the flagged record (as of its
+    /// first packet, [`rules::open_flow`]), once per connection. Deferred
+    /// while the previous connection on its 5-tuple is not reported yet.
+    pub fn on_flagged(
+        &mut self,
+        ev: &FlowEvent,
+        ports: &PortPolicy,
+        res: &mut dyn Resolve,
+    ) -> Vec<(Flow, Reason)> {
+        let mut out = Vec::new();
+        self.flag_event(ev, ports, res, &mut out);
+        out
+    }
+
+    fn flag_event(
+        &mut self,
+        ev: &FlowEvent,
+        ports: &PortPolicy,
+        res: &mut dyn Resolve,
+        out: &mut Vec<(Flow, Reason)>,
+    ) {
+        if self.done.contains(&(ev.key, ev.ts_ns)) {
+            return;
+        }
+        let id = match self.by_member.get(&(ev.key, ev.ts_ns)) {
+            Some(&id) => id,
+            None => {
+                let nat = res.nat(&ev.key);
+                if self.predecessor_pending(&ident_of(&ev.key, &nat)) {
+                    self.deferred.push(*ev);
+                    return;
+                }
+                let mut stats = rules::open_flow(&rules::FirstPacket {
+                    dir: Direction::from_u8(ev.dir),
+                    ifindex: ev.ifindex,
+                    proto: ev.key.proto,
+                    packets: ev.packets.into(),
+                    bytes: ev.bytes.into(),
+                    tcp_flags: ev.tcp_flags.into(),
+                    kinds: ev.kinds.into(),
+                    ttl: ev.ttl,
+                    now: ev.ts_ns,
+                    range_id: ev.range_id,
+                });
+                stats.flagged = 1;
+                self.assign_new(ev.key, stats, Life::Live { seen: true }, nat)
+            }
+        };
+        let c = self.conns.get_mut(&id).expect("connection");
+        let flow = present(c, ports);
+        if flow.verdict == Verdict::DisallowedPort && !c.flagged {
+            c.flagged = true;
+            out.push((flow, Reason::Flagged));
         }
     }
 
+    /// An ended flow the kernel handed over when a new connection reused
+    /// its 5-tuple, at `now_ns`. Reported at the next poll (after its
+    /// partners on the other side of a NAT arrived too), before anything
+    /// of the new connection.
+    pub fn on_ended(&mut self, key: FlowKey, stats: FlowStats, now_ns: u64, res: &mut dyn Resolve) {
+        self.assign(key, stats, Life::Frozen { arrived_ns: now_ns }, res);
+    }
+
     /// Looks at a snapshot taken at `now_ns` and returns the records due, in
-    /// order. Flows returned with [`Reason::Ended`] or [`Reason::Expired`]
-    /// must be removed from the kernel table by the caller.
+    /// order, and the kernel entries the caller must remove.
     pub fn poll(
         &mut self,
         snapshot: Vec<(FlowKey, FlowStats)>,
         now_ns: u64,
         ports: &PortPolicy,
-    ) -> Vec<(Flow, Reason)> {
-        let mut out = Vec::new();
-        // Forget flagged flows the kernel evicted, so the set stays bounded.
-        let live: HashSet<FlowKey> = snapshot.iter().map(|(k, _)| *k).collect();
-        self.flagged.retain(|k| live.contains(k));
-        self.blocked.retain(|k| live.contains(k));
+        res: &mut dyn Resolve,
+    ) -> Due {
+        self.sweep(snapshot, now_ns, ports, res, false)
+    }
+
+    /// [`Tracker::poll`]; at `exit`, every connection is due (`exit` for
+    /// those still in the table, at once for ended ones).
+    fn sweep(
+        &mut self,
+        mut snapshot: Vec<(FlowKey, FlowStats)>,
+        now_ns: u64,
+        ports: &PortPolicy,
+        res: &mut dyn Resolve,
+        exit: bool,
+    ) -> Due {
+        self.done.clear();
+        for c in self.conns.values_mut() {
+            for m in &mut c.members {
+                if let Life::Live { seen } = &mut m.life {
+                    *seen = false;
+                }
+            }
+        }
+        // Oldest first, so that the entries of one connection meet before
+        // a reused 5-tuple's next connection.
+        snapshot.sort_by_key(|(_, s)| s.first_seen_ns);
         for (k, s) in snapshot {
-            let flow = Flow::new(k, s, ports.for_range(s.range_id));
-            if self.flag(&flow) {
-                out.push((flow.clone(), Reason::Flagged));
+            self.assign(k, s, Life::Live { seen: true }, res);
+        }
+        let mut due = Due::default();
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in ids {
+            let c = self.conns.get_mut(&id).expect("connection");
+            for m in &mut c.members {
+                if m.life == (Life::Live { seen: false }) {
+                    m.life = Life::Gone;
+                }
             }
-            if self.block(&flow, now_ns) {
-                out.push((flow.clone(), Reason::Blocked));
+            let live = c
+                .members
+                .iter()
+                .any(|m| matches!(m.life, Life::Live { .. }));
+            let frozen: Vec<u64> = c
+                .members
+                .iter()
+                .filter_map(|m| match m.life {
+                    Life::Frozen { arrived_ns } => Some(arrived_ns),
+                    _ => None,
+                })
+                .collect();
+            if !live && frozen.is_empty() {
+                // Evicted from the table before it was reported.
+                self.forget(id);
+                continue;
             }
-            let idle = now_ns.saturating_sub(s.last_seen_ns);
-            let reason = if flow.ending() != Ending::Open && idle >= self.linger_ns {
+            if !exit && !live && frozen.iter().any(|t| now_ns.saturating_sub(*t) < HOLD_NS) {
+                continue;
+            }
+            let flow = present(c, ports);
+            if flow.verdict == Verdict::DisallowedPort && !c.flagged {
+                c.flagged = true;
+                due.records.push((flow.clone(), Reason::Flagged));
+            }
+            if !exit && flow.state(now_ns, self.answer).is_blocked() && !c.blocked {
+                c.blocked = true;
+                due.records.push((flow.clone(), Reason::Blocked));
+            }
+            let idle = now_ns.saturating_sub(flow.stats.last_seen_ns);
+            let reason = if !live {
+                Some(Reason::Ended)
+            } else if exit {
+                Some(Reason::Exit)
+            } else if flow.ending() != Ending::Open && idle >= self.linger_ns {
                 Some(Reason::Ended)
             } else if idle >= self.idle_ns {
                 Some(Reason::Expired)
@@ -118,152 +417,101 @@ impl Tracker {
                 None
             };
             if let Some(r) = reason {
-                self.finish(&flow);
-                out.push((flow, r));
+                due.remove.extend(
+                    c.members
+                        .iter()
+                        .filter(|m| matches!(m.life, Life::Live { .. }))
+                        .map(|m| m.key),
+                );
+                self.finish(id, &flow);
+                due.records.push((flow, r));
             }
         }
-        out
+        self.run_deferred(ports, res, &mut due.records);
+        due
     }
 
-    /// Reports every flow still in the table (at exit), flagging first any
-    /// disallowed flow not reported as flagged yet.
+    /// Flag events whose predecessor has been reported since.
+    fn run_deferred(
+        &mut self,
+        ports: &PortPolicy,
+        res: &mut dyn Resolve,
+        out: &mut Vec<(Flow, Reason)>,
+    ) {
+        for ev in std::mem::take(&mut self.deferred) {
+            self.flag_event(&ev, ports, res, out);
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        for m in &c.members {
+            self.by_member.remove(&(m.key, m.stats.first_seen_ns));
+        }
+        if let Some(ids) = self.by_ident.get_mut(&c.ident) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_ident.remove(&c.ident);
+            }
+        }
+    }
+
+    fn finish(&mut self, id: u64, flow: &Flow) {
+        if let Some(c) = self.conns.get(&id) {
+            self.entries_reported += c.members.len() as u64;
+            self.done
+                .extend(c.members.iter().map(|m| (m.key, m.stats.first_seen_ns)));
+        }
+        self.forget(id);
+        self.reported += 1;
+        if flow.verdict == Verdict::DisallowedPort {
+            self.disallowed += 1;
+        }
+    }
+
+    /// Reports every connection still known (at exit), flagging first any
+    /// disallowed one not reported as flagged yet.
     pub fn finish_all(
         &mut self,
         snapshot: Vec<(FlowKey, FlowStats)>,
+        now_ns: u64,
         ports: &PortPolicy,
+        res: &mut dyn Resolve,
     ) -> Vec<(Flow, Reason)> {
-        let mut out = Vec::new();
-        for (k, s) in snapshot {
-            let flow = Flow::new(k, s, ports.for_range(s.range_id));
-            if self.flag(&flow) {
-                out.push((flow.clone(), Reason::Flagged));
-            }
-            self.finish(&flow);
-            out.push((flow, Reason::Exit));
-        }
-        out
+        self.sweep(snapshot, now_ns, ports, res, true).records
     }
+}
+
+/// The identity of kernel entry `key` whose NAT view is `nat`.
+fn ident_of(key: &FlowKey, nat: &Nat) -> Ident {
+    Ident {
+        proto: key.proto,
+        local: nat
+            .inside
+            .unwrap_or((addr_of(key.family, &key.local_addr), key.local_port)),
+        remote: (addr_of(key.family, &key.remote_addr), key.remote_port),
+    }
+}
+
+/// A connection as one flow: its entries merged, the inside host as the
+/// local side, judged.
+fn present(c: &Conn, ports: &PortPolicy) -> Flow {
+    let stats = conn::merge(c.members.iter().map(|m| &m.stats)).expect("a connection has an entry");
+    let first = c
+        .members
+        .iter()
+        .min_by_key(|m| m.stats.first_seen_ns)
+        .expect("a connection has an entry");
+    let nat = c
+        .members
+        .iter()
+        .map(|m| m.nat)
+        .find(|n| n.kind != NatKind::Unknown)
+        .unwrap_or_default();
+    Flow::with_nat(first.key, stats, ports.for_range(stats.range_id), nat)
 }
 
 #[cfg(test)]
-mod tests {
-    use cas_audit_common::{family, history, initiator, proto, tcp_flags};
-
-    use super::*;
-    use crate::flow::AllowedPorts;
-
-    fn key(p: u8, remote_port: u16) -> FlowKey {
-        FlowKey {
-            local_addr: [198, 51, 100, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            remote_addr: [13, 64, 196, 27, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            ifindex: 3,
-            local_port: 40000,
-            remote_port,
-            proto: p,
-            family: family::V4,
-            _pad: [0; 2],
-        }
-    }
-
-    const S: u64 = 1_000_000_000;
-
-    #[test]
-    fn flags_once_ends_after_linger_and_expires_when_idle() {
-        let ports = PortPolicy::global(AllowedPorts::default());
-        let mut t = Tracker::new(60 * S, 2 * S, Duration::from_secs(3));
-        let udp = (
-            key(proto::UDP, 8443),
-            FlowStats {
-                first_seen_ns: 9 * S,
-                last_seen_ns: 10 * S,
-                packets_out: 5,
-                history_mask: history::DATA,
-                ..Default::default()
-            },
-        );
-        let k = history::KINDS;
-        let closed = FlowStats {
-            first_seen_ns: 9 * S,
-            last_seen_ns: 10 * S,
-            history_mask: history::SYN
-                | history::ACK
-                | history::FIN
-                | (history::SYN_ACK | history::FIN) << k,
-            initiator: initiator::LOCAL,
-            tcp_flags_out: tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN,
-            tcp_flags_in: tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN,
-            ..Default::default()
-        };
-        let tcp = (key(proto::TCP, 443), closed);
-
-        // 2 s after its first datagram the UDP flow is flagged, not yet unanswered.
-        let r = t.poll(vec![udp, tcp], 11 * S, &ports);
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].1, Reason::Flagged);
-        assert_eq!(r[0].0.key.remote_port, 8443);
-
-        // Linger passed: the closed TCP flow ends; the UDP flow is not
-        // re-flagged, and is reported blocked once: its answer timeout passed.
-        let r = t.poll(vec![udp, tcp], 12 * S, &ports);
-        assert_eq!(
-            r.iter()
-                .map(|(f, r)| (f.key.remote_port, *r))
-                .collect::<Vec<_>>(),
-            vec![(8443, Reason::Blocked), (443, Reason::Ended)]
-        );
-        assert!(t.poll(vec![udp], 13 * S, &ports).is_empty());
-
-        // Idle timeout: the UDP flow expires.
-        let r = t.poll(vec![udp], 70 * S, &ports);
-        assert_eq!(
-            r.iter()
-                .map(|(f, r)| (f.key.remote_port, *r))
-                .collect::<Vec<_>>(),
-            vec![(8443, Reason::Expired)]
-        );
-        assert_eq!((t.reported, t.disallowed), (2, 1));
-    }
-
-    #[test]
-    fn evicted_flagged_flows_are_forgotten() {
-        let ports = PortPolicy::global(AllowedPorts::default());
-        let mut t = Tracker::new(60 * S, 2 * S, Duration::from_secs(3));
-        let s = FlowStats {
-            last_seen_ns: S,
-            ..Default::default()
-        };
-        let r = t.poll(vec![(key(proto::UDP, 9999), s)], 2 * S, &ports);
-        assert_eq!(r.len(), 1);
-        assert_eq!(t.flagged.len(), 1);
-        // The kernel evicted it: nothing to report, and the key is dropped.
-        assert!(t.poll(vec![], 3 * S, &ports).is_empty());
-        assert!(t.flagged.is_empty());
-        // Re-created later, it is flagged again.
-        let r = t.poll(vec![(key(proto::UDP, 9999), s)], 4 * S, &ports);
-        assert_eq!(r[0].1, Reason::Flagged);
-    }
-
-    #[test]
-    fn exit_reports_everything_and_flags_late_ones() {
-        let ports = PortPolicy::global(AllowedPorts::default());
-        let mut t = Tracker::new(60 * S, 2 * S, Duration::from_secs(3));
-        let s = FlowStats {
-            last_seen_ns: S,
-            ..Default::default()
-        };
-        let r = t.finish_all(
-            vec![(key(proto::UDP, 9999), s), (key(proto::TCP, 443), s)],
-            &ports,
-        );
-        let got: Vec<_> = r.iter().map(|(f, r)| (f.key.remote_port, *r)).collect();
-        assert_eq!(
-            got,
-            vec![
-                (9999, Reason::Flagged),
-                (9999, Reason::Exit),
-                (443, Reason::Exit)
-            ]
-        );
-        assert_eq!((t.reported, t.disallowed), (2, 1));
-    }
-}
+mod tests;

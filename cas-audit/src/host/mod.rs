@@ -1,10 +1,13 @@
 //! Facts about this machine, and the raw system calls behind them: the
-//! only module that calls `bpf(2)`, `ioctl(2)` or reads `/proc` directly.
+//! only module that calls `bpf(2)`, `ioctl(2)`, talks netlink to conntrack or
+//! reads `/proc` directly.
 
 pub mod bpf;
 pub mod caps;
 pub mod clock;
+pub mod conntrack;
 pub mod fs;
+pub mod mounts;
 pub mod netdev;
 
 /// This machine's host name (`gethostname(2)`, the UTS namespace's), or

@@ -77,7 +77,7 @@ pub fn flow_line(rec: &FlowRecord) -> String {
             flow = rec.conversation(),
             by = rec.blocked_by(),
             prefix = rec.prefix,
-            iface = rec.iface,
+            iface = rec.interfaces_text(),
         );
     }
     let first = match rec.first_packet {
@@ -97,7 +97,7 @@ pub fn flow_line(rec: &FlowRecord) -> String {
             who => format!("opened by {}", who.as_str()),
         },
         prefix = rec.prefix,
-        iface = rec.iface,
+        iface = rec.interfaces_text(),
     )
 }
 
@@ -169,6 +169,12 @@ pub fn summary_table(s: &Summary, disallowed: &[FlowRecord]) -> String {
         out.push_str(&format!(
             "log records lost: {} (not written to the log directory)\n",
             s.log_records_lost
+        ));
+    }
+    if c.get(Counter::FlowsLost) > 0 {
+        out.push_str(&format!(
+            "flows lost: {} ended flows whose 5-tuple was reused before the ring buffer had room for them (raise --ring-size)\n",
+            c.get(Counter::FlowsLost)
         ));
     }
     if !s.states.is_empty() {

@@ -18,7 +18,9 @@ use crate::{
     flow::{
         endpoint,
         evidence::{self, history_string, hops_from_ttl, IcmpError},
-        flag_names, has_ports, Flow, Initiator, Proto, Reason, State, Verdict,
+        flag_names, has_ports,
+        nat::NatKind,
+        Flow, Initiator, Proto, Reason, State, Verdict,
     },
     host::clock::{rfc3339, Clock},
 };
@@ -157,8 +159,12 @@ pub struct FlowRecord {
     /// neighbour); a firewall answering for the destination is usually closer.
     #[serde(default)]
     pub rst_hops: Option<u8>,
-    /// Interface name.
+    /// Interface name: the first the flow was seen on (see `interfaces`).
     pub iface: String,
+    /// Every audited interface the flow was seen on, in order of first
+    /// sight (absent in records before 2026-12).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
     /// `tcp`, `udp`, `icmp`, `icmpv6` or the protocol number.
     pub proto: Proto,
     /// Host-side address.
@@ -166,6 +172,21 @@ pub struct FlowRecord {
     /// Host-side port; null for protocols without ports.
     #[serde(default)]
     pub local_port: Option<u16>,
+    /// What connection tracking says of the local side: `none` (tracked, not
+    /// translated), `snat` (the local side was translated on the way out:
+    /// masquerade, snat), `dnat` (the CAS side connected to `nat_addr`,
+    /// forwarded to the local side), `unknown` (conntrack has no entry: no
+    /// connection tracking here, or the entry was gone before the agent
+    /// asked; `local_*` is then the address the datapath saw).
+    #[serde(default)]
+    pub nat: NatKind,
+    /// The translated local side: the address the CAS side saw (snat) or
+    /// connected to (dnat); null without NAT or when conntrack cannot say.
+    #[serde(default)]
+    pub nat_addr: Option<IpAddr>,
+    /// Its port; null as `nat_addr`.
+    #[serde(default)]
+    pub nat_port: Option<u16>,
     /// CAS-side address.
     pub remote_addr: IpAddr,
     /// CAS-side port; null for protocols without ports.
@@ -235,12 +256,12 @@ mod direction {
 
 impl FlowRecord {
     /// Builds the record of `flow`, whose remote address is in `range`,
-    /// seen on `iface` of `host`; kernel times become wall times through
-    /// `clock`.
+    /// seen by `host` on `ifaces` (names, in order of first sight); kernel
+    /// times become wall times through `clock`.
     pub fn new(
         flow: &Flow,
         range: Option<&Range>,
-        (host, iface): (&str, &str),
+        (host, ifaces): (&str, &[String]),
         clock: &Clock,
         reason: Reason,
         state: State,
@@ -265,10 +286,14 @@ impl FlowRecord {
             reporter: icmp.map(|e| e.reporter),
             rst_ttl,
             rst_hops: rst_ttl.map(hops_from_ttl),
-            iface: iface.to_string(),
+            iface: ifaces.first().cloned().unwrap_or_default(),
+            interfaces: ifaces.to_vec(),
             proto: Proto(flow.key.proto),
             local_addr: flow.local_addr,
             local_port: ports.then_some(flow.key.local_port),
+            nat: flow.nat.kind,
+            nat_addr: flow.nat.translated.map(|t| t.0),
+            nat_port: flow.nat.translated.filter(|_| ports).map(|t| t.1),
             remote_addr: flow.remote_addr,
             remote_port: ports.then_some(flow.key.remote_port),
             initiator: flow.initiator,
@@ -296,14 +321,30 @@ impl FlowRecord {
         }
     }
 
-    /// `proto local -> remote`, naming the conversation in tables and lines.
+    /// `proto local -> remote`, naming the conversation in tables and
+    /// lines; behind NAT with the translated side: `(as 203.0.113.1:40001)`
+    /// after source NAT, `(via 203.0.113.1:11344)` after a port forward.
     pub fn conversation(&self) -> String {
+        let nat = match (self.nat, self.nat_addr) {
+            (NatKind::Snat, Some(a)) => format!(" (as {})", endpoint(a, self.nat_port)),
+            (NatKind::Dnat, Some(a)) => format!(" (via {})", endpoint(a, self.nat_port)),
+            _ => String::new(),
+        };
         format!(
-            "{} {} -> {}",
+            "{} {}{nat} -> {}",
             self.proto,
             endpoint(self.local_addr, self.local_port),
             endpoint(self.remote_addr, self.remote_port)
         )
+    }
+
+    /// The interfaces the flow was seen on, `inside+uplink`.
+    pub fn interfaces_text(&self) -> String {
+        if self.interfaces.is_empty() {
+            self.iface.clone()
+        } else {
+            self.interfaces.join("+")
+        }
     }
 
     /// The ICMP error recorded for the flow, if any.
