@@ -38,8 +38,8 @@ pub use self::{
 /// One documented address or range.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Entry {
-    /// The address (as a host prefix, `/32` or `/128`) or CIDR range, as
-    /// written in the set; it is not truncated to its network address.
+    /// The address (as a host prefix, `/32` or `/128`) or CIDR range,
+    /// without host bits (a set file with them is refused).
     pub prefix: IpNet,
     /// The data center it belongs to, or `None` for ranges used by every data
     /// center (such as the mail servers).
@@ -120,6 +120,23 @@ pub enum SetError {
         index: usize,
         /// The offending text.
         text: String,
+    },
+    /// An entry's prefix has bits set after its length
+    /// (`13.64.196.27/24`): it may mean the network or the one address, so
+    /// it is refused rather than guessed.
+    #[error(
+        "entries[{index}]: prefix {text:?} has host bits set: the network is {network} \
+         (write that, or {address} for the one address)"
+    )]
+    HostBits {
+        /// 0-based position of the entry in `entries`.
+        index: usize,
+        /// The prefix as written.
+        text: String,
+        /// The network it would be truncated to.
+        network: IpNet,
+        /// The address as a host prefix.
+        address: IpNet,
     },
     /// A data center name is not one of [`DataCenter::ALL`].
     #[error(
@@ -203,6 +220,16 @@ pub enum SetError {
         path: String,
         /// Why, e.g. `cannot read the set file: No such file or directory`.
         message: String,
+    },
+    /// A selection that leaves nothing to work on: the set, then what
+    /// each filter kept (`cas-2017-07 has 21 entries; --purpose auth-gateway
+    /// kept 0`).
+    #[error("{set}: nothing selected: {steps}")]
+    EmptySelection {
+        /// The set's name.
+        set: String,
+        /// What each step kept.
+        steps: String,
     },
     /// A set file is invalid.
     #[error("{path}: {reason}")]
@@ -333,6 +360,79 @@ pub fn select(
     }
     if !purposes.is_empty() {
         set.retain_purposes(purposes);
+    }
+    Ok(set)
+}
+
+/// What a command needs a selection to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Entries (prefixes): `run` audits them, `sets export` allows them.
+    Entries,
+    /// Outbound entries: `check` connects to them.
+    Outbound,
+    /// Entries or DNS names: `sets show` lists both.
+    EntriesOrNames,
+}
+
+/// [`select`], refusing a selection that keeps nothing `need`s: the
+/// error names the set and what each filter kept.
+///
+/// # Errors
+/// The [`SetError`] of [`AddressSet::load`]; [`SetError::EmptySelection`].
+pub fn select_some(
+    name_or_file: Option<&str>,
+    dcs: &[DataCenter],
+    purposes: &[Purpose],
+    need: Need,
+) -> Result<AddressSet, SetError> {
+    let mut set = select(name_or_file, &[], &[])?;
+    let counts = |s: &AddressSet| -> (usize, usize) {
+        let n = match need {
+            Need::Outbound => s
+                .entries
+                .iter()
+                .filter(|e| e.direction == Connection::Outbound)
+                .count(),
+            Need::Entries | Need::EntriesOrNames => s.entries.len(),
+        };
+        (n, if need == Need::EntriesOrNames { s.dns.len() } else { 0 })
+    };
+    let what = |(n, names): (usize, usize)| {
+        let entries = match need {
+            Need::Outbound => format!("{n} outbound entries"),
+            _ => format!("{n} entries"),
+        };
+        if need == Need::EntriesOrNames {
+            format!("{entries} and {names} DNS names")
+        } else {
+            entries
+        }
+    };
+    let mut steps = vec![format!("the set has {}", what(counts(&set)))];
+    if !dcs.is_empty() {
+        set.retain_datacenters(dcs);
+        let list: Vec<&str> = dcs.iter().map(|d| d.as_str()).collect();
+        steps.push(format!(
+            "--datacenter {} kept {} (with those of no data center)",
+            list.join(","),
+            what(counts(&set))
+        ));
+    }
+    if !purposes.is_empty() {
+        set.retain_purposes(purposes);
+        let list: Vec<&str> = purposes.iter().map(|p| p.as_str()).collect();
+        steps.push(format!(
+            "--purpose {} kept {}",
+            list.join(","),
+            what(counts(&set))
+        ));
+    }
+    if counts(&set) == (0, 0) {
+        return Err(SetError::EmptySelection {
+            set: set.name,
+            steps: steps.join("; "),
+        });
     }
     Ok(set)
 }

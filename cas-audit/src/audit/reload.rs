@@ -23,12 +23,13 @@ pub struct SetSource {
 }
 
 impl SetSource {
-    /// Loads the selection.
+    /// Loads the selection; one without ranges is an error.
     pub fn load(&self) -> Result<AddressSet, Error> {
-        Ok(addrset::select(
+        Ok(addrset::select_some(
             self.set.as_deref(),
             &self.datacenters,
             &self.purposes,
+            addrset::Need::Entries,
         )?)
     }
 

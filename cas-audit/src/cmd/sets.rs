@@ -61,15 +61,16 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// Loads the set and keeps the selection ([`addrset::select`]).
+    /// Loads the set and keeps the selection ([`addrset::select_some`]).
     ///
     /// # Errors
-    /// A set that cannot be loaded.
-    pub fn load(&self) -> Result<AddressSet, Error> {
-        Ok(addrset::select(
+    /// A set that cannot be loaded; a selection without what `need` says.
+    pub fn load(&self, need: addrset::Need) -> Result<AddressSet, Error> {
+        Ok(addrset::select_some(
             self.set.as_deref(),
             &self.datacenters,
             &self.purposes,
+            need,
         )?)
     }
 }
@@ -125,7 +126,10 @@ pub enum SetsConfig {
 pub fn run(cfg: SetsConfig) -> Result<Outcome, Error> {
     match cfg {
         SetsConfig::List { files } => print(&list(&files)?)?,
-        SetsConfig::Show { selection, format } => print(&show(&selection.load()?, format))?,
+        SetsConfig::Show { selection, format } => print(&show(
+            &selection.load(addrset::Need::EntriesOrNames)?,
+            format,
+        ))?,
         SetsConfig::Diff { a, b, json } => {
             let (text, same) = diff(&a, &b, json)?;
             print(&text)?;
@@ -137,7 +141,10 @@ pub fn run(cfg: SetsConfig) -> Result<Outcome, Error> {
             selection,
             format,
             out,
-        } => print_to(&export(&selection.load()?, format), out.as_deref())?,
+        } => print_to(
+            &export(&selection.load(addrset::Need::Entries)?, format),
+            out.as_deref(),
+        )?,
         SetsConfig::Import { page, name, out } => {
             let (json, report) = import(&page, name.as_deref())?;
             eprint!("{report}");
@@ -285,8 +292,10 @@ pub fn diff(a: &str, b: &str, json: bool) -> Result<(String, bool), Error> {
 /// `sets import PAGE.md`: the set file and a report of what was taken
 /// (per section and data center) and the warnings.
 pub fn import(page: &Path, name: Option<&str>) -> Result<(String, String), Error> {
-    let text = crate::host::fs::read_text(page)
-        .map_err(Error::io(format!("reading {}", page.display())))?;
+    let text = crate::host::fs::read_text(page).map_err(|source| Error::Input {
+        path: page.display().to_string(),
+        source,
+    })?;
     let source = page
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
