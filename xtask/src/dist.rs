@@ -67,7 +67,7 @@ pub fn dist(workspace: &Path, bin: &Path, out: &Path) -> Result<Vec<PathBuf>> {
 /// Writes one man page per command and subcommand into `dir`.
 pub fn man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+    let mut cmd = cas_audit::cli::command().disable_help_subcommand(true);
     // Sets the subcommands' display names (cas-audit-run, cas-audit-sets-list).
     cmd.build();
     let mut written = Vec::new();
@@ -110,39 +110,14 @@ fn render_pages(cmd: &clap::Command) -> Result<Vec<(String, Vec<u8>)>> {
 fn extra_sections(name: &str) -> Roff {
     let mut roff = Roff::default();
     let sub = name.strip_prefix("cas-audit-").unwrap_or("");
-    let codes: &[(&str, &str)] = match sub {
-        "" => &[
-            ("0", "success"),
-            ("1", "a failure while running; for check, a destination is not reachable; for doctor, a check failed; for sets diff, the sets differ"),
-            ("2", "a usage or environment error: a bad flag, an unknown interface, missing privileges, a kernel without BPF or BTF, a bad address set"),
-        ],
-        "run" => &[
-            ("0", "stopped by SIGINT, SIGTERM or the end of --duration, every record flushed"),
-            ("1", "a failure while running"),
-            ("2", "a usage or environment error: a bad flag, an unknown interface, missing privileges (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN), a kernel without BPF or BTF, a bad address set, a binary built without its eBPF object"),
-        ],
-        "check" => &[
-            ("0", "every destination is reachable"),
-            ("1", "some destination is not"),
-            ("2", "a usage or environment error"),
-        ],
-        "doctor" => &[
-            ("0", "no check failed (warnings allowed)"),
-            ("1", "a check failed"),
-            ("2", "a usage error, such as an unknown --iface"),
-        ],
-        "sets-diff" => &[
-            ("0", "the sets are the same"),
-            ("1", "they differ"),
-            ("2", "a usage error or a bad set"),
-        ],
-        _ => &[("0", "success"), ("2", "a usage error or a bad set")],
-    };
+    // The one exit-code policy (cas_audit::error::EXIT_CODES), as the
+    // command's --help ends with it.
+    let codes = cas_audit::error::exit_codes(&sub.replace('-', " "));
     roff.control("SH", ["EXIT STATUS"]);
-    for (code, meaning) in codes {
+    for (code, meaning) in &codes {
         roff.control("TP", []);
-        roff.text([bold(*code)]);
-        roff.text([roman(*meaning)]);
+        roff.text([bold(code.to_string())]);
+        roff.text([roman(meaning.as_str())]);
     }
     if matches!(sub, "" | "run") {
         roff.control("SH", ["FILES"]);
@@ -180,7 +155,7 @@ fn extra_sections(name: &str) -> Roff {
 /// Writes the bash, zsh and fish completions into `dir`.
 pub fn completions(dir: &Path) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut cmd = Cli::command();
+    let mut cmd = cas_audit::cli::command();
     SHELLS
         .into_iter()
         .map(|shell| {
@@ -286,6 +261,29 @@ mod tests {
             }
         }
         assert!(run.contains("/etc/default/cas-audit"), "{run}");
+
+        // Every page says every code its command returns, from the one policy.
+        for (page, cmd, has_1) in [
+            ("cas-audit-run.1", "run", false),
+            ("cas-audit-check.1", "check", true),
+            ("cas-audit-report.1", "report", false),
+            ("cas-audit-status.1", "status", false),
+            ("cas-audit-detach.1", "detach", false),
+            ("cas-audit-doctor.1", "doctor", true),
+            ("cas-audit-sets-diff.1", "sets diff", true),
+            ("cas-audit-sets-show.1", "sets show", false),
+        ] {
+            let t = text(&dir.0.join(page));
+            let section = &t[t.find(".SH \"EXIT STATUS\"").expect(page)..];
+            let codes = cas_audit::error::exit_codes(cmd);
+            assert_eq!(codes.iter().any(|(c, _)| *c == 1), has_1, "{page}");
+            for (code, meaning) in codes {
+                assert!(
+                    section.contains(&format!("\\fB{code}\\fR")) && section.contains(&meaning),
+                    "{page} lacks exit code {code} ({meaning}):\n{section}"
+                );
+            }
+        }
 
         let doctor = text(&dir.0.join("cas-audit-doctor.1"));
         assert!(

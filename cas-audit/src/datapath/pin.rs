@@ -95,6 +95,18 @@ pub struct PinDir {
     root: PathBuf,
 }
 
+/// What [`PinDir::prepare`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    /// A complete pinned datapath to take over.
+    Resumed,
+    /// Nothing pinned yet; `made_root`: the directory was created now.
+    Fresh {
+        /// Whether `prepare` created the directory.
+        made_root: bool,
+    },
+}
+
 /// Which hook a pinned link is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LinkHook {
@@ -185,18 +197,25 @@ impl PinDir {
 
     /// Makes the directory ready: on a BPF filesystem (mounting one at
     /// `/sys/fs/bpf` when the directory is below it and nothing is mounted
-    /// there yet), with a compatible layout. True when a pinned datapath is
-    /// already there, false for a fresh directory.
-    pub fn prepare(&self) -> Result<bool, PinError> {
+    /// there yet), with a compatible layout. [`Prepared::Resumed`] when a
+    /// pinned datapath is already there. Nothing is created off a BPF
+    /// filesystem: the nearest existing directory is checked first.
+    pub fn prepare(&self) -> Result<Prepared, PinError> {
         let default_root = Path::new("/sys/fs/bpf");
         if self.root.starts_with(default_root) && !is_bpffs(default_root) {
             mount_bpffs(default_root)?;
         }
-        let maps = self.root.join("maps");
-        fs::create_dir_all(&maps).map_err(io_err("creating", &maps))?;
-        if !is_bpffs(&self.root) {
+        let existing = self
+            .root
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        if !is_bpffs(existing) {
             return Err(PinError::NotBpffs(self.root.clone(), self.root.clone()));
         }
+        let made_root = !self.root.exists();
+        let maps = self.root.join("maps");
+        fs::create_dir_all(&maps).map_err(io_err("creating", &maps))?;
         let links = self.root.join("links");
         fs::create_dir_all(&links).map_err(io_err("creating", &links))?;
         let layouts = self.layouts();
@@ -214,7 +233,7 @@ impl PinDir {
             .collect();
         if layouts.is_empty() {
             if pinned.is_empty() {
-                return Ok(false);
+                return Ok(Prepared::Fresh { made_root });
             }
             return Err(PinError::Incomplete {
                 dir: self.root.clone(),
@@ -227,7 +246,7 @@ impl PinDir {
                 what: format!("map {missing} missing"),
             });
         }
-        Ok(true)
+        Ok(Prepared::Resumed)
     }
 
     /// Marks the pinned maps complete (after they were filled): a directory
@@ -272,8 +291,21 @@ impl PinDir {
 
     /// Removes everything pinned: links first (which detaches the programs
     /// unless a running agent still holds them), then maps and the layout
-    /// marker. Returns what was removed.
+    /// marker, then the directory. Returns what was removed.
     pub fn remove(&self) -> Result<Vec<String>, PinError> {
+        self.remove_keeping_root(false)
+    }
+
+    /// Undoes a fresh start that was refused: [`PinDir::remove`], keeping
+    /// the directory itself unless `made_root` (the start created it).
+    pub fn discard(&self, made_root: bool) {
+        match self.remove_keeping_root(!made_root) {
+            Ok(_) => log::info!("removed what this start pinned in {}", self.root.display()),
+            Err(e) => log::warn!("removing what this start pinned: {e}"),
+        }
+    }
+
+    fn remove_keeping_root(&self, keep_root: bool) -> Result<Vec<String>, PinError> {
         let mut removed = Vec::new();
         for l in self.links() {
             // Detach explicitly (BPF_LINK_DETACH): dropping the last
@@ -301,11 +333,10 @@ impl PinDir {
             }
         }
         let mut dirs: Vec<PathBuf> = self.layouts().iter().map(|l| self.root.join(l)).collect();
-        dirs.extend([
-            self.root.join("links"),
-            self.root.join("maps"),
-            self.root.clone(),
-        ]);
+        dirs.extend([self.root.join("links"), self.root.join("maps")]);
+        if !keep_root {
+            dirs.push(self.root.clone());
+        }
         for d in dirs {
             match fs::remove_dir(&d) {
                 Ok(()) => {}
@@ -374,14 +405,27 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_directory_is_not_bpffs() {
+    fn a_plain_directory_is_not_bpffs_and_nothing_is_left() {
         let d = std::env::temp_dir();
         assert!(!is_bpffs(&d));
-        let p = PinDir::new(d.join(format!("cas-audit-pin-test-{}", std::process::id())));
+        let root = d.join(format!("cas-audit-pin-test-{}", std::process::id()));
+        let p = PinDir::new(root.join("deeper"));
         match p.prepare() {
-            Err(PinError::NotBpffs(..)) => {}
+            Err(e @ PinError::NotBpffs(..)) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "{} is not on a BPF filesystem: mount one with `mount -t bpf bpf {}`, or choose another --pin directory",
+                    root.join("deeper").display(),
+                    root.join("deeper").display()
+                )
+            ),
             other => panic!("{other:?}"),
         }
-        let _ = fs::remove_dir_all(p.root());
+        assert!(!root.exists(), "a refused --pin created {}", root.display());
+        fs::create_dir(&root).unwrap();
+        let p = PinDir::new(&root);
+        assert!(matches!(p.prepare(), Err(PinError::NotBpffs(..))));
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "left in {root:?}");
+        fs::remove_dir(&root).unwrap();
     }
 }

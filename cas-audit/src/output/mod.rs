@@ -1,9 +1,11 @@
 //! What leaves the agent: the JSON records (one set of serde types, written
 //! by `run` and `check` and read back by `report`), readable lines and
-//! tables, where records go, the log directory and the metrics endpoint.
+//! tables, where records go, the log directory, the metrics endpoint and
+//! the log on standard error.
 
 pub mod human;
 pub mod logdir;
+pub mod logging;
 pub mod metrics;
 pub mod record;
 pub mod sink;
