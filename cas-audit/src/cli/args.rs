@@ -8,12 +8,12 @@ use crate::{
     cmd::{
         detach::DetachConfig,
         doctor::DoctorConfig,
-        sets::{Selection, SetsConfig},
+        sets::{Selection, SetsConfig, ShowFormat},
         status::StatusConfig,
     },
     flow::AllowedPorts,
     output::{logdir::LogDirOptions, sink::JsonTarget},
-    report::{Filters, ReportConfig},
+    report::{Filters, ReportConfig, ReportFormat},
     rollout::CheckConfig,
 };
 
@@ -69,9 +69,13 @@ impl SetsCommand {
     pub fn config(self) -> SetsConfig {
         match self {
             SetsCommand::List { files } => SetsConfig::List { files },
-            SetsCommand::Show { selection, format } => SetsConfig::Show {
-                selection: selection.config(),
+            SetsCommand::Show {
+                selection,
                 format,
+                json,
+            } => SetsConfig::Show {
+                selection: selection.config(),
+                format: if json { ShowFormat::Json } else { format },
             },
             SetsCommand::Diff { a, b, json } => SetsConfig::Diff { a, b, json },
             SetsCommand::Export {
@@ -119,7 +123,11 @@ impl ReportArgs {
                 hosts: self.hosts.clone(),
             },
             top: self.top,
-            format: self.format,
+            format: if self.json {
+                ReportFormat::Json
+            } else {
+                self.format
+            },
         }
     }
 }
@@ -148,7 +156,8 @@ impl RunArgs {
             answer_timeout: self.answer_timeout,
             ring_bytes: self.ring_size,
             pin: self.pin.clone(),
-            metrics: self.metrics,
+            metrics: self.metrics.clone(),
+            utc: self.utc,
             ..RunConfig::default()
         }
     }
