@@ -140,8 +140,11 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
                 .link_path(i, *ifindex, LinkHook::Egress)
                 .exists()
         });
-        if !pinned {
+        if pinned {
+            log::debug!("{i}: a link pinned in the --pin directory, to take over");
+        } else {
             refuse_if_watched(i)?;
+            log::debug!("{i} (ifindex {ifindex}): no other cas-audit watches it");
         }
     }
 
@@ -159,6 +162,14 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     let set = source.load()?;
     let ranges = set.ranges();
     let policy = source.policy(&ranges);
+    log::debug!(
+        "set {} ({}): {} entries selected, {} distinct ranges; allowed ports {}",
+        set.name,
+        source.file.as_ref().map_or("built-in".into(), |(p, _)| p.display().to_string()),
+        set.entries.len(),
+        ranges.len(),
+        policy
+    );
 
     let json = cfg.json.as_ref().map(JsonTarget::open).transpose()?;
     let human = (cfg.json != Some(JsonTarget::Stdout)).then(|| {

@@ -298,6 +298,10 @@ impl Datapath {
             IngressMode::Xdp => true,
             IngressMode::Auto => netdev::native_xdp_candidate(iface),
         };
+        log::debug!(
+            "{iface}: ingress {mode:?} -> {}",
+            if want_xdp { "native XDP first" } else { "tc ingress" }
+        );
         if want_xdp {
             let prog = self.xdp();
             match prog.attach(iface, XdpMode::Driver) {

@@ -275,6 +275,10 @@ impl Datapath {
         // Kernel log records below the agent's level are not even written.
         let log_level = log::max_level() as u8;
         let ring_bytes = opts.ring_bytes.unwrap_or(sizes::EVENTS_BYTES);
+        log::debug!(
+            "loading the datapath: {v4} IPv4 and {v6} IPv6 ranges, {profiles} port sets, flow table {max_flows}, event ring {ring_bytes} bytes, kernel log level {log_level}{}",
+            if resumed { ", taking over the pinned maps" } else { "" }
+        );
         let mut loader = EbpfLoader::new();
         loader
             .override_global("AYA_LOG_LEVEL", &log_level, false)
