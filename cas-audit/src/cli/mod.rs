@@ -530,6 +530,175 @@ mod tests {
         }
     }
 
+    fn run_config(extra: &[&str]) -> Result<crate::audit::RunConfig, clap::Error> {
+        let mut args = vec!["cas-audit", "run"];
+        args.extend(extra);
+        match Cli::try_parse_from(args)?.command {
+            Command::Run(r) => Ok(r.config()),
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn lists_are_repeated_flags_or_comma_lists() {
+        let c = run_config(&[
+            "--iface",
+            "eth1,eth2",
+            "--iface",
+            "eth3",
+            "--allow-port",
+            "443,80",
+            "--allow-port",
+            "11344",
+            "--datacenter",
+            "US1,Gov US1",
+            "--purpose",
+            "portal,dlp",
+        ])
+        .unwrap();
+        assert_eq!(c.ifaces, ["eth1", "eth2", "eth3"]);
+        assert_eq!(
+            c.ports.unwrap().iter().collect::<Vec<_>>(),
+            vec![80, 443, 11344]
+        );
+        assert_eq!(c.datacenters, [DataCenter::Us1, DataCenter::GovUs1]);
+        assert_eq!(c.purposes, [Purpose::Portal, Purpose::Dlp]);
+        // A bad list says how to write one.
+        let e = run_config(&["--iface", "x", "--allow-port", "443;80"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains(
+                "\"443;80\" is not a port (1 to 65535) (several: --allow-port 443,80, or --allow-port repeated)"
+            ),
+            "{e}"
+        );
+        let e = run_config(&["--iface", "x", "--datacenter", "US1 EU2"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("(several: --datacenter US1,EU2, or --datacenter repeated)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn json_is_asked_for_one_way() {
+        use crate::output::sink::JsonTarget;
+        assert_eq!(
+            run_config(&["--iface", "x", "--json"]).unwrap().json,
+            Some(JsonTarget::Stdout)
+        );
+        assert_eq!(
+            run_config(&["--json", "--iface", "x"]).unwrap().json,
+            Some(JsonTarget::Stdout)
+        );
+        assert_eq!(
+            run_config(&["--iface", "x", "--json", "-"]).unwrap().json,
+            Some(JsonTarget::Stdout)
+        );
+        assert_eq!(
+            run_config(&["--iface", "x", "--json", "/var/log/x.jsonl"])
+                .unwrap()
+                .json,
+            Some(JsonTarget::File("/var/log/x.jsonl".into()))
+        );
+        let job = |args: &[&str]| {
+            let args = std::iter::once("cas-audit").chain(args.iter().copied());
+            Cli::try_parse_from(args)
+                .unwrap()
+                .command
+                .job(time::OffsetDateTime::UNIX_EPOCH)
+        };
+        use crate::cli::args::Job;
+        // A flag before the paths does not take one of them.
+        match job(&["report", "--json", "logs/", "old.jsonl"]) {
+            Job::Report(r) => {
+                assert_eq!(r.format, ReportFormat::Json);
+                assert_eq!(r.paths, [PathBuf::from("logs/"), "old.jsonl".into()]);
+            }
+            _ => panic!("not report"),
+        }
+        match job(&["report", "-", "--format", "json"]) {
+            Job::Report(r) => assert_eq!(r.format, ReportFormat::Json),
+            _ => panic!("not report"),
+        }
+        match job(&["sets", "show", "--json"]) {
+            Job::Sets(crate::cmd::sets::SetsConfig::Show { format, .. }) => {
+                assert_eq!(format, ShowFormat::Json)
+            }
+            _ => panic!("not sets show"),
+        }
+        for args in [
+            &["status", "--json"][..],
+            &["doctor", "--json"],
+            &["sets", "diff", "--json", "a", "b"],
+            &["check", "--json"],
+        ] {
+            let a = std::iter::once("cas-audit").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(a).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn metrics_top_and_durations() {
+        let c = run_config(&[
+            "--iface",
+            "x",
+            "--metrics",
+            ":9477",
+            "--duration",
+            "10s",
+            "--idle-timeout",
+            "1.5h",
+            "--utc",
+        ])
+        .unwrap();
+        assert_eq!(c.metrics.unwrap().to_string(), ":9477");
+        assert_eq!(c.duration, Some(Duration::from_secs(10)));
+        assert_eq!(c.idle_timeout, Duration::from_secs(5400));
+        assert!(c.utc);
+        assert_eq!(
+            run_config(&["--iface", "x", "--metrics", "localhost:9477"])
+                .unwrap()
+                .metrics
+                .unwrap()
+                .host
+                .as_deref(),
+            Some("localhost")
+        );
+        for bad in [&["--duration", "1e3"][..], &["--metrics", "9477"]] {
+            let mut a = vec!["--iface", "x"];
+            a.extend(bad);
+            assert_eq!(run_config(&a).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        let top = |v: &str| {
+            let args = ["cas-audit", "report", "d", "--top", v];
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Report(r)) => Ok(r.top),
+                Ok(_) => panic!("not report"),
+                Err(e) => Err(e.exit_code()),
+            }
+        };
+        assert_eq!(top("3"), Ok(3));
+        assert_eq!(top("all"), Ok(usize::MAX));
+        assert_eq!(top("some"), Err(2));
+    }
+
+    #[test]
+    fn every_help_ends_with_its_exit_codes() {
+        let mut cmd = command();
+        cmd.build();
+        let help = |c: &mut clap::Command| c.render_long_help().to_string();
+        let run = help(cmd.find_subcommand_mut("run").unwrap());
+        assert!(run.contains("Exit status:\n  0  success\n  2  a usage"), "{run}");
+        assert!(run.contains("  3  a failure while running"), "{run}");
+        assert!(!run.contains("  1  "), "{run}");
+        let check = help(cmd.find_subcommand_mut("check").unwrap());
+        assert!(check.contains("  1  some destination is not reachable"), "{check}");
+        let sets = cmd.find_subcommand_mut("sets").unwrap();
+        let diff = help(sets.find_subcommand_mut("diff").unwrap());
+        assert!(diff.contains("  1  the sets differ"), "{diff}");
+    }
+
     #[test]
     fn bad_flags_are_usage_errors() {
         for args in [
