@@ -282,7 +282,7 @@ pub fn show(set: &AddressSet, format: ShowFormat) -> String {
 pub fn diff(a: &str, b: &str, json: bool) -> Result<(String, bool), Error> {
     let d = SetDiff::between(&AddressSet::load(a)?, &AddressSet::load(b)?);
     let text = if json {
-        serde_json::to_string_pretty(&d).expect("serialisable") + "\n"
+        serde_json::to_string(&d).expect("serialisable") + "\n"
     } else {
         d.text()
     };
