@@ -446,6 +446,8 @@ fn log_dir_rotates_and_report_counts() {
                  "states": ["unreachable"], "datacenters": ["US1"], "purposes": ["app-connector", "dlp"],
                  "reporters": ["13.64.196.27"], "icmp": [{"icmp_type": 3, "icmp_code": 3}],
                  "local_hosts": 1}],
+            "rows": {"by_datacenter": 1, "by_purpose": 2, "by_state": 3, "by_verdict": 2,
+                     "by_local_host": 1, "by_local_service": 3},
         });
         assert_eq!(rep, want, "report:\n{out}");
         println!("report {dir_s} --format json:\n{out}");
