@@ -20,6 +20,9 @@
 //! The [`traffic`] module has bounded UDP/TCP helpers that run inside a
 //! namespace.
 //!
+//! [`scratch`] holds the suites' temporary directories and BPF file
+//! systems, removed on drop.
+//!
 //! The [`packet`] module builds Ethernet frames (VLAN tags, IPv4 options,
 //! IPv6 extension headers, fragments, TCP, UDP, ICMP errors) for the
 //! datapath tests and the benchmark. With the `testrun` feature,
@@ -40,6 +43,7 @@ use anyhow::{bail, Context, Result};
 
 pub mod packet;
 pub mod process;
+pub mod scratch;
 #[cfg(feature = "testrun")]
 pub mod testrun;
 pub mod traffic;

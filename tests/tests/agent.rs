@@ -25,7 +25,6 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -33,6 +32,7 @@ use serde_json::{json, Value};
 use cas_audit_tests::process::{
     agent_bin, agent_bin_str, Exited as Run, Process as Agent, EXIT_TIMEOUT, SETTLE,
 };
+use cas_audit_tests::scratch::TempDir;
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
 use cas_audit_tests::{with_topology, Topology};
 
@@ -514,29 +514,6 @@ fn which(prog: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|d| d.join(prog))
         .find(|p| p.is_file())
-}
-
-/// A directory under /tmp, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/cas-audit-agent-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1052,7 +1029,7 @@ fn exit_2_insufficient_privileges() {
 #[test]
 fn json_to_file() {
     with_bed("json_to_file", &[CAS], |topo| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("agent");
         let path = dir.0.join("records.jsonl");
         let path_s = path.to_str().expect("utf-8").to_owned();
         let agent = spawn_agent(
@@ -1129,7 +1106,7 @@ fn run_against_a_set_file_uses_per_purpose_ports() {
         "run_against_a_set_file_uses_per_purpose_ports",
         &[CAS, CAS6],
         |topo| {
-            let dir = TempDir::new();
+            let dir = TempDir::new("agent");
             let file = dir.0.join("lab.json");
             std::fs::write(
                 &file,
@@ -1200,7 +1177,7 @@ fn run_against_a_set_file_uses_per_purpose_ports() {
 #[test]
 fn run_against_an_imported_page() {
     with_bed("run_against_an_imported_page", &[CAS], |topo| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("agent");
         let file = dir.0.join("imported.json");
         let page = seed("network-requirements-2019-11.md");
         let import = cli(&[
@@ -1237,7 +1214,7 @@ fn run_against_an_imported_page() {
 #[test]
 fn exit_2_bad_set_file() {
     with_bed("exit_2_bad_set_file", &[CAS], |topo| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("agent");
         let file = dir.0.join("bad.json");
         std::fs::write(
             &file,
@@ -1495,7 +1472,7 @@ fn reload_under_traffic_counts_exactly() {
         "reload_under_traffic_counts_exactly",
         &[CAS, MAIL, SESSION],
         |topo| {
-            let dir = TempDir::new();
+            let dir = TempDir::new("agent");
             let file = dir.0.join("lab.json");
             std::fs::write(
                 &file,

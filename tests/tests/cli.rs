@@ -14,12 +14,12 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use cas_audit_tests::process::{agent_bin, agent_bin_str, Process as Agent, EXIT_TIMEOUT};
+use cas_audit_tests::scratch::{Bpffs, TempDir};
 use cas_audit_tests::traffic::{udp_send, udp_sink, TcpServer};
 use cas_audit_tests::{with_topology, Topology};
 
@@ -31,33 +31,6 @@ const REFUSED_WITHIN: Duration = Duration::from_secs(5);
 // ---------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------
-
-/// A directory under /tmp, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/cas-audit-cli-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
-        TempDir(p)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().expect("UTF-8").to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// What a finished command left.
 #[derive(Debug)]
@@ -84,7 +57,12 @@ fn finish(mut cmd: Command, out: Out, limit: Duration) -> Done {
     cmd.stdin(Stdio::null()).stderr(Stdio::piped());
     match out {
         Out::Pipe | Out::Closed => cmd.stdout(Stdio::piped()),
-        Out::Full => cmd.stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full")),
+        Out::Full => cmd.stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        ),
     };
     let shown = format!("{cmd:?}");
     let started = Instant::now();
@@ -125,7 +103,9 @@ fn finish(mut cmd: Command, out: Out, limit: Duration) -> Done {
         code: status
             .code()
             .unwrap_or_else(|| -status.signal().unwrap_or(0)),
-        stdout: stdout.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+        stdout: stdout
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
         elapsed: started.elapsed(),
     }
@@ -172,7 +152,9 @@ fn json_lines(out: &str, what: &str) -> Vec<Value> {
         Err(_) => out
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {l}"))
+            })
             .collect(),
     };
     assert!(!docs.is_empty(), "{what}: no JSON on standard output");
@@ -189,7 +171,11 @@ fn attached(topo: &Topology) -> Vec<String> {
         let mut names = Vec::new();
         for t in [TcAttachType::Egress, TcAttachType::Ingress] {
             let (_, progs) = SchedClassifier::query_tcx(Topology::GW_UPLINK, t).expect("query_tcx");
-            names.extend(progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_owned()));
+            names.extend(
+                progs
+                    .iter()
+                    .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
+            );
         }
         names
     })
@@ -208,29 +194,6 @@ fn set_file(path: &str, prefix: &str, purpose: &str, ports: &str) {
     .expect("writing a set file");
 }
 
-/// A BPF filesystem mounted on a fresh directory; unmounted on drop.
-struct Bpffs(PathBuf);
-
-impl Bpffs {
-    fn mount(dir: PathBuf) -> Bpffs {
-        std::fs::create_dir_all(&dir).expect("bpffs directory");
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mounting bpffs on {}", dir.display());
-        Bpffs(dir)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 fn which(prog: &str) -> Option<PathBuf> {
     ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
         .iter()
@@ -245,9 +208,12 @@ fn which(prog: &str) -> Option<PathBuf> {
 /// The README's exit-code table: command → codes it returns (a cell other
 /// than `–`).
 fn readme_table() -> BTreeMap<String, Vec<i32>> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-        .expect("README.md");
-    let mut lines = readme.lines().skip_while(|l| l.trim() != "| command | 0 | 1 | 2 | 3 |");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let mut lines = readme
+        .lines()
+        .skip_while(|l| l.trim() != "| command | 0 | 1 | 2 | 3 |");
     assert!(lines.next().is_some(), "no exit-code table in the README");
     lines.next(); // |---|
     let mut table = BTreeMap::new();
@@ -314,11 +280,14 @@ fn exit_codes_of_every_command() {
     // The README's table is the library's policy.
     let table = readme_table();
     for (cmd, codes) in &table {
-        let lib: Vec<i32> = cas_audit::error::exit_codes(cmd).iter().map(|(c, _)| *c).collect();
+        let lib: Vec<i32> = cas_audit::error::exit_codes(cmd)
+            .iter()
+            .map(|(c, _)| *c)
+            .collect();
         assert_eq!(&lib, codes, "README and exit_codes({cmd:?}) disagree");
     }
     with_topology("exit_codes_of_every_command", &[CAS], |topo| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("cli");
         let (reach, closed) = (dir.path("reach.json"), dir.path("closed.json"));
         set_file(&reach, "13.64.196.27/32", "portal", "443");
         set_file(&closed, "13.64.196.27/32", "portal", "4443");
@@ -331,11 +300,13 @@ fn exit_codes_of_every_command() {
             ),
         )
         .expect("log");
-        let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cas-audit/data/seeds/network-requirements-2019-11.md");
+        let page = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../cas-audit/data/seeds/network-requirements-2019-11.md");
         let page = if page.is_file() {
             page
         } else {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seeds/network-requirements-2019-11.md")
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/seeds/network-requirements-2019-11.md")
         };
         let page = page.to_str().expect("UTF-8").to_owned();
         let fs = Bpffs::mount(dir.0.join("bpffs"));
@@ -344,13 +315,20 @@ fn exit_codes_of_every_command() {
         let gw = topo.gw();
         let lan = topo.lan();
         let up = Topology::GW_UPLINK;
-        let server = TcpServer::start(topo, topo.cloud(), SocketAddr::new(CAS, 443)).expect("server");
+        let server =
+            TcpServer::start(topo, topo.cloud(), SocketAddr::new(CAS, 443)).expect("server");
         let nobody = which("setpriv").map(|p| p.to_str().expect("UTF-8").to_owned());
         let doctor_unprivileged = {
             let mut c = topo.command(gw, nobody.as_deref().expect("setpriv (util-linux)"));
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-                .arg(agent_bin())
-                .arg("doctor");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            ])
+            .arg(agent_bin())
+            .arg("doctor");
             c
         };
 
@@ -414,12 +392,24 @@ fn exit_codes_of_every_command() {
                 "{shown}\nstdout:\n{}\nstderr:\n{}",
                 done.stdout, done.stderr
             );
-            assert!(done.stderr.contains(c.says), "{shown}: stderr lacks {:?}:\n{}", c.says, done.stderr);
+            assert!(
+                done.stderr.contains(c.says),
+                "{shown}: stderr lacks {:?}:\n{}",
+                c.says,
+                done.stderr
+            );
             if c.json {
                 json_lines(&done.stdout, &shown);
             }
-            let listed = table.get(c.cmd).unwrap_or_else(|| panic!("{} not in the README's table", c.cmd));
-            assert!(listed.contains(&c.code), "{shown}: exit {} not in the README for {}", c.code, c.cmd);
+            let listed = table
+                .get(c.cmd)
+                .unwrap_or_else(|| panic!("{} not in the README's table", c.cmd));
+            assert!(
+                listed.contains(&c.code),
+                "{shown}: exit {} not in the README for {}",
+                c.code,
+                c.cmd
+            );
             covered.entry(c.cmd.to_string()).or_default().push(c.code);
         }
         server.stop();
@@ -431,9 +421,16 @@ fn exit_codes_of_every_command() {
             }
         }
         // Nothing left attached or pinned by the refused starts.
-        assert!(attached(topo).is_empty(), "programs left on the uplink: {:?}", attached(topo));
+        assert!(
+            attached(topo).is_empty(),
+            "programs left on the uplink: {:?}",
+            attached(topo)
+        );
         assert!(!Path::new(&pin).exists(), "{pin} left behind");
-        assert!(!dir.0.join("not-bpffs").exists(), "a refused --pin created a directory");
+        assert!(
+            !dir.0.join("not-bpffs").exists(),
+            "a refused --pin created a directory"
+        );
     });
 }
 
@@ -447,7 +444,7 @@ fn exit_codes_of_every_command() {
 #[test]
 fn unsafe_inputs_are_refused_at_once() {
     with_topology("unsafe_inputs_are_refused_at_once", &[CAS], |topo| {
-        let dir = TempDir::new();
+        let dir = TempDir::new("cli");
         let fifo = dir.path("set.fifo");
         let c = std::ffi::CString::new(fifo.as_bytes()).expect("path");
         // SAFETY: a valid path.
@@ -460,7 +457,10 @@ fn unsafe_inputs_are_refused_at_once() {
         for (input, says) in [
             (fifo.as_str(), "it is a FIFO, not a regular file"),
             ("/dev/zero", "it is a character device, not a regular file"),
-            (big.as_str(), "it is 2147483648 bytes (2.0 GiB); at most 64M is read"),
+            (
+                big.as_str(),
+                "it is 2147483648 bytes (2.0 GiB); at most 64M is read",
+            ),
         ] {
             let mut runs = vec![
                 in_ns(topo, topo.gw(), &["run", "--iface", up, "--set", input]),
@@ -475,7 +475,11 @@ fn unsafe_inputs_are_refused_at_once() {
                 let shown = format!("{cmd:?}");
                 let d = finish(cmd, Out::Pipe, REFUSED_WITHIN);
                 assert_eq!(d.code, 2, "{shown}: {}", d.stderr);
-                assert!(d.stderr.contains(input) && d.stderr.contains(says), "{shown}:\n{}", d.stderr);
+                assert!(
+                    d.stderr.contains(input) && d.stderr.contains(says),
+                    "{shown}:\n{}",
+                    d.stderr
+                );
                 assert!(d.elapsed < REFUSED_WITHIN, "{shown} took {:?}", d.elapsed);
             }
         }
@@ -491,33 +495,48 @@ fn unsafe_inputs_are_refused_at_once() {
 /// before it attaches anything, and the first one counts every packet once.
 #[test]
 fn a_second_agent_on_one_interface_is_refused() {
-    with_topology("a_second_agent_on_one_interface_is_refused", &[CAS], |topo| {
-        let up = Topology::GW_UPLINK;
-        let mut cmd = topo.command(topo.gw(), &agent_bin_str());
-        cmd.args(["run", "--iface", up, "--ingress", "tc", "--json", "-"]);
-        let first = Agent::spawn(cmd);
-        first.wait_ready();
-        let second = finish(in_ns(topo, topo.gw(), &["run", "--iface", up, "--ingress", "tc"]), Out::Pipe, REFUSED_WITHIN);
-        assert_eq!(second.code, 2, "{}", second.stderr);
-        assert!(
-            second.stderr.contains("uplink is already watched by cas-audit (program ")
-                && second.stderr.contains("cas_tc_egress"),
-            "{}",
-            second.stderr
-        );
-        assert!(!second.stderr.contains("auditing "), "{}", second.stderr);
-        assert_eq!(attached(topo), ["cas_tc_egress", "cas_tc_ingress"], "one agent's programs");
-        let dst = SocketAddr::new(CAS, 443);
-        let sink = udp_sink(topo, topo.cloud(), dst).expect("sink");
-        udp_send(topo, topo.lan(), None, dst, 5, 100).expect("sending");
-        assert_eq!(sink.wait_for(5, Duration::from_secs(5)), 5);
-        sink.stop();
-        let run = first.stop();
-        assert_eq!(run.code_or_signal(), 0, "{}", run.stderr);
-        let summary: Value = serde_json::from_str(run.stdout.lines().last().expect("summary")).expect("JSON");
-        assert_eq!(summary["matched"], 5, "counted once: {summary}");
-        assert!(attached(topo).is_empty());
-    });
+    with_topology(
+        "a_second_agent_on_one_interface_is_refused",
+        &[CAS],
+        |topo| {
+            let up = Topology::GW_UPLINK;
+            let mut cmd = topo.command(topo.gw(), &agent_bin_str());
+            cmd.args(["run", "--iface", up, "--ingress", "tc", "--json", "-"]);
+            let first = Agent::spawn(cmd);
+            first.wait_ready();
+            let second = finish(
+                in_ns(topo, topo.gw(), &["run", "--iface", up, "--ingress", "tc"]),
+                Out::Pipe,
+                REFUSED_WITHIN,
+            );
+            assert_eq!(second.code, 2, "{}", second.stderr);
+            assert!(
+                second
+                    .stderr
+                    .contains("uplink is already watched by cas-audit (program ")
+                    && second.stderr.contains("cas_tc_egress"),
+                "{}",
+                second.stderr
+            );
+            assert!(!second.stderr.contains("auditing "), "{}", second.stderr);
+            assert_eq!(
+                attached(topo),
+                ["cas_tc_egress", "cas_tc_ingress"],
+                "one agent's programs"
+            );
+            let dst = SocketAddr::new(CAS, 443);
+            let sink = udp_sink(topo, topo.cloud(), dst).expect("sink");
+            udp_send(topo, topo.lan(), None, dst, 5, 100).expect("sending");
+            assert_eq!(sink.wait_for(5, Duration::from_secs(5)), 5);
+            sink.stop();
+            let run = first.stop();
+            assert_eq!(run.code_or_signal(), 0, "{}", run.stderr);
+            let summary: Value =
+                serde_json::from_str(run.stdout.lines().last().expect("summary")).expect("JSON");
+            assert_eq!(summary["matched"], 5, "counted once: {summary}");
+            assert!(attached(topo).is_empty());
+        },
+    );
 }
 
 /// `--metrics` takes `:PORT` and host names; a port in use is exit 2
@@ -526,7 +545,10 @@ fn a_second_agent_on_one_interface_is_refused() {
 fn metrics_addresses_and_a_port_in_use() {
     with_topology("metrics_addresses_and_a_port_in_use", &[CAS], |topo| {
         let up = Topology::GW_UPLINK;
-        for (addr, scrape) in [(":19481", "127.0.0.1:19481"), ("localhost:19482", "127.0.0.1:19482")] {
+        for (addr, scrape) in [
+            (":19481", "127.0.0.1:19481"),
+            ("localhost:19482", "127.0.0.1:19482"),
+        ] {
             let mut cmd = topo.command(topo.gw(), &agent_bin_str());
             cmd.args(["run", "--iface", up, "--ingress", "tc", "--metrics", addr]);
             let agent = Agent::spawn(cmd);
@@ -534,24 +556,41 @@ fn metrics_addresses_and_a_port_in_use() {
             let target: SocketAddr = scrape.parse().expect("addr");
             let body = topo.in_ns(topo.gw(), move || {
                 use std::io::Write;
-                let mut c = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect");
-                c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-                c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+                let mut c = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+                    .expect("connect");
+                c.set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .expect("request");
                 let mut s = String::new();
                 c.read_to_string(&mut s).expect("response");
                 s
             });
-            assert!(body.starts_with("HTTP/1.1 200 OK") && body.contains("cas_audit_address_set"), "{addr}: {body}");
+            assert!(
+                body.starts_with("HTTP/1.1 200 OK") && body.contains("cas_audit_address_set"),
+                "{addr}: {body}"
+            );
             let run = agent.stop();
             assert_eq!(run.code_or_signal(), 0, "{}", run.stderr);
         }
         // The port is taken: refused before attaching.
-        let taken = topo.in_ns(topo.gw(), || std::net::TcpListener::bind("127.0.0.1:19483").expect("bind"));
-        let d = finish(in_ns(topo, topo.gw(), &["run", "--iface", up, "--metrics", "127.0.0.1:19483"]), Out::Pipe, REFUSED_WITHIN);
+        let taken = topo.in_ns(topo.gw(), || {
+            std::net::TcpListener::bind("127.0.0.1:19483").expect("bind")
+        });
+        let d = finish(
+            in_ns(
+                topo,
+                topo.gw(),
+                &["run", "--iface", up, "--metrics", "127.0.0.1:19483"],
+            ),
+            Out::Pipe,
+            REFUSED_WITHIN,
+        );
         drop(taken);
         assert_eq!(d.code, 2, "{}", d.stderr);
         assert!(
-            d.stderr.contains("serving metrics on 127.0.0.1:19483: Address already in use"),
+            d.stderr
+                .contains("serving metrics on 127.0.0.1:19483: Address already in use"),
             "{}",
             d.stderr
         );
@@ -567,7 +606,11 @@ fn metrics_addresses_and_a_port_in_use() {
 /// does), with nothing on standard error.
 #[test]
 fn a_closed_pipe_ends_quietly() {
-    for args in [&["sets", "show"][..], &["sets", "export", "--format", "nft"], &["sets", "list"]] {
+    for args in [
+        &["sets", "show"][..],
+        &["sets", "export", "--format", "nft"],
+        &["sets", "list"],
+    ] {
         let d = finish(here(args), Out::Closed, EXIT_TIMEOUT);
         assert_eq!((d.code, d.stderr.as_str()), (0, ""), "{args:?}");
     }
@@ -577,13 +620,44 @@ fn a_closed_pipe_ends_quietly() {
 /// `auto` picks them when standard error is the stream JOURNAL_STREAM names.
 #[test]
 fn journal_lines_carry_priorities() {
-    let dir = TempDir::new();
-    let d = finish(here(&["--log-format", "journal", "sets", "show", "--set", "/nonexistent/set.json"]), Out::Pipe, EXIT_TIMEOUT);
+    let dir = TempDir::new("cli");
+    let d = finish(
+        here(&[
+            "--log-format",
+            "journal",
+            "sets",
+            "show",
+            "--set",
+            "/nonexistent/set.json",
+        ]),
+        Out::Pipe,
+        EXIT_TIMEOUT,
+    );
     assert_eq!(d.code, 2);
-    assert!(d.stderr.starts_with("<3>cas-audit: address set /nonexistent/set.json: cannot read the set file"), "{}", d.stderr);
-    let d = finish(here(&["--log-format", "journal", "report", &dir.0.to_string_lossy()]), Out::Pipe, EXIT_TIMEOUT);
+    assert!(
+        d.stderr.starts_with(
+            "<3>cas-audit: address set /nonexistent/set.json: cannot read the set file"
+        ),
+        "{}",
+        d.stderr
+    );
+    let d = finish(
+        here(&[
+            "--log-format",
+            "journal",
+            "report",
+            &dir.0.to_string_lossy(),
+        ]),
+        Out::Pipe,
+        EXIT_TIMEOUT,
+    );
     assert_eq!(d.code, 0, "{}", d.stderr);
-    assert!(d.stderr.starts_with("<4>no *.jsonl or *.jsonl.gz files in "), "{}", d.stderr);
+    assert!(
+        d.stderr
+            .starts_with("<4>no *.jsonl or *.jsonl.gz files in "),
+        "{}",
+        d.stderr
+    );
     // auto: standard error is a file whose device and inode JOURNAL_STREAM names.
     let err_path = dir.0.join("stderr");
     let err_file = std::fs::File::create(&err_path).expect("stderr file");
@@ -601,29 +675,64 @@ fn journal_lines_carry_priorities() {
     let text = std::fs::read_to_string(&err_path).expect("stderr");
     assert!(text.starts_with("<3>cas-audit: "), "{text}");
     // Without it (or another stream), text with the plain prefix.
-    let d = finish(here(&["sets", "show", "--set", "/nonexistent/set.json"]), Out::Pipe, EXIT_TIMEOUT);
-    assert!(d.stderr.starts_with("cas-audit: address set "), "{}", d.stderr);
+    let d = finish(
+        here(&["sets", "show", "--set", "/nonexistent/set.json"]),
+        Out::Pipe,
+        EXIT_TIMEOUT,
+    );
+    assert!(
+        d.stderr.starts_with("cas-audit: address set "),
+        "{}",
+        d.stderr
+    );
 }
 
 /// `-v` shows the agent's own debug lines but not aya's; `-vv` shows both.
 #[test]
 fn verbose_shows_our_decisions_before_library_internals() {
-    with_topology("verbose_shows_our_decisions_before_library_internals", &[CAS], |topo| {
-        let up = Topology::GW_UPLINK;
-        let lines = |v: &str| {
-            let mut cmd = in_ns(topo, topo.gw(), &[v, "--log-format", "text", "run", "--iface", up, "--ingress", "tc", "--duration", "1"]);
-            cmd.env_remove("RUST_LOG");
-            let d = finish(cmd, Out::Pipe, EXIT_TIMEOUT);
-            assert_eq!(d.code, 0, "{}", d.stderr);
-            let count = |target: &str| d.stderr.lines().filter(|l| l.contains(&format!(" {target}"))).count();
-            (count("aya"), count("cas_audit"), d.stderr)
-        };
-        let (aya, ours, text) = lines("-v");
-        assert_eq!(aya, 0, "library lines at -v:\n{text}");
-        assert!(ours > 0 && text.contains("DEBUG cas_audit"), "no debug line of ours at -v:\n{text}");
-        let (aya, _, text) = lines("-vv");
-        assert!(aya > 0, "no library line at -vv:\n{text}");
-    });
+    with_topology(
+        "verbose_shows_our_decisions_before_library_internals",
+        &[CAS],
+        |topo| {
+            let up = Topology::GW_UPLINK;
+            let lines = |v: &str| {
+                let mut cmd = in_ns(
+                    topo,
+                    topo.gw(),
+                    &[
+                        v,
+                        "--log-format",
+                        "text",
+                        "run",
+                        "--iface",
+                        up,
+                        "--ingress",
+                        "tc",
+                        "--duration",
+                        "1",
+                    ],
+                );
+                cmd.env_remove("RUST_LOG");
+                let d = finish(cmd, Out::Pipe, EXIT_TIMEOUT);
+                assert_eq!(d.code, 0, "{}", d.stderr);
+                let count = |target: &str| {
+                    d.stderr
+                        .lines()
+                        .filter(|l| l.contains(&format!(" {target}")))
+                        .count()
+                };
+                (count("aya"), count("cas_audit"), d.stderr)
+            };
+            let (aya, ours, text) = lines("-v");
+            assert_eq!(aya, 0, "library lines at -v:\n{text}");
+            assert!(
+                ours > 0 && text.contains("DEBUG cas_audit"),
+                "no debug line of ours at -v:\n{text}"
+            );
+            let (aya, _, text) = lines("-vv");
+            assert!(aya > 0, "no library line at -vv:\n{text}");
+        },
+    );
 }
 
 /// Live lines carry the date, the time and the offset: local time (here
@@ -633,7 +742,9 @@ fn live_lines_show_date_time_and_zone() {
     with_topology("live_lines_show_date_time_and_zone", &[CAS], |topo| {
         for (extra, zone) in [(None, "+05:30"), (Some("--utc"), "+00:00")] {
             let mut cmd = topo.command(topo.gw(), &agent_bin_str());
-            cmd.args(["run", "--iface", Topology::GW_UPLINK, "--ingress", "tc"]).args(extra).env("TZ", "IST-5:30");
+            cmd.args(["run", "--iface", Topology::GW_UPLINK, "--ingress", "tc"])
+                .args(extra)
+                .env("TZ", "IST-5:30");
             let agent = Agent::spawn(cmd);
             agent.wait_ready();
             udp_send(topo, topo.lan(), None, SocketAddr::new(CAS, 8443), 1, 10).expect("sending");
@@ -644,7 +755,10 @@ fn live_lines_show_date_time_and_zone() {
                 .find(|l| l.contains("DISALLOWED-PORT"))
                 .unwrap_or_else(|| panic!("no live line:\n{}", run.stdout));
             let (date, rest) = line.split_at(10);
-            assert!(date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-', "{line}");
+            assert!(
+                date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-',
+                "{line}"
+            );
             assert_eq!(&rest[9..15], zone, "{line}");
         }
     });
@@ -658,28 +772,63 @@ fn live_lines_show_date_time_and_zone() {
 /// plain one.
 #[test]
 fn report_reads_standard_input_and_gzip() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let log = dir.path("cas-audit-20261122T100000Z.jsonl");
     let rec = |port: u16, state: &str| {
         format!(
             r#"{{"type":"flow","ts":"2026-11-22T10:00:05.000000Z","reason":"expired","state":"{state}","iface":"uplink","proto":"udp","local_addr":"198.51.100.2","local_port":{port},"remote_addr":"13.64.196.27","remote_port":8443,"initiator":"unknown","first_packet":"out","service_port":8443,"prefix":"13.64.196.27/32","datacenters":["US1"],"purposes":["dlp"],"verdict":"disallowed-port","packets_out":2,"bytes_out":200,"packets_in":0,"bytes_in":0,"first_seen":"2026-11-22T10:00:00.000000Z","last_seen":"2026-11-22T10:00:01.000000Z"}}"#
         )
     };
-    std::fs::write(&log, format!("{}\n{}\n", rec(40001, "unanswered"), rec(40002, "unreachable"))).expect("log");
+    std::fs::write(
+        &log,
+        format!(
+            "{}\n{}\n",
+            rec(40001, "unanswered"),
+            rec(40002, "unreachable")
+        ),
+    )
+    .expect("log");
     let mut c = here(&["report", "-", "--json"]);
     c.stdin(std::fs::File::open(&log).expect("log"));
     let out = c.output().expect("report -");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!((v["files"][0].as_str(), v["flows"].as_u64(), v["blocked_flows"].as_u64()), (Some("standard input"), Some(2), Some(2)));
-    assert_eq!(out.stdout.iter().filter(|b| **b == b'\n').count(), 1, "compact: one line");
+    assert_eq!(
+        (
+            v["files"][0].as_str(),
+            v["flows"].as_u64(),
+            v["blocked_flows"].as_u64()
+        ),
+        (Some("standard input"), Some(2), Some(2))
+    );
+    assert_eq!(
+        out.stdout.iter().filter(|b| **b == b'\n').count(),
+        1,
+        "compact: one line"
+    );
     let st = Command::new("gzip").arg(&log).status().expect("gzip");
     assert!(st.success());
-    let d = finish(here(&["report", &dir.0.to_string_lossy(), "--json"]), Out::Pipe, EXIT_TIMEOUT);
+    let d = finish(
+        here(&["report", &dir.0.to_string_lossy(), "--json"]),
+        Out::Pipe,
+        EXIT_TIMEOUT,
+    );
     assert_eq!(d.code, 0, "{}", d.stderr);
     let v: Value = serde_json::from_str(&d.stdout).expect("JSON");
-    assert_eq!((v["flows"].as_u64(), v["records"].as_u64()), (Some(2), Some(2)), "{v}");
-    assert!(v["files"][0].as_str().expect("file").ends_with(".jsonl.gz"), "{v}");
+    assert_eq!(
+        (v["flows"].as_u64(), v["records"].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    assert!(
+        v["files"][0].as_str().expect("file").ends_with(".jsonl.gz"),
+        "{v}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -693,11 +842,23 @@ fn report_reads_standard_input_and_gzip() {
 fn flagged_record_history_of_a_bare_syn() {
     with_topology("flagged_record_history_of_a_bare_syn", &[CAS], |topo| {
         let mut cmd = topo.command(topo.gw(), &agent_bin_str());
-        cmd.args(["run", "--iface", Topology::GW_UPLINK, "--ingress", "tc", "--json", "-"]);
+        cmd.args([
+            "run",
+            "--iface",
+            Topology::GW_UPLINK,
+            "--ingress",
+            "tc",
+            "--json",
+            "-",
+        ]);
         let agent = Agent::spawn(cmd);
         agent.wait_ready();
         let dst = SocketAddr::new(CAS, 8443);
-        let refused = topo.in_ns(topo.lan(), move || std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3)).map(|_| ()).map_err(|e| e.kind()));
+        let refused = topo.in_ns(topo.lan(), move || {
+            std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3))
+                .map(|_| ())
+                .map_err(|e| e.kind())
+        });
         assert_eq!(refused, Err(std::io::ErrorKind::ConnectionRefused));
         let run = agent.stop();
         assert_eq!(run.code_or_signal(), 0, "{}", run.stderr);
@@ -709,9 +870,23 @@ fn flagged_record_history_of_a_bare_syn() {
             .collect();
         let reasons: Vec<(&str, &str, &str)> = recs
             .iter()
-            .map(|r| (r["reason"].as_str().expect("reason"), r["history"].as_str().expect("history"), r["state"].as_str().expect("state")))
+            .map(|r| {
+                (
+                    r["reason"].as_str().expect("reason"),
+                    r["history"].as_str().expect("history"),
+                    r["state"].as_str().expect("state"),
+                )
+            })
             .collect();
-        assert_eq!(reasons.first(), Some(&("flagged", "S", "pending")), "{reasons:?}");
-        assert_eq!(reasons.last().map(|r| (r.1, r.2)), Some(("Sr", "refused")), "{reasons:?}");
+        assert_eq!(
+            reasons.first(),
+            Some(&("flagged", "S", "pending")),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            reasons.last().map(|r| (r.1, r.2)),
+            Some(("Sr", "refused")),
+            "{reasons:?}"
+        );
     });
 }

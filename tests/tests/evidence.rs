@@ -19,13 +19,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use cas_audit::output::logdir::{compare_names, parse_name};
 use cas_audit_tests::process::{agent_bin, agent_bin_str, Exited as Run, Process as Agent};
+use cas_audit_tests::scratch::TempDir;
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
 use cas_audit_tests::{with_topology, Topology};
 
@@ -69,29 +69,6 @@ fn stop_ok(agent: Agent) -> Run {
         run.stderr
     );
     run
-}
-
-/// A directory under /tmp, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = PathBuf::from(format!(
-            "/tmp/cas-audit-evidence-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A tmpfs of `size` mounted on a new directory `dir` (inside a
@@ -259,7 +236,7 @@ fn log_dir_rotates_and_report_counts() {
     with_bed("log_dir_rotates_and_report_counts", |topo| {
         // Every UDP datagram to a closed port gets its ICMP error.
         sysctl(topo, topo.cloud(), "net.ipv4.icmp_ratelimit=0");
-        let tmp = TempDir::new();
+        let tmp = TempDir::new("evidence");
         let dir = tmp.0.join("evidence");
         let dir_s = dir.to_str().expect("UTF-8").to_owned();
         let agent = start_agent(
@@ -502,7 +479,7 @@ const LATER_FLOWS: u16 = 10;
 #[test]
 fn log_dir_on_a_full_disk_counts_lost_records() {
     with_bed("log_dir_on_a_full_disk_counts_lost_records", |topo| {
-        let tmp = TempDir::new();
+        let tmp = TempDir::new("evidence");
         let disk = Tmpfs::mount(&tmp.0.join("disk"), "256k");
         // Leave 16 KiB: about twenty records.
         let filler = disk.0.join("filler");
