@@ -28,7 +28,7 @@ use cas_audit_common::Direction;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::stats::Stat;
+use crate::{sets::Rng, stats::Stat};
 
 /// What to measure.
 pub struct Config {
@@ -68,21 +68,9 @@ pub struct EvidenceResults {
     pub runs: Vec<Run>,
 }
 
-/// splitmix64: small, seeded, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// A number below `n`.
+fn below(rng: &mut Rng, n: u64) -> u64 {
+    rng.next() % n
 }
 
 /// Local hosts of the generated log.
@@ -127,21 +115,45 @@ fn generate(path: &Path, records: u64) -> Result<(u64, u64)> {
         }
         // A new flow.
         flows += 1;
-        let range = &ranges[rng.below(ranges.len() as u64) as usize];
-        let kind = rng.below(100);
+        let range = &ranges[below(&mut rng, ranges.len() as u64) as usize];
+        let kind = below(&mut rng, 100);
         let (port, verdict, state, live) = match kind {
             0..=59 => (443, Verdict::Allowed, State::Closed, None),
-            60..=79 => (8443, Verdict::DisallowedPort, State::Closed, Some(Reason::Flagged)),
-            80..=89 => (443, Verdict::Allowed, State::Unanswered, Some(Reason::Blocked)),
+            60..=79 => (
+                8443,
+                Verdict::DisallowedPort,
+                State::Closed,
+                Some(Reason::Flagged),
+            ),
+            80..=89 => (
+                443,
+                Verdict::Allowed,
+                State::Unanswered,
+                Some(Reason::Blocked),
+            ),
             90..=94 => (443, Verdict::Allowed, State::Refused, Some(Reason::Blocked)),
-            _ => (8080, Verdict::DisallowedPort, State::Unreachable, Some(Reason::Flagged)),
+            _ => (
+                8080,
+                Verdict::DisallowedPort,
+                State::Unreachable,
+                Some(Reason::Flagged),
+            ),
         };
-        let host = rng.below(HOSTS) as u32;
+        let host = below(&mut rng, HOSTS) as u32;
         let mut r = FlowRecord {
             ts: Timestamp(now),
             reason: live.unwrap_or(Reason::Ended),
-            state: Some(if live.is_some() { State::Pending } else { state }),
-            history: if state == State::Closed { "ShADadFf" } else { "S" }.into(),
+            state: Some(if live.is_some() {
+                State::Pending
+            } else {
+                state
+            }),
+            history: if state == State::Closed {
+                "ShADadFf"
+            } else {
+                "S"
+            }
+            .into(),
             icmp_type: (state == State::Unreachable).then_some(3),
             icmp_code: (state == State::Unreachable).then_some(13),
             reporter: (state == State::Unreachable)
@@ -161,10 +173,10 @@ fn generate(path: &Path, records: u64) -> Result<(u64, u64)> {
             datacenters: range.datacenters.iter().copied().collect(),
             purposes: range.purposes.iter().copied().collect(),
             verdict,
-            packets_out: 1 + rng.below(20),
-            bytes_out: 60 + rng.below(20_000),
-            packets_in: rng.below(20),
-            bytes_in: rng.below(40_000),
+            packets_out: 1 + below(&mut rng, 20),
+            bytes_out: 60 + below(&mut rng, 20_000),
+            packets_in: below(&mut rng, 20),
+            bytes_in: below(&mut rng, 40_000),
             tcp_flags_out: TcpFlags(0x12),
             tcp_flags_in: TcpFlags(0x10),
             first_seen: Timestamp(now),
@@ -181,7 +193,7 @@ fn generate(path: &Path, records: u64) -> Result<(u64, u64)> {
             };
         }
         // Due within the next few hundred ticks; the last ones at exit.
-        open.push((tick + 1 + rng.below(300), r));
+        open.push((tick + 1 + below(&mut rng, 300), r));
     }
     // The flows still open when the log's run ended: exit records.
     for (_, mut r) in open.drain(..) {

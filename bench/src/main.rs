@@ -236,7 +236,12 @@ fn main() -> Result<()> {
     };
 
     let mut targets = report::targets(prog.as_ref(), net.as_ref(), agent.as_ref());
-    targets.extend(evidence.as_ref().map(report::evidence_targets).unwrap_or_default());
+    targets.extend(
+        evidence
+            .as_ref()
+            .map(report::evidence_targets)
+            .unwrap_or_default(),
+    );
     let results = Results {
         schema: 1,
         label: cli.label.clone(),

@@ -589,7 +589,10 @@ pub fn markdown(r: &Results) -> String {
              is the process's `ru_maxrss`.\n",
             e.records, e.flows, e.hosts, e.generate_s
         );
-        let _ = writeln!(s, "| input | file MiB | wall s (min…max) | peak RSS MiB | output bytes |");
+        let _ = writeln!(
+            s,
+            "| input | file MiB | wall s (min…max) | peak RSS MiB | output bytes |"
+        );
         let _ = writeln!(s, "|---|--:|--:|--:|--:|");
         for x in &e.runs {
             let _ = writeln!(

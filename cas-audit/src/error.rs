@@ -229,7 +229,10 @@ mod tests {
     #[test]
     fn causes_that_repeat_are_not_shown() {
         let e = Error::io("writing /x")(io::Error::from_raw_os_error(libc::ENOSPC));
-        assert_eq!(e.lines(), ["writing /x: No space left on device (os error 28)"]);
+        assert_eq!(
+            e.lines(),
+            ["writing /x: No space left on device (os error 28)"]
+        );
         let e = Error::io("writing /x")(io::Error::other(Error::Usage("deeper".into())));
         assert_eq!(e.lines(), ["writing /x: deeper"]);
         // A wrapped error shows as itself, once.
@@ -251,7 +254,10 @@ mod tests {
             let want: &[i32] = if negative { &[0, 1, 2, 3] } else { &[0, 2, 3] };
             assert_eq!(codes, want, "{cmd}");
         }
-        assert_eq!(exit_codes("check")[1].1, "some destination is not reachable");
+        assert_eq!(
+            exit_codes("check")[1].1,
+            "some destination is not reachable"
+        );
         assert_eq!(exit_codes("").len(), 4);
     }
 }

@@ -396,7 +396,14 @@ pub fn select_some(
                 .count(),
             Need::Entries | Need::EntriesOrNames => s.entries.len(),
         };
-        (n, if need == Need::EntriesOrNames { s.dns.len() } else { 0 })
+        (
+            n,
+            if need == Need::EntriesOrNames {
+                s.dns.len()
+            } else {
+                0
+            },
+        )
     };
     let what = |(n, names): (usize, usize)| {
         let entries = match need {

@@ -883,19 +883,18 @@ fn load_names_the_file() {
 
 #[test]
 fn an_empty_selection_says_what_each_filter_kept() {
-    let e = select_some(Some("cas-2017-07"), &[], &[Purpose::AuthGateway], Need::Entries)
-        .unwrap_err();
+    let e = select_some(
+        Some("cas-2017-07"),
+        &[],
+        &[Purpose::AuthGateway],
+        Need::Entries,
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "cas-2017-07: nothing selected: the set has 21 entries; --purpose auth-gateway kept 0 entries"
     );
-    let e = select_some(
-        None,
-        &[DataCenter::Eu2],
-        &[Purpose::Dlp],
-        Need::Outbound,
-    )
-    .unwrap_err();
+    let e = select_some(None, &[DataCenter::Eu2], &[Purpose::Dlp], Need::Outbound).unwrap_err();
     let SetError::EmptySelection { set, steps } = &e else {
         panic!("{e:?}")
     };

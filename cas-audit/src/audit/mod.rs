@@ -27,10 +27,8 @@ use self::{
 use crate::{
     addrset::{AddressSet, DataCenter, Purpose, Range},
     datapath::{
-        attach::refuse_if_watched,
-        events::EventReader,
-        pin::LinkHook,
-        Datapath, IngressMode, LoadOptions, PinDir,
+        attach::refuse_if_watched, events::EventReader, pin::LinkHook, Datapath, IngressMode,
+        LoadOptions, PinDir,
     },
     error::Error,
     flow::{AllowedPorts, Tracker},
@@ -165,7 +163,10 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     log::debug!(
         "set {} ({}): {} entries selected, {} distinct ranges; allowed ports {}",
         set.name,
-        source.file.as_ref().map_or("built-in".into(), |(p, _)| p.display().to_string()),
+        source
+            .file
+            .as_ref()
+            .map_or("built-in".into(), |(p, _)| p.display().to_string()),
         set.entries.len(),
         ranges.len(),
         policy

@@ -215,7 +215,12 @@ pub enum SetsCommand {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Interface to audit (repeatable, or a comma list). Egress and ingress are both watched.
-    #[arg(long = "iface", value_name = "IF", required = true, value_delimiter = ',')]
+    #[arg(
+        long = "iface",
+        value_name = "IF",
+        required = true,
+        value_delimiter = ','
+    )]
     pub ifaces: Vec<String>,
     /// Address set to audit against: a built-in name (see `sets list`) or a set file.
     /// With it, each range's purposes decide its allowed ports (unless --allow-port).
@@ -689,11 +694,17 @@ mod tests {
         cmd.build();
         let help = |c: &mut clap::Command| c.render_long_help().to_string();
         let run = help(cmd.find_subcommand_mut("run").unwrap());
-        assert!(run.contains("Exit status:\n  0  success\n  2  a usage"), "{run}");
+        assert!(
+            run.contains("Exit status:\n  0  success\n  2  a usage"),
+            "{run}"
+        );
         assert!(run.contains("  3  a failure while running"), "{run}");
         assert!(!run.contains("  1  "), "{run}");
         let check = help(cmd.find_subcommand_mut("check").unwrap());
-        assert!(check.contains("  1  some destination is not reachable"), "{check}");
+        assert!(
+            check.contains("  1  some destination is not reachable"),
+            "{check}"
+        );
         let sets = cmd.find_subcommand_mut("sets").unwrap();
         let diff = help(sets.find_subcommand_mut("diff").unwrap());
         assert!(diff.contains("  1  the sets differ"), "{diff}");

@@ -300,7 +300,11 @@ impl Datapath {
         };
         log::debug!(
             "{iface}: ingress {mode:?} -> {}",
-            if want_xdp { "native XDP first" } else { "tc ingress" }
+            if want_xdp {
+                "native XDP first"
+            } else {
+                "tc ingress"
+            }
         );
         if want_xdp {
             let prog = self.xdp();

@@ -211,7 +211,10 @@ mod tests {
         let t = Instant::now();
         for (p, want) in [
             (fifo.as_path(), "it is a FIFO, not a regular file"),
-            (Path::new("/dev/zero"), "it is a character device, not a regular file"),
+            (
+                Path::new("/dev/zero"),
+                "it is a character device, not a regular file",
+            ),
             (Path::new("/tmp"), "it is a directory, not a regular file"),
         ] {
             let e = read_text(p).unwrap_err();

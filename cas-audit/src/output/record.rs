@@ -67,7 +67,14 @@ impl Timestamp {
                 c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
             })
         };
-        let seps = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.')];
+        let seps = [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+        ];
         if seps.iter().any(|&(i, c)| b[i] != c) {
             return None;
         }
@@ -118,7 +125,10 @@ impl<'de> Deserialize<'de> for TcpFlags {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a list of TCP flag names")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<TcpFlags, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TcpFlags, A::Error> {
                 let mut bits = 0;
                 while let Some(n) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
                     let (b, _) = cas_audit_common::tcp_flags::NAMES
@@ -630,9 +640,14 @@ mod tests {
             "1999-12-31T23:59:59.999999Z",
             "2024-02-29T00:00:00.000001Z",
         ] {
-            let general = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                .unwrap();
-            assert_eq!(Timestamp::parse_written(text), Some(Timestamp(general)), "{text}");
+            let general =
+                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .unwrap();
+            assert_eq!(
+                Timestamp::parse_written(text),
+                Some(Timestamp(general)),
+                "{text}"
+            );
         }
         for other in [
             "2026-11-18T12:06:40.120000+01:00",

@@ -519,11 +519,8 @@ impl Tallies {
                 .or_default();
             b.flows += 1;
             b.states.extend(f.state.map(|s| s.to_string()));
-            b.datacenters.extend(
-                f.datacenters
-                    .items(&DataCenter::ALL)
-                    .map(|d| d.to_string()),
-            );
+            b.datacenters
+                .extend(f.datacenters.items(&DataCenter::ALL).map(|d| d.to_string()));
             b.purposes
                 .extend(f.purposes.items(&Purpose::ALL).map(|p| p.to_string()));
             b.reporters.extend(f.reporter);

@@ -168,7 +168,11 @@ mod tests {
         let mut seen = Vec::new();
         for_each_line(
             &text[..],
-            |b| std::str::from_utf8(b).map(str::to_owned).map_err(|e| e.to_string()),
+            |b| {
+                std::str::from_utf8(b)
+                    .map(str::to_owned)
+                    .map_err(|e| e.to_string())
+            },
             |n, r| seen.push((n, r)),
         )
         .unwrap();

@@ -620,7 +620,11 @@ fn bad_lines_are_skipped_and_named() {
     );
     // A record cut short (the agent killed mid-write, or a full disk
     // without truncation) is a bad line too.
-    let ev = evidence_of_bytes(&[("t.jsonl", &last.as_bytes()[..40])], &Filters::default(), 10);
+    let ev = evidence_of_bytes(
+        &[("t.jsonl", &last.as_bytes()[..40])],
+        &Filters::default(),
+        10,
+    );
     assert_eq!(
         ev.skipped_lines,
         ["t.jsonl:1: not JSON: EOF while parsing a string at line 1 column 40"]
@@ -628,7 +632,10 @@ fn bad_lines_are_skipped_and_named() {
     // The ones after the first few are counted, not named.
     let h = format!("{}\n", flow(json!({"first_seen": "yesterday"})));
     let ev = evidence_of_bytes(
-        &[("g.jsonl", &b"{\"n\":1}\n\xff\n"[..]), ("h.jsonl", h.as_bytes())],
+        &[
+            ("g.jsonl", &b"{\"n\":1}\n\xff\n"[..]),
+            ("h.jsonl", h.as_bytes()),
+        ],
         &Filters::default(),
         10,
     );
@@ -811,7 +818,10 @@ fn the_final_record_of_a_flow_counts() {
         &Filters::default(),
         10,
     );
-    assert_eq!((ev.records, ev.total.flows, ev.total.packets_out), (2, 1, 7));
+    assert_eq!(
+        (ev.records, ev.total.flows, ev.total.packets_out),
+        (2, 1, 7)
+    );
     assert_eq!(ev.by_state[0].key.state, "closed");
     assert_eq!(ev.blocked_flows, 0);
     // exit, then the next run's expired record: the latter.
@@ -872,9 +882,7 @@ fn top_applies_to_every_table() {
     assert_eq!(ev.total.flows, 6);
     let text = ev.table();
     assert!(
-        text.contains(
-            "... and 2 more local hosts (--top 1 of 3; --top all shows every row)"
-        ),
+        text.contains("... and 2 more local hosts (--top 1 of 3; --top all shows every row)"),
         "{text}"
     );
     let all = evidence_of(&sample(), &Filters::default(), usize::MAX);
