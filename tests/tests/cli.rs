@@ -701,8 +701,6 @@ fn verbose_shows_our_decisions_before_library_internals() {
                     topo.gw(),
                     &[
                         v,
-                        "--log-format",
-                        "text",
                         "run",
                         "--iface",
                         up,
@@ -712,7 +710,8 @@ fn verbose_shows_our_decisions_before_library_internals() {
                         "1",
                     ],
                 );
-                cmd.env_remove("RUST_LOG");
+                // Text lines: standard error is a pipe, not the journal.
+                cmd.env_remove("RUST_LOG").env_remove("JOURNAL_STREAM");
                 let d = finish(cmd, Out::Pipe, EXIT_TIMEOUT);
                 assert_eq!(d.code, 0, "{}", d.stderr);
                 let count = |target: &str| {
