@@ -13,7 +13,7 @@
 //! ```
 //!
 //! The man pages and completions come from the agent's clap definitions
-//! (`cas_audit::cli::Cli`) with clap_mangen and clap_complete; the agent
+//! (`cas_audit::cli::command`, with the exit codes in each long help) with clap_mangen and clap_complete; the agent
 //! binary itself does not carry those crates. xtask uses the cas-audit
 //! library without its `ebpf` feature, so building xtask never builds the
 //! eBPF object.
@@ -24,8 +24,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use cas_audit::cli::Cli;
-use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::{
     roff::{bold, roman, Roff},
@@ -233,7 +231,7 @@ mod tests {
         let main = text(&dir.0.join("cas-audit.1"));
         assert!(main.contains("\n.TH cas-audit 1 "), "{main}");
         // The subcommands the CLI defines, and the contract's.
-        let cli = Cli::command();
+        let cli = cas_audit::cli::command();
         let defined: Vec<&str> = cli.get_subcommands().map(|s| s.get_name()).collect();
         for sub in SUBCOMMANDS {
             assert!(defined.contains(&sub), "{sub} not a subcommand");
