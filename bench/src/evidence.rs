@@ -47,6 +47,9 @@ pub struct Run {
     pub file_mib: f64,
     /// Wall time of `cas-audit report FILE --json`, seconds.
     pub wall_s: Stat,
+    /// CPU time (user + system, every thread), seconds: what the wall
+    /// time would be on one idle core.
+    pub cpu_s: Stat,
     /// Peak resident memory of the process (`ru_maxrss`), MiB.
     pub rss_mib: Stat,
     /// Bytes printed.
@@ -206,8 +209,8 @@ fn generate(path: &Path, records: u64) -> Result<(u64, u64)> {
     Ok((written, flows))
 }
 
-/// Runs `agent report FILE --json`; (wall s, peak RSS MiB, stdout).
-fn report_once(agent: &Path, file: &Path) -> Result<(f64, f64, Vec<u8>)> {
+/// Runs `agent report FILE --json`; (wall s, CPU s, peak RSS MiB, stdout).
+fn report_once(agent: &Path, file: &Path) -> Result<(f64, f64, f64, Vec<u8>)> {
     let t = Instant::now();
     let child = Command::new(agent)
         .args(["report", "--top", "10", "--json"])
@@ -236,7 +239,9 @@ fn report_once(agent: &Path, file: &Path) -> Result<(f64, f64, Vec<u8>)> {
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("cas-audit report failed (status {status})");
     }
-    Ok((wall, ru.ru_maxrss as f64 / 1024.0, out))
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = secs(ru.ru_utime) + secs(ru.ru_stime);
+    Ok((wall, cpu, ru.ru_maxrss as f64 / 1024.0, out))
 }
 
 /// Generates the log in `dir`, measures `report` on it, plain and gzip.
@@ -256,9 +261,9 @@ pub fn run(cfg: &Config, agent: &Path, dir: &Path) -> Result<EvidenceResults> {
     }
     let mut runs = Vec::new();
     for (input, file) in [("plain", &plain), ("gzip", &gz)] {
-        let (mut wall, mut rss, mut out_len) = (Vec::new(), Vec::new(), 0);
+        let (mut wall, mut cpu, mut rss, mut out_len) = (Vec::new(), Vec::new(), Vec::new(), 0);
         for _ in 0..cfg.rounds {
-            let (w, r, out) = report_once(agent, file)?;
+            let (w, c, r, out) = report_once(agent, file)?;
             let doc: serde_json::Value = serde_json::from_slice(&out)?;
             // Every flow counted once, every record read.
             if doc["flows"] != flows || doc["records"] != records {
@@ -269,6 +274,7 @@ pub fn run(cfg: &Config, agent: &Path, dir: &Path) -> Result<EvidenceResults> {
                 );
             }
             wall.push(w);
+            cpu.push(c);
             rss.push(r);
             out_len = out.len() as u64;
         }
@@ -276,6 +282,7 @@ pub fn run(cfg: &Config, agent: &Path, dir: &Path) -> Result<EvidenceResults> {
             input: input.into(),
             file_mib: std::fs::metadata(file)?.len() as f64 / (1 << 20) as f64,
             wall_s: Stat::of(wall),
+            cpu_s: Stat::of(cpu),
             rss_mib: Stat::of(rss),
             output_bytes: out_len,
         });

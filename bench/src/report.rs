@@ -586,23 +586,25 @@ pub fn markdown(r: &Results) -> String {
              built-in set's ranges, their records interleaved as a long run writes them; \
              written in {:.1} s), read by `cas-audit report FILE --top 10 --json`, plain \
              and compressed with `gzip -1`. Each run's flow count is checked. Peak memory \
-             is the process's `ru_maxrss`.\n",
+             is the process's `ru_maxrss`; CPU is the user and system time of all its \
+             threads (lines are parsed on every core).\n",
             e.records, e.flows, e.hosts, e.generate_s
         );
         let _ = writeln!(
             s,
-            "| input | file MiB | wall s (min…max) | peak RSS MiB | output bytes |"
+            "| input | file MiB | wall s (min…max) | CPU s, all threads | peak RSS MiB | output bytes |"
         );
-        let _ = writeln!(s, "|---|--:|--:|--:|--:|");
+        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|");
         for x in &e.runs {
             let _ = writeln!(
                 s,
-                "| {} | {:.0} | {:.2} ({:.2}…{:.2}) | {:.1} | {} |",
+                "| {} | {:.0} | {:.2} ({:.2}…{:.2}) | {:.2} | {:.1} | {} |",
                 x.input,
                 x.file_mib,
                 x.wall_s.median,
                 x.wall_s.min,
                 x.wall_s.max,
+                x.cpu_s.median,
                 x.rss_mib.median,
                 x.output_bytes
             );
