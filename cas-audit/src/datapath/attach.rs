@@ -299,7 +299,11 @@ impl Datapath {
             IngressMode::Auto => netdev::native_xdp_candidate(iface),
         };
         log::debug!(
-            "{iface}: ingress {mode:?} -> {}",
+            "{iface}: --ingress {} -> {}",
+            IngressMode::ALL
+                .iter()
+                .find(|(m, _)| *m == mode)
+                .map_or("?", |(_, n)| n),
             if want_xdp {
                 "native XDP first"
             } else {
