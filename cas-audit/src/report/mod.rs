@@ -24,7 +24,7 @@ mod stream;
 mod table;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
     str::FromStr,
@@ -40,7 +40,7 @@ use self::{read::SavedFlow, table::plural};
 use crate::{
     addrset::{DataCenter, Purpose},
     error::Error,
-    flow::State,
+    flow::{State, Verdict},
     host::clock::rfc3339,
     units::parse_duration,
 };
@@ -413,31 +413,32 @@ fn rows<K: Ord>(m: BTreeMap<K, Tally>, top: usize) -> (Vec<Row<K>>, u64) {
 #[derive(Debug, Default)]
 struct BlockedAcc {
     flows: u64,
-    states: BTreeSet<String>,
-    datacenters: BTreeSet<String>,
-    purposes: BTreeSet<String>,
+    states: BTreeSet<State>,
+    datacenters: read::Bits,
+    purposes: read::Bits,
     reporters: BTreeSet<IpAddr>,
     icmp: BTreeSet<IcmpSeen>,
-    hosts: BTreeSet<IpAddr>,
+    hosts: HashSet<IpAddr>,
 }
 
 /// The counts of the flows that match the filters, added one flow at a
 /// time: what [`Evidence`] is made of. Its size grows with the distinct
 /// keys of the breakdowns (hosts, services, blocked destinations), not
-/// with the flows.
+/// with the flows. Keys stay the flows' own values (no text, no
+/// allocation per flow) until [`Evidence::new`] names and sorts them.
 #[derive(Debug, Default)]
 pub struct Tallies {
     filters: Filters,
     total: Tally,
     first: Option<OffsetDateTime>,
     last: Option<OffsetDateTime>,
-    by_dc: BTreeMap<DataCenterKey, Tally>,
-    by_purpose: BTreeMap<PurposeKey, Tally>,
-    by_state: BTreeMap<StateKey, Tally>,
-    by_verdict: BTreeMap<VerdictKey, Tally>,
-    by_host: BTreeMap<HostKey, Tally>,
-    by_service: BTreeMap<ServiceKey, Tally>,
-    blocked: BTreeMap<(IpAddr, Option<u16>), BlockedAcc>,
+    by_dc: HashMap<Option<DataCenter>, Tally>,
+    by_purpose: HashMap<Option<Purpose>, Tally>,
+    by_state: HashMap<Option<State>, Tally>,
+    by_verdict: HashMap<Verdict, Tally>,
+    by_host: HashMap<IpAddr, Tally>,
+    by_service: HashMap<(IpAddr, Option<u16>), Tally>,
+    blocked: HashMap<(IpAddr, Option<u16>), BlockedAcc>,
     blocked_flows: u64,
 }
 
@@ -459,75 +460,44 @@ impl Tallies {
         self.first = Some(self.first.map_or(f.first_seen, |t| t.min(f.first_seen)));
         self.last = Some(self.last.map_or(f.last_seen, |t| t.max(f.last_seen)));
         if f.datacenters.is_empty() {
-            self.by_dc
-                .entry(DataCenterKey { datacenter: None })
-                .or_default()
-                .add(f);
+            self.by_dc.entry(None).or_default().add(f);
         }
         for d in f.datacenters.items(&DataCenter::ALL) {
-            self.by_dc
-                .entry(DataCenterKey {
-                    datacenter: Some(d.to_string()),
-                })
-                .or_default()
-                .add(f);
+            self.by_dc.entry(Some(d)).or_default().add(f);
         }
         if f.purposes.is_empty() {
-            self.by_purpose
-                .entry(PurposeKey { purpose: None })
-                .or_default()
-                .add(f);
+            self.by_purpose.entry(None).or_default().add(f);
         }
         for p in f.purposes.items(&Purpose::ALL) {
-            self.by_purpose
-                .entry(PurposeKey {
-                    purpose: Some(p.to_string()),
-                })
-                .or_default()
-                .add(f);
+            self.by_purpose.entry(Some(p)).or_default().add(f);
         }
-        self.by_state
-            .entry(StateKey {
-                state: f.state.map_or(UNKNOWN, State::as_str).to_string(),
-            })
-            .or_default()
-            .add(f);
-        self.by_verdict
-            .entry(VerdictKey {
-                verdict: f.verdict.as_str().to_string(),
-            })
-            .or_default()
-            .add(f);
-        self.by_host
-            .entry(HostKey {
-                local_addr: f.local_addr,
-            })
-            .or_default()
-            .add(f);
+        self.by_state.entry(f.state).or_default().add(f);
+        self.by_verdict.entry(f.verdict).or_default().add(f);
+        self.by_host.entry(f.local_addr).or_default().add(f);
         self.by_service
-            .entry(ServiceKey {
-                local_addr: f.local_addr,
-                service_port: f.service_port,
-            })
+            .entry((f.local_addr, f.service_port))
             .or_default()
             .add(f);
-        if f.state.is_some_and(State::is_blocked) {
+        if let Some(state) = f.state.filter(|s| s.is_blocked()) {
             self.blocked_flows += 1;
             let b = self
                 .blocked
                 .entry((f.remote_addr, f.service_port))
                 .or_default();
             b.flows += 1;
-            b.states.extend(f.state.map(|s| s.to_string()));
-            b.datacenters
-                .extend(f.datacenters.items(&DataCenter::ALL).map(|d| d.to_string()));
-            b.purposes
-                .extend(f.purposes.items(&Purpose::ALL).map(|p| p.to_string()));
+            b.states.insert(state);
+            b.datacenters = b.datacenters.union(f.datacenters);
+            b.purposes = b.purposes.union(f.purposes);
             b.reporters.extend(f.reporter);
             b.icmp.extend(f.icmp);
             b.hosts.insert(f.local_addr);
         }
     }
+}
+
+/// `m` with its keys named by `key`, in the order of those names.
+fn named<A, K: Ord>(m: HashMap<A, Tally>, key: impl Fn(A) -> K) -> BTreeMap<K, Tally> {
+    m.into_iter().map(|(a, t)| (key(a), t)).collect()
 }
 
 impl Evidence {
@@ -538,26 +508,75 @@ impl Evidence {
         let mut top_blocked: Vec<BlockedDestination> = tallies
             .blocked
             .into_iter()
-            .map(|((remote_addr, service_port), b)| BlockedDestination {
-                remote_addr,
-                service_port,
-                flows: b.flows,
-                states: b.states.into_iter().collect(),
-                datacenters: b.datacenters.into_iter().collect(),
-                purposes: b.purposes.into_iter().collect(),
-                reporters: b.reporters.into_iter().collect(),
-                icmp: b.icmp.into_iter().collect(),
-                local_hosts: b.hosts.len() as u64,
+            .map(|((remote_addr, service_port), b)| {
+                let dcs: BTreeSet<String> = b
+                    .datacenters
+                    .items(&DataCenter::ALL)
+                    .map(|d| d.to_string())
+                    .collect();
+                let purposes: BTreeSet<String> = b
+                    .purposes
+                    .items(&Purpose::ALL)
+                    .map(|p| p.to_string())
+                    .collect();
+                let states: BTreeSet<String> = b.states.iter().map(|s| s.to_string()).collect();
+                BlockedDestination {
+                    remote_addr,
+                    service_port,
+                    flows: b.flows,
+                    states: states.into_iter().collect(),
+                    datacenters: dcs.into_iter().collect(),
+                    purposes: purposes.into_iter().collect(),
+                    reporters: b.reporters.into_iter().collect(),
+                    icmp: b.icmp.into_iter().collect(),
+                    local_hosts: b.hosts.len() as u64,
+                }
             })
             .collect();
-        top_blocked.sort_by_key(|b| std::cmp::Reverse(b.flows));
+        // Most flows first, then by destination, as the map used to order them.
+        top_blocked.sort_by(|a, b| {
+            b.flows
+                .cmp(&a.flows)
+                .then((a.remote_addr, a.service_port).cmp(&(b.remote_addr, b.service_port)))
+        });
         top_blocked.truncate(top);
-        let (by_datacenter, n_dc) = rows(tallies.by_dc, top);
-        let (by_purpose, n_purpose) = rows(tallies.by_purpose, top);
-        let (by_state, n_state) = rows(tallies.by_state, top);
-        let (by_verdict, n_verdict) = rows(tallies.by_verdict, top);
-        let (by_local_host, n_host) = rows(tallies.by_host, top);
-        let (by_local_service, n_service) = rows(tallies.by_service, top);
+        let (by_datacenter, n_dc) = rows(
+            named(tallies.by_dc, |d| DataCenterKey {
+                datacenter: d.map(|d| d.to_string()),
+            }),
+            top,
+        );
+        let (by_purpose, n_purpose) = rows(
+            named(tallies.by_purpose, |p| PurposeKey {
+                purpose: p.map(|p| p.to_string()),
+            }),
+            top,
+        );
+        let (by_state, n_state) = rows(
+            named(tallies.by_state, |s| StateKey {
+                state: s.map_or(UNKNOWN, State::as_str).to_string(),
+            }),
+            top,
+        );
+        let (by_verdict, n_verdict) = rows(
+            named(tallies.by_verdict, |v| VerdictKey {
+                verdict: v.as_str().to_string(),
+            }),
+            top,
+        );
+        let (by_local_host, n_host) = rows(
+            named(tallies.by_host, |local_addr| HostKey { local_addr }),
+            top,
+        );
+        let (by_local_service, n_service) = rows(
+            named(tallies.by_service, |(local_addr, service_port)| {
+                ServiceKey {
+                    local_addr,
+                    service_port,
+                }
+            }),
+            top,
+        );
         Evidence {
             files: records.files.clone(),
             records: records.records,

@@ -84,6 +84,11 @@ impl Bits {
     pub(super) fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// The members of both.
+    pub(super) fn union(self, other: Bits) -> Bits {
+        Bits(self.0 | other.0)
+    }
 }
 
 /// A flow as its last record describes it.
