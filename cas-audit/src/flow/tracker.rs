@@ -32,6 +32,13 @@ impl Reason {
     }
 }
 
+/// How long the table leaves a new disallowed flow to its ring-buffer
+/// event: the event's flagged record shows the flow as of its first
+/// packet (`S` for a bare SYN), the table's as of the poll (`Sr` once the
+/// RST came back). Past it (an event lost to a full ring), the poll flags
+/// the flow itself.
+pub const EVENT_GRACE: Duration = Duration::from_secs(1);
+
 /// Reporting state across polls of the flow table.
 #[derive(Debug)]
 pub struct Tracker {
@@ -103,6 +110,11 @@ impl Tracker {
         self.blocked.retain(|k| live.contains(k));
         for (k, s) in snapshot {
             let flow = Flow::new(k, s, ports.for_range(s.range_id));
+            let young = now_ns.saturating_sub(s.first_seen_ns) < EVENT_GRACE.as_nanos() as u64;
+            if young && flow.verdict == Verdict::DisallowedPort && !self.flagged.contains(&k) {
+                // Its event is on its way: nothing about it before that.
+                continue;
+            }
             if self.flag(&flow) {
                 out.push((flow.clone(), Reason::Flagged));
             }
@@ -222,6 +234,49 @@ mod tests {
             vec![(8443, Reason::Expired)]
         );
         assert_eq!((t.reported, t.disallowed), (2, 1));
+    }
+
+    #[test]
+    fn a_new_disallowed_flow_waits_for_its_event() {
+        let ports = PortPolicy::global(AllowedPorts::default());
+        let mut t = Tracker::new(60 * S, 2 * S, Duration::from_secs(3));
+        let k = history::KINDS;
+        // A bare SYN refused at once: the table already holds the RST.
+        let refused = FlowStats {
+            first_seen_ns: 10 * S,
+            last_seen_ns: 10 * S + 1000,
+            packets_out: 1,
+            packets_in: 1,
+            history_mask: history::SYN | history::RST << k,
+            initiator: initiator::LOCAL,
+            rst_ttl: 63,
+            ..Default::default()
+        };
+        let syn = (key(proto::TCP, 8443), refused);
+        // Within the grace: neither flagged nor blocked from the table.
+        assert!(t.poll(vec![syn], 10 * S + S / 2, &ports).is_empty());
+        // The event came: flagged from it; the next poll reports it blocked.
+        let first = Flow::new(
+            syn.0,
+            FlowStats {
+                history_mask: history::SYN,
+                ..refused
+            },
+            ports.for_range(0),
+        );
+        assert!(t.flag(&first));
+        let r = t.poll(vec![syn], 10 * S + S / 2, &ports);
+        assert_eq!(
+            r.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+            [Reason::Blocked]
+        );
+        // Its event lost: past the grace, the table flags it.
+        let mut t = Tracker::new(60 * S, 2 * S, Duration::from_secs(3));
+        let r = t.poll(vec![syn], 11 * S, &ports);
+        assert_eq!(
+            r.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+            [Reason::Flagged, Reason::Blocked]
+        );
     }
 
     #[test]
