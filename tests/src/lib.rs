@@ -360,6 +360,27 @@ impl Topology {
     }
 }
 
+#[cfg(feature = "testrun")]
+impl Topology {
+    /// The names of the programs attached to `iface` of namespace `ns`
+    /// through TCX, egress then ingress (bpftool 7.1 does not list them).
+    pub fn tcx_programs(&self, ns: &str, iface: &'static str) -> Vec<String> {
+        self.in_ns(ns, move || {
+            use aya::programs::{tc::TcAttachType, SchedClassifier};
+            let mut names = Vec::new();
+            for t in [TcAttachType::Egress, TcAttachType::Ingress] {
+                let (_, progs) = SchedClassifier::query_tcx(iface, t).expect("query_tcx");
+                names.extend(
+                    progs
+                        .iter()
+                        .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
+                );
+            }
+            names
+        })
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         for ns in self.created.iter().rev() {

@@ -125,6 +125,25 @@ fn in_ns(topo: &Topology, ns: &str, args: &[&str]) -> Command {
     c
 }
 
+/// `cas-audit run --iface uplink --ingress tc EXTRA` in the gateway, with
+/// `env` set, once it is ready.
+fn agent_on_uplink(topo: &Topology, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+    let mut cmd = in_ns(
+        topo,
+        topo.gw(),
+        &["run", "--iface", Topology::GW_UPLINK, "--ingress", "tc"],
+    );
+    cmd.args(extra).envs(env.iter().copied());
+    let agent = Agent::spawn(cmd);
+    agent.wait_ready();
+    agent
+}
+
+/// The cas-audit programs attached to the gateway's uplink through TCX.
+fn attached(topo: &Topology) -> Vec<String> {
+    topo.tcx_programs(topo.gw(), Topology::GW_UPLINK)
+}
+
 /// Every key of every object in `v` is snake_case.
 fn assert_snake_case(v: &Value, what: &str) {
     match v {
@@ -162,23 +181,6 @@ fn json_lines(out: &str, what: &str) -> Vec<Value> {
         assert_snake_case(d, what);
     }
     docs
-}
-
-/// The cas-audit programs attached to the gateway's uplink through TCX.
-fn attached(topo: &Topology) -> Vec<String> {
-    topo.in_ns(topo.gw(), || {
-        use aya::programs::{tc::TcAttachType, SchedClassifier};
-        let mut names = Vec::new();
-        for t in [TcAttachType::Egress, TcAttachType::Ingress] {
-            let (_, progs) = SchedClassifier::query_tcx(Topology::GW_UPLINK, t).expect("query_tcx");
-            names.extend(
-                progs
-                    .iter()
-                    .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
-            );
-        }
-        names
-    })
 }
 
 /// A set file with one US1 entry for `prefix`, its purpose and ports.
@@ -500,10 +502,7 @@ fn a_second_agent_on_one_interface_is_refused() {
         &[CAS],
         |topo| {
             let up = Topology::GW_UPLINK;
-            let mut cmd = topo.command(topo.gw(), &agent_bin_str());
-            cmd.args(["run", "--iface", up, "--ingress", "tc", "--json", "-"]);
-            let first = Agent::spawn(cmd);
-            first.wait_ready();
+            let first = agent_on_uplink(topo, &["--json", "-"], &[]);
             let second = finish(
                 in_ns(topo, topo.gw(), &["run", "--iface", up, "--ingress", "tc"]),
                 Out::Pipe,
@@ -549,10 +548,7 @@ fn metrics_addresses_and_a_port_in_use() {
             (":19481", "127.0.0.1:19481"),
             ("localhost:19482", "127.0.0.1:19482"),
         ] {
-            let mut cmd = topo.command(topo.gw(), &agent_bin_str());
-            cmd.args(["run", "--iface", up, "--ingress", "tc", "--metrics", addr]);
-            let agent = Agent::spawn(cmd);
-            agent.wait_ready();
+            let agent = agent_on_uplink(topo, &["--metrics", addr], &[]);
             let target: SocketAddr = scrape.parse().expect("addr");
             let body = topo.in_ns(topo.gw(), move || {
                 use std::io::Write;
@@ -740,12 +736,8 @@ fn verbose_shows_our_decisions_before_library_internals() {
 fn live_lines_show_date_time_and_zone() {
     with_topology("live_lines_show_date_time_and_zone", &[CAS], |topo| {
         for (extra, zone) in [(None, "+05:30"), (Some("--utc"), "+00:00")] {
-            let mut cmd = topo.command(topo.gw(), &agent_bin_str());
-            cmd.args(["run", "--iface", Topology::GW_UPLINK, "--ingress", "tc"])
-                .args(extra)
-                .env("TZ", "IST-5:30");
-            let agent = Agent::spawn(cmd);
-            agent.wait_ready();
+            let extra: Vec<&str> = extra.into_iter().collect();
+            let agent = agent_on_uplink(topo, &extra, &[("TZ", "IST-5:30")]);
             udp_send(topo, topo.lan(), None, SocketAddr::new(CAS, 8443), 1, 10).expect("sending");
             let run = agent.stop();
             let line = run
@@ -840,18 +832,7 @@ fn report_reads_standard_input_and_gzip() {
 #[test]
 fn flagged_record_history_of_a_bare_syn() {
     with_topology("flagged_record_history_of_a_bare_syn", &[CAS], |topo| {
-        let mut cmd = topo.command(topo.gw(), &agent_bin_str());
-        cmd.args([
-            "run",
-            "--iface",
-            Topology::GW_UPLINK,
-            "--ingress",
-            "tc",
-            "--json",
-            "-",
-        ]);
-        let agent = Agent::spawn(cmd);
-        agent.wait_ready();
+        let agent = agent_on_uplink(topo, &["--json", "-"], &[]);
         let dst = SocketAddr::new(CAS, 8443);
         let refused = topo.in_ns(topo.lan(), move || {
             std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3))

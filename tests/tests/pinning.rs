@@ -114,21 +114,9 @@ fn agent(topo: &Topology, args: &[&str]) -> (i32, String, String) {
 }
 
 /// TCX programs attached to the gateway's uplink (egress + ingress), by
-/// name. (bpftool 7.1 does not list TCX attachments.)
+/// name.
 fn attached_programs(topo: &Topology) -> Vec<String> {
-    topo.in_ns(topo.gw(), || {
-        use aya::programs::{tc::TcAttachType, SchedClassifier};
-        let mut names = Vec::new();
-        for t in [TcAttachType::Egress, TcAttachType::Ingress] {
-            let (_, progs) = SchedClassifier::query_tcx(Topology::GW_UPLINK, t).expect("query_tcx");
-            names.extend(
-                progs
-                    .iter()
-                    .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
-            );
-        }
-        names
-    })
+    topo.tcx_programs(topo.gw(), Topology::GW_UPLINK)
 }
 
 #[test]
