@@ -4,6 +4,7 @@
 //! 2. TCP and UDP throughput over veth between namespaces ([`net`]);
 //! 3. the real agent under load: events per second, CPU, memory ([`agent`]);
 //! 4. importing published address data: Service Tags, pages, merges ([`import`]).
+//! 5. `cas-audit report` on a generated million-record log ([`evidence`]).
 //!
 //! Writes `results.json` (and, unless `--quick`, the section of
 //! BENCHMARKS.md named by `--label`). Needs root, an agent built with its
@@ -12,6 +13,7 @@
 
 mod agent;
 mod agentproc;
+mod evidence;
 mod import;
 mod net;
 mod prog;
@@ -72,6 +74,8 @@ enum Part {
     Agent,
     /// Importing published address data (needs ../shared/data).
     Import,
+    /// `cas-audit report` on a generated log of a million records.
+    Report,
 }
 
 fn workspace() -> PathBuf {
@@ -111,7 +115,14 @@ fn main() -> Result<()> {
         bail!("the benchmarks load BPF programs and create network namespaces: run as root (cargo xtask bench)");
     }
     let parts = if cli.parts.is_empty() {
-        vec![Part::Prog, Part::Ring, Part::Net, Part::Agent, Part::Import]
+        vec![
+            Part::Prog,
+            Part::Ring,
+            Part::Net,
+            Part::Agent,
+            Part::Import,
+            Part::Report,
+        ]
     } else {
         cli.parts.clone()
     };
@@ -119,7 +130,8 @@ fn main() -> Result<()> {
         .agent
         .clone()
         .unwrap_or_else(|| workspace().join("target/release/cas-audit"));
-    if (parts.contains(&Part::Net) || parts.contains(&Part::Agent)) && !agent_bin.exists() {
+    let needs_agent = [Part::Net, Part::Agent, Part::Report];
+    if parts.iter().any(|p| needs_agent.contains(p)) && !agent_bin.exists() {
         bail!(
             "agent binary {} not found (build it with `cargo xtask build`, or pass --agent)",
             agent_bin.display()
@@ -253,8 +265,30 @@ fn main() -> Result<()> {
     } else {
         None
     };
+    let evidence = if parts.contains(&Part::Report) {
+        let cfg = if cli.quick {
+            evidence::Config {
+                records: 100_000,
+                rounds: 1,
+            }
+        } else {
+            evidence::Config {
+                records: 1_000_000,
+                rounds: 3,
+            }
+        };
+        Some(evidence::run(&cfg, &agent_bin, &out_dir)?)
+    } else {
+        None
+    };
 
-    let targets = report::targets(prog.as_ref(), net.as_ref(), agent.as_ref(), import.as_ref());
+    let mut targets = report::targets(prog.as_ref(), net.as_ref(), agent.as_ref(), import.as_ref());
+    targets.extend(
+        evidence
+            .as_ref()
+            .map(report::evidence_targets)
+            .unwrap_or_default(),
+    );
     let results = Results {
         schema: 1,
         label: cli.label.clone(),
@@ -267,6 +301,7 @@ fn main() -> Result<()> {
         net,
         agent,
         import,
+        evidence,
         targets,
         wall_s: started.elapsed().as_secs_f64(),
     };

@@ -53,7 +53,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses a positive duration: a number (decimals allowed) with an
 /// optional unit `s`, `m`, `h` or `d` (seconds when there is none): `90`,
-/// `90s`, `2.5`, `1.5h`, `2d`. The one duration grammar of every flag.
+/// `90s`, `2.5`, `1.5h`, `2d`; no sign, no exponent. The one duration
+/// grammar of every flag.
 ///
 /// ```
 /// use cas_audit::units::parse_duration;
@@ -72,7 +73,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     let not_a_duration =
         || format!("{s:?} is not a duration: expected a number with s, m, h or d (e.g. 24h)");
-    if !num.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+    // Digits with at most one decimal point: no sign, exponent, `inf`.
+    let plain = num.chars().filter(|c| *c == '.').count() <= 1
+        && num.chars().any(|c| c.is_ascii_digit())
+        && num.chars().all(|c| c.is_ascii_digit() || c == '.');
+    if !plain {
         return Err(not_a_duration());
     }
     let n: f64 = num.parse().map_err(|_| not_a_duration())?;
@@ -182,8 +187,8 @@ mod tests {
             ("7d", 604_800),
             ("2h", 7200),
             ("1.5h", 5400),
-            ("1e3", 1000),
             ("90 s", 90),
+            (".5m", 30),
         ] {
             assert_eq!(
                 parse_duration(text),
@@ -212,6 +217,18 @@ mod tests {
             (
                 "1.5.h",
                 "\"1.5.h\" is not a duration: expected a number with s, m, h or d (e.g. 24h)",
+            ),
+            (
+                "1e3",
+                "\"1e3\" is not a duration: expected a number with s, m, h or d (e.g. 24h)",
+            ),
+            (
+                "1e3s",
+                "\"1e3s\" is not a duration: expected a number with s, m, h or d (e.g. 24h)",
+            ),
+            (
+                ".",
+                "\".\" is not a duration: expected a number with s, m, h or d (e.g. 24h)",
             ),
             (
                 "1w",

@@ -23,6 +23,9 @@
 //! The [`observers`] module runs the independent witnesses of the gateway
 //! tests: tshark captures, `conntrack -L`, nftables rulesets.
 //!
+//! [`scratch`] holds the suites' temporary directories and BPF file
+//! systems, removed on drop.
+//!
 //! The [`packet`] module builds Ethernet frames (VLAN tags, IPv4 options,
 //! IPv6 extension headers, fragments, TCP, UDP, ICMP errors) for the
 //! datapath tests and the benchmark. With the `testrun` feature,
@@ -44,6 +47,7 @@ use anyhow::{bail, Context, Result};
 pub mod observers;
 pub mod packet;
 pub mod process;
+pub mod scratch;
 #[cfg(feature = "testrun")]
 pub mod testrun;
 pub mod traffic;
@@ -437,6 +441,27 @@ impl Topology {
     }
 }
 
+#[cfg(feature = "testrun")]
+impl Topology {
+    /// The names of the programs attached to `iface` of namespace `ns`
+    /// through TCX, egress then ingress (bpftool 7.1 does not list them).
+    pub fn tcx_programs(&self, ns: &str, iface: &'static str) -> Vec<String> {
+        self.in_ns(ns, move || {
+            use aya::programs::{tc::TcAttachType, SchedClassifier};
+            let mut names = Vec::new();
+            for t in [TcAttachType::Egress, TcAttachType::Ingress] {
+                let (_, progs) = SchedClassifier::query_tcx(iface, t).expect("query_tcx");
+                names.extend(
+                    progs
+                        .iter()
+                        .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
+                );
+            }
+            names
+        })
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         for ns in self.created.iter().rev() {
@@ -692,32 +717,7 @@ pub fn with_topology(test: &str, cloud_addrs: &[IpAddr], f: impl FnOnce(&Topolog
     }
 }
 
-/// A fresh directory `/tmp/cas-audit-{tag}-test-{pid}-{n}` for one test,
-/// removed (with what it holds) on drop.
-#[derive(Debug)]
-pub struct TempDir(pub std::path::PathBuf);
-
-impl TempDir {
-    /// Creates it (removing a leftover of the same name first); panics if
-    /// it cannot.
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::path::PathBuf::from(format!(
-            "/tmp/cas-audit-{tag}-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use scratch::TempDir;
 
 #[cfg(test)]
 mod unit {

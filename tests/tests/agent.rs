@@ -32,8 +32,9 @@ use serde_json::{json, Value};
 use cas_audit_tests::process::{
     agent_bin, agent_bin_str, Exited as Run, Process as Agent, EXIT_TIMEOUT, SETTLE,
 };
+use cas_audit_tests::scratch::TempDir;
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
-use cas_audit_tests::{shared_data, with_topology, TempDir, Topology};
+use cas_audit_tests::{shared_data, with_topology, Topology};
 
 /// A real CAS endpoint (US1, app-connector and dlp); only ever configured on
 /// the cloud namespace's loopback.

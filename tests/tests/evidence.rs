@@ -25,8 +25,9 @@ use serde_json::{json, Value};
 
 use cas_audit::output::logdir::{compare_names, parse_name};
 use cas_audit_tests::process::{agent_bin, agent_bin_str, Exited as Run, Process as Agent};
+use cas_audit_tests::scratch::TempDir;
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, udp_sink, TcpServer};
-use cas_audit_tests::{with_topology, TempDir, Topology};
+use cas_audit_tests::{with_topology, Topology};
 
 /// A real CAS endpoint (US1, app-connector and dlp); only ever configured on
 /// the cloud namespace's loopback.
@@ -422,6 +423,8 @@ fn log_dir_rotates_and_report_counts() {
                  "states": ["unreachable"], "datacenters": ["US1"], "purposes": ["app-connector", "dlp"],
                  "reporters": ["13.64.196.27"], "icmp": [{"icmp_type": 3, "icmp_code": 3}],
                  "local_hosts": 1}],
+            "rows": {"by_datacenter": 1, "by_purpose": 2, "by_state": 3, "by_verdict": 2,
+                     "by_local_host": 1, "by_local_service": 3},
         });
         assert_eq!(rep, want, "report:\n{out}");
         println!("report {dir_s} --format json:\n{out}");

@@ -8,13 +8,14 @@
 //! gateway's uplink, and removes everything, even on failure.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use cas_audit_tests::process::{agent_bin_str, Process as Agent, EXIT_TIMEOUT};
+use cas_audit_tests::scratch::Bpffs;
 use cas_audit_tests::traffic::{udp_send, udp_sink};
 use cas_audit_tests::{with_topology, Topology};
 
@@ -22,37 +23,15 @@ use cas_audit_tests::{with_topology, Topology};
 const CAS: IpAddr = IpAddr::V4(Ipv4Addr::new(13, 64, 196, 27));
 const CAS_PREFIX: &str = "13.64.196.27/32";
 
-/// A BPF filesystem mounted on a fresh temporary directory; unmounted on drop.
-struct Bpffs(PathBuf);
-
-impl Bpffs {
-    fn mount(test: &str) -> Bpffs {
-        let dir = std::env::temp_dir().join(format!("cas-audit-{test}-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let st = std::process::Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mounting bpffs on {}", dir.display());
-        Bpffs(dir)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 fn with_pin_bed(test: &str, f: impl FnOnce(&Topology, &Path)) {
     with_pin_bed_for(test, &[CAS], f)
 }
 
 fn with_pin_bed_for(test: &str, cloud: &[IpAddr], f: impl FnOnce(&Topology, &Path)) {
     with_topology(test, cloud, |topo| {
-        let fs = Bpffs::mount(test);
+        let fs = Bpffs::mount(
+            std::env::temp_dir().join(format!("cas-audit-{test}-{}", std::process::id())),
+        );
         f(topo, &fs.0.join("cas-audit"));
     })
 }
@@ -135,21 +114,9 @@ fn agent(topo: &Topology, args: &[&str]) -> (i32, String, String) {
 }
 
 /// TCX programs attached to the gateway's uplink (egress + ingress), by
-/// name. (bpftool 7.1 does not list TCX attachments.)
+/// name.
 fn attached_programs(topo: &Topology) -> Vec<String> {
-    topo.in_ns(topo.gw(), || {
-        use aya::programs::{tc::TcAttachType, SchedClassifier};
-        let mut names = Vec::new();
-        for t in [TcAttachType::Egress, TcAttachType::Ingress] {
-            let (_, progs) = SchedClassifier::query_tcx(Topology::GW_UPLINK, t).expect("query_tcx");
-            names.extend(
-                progs
-                    .iter()
-                    .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
-            );
-        }
-        names
-    })
+    topo.tcx_programs(topo.gw(), Topology::GW_UPLINK)
 }
 
 #[test]

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! The man pages and completions come from the agent's clap definitions
-//! (`cas_audit::cli::Cli`) with clap_mangen and clap_complete; the agent
+//! (`cas_audit::cli::command`, with the exit codes in each long help) with clap_mangen and clap_complete; the agent
 //! binary itself does not carry those crates. xtask uses the cas-audit
 //! library without its `ebpf` feature, so building xtask never builds the
 //! eBPF object.
@@ -26,8 +26,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use cas_audit::cli::Cli;
-use clap::CommandFactory;
 use clap_complete::{Generator, Shell};
 use clap_mangen::{
     roff::{bold, roman, Roff},
@@ -92,7 +90,7 @@ fn deb_unit(workspace: &Path, dir: &Path) -> Result<PathBuf> {
 /// Writes one man page per command and subcommand into `dir`.
 pub fn man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+    let mut cmd = cas_audit::cli::command().disable_help_subcommand(true);
     // Sets the subcommands' display names (cas-audit-run, cas-audit-sets-list).
     cmd.build();
     let mut written = Vec::new();
@@ -135,39 +133,14 @@ fn render_pages(cmd: &clap::Command) -> Result<Vec<(String, Vec<u8>)>> {
 fn extra_sections(name: &str) -> Roff {
     let mut roff = Roff::default();
     let sub = name.strip_prefix("cas-audit-").unwrap_or("");
-    let codes: &[(&str, &str)] = match sub {
-        "" => &[
-            ("0", "success"),
-            ("1", "a failure while running; for check, a destination is not reachable; for doctor, a check failed; for sets diff, the sets differ"),
-            ("2", "a usage or environment error: a bad flag, an unknown interface, missing privileges, a kernel without BPF or BTF, a bad address set"),
-        ],
-        "run" => &[
-            ("0", "stopped by SIGINT, SIGTERM or the end of --duration, every record flushed"),
-            ("1", "a failure while running"),
-            ("2", "a usage or environment error: a bad flag, an unknown interface, missing privileges (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN), a kernel without BPF or BTF, a bad address set, a binary built without its eBPF object"),
-        ],
-        "check" => &[
-            ("0", "every destination is reachable"),
-            ("1", "some destination is not"),
-            ("2", "a usage or environment error"),
-        ],
-        "doctor" => &[
-            ("0", "no check failed (warnings allowed)"),
-            ("1", "a check failed"),
-            ("2", "a usage error, such as an unknown --iface"),
-        ],
-        "sets-diff" => &[
-            ("0", "the sets are the same"),
-            ("1", "they differ"),
-            ("2", "a usage error or a bad set"),
-        ],
-        _ => &[("0", "success"), ("2", "a usage error or a bad set")],
-    };
+    // The one exit-code policy (cas_audit::error::EXIT_CODES), as the
+    // command's --help ends with it.
+    let codes = cas_audit::error::exit_codes(&sub.replace('-', " "));
     roff.control("SH", ["EXIT STATUS"]);
-    for (code, meaning) in codes {
+    for (code, meaning) in &codes {
         roff.control("TP", []);
-        roff.text([bold(*code)]);
-        roff.text([roman(*meaning)]);
+        roff.text([bold(code.to_string())]);
+        roff.text([roman(meaning.as_str())]);
     }
     if matches!(sub, "" | "run") {
         roff.control("SH", ["FILES"]);
@@ -205,7 +178,7 @@ fn extra_sections(name: &str) -> Roff {
 /// Writes the bash, zsh and fish completions into `dir`.
 pub fn completions(dir: &Path) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut cmd = Cli::command();
+    let mut cmd = cas_audit::cli::command();
     SHELLS
         .into_iter()
         .map(|shell| {
@@ -301,7 +274,7 @@ mod tests {
         let main = text(&dir.0.join("cas-audit.1"));
         assert!(main.contains("\n.TH cas-audit 1 "), "{main}");
         // The subcommands the CLI defines, and the contract's.
-        let cli = Cli::command();
+        let cli = cas_audit::cli::command();
         let defined: Vec<&str> = cli.get_subcommands().map(|s| s.get_name()).collect();
         for sub in SUBCOMMANDS {
             assert!(defined.contains(&sub), "{sub} not a subcommand");
@@ -329,6 +302,29 @@ mod tests {
             }
         }
         assert!(run.contains("/etc/default/cas-audit"), "{run}");
+
+        // Every page says every code its command returns, from the one policy.
+        for (page, cmd, has_1) in [
+            ("cas-audit-run.1", "run", false),
+            ("cas-audit-check.1", "check", true),
+            ("cas-audit-report.1", "report", false),
+            ("cas-audit-status.1", "status", false),
+            ("cas-audit-detach.1", "detach", false),
+            ("cas-audit-doctor.1", "doctor", true),
+            ("cas-audit-sets-diff.1", "sets diff", true),
+            ("cas-audit-sets-show.1", "sets show", false),
+        ] {
+            let t = text(&dir.0.join(page));
+            let section = &t[t.find(".SH \"EXIT STATUS\"").expect(page)..];
+            let codes = cas_audit::error::exit_codes(cmd);
+            assert_eq!(codes.iter().any(|(c, _)| *c == 1), has_1, "{page}");
+            for (code, meaning) in codes {
+                assert!(
+                    section.contains(&format!("\\fB{code}\\fR")) && section.contains(&meaning),
+                    "{page} lacks exit code {code} ({meaning}):\n{section}"
+                );
+            }
+        }
 
         let doctor = text(&dir.0.join("cas-audit-doctor.1"));
         assert!(
@@ -409,7 +405,7 @@ mod tests {
         // The script as clap_complete writes it completes nothing there.
         let raw = dir.0.join("raw.bash");
         let mut text = Vec::new();
-        clap_complete::generate(Shell::Bash, &mut Cli::command(), BIN, &mut text);
+        clap_complete::generate(Shell::Bash, &mut cas_audit::cli::command(), BIN, &mut text);
         fs::write(&raw, text).unwrap();
         assert!(bash_completes(&raw, &["cas-audit", "run", "--ipf"]).is_empty());
     }

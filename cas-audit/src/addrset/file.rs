@@ -37,7 +37,9 @@
 //!   the one source (`set-<name>`).
 //! * `entries` (required) lists addresses and ranges. `prefix` (required) is
 //!   an IPv4 or IPv6 address (stored as a `/32` or `/128` host prefix) or a
-//!   CIDR prefix, kept as written (host bits included).
+//!   CIDR prefix without host bits: `13.64.196.27/24` is refused, naming
+//!   the network (`13.64.196.0/24`) and the address (`13.64.196.27/32`) it
+//!   might mean, rather than silently becoming either.
 //! * `dns` (optional, default empty) lists DNS names as the page writes them,
 //!   wildcards included (`*.cas.ms`).
 //! * In both lists `datacenter` is optional: `null` or absent means every
@@ -70,6 +72,7 @@
 
 use std::{collections::HashSet, str::FromStr};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{
@@ -456,6 +459,14 @@ impl AddressSet {
                     index,
                     text: e.prefix.clone(),
                 })?;
+                if prefix != prefix.trunc() {
+                    return Err(SetError::HostBits {
+                        index,
+                        text: e.prefix.clone(),
+                        network: prefix.trunc(),
+                        address: IpNet::from(prefix.addr()),
+                    });
+                }
                 let t = Tags::parse(
                     e.datacenter.as_deref(),
                     &e.purpose,

@@ -39,7 +39,7 @@ use serde::Serialize;
 pub use self::{
     file::SCHEMA_VERSION,
     ranges::Range,
-    select::Selection,
+    select::{Need, Selection},
     source::{Source, SourceKind, TagVersion},
     tags::{datacenter_text, Connection, DataCenter, Purpose, Region, NO_DATACENTER},
 };
@@ -47,8 +47,8 @@ pub use self::{
 /// One documented address or range.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Entry {
-    /// The address (as a host prefix, `/32` or `/128`) or CIDR range, as
-    /// written in the set; it is not truncated to its network address.
+    /// The address (as a host prefix, `/32` or `/128`) or CIDR range,
+    /// without host bits (a set file with them is refused).
     pub prefix: IpNet,
     /// The data center it belongs to, or `None` for ranges used by every data
     /// center (such as the mail servers) and for ranges the source gives no
@@ -181,6 +181,23 @@ pub enum SetError {
         /// The offending text.
         text: String,
     },
+    /// An entry's prefix has bits set after its length
+    /// (`13.64.196.27/24`): it may mean the network or the one address, so
+    /// it is refused rather than guessed.
+    #[error(
+        "entries[{index}]: prefix {text:?} has host bits set: the network is {network} \
+         (write that, or {address} for the one address)"
+    )]
+    HostBits {
+        /// 0-based position of the entry in `entries`.
+        index: usize,
+        /// The prefix as written.
+        text: String,
+        /// The network it would be truncated to.
+        network: IpNet,
+        /// The address as a host prefix.
+        address: IpNet,
+    },
     /// A data center name is not one of [`DataCenter::ALL`].
     #[error(
         "{}unknown data center {value:?} (accepted: US1, US2, US3, EU1, EU2, Gov US1, GCC, GCC High)",
@@ -292,6 +309,16 @@ pub enum SetError {
         path: String,
         /// Why, e.g. `cannot read the set file: No such file or directory`.
         message: String,
+    },
+    /// A selection that leaves nothing to work on: the set, then what
+    /// each filter kept (`cas-2017-07 has 21 entries; --purpose auth-gateway
+    /// kept 0`).
+    #[error("{set}: nothing selected: {steps}")]
+    EmptySelection {
+        /// The set's name.
+        set: String,
+        /// What each step kept.
+        steps: String,
     },
     /// A set file is invalid.
     #[error("{path}: {reason}")]

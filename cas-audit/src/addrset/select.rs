@@ -7,7 +7,51 @@
 //! are kept by `--datacenter` and `--region` alike, since every tenant needs
 //! them.
 
-use super::{tags::location, AddressSet, DataCenter, Entry, Purpose, Region, SetError};
+use super::{tags::location, AddressSet, Connection, DataCenter, Entry, Purpose, Region, SetError};
+
+/// What a command needs a selection to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Entries (prefixes): `run` audits them, `sets export` allows them.
+    Entries,
+    /// Outbound entries: `check` connects to them.
+    Outbound,
+    /// Entries or DNS names: `sets show` lists both.
+    EntriesOrNames,
+}
+
+impl Need {
+    /// What of `set` counts: (entries, DNS names).
+    fn counts(self, set: &AddressSet) -> (usize, usize) {
+        let n = match self {
+            Need::Outbound => set
+                .entries
+                .iter()
+                .filter(|e| e.direction == Connection::Outbound)
+                .count(),
+            Need::Entries | Need::EntriesOrNames => set.entries.len(),
+        };
+        let names = if self == Need::EntriesOrNames {
+            set.dns.len()
+        } else {
+            0
+        };
+        (n, names)
+    }
+
+    /// `12 outbound entries`, `3 entries and 2 DNS names`, ...
+    fn describe(self, (n, names): (usize, usize)) -> String {
+        let entries = match self {
+            Need::Outbound => format!("{n} outbound entries"),
+            _ => format!("{n} entries"),
+        };
+        if self == Need::EntriesOrNames {
+            format!("{entries} and {names} DNS names")
+        } else {
+            entries
+        }
+    }
+}
 
 /// A set and the part of it selected.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +79,51 @@ impl Selection {
             None => AddressSet::builtin(),
         };
         self.apply(&mut set);
+        Ok(set)
+    }
+
+    /// [`Selection::load`], refusing a selection that keeps nothing
+    /// `need`s: the error names the set and what each filter kept.
+    ///
+    /// # Errors
+    /// The [`SetError`] of [`AddressSet::load`]; [`SetError::EmptySelection`].
+    pub fn load_some(&self, need: Need) -> Result<AddressSet, SetError> {
+        let mut set = match &self.set {
+            Some(n) => AddressSet::load(n)?,
+            None => AddressSet::builtin(),
+        };
+        let mut steps = vec![format!("the set has {}", need.describe(need.counts(&set)))];
+        let list = |v: Vec<&str>| v.join(",");
+        if !self.datacenters.is_empty() {
+            set.retain_datacenters(&self.datacenters);
+            steps.push(format!(
+                "--datacenter {} kept {} (with those of no data center)",
+                list(self.datacenters.iter().map(|d| d.as_str()).collect()),
+                need.describe(need.counts(&set))
+            ));
+        }
+        if !self.regions.is_empty() {
+            set.retain_regions(&self.regions);
+            steps.push(format!(
+                "--region {} kept {} (with those placed nowhere)",
+                list(self.regions.iter().map(|r| r.as_str()).collect()),
+                need.describe(need.counts(&set))
+            ));
+        }
+        if !self.purposes.is_empty() {
+            set.retain_purposes(&self.purposes);
+            steps.push(format!(
+                "--purpose {} kept {}",
+                list(self.purposes.iter().map(|p| p.as_str()).collect()),
+                need.describe(need.counts(&set))
+            ));
+        }
+        if need.counts(&set) == (0, 0) {
+            return Err(SetError::EmptySelection {
+                set: set.name,
+                steps: steps.join("; "),
+            });
+        }
         Ok(set)
     }
 

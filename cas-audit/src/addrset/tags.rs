@@ -171,8 +171,13 @@ impl Serialize for DataCenter {
 
 impl<'de> Deserialize<'de> for DataCenter {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        // The name as written (records: millions of them) without an
+        // allocation; any other spelling through `FromStr`.
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        match DataCenter::ALL.iter().find(|x| x.as_str() == text) {
+            Some(x) => Ok(*x),
+            None => text.parse().map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -314,8 +319,13 @@ impl Serialize for Purpose {
 
 impl<'de> Deserialize<'de> for Purpose {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        // The name as written (records: millions of them) without an
+        // allocation; any other spelling through `FromStr`.
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        match Purpose::ALL.iter().find(|x| x.as_str() == text) {
+            Some(x) => Ok(*x),
+            None => text.parse().map_err(serde::de::Error::custom),
+        }
     }
 }
 

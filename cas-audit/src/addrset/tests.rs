@@ -183,7 +183,7 @@ const CRAFTED: &str = r#"{
         {"prefix": "2001:db8::/32", "datacenter": "EU2", "purpose": "portal", "direction": "outbound"},
         {"prefix": "2001:db8:1::1", "datacenter": "EU1", "purpose": "dlp", "direction": "inbound"},
         {"prefix": "10.1.2.3/32", "datacenter": "US2", "purpose": "siem-agent", "direction": "outbound"},
-        {"prefix": "10.1.2.3/16", "datacenter": "EU1", "purpose": "app-connector", "direction": "inbound"},
+        {"prefix": "10.1.0.0/16", "datacenter": "EU1", "purpose": "app-connector", "direction": "inbound"},
         {"prefix": "10.0.0.0/8", "datacenter": "US1", "purpose": "portal", "direction": "outbound"},
         {"prefix": "10.0.0.0/8", "datacenter": "us3", "purpose": "Portal", "direction": "OUTBOUND"},
         {"prefix": "10.2.0.0/16", "purpose": "mail", "direction": "inbound"},
@@ -196,7 +196,7 @@ const CRAFTED: &str = r#"{
 fn covered_ranges_inherit_tags() {
     let set = AddressSet::from_json(CRAFTED).unwrap();
     assert_eq!(set.entries[1].prefix, net("2001:db8:1::1/128"));
-    assert_eq!(set.entries[3].prefix, net("10.1.2.3/16"));
+    assert_eq!(set.entries[3].prefix, net("10.1.0.0/16"));
     assert_eq!(set.entries[6].datacenter, None);
     let ranges = set.ranges();
     let got: Vec<String> = ranges.iter().map(|r| r.prefix.to_string()).collect();
@@ -348,6 +348,20 @@ fn error_messages() {
                 text: "10.0.0.0/33".into()
             }
         );
+    assert_eq!(
+        err(&doc(
+            r#"{"prefix": "13.64.196.27/24", "datacenter": "US1", "purpose": "portal"}"#
+        )),
+        "entries[1]: prefix \"13.64.196.27/24\" has host bits set: the network is \
+         13.64.196.0/24 (write that, or 13.64.196.27/32 for the one address)"
+    );
+    assert_eq!(
+        err(&doc(
+            r#"{"prefix": "2001:db8:ca5::1/48", "datacenter": "US1", "purpose": "portal"}"#
+        )),
+        "entries[1]: prefix \"2001:db8:ca5::1/48\" has host bits set: the network is \
+         2001:db8:ca5::/48 (write that, or 2001:db8:ca5::1/128 for the one address)"
+    );
     assert_eq!(
         err(&doc(
             r#"{"prefix": "10.0.0.1", "datacenter": "US4", "purpose": "portal", "direction": "outbound"}"#
@@ -1191,4 +1205,62 @@ fn coverage_arithmetic() {
         subtract(&[iv(0, u128::MAX)], &[iv(0, 0)]),
         [iv(1, u128::MAX)]
     );
+}
+
+/// [`Selection::load_some`] of a set, data centers and purposes.
+fn select_some(
+    set: Option<&str>,
+    datacenters: &[DataCenter],
+    purposes: &[Purpose],
+    need: Need,
+) -> Result<AddressSet, SetError> {
+    Selection {
+        set: set.map(Into::into),
+        datacenters: datacenters.to_vec(),
+        purposes: purposes.to_vec(),
+        ..Selection::default()
+    }
+    .load_some(need)
+}
+
+#[test]
+fn an_empty_selection_says_what_each_filter_kept() {
+    let e = select_some(
+        Some("cas-2017-07"),
+        &[],
+        &[Purpose::AuthGateway],
+        Need::Entries,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cas-2017-07: nothing selected: the set has 21 entries; --purpose auth-gateway kept 0 entries"
+    );
+    let e = select_some(None, &[DataCenter::Eu2], &[Purpose::Dlp], Need::Outbound).unwrap_err();
+    let SetError::EmptySelection { set, steps } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(set, "cas-2019-11");
+    assert!(
+        steps.starts_with("the set has ")
+            && steps.contains("outbound entries; --datacenter EU2 kept ")
+            && steps.ends_with("; --purpose dlp kept 0 outbound entries"),
+        "{steps}"
+    );
+    // DLP entries exist for EU2, inbound: they are what `run` needs.
+    let set = select_some(None, &[DataCenter::Eu2], &[Purpose::Dlp], Need::Entries).unwrap();
+    assert!(!set.entries.is_empty());
+    // A set file without entries.
+    let path = std::env::temp_dir().join(format!("cas-audit-empty-set-{}", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"{"schema": 1, "name": "none", "source": "s", "published": "p", "entries": []}"#,
+    )
+    .unwrap();
+    let e = select_some(path.to_str(), &[], &[], Need::Entries).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "none: nothing selected: the set has 0 entries"
+    );
+    std::fs::remove_file(&path).unwrap();
 }

@@ -28,13 +28,18 @@ use self::{
 };
 use crate::{
     addrset::{AddressSet, Range, Selection},
-    datapath::{Datapath, IngressMode, LoadOptions, PinDir},
+    datapath::{
+        attach::refuse_if_watched, events::EventReader, pin::LinkHook, Datapath, IngressMode,
+        LoadOptions, PinDir,
+    },
     error::Error,
     flow::{AllowedPorts, Tracker},
     host::{caps::preflight, clock::Clock, netdev},
     output::{
+        human::LineTime,
         ipfix::Exporter,
         logdir::LogDir,
+        metrics::ListenAddr,
         record::Summary,
         sink::{Export, JsonTarget, Output},
         syslog::{Sender, SyslogOptions},
@@ -74,7 +79,9 @@ pub struct RunConfig {
     /// Pin directory (`--pin`).
     pub pin: Option<PathBuf>,
     /// Serve Prometheus metrics here (`--metrics`).
-    pub metrics: Option<std::net::SocketAddr>,
+    pub metrics: Option<ListenAddr>,
+    /// Live lines in UTC rather than local time (`--utc`).
+    pub utc: bool,
     /// Export flows as IPFIX to this collector (`--ipfix`).
     pub ipfix: Option<std::net::SocketAddr>,
     /// Send flagged and blocked flows to a SIEM (`--syslog*`).
@@ -100,28 +107,49 @@ impl Default for RunConfig {
             metrics: None,
             ipfix: None,
             syslog: None,
+            utc: false,
         }
     }
 }
 
 /// Runs the audit until SIGINT, SIGTERM or the end of `duration`; returns the summary.
+///
+/// Everything that can be refused is checked before anything is attached,
+/// in this order: the interfaces (known, not repeated, not watched by
+/// another cas-audit), the privileges, the set and the selection (read
+/// before the signal handlers exist, so a SIGTERM stops a slow read), the
+/// outputs (JSON file, log directory, metrics port). Any error until the
+/// audit runs exits with 2 ([`Error::at_start`]); a refused start leaves
+/// nothing attached or pinned.
 pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     if cfg.ifaces.is_empty() {
         return Err(Error::Usage("at least one --iface is needed".into()));
     }
     let mut ifnames = HashMap::new();
-    for i in &cfg.ifaces {
+    for (n, i) in cfg.ifaces.iter().enumerate() {
+        if cfg.ifaces[..n].contains(i) {
+            return Err(Error::Usage(format!("--iface {i} is given twice")));
+        }
         ifnames.insert(
             netdev::ifindex(i).map_err(crate::datapath::DatapathError::from)?,
             i.clone(),
         );
     }
     preflight()?;
-    // Handlers first: a signal that arrives while attaching still stops the
-    // agent cleanly (detach, flush, exit 0) once it is running.
-    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::io("SIGINT handler"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::io("SIGTERM handler"))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(Error::io("SIGHUP handler"))?;
+    for (ifindex, i) in &ifnames {
+        // A pinned link of this interface is taken over, not refused.
+        let pinned = cfg.pin.as_ref().is_some_and(|d| {
+            PinDir::new(d)
+                .link_path(i, *ifindex, LinkHook::Egress)
+                .exists()
+        });
+        if pinned {
+            log::debug!("{i}: a link pinned in the --pin directory, to take over");
+        } else {
+            refuse_if_watched(i)?;
+            log::debug!("{i} (ifindex {ifindex}): no other cas-audit watches it");
+        }
+    }
 
     let source = SetSource {
         selection: cfg.selection.clone(),
@@ -136,12 +164,54 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     let set = source.load()?;
     let ranges = set.ranges();
     let policy = source.policy(&ranges);
+    log::debug!(
+        "set {} ({}): {} entries selected, {} distinct ranges; allowed ports {}",
+        set.name,
+        source
+            .file
+            .as_ref()
+            .map_or("built-in".into(), |(p, _)| p.display().to_string()),
+        set.entries.len(),
+        ranges.len(),
+        policy
+    );
 
     let json = cfg.json.as_ref().map(JsonTarget::open).transpose()?;
-    let human = cfg.json != Some(JsonTarget::Stdout);
+    let human = (cfg.json != Some(JsonTarget::Stdout)).then(|| {
+        if cfg.utc {
+            LineTime::utc()
+        } else {
+            LineTime::local()
+        }
+    });
     let log = cfg.log_dir.clone().map(LogDir::open).transpose()?;
     let host = crate::host::hostname();
     let exports = exports(&cfg, &host)?;
+    let mut metrics = None;
+    let mut _metrics_tasks = Vec::new();
+    if let Some(addr) = &cfg.metrics {
+        let m = std::sync::Arc::new(crate::output::metrics::Metrics::new(
+            &set.name,
+            &set.published,
+        ));
+        for (bound, task) in crate::output::metrics::serve_on(addr, m.clone())
+            .await
+            .map_err(Error::setup(format!("serving metrics on {addr}")))?
+        {
+            log::info!("metrics on http://{bound}/metrics");
+            _metrics_tasks.push(task);
+        }
+        metrics = Some(m);
+    }
+
+    // Handlers before attaching: a signal that arrives while attaching
+    // still stops the agent cleanly (detach, flush, exit 0) once it runs.
+    let handler = |kind, name: &str| {
+        signal(kind).map_err(Error::setup(format!("installing the {name} handler")))
+    };
+    let mut sigint = handler(SignalKind::interrupt(), "SIGINT")?;
+    let mut sigterm = handler(SignalKind::terminate(), "SIGTERM")?;
+    let mut sighup = handler(SignalKind::hangup(), "SIGHUP")?;
 
     let mut dp = Datapath::load_with(
         crate::EBPF_OBJECT,
@@ -153,7 +223,8 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             pin: cfg.pin.clone().map(PinDir::new),
             set_name: set.name.clone(),
         },
-    )?;
+    )
+    .map_err(|e| Error::from(e).at_start())?;
     // A pinned datapath taken over after a reload keeps its range ids:
     // place each range at its id, with placeholders for the ids of ranges
     // dropped before (their counters stay, their prefixes are unknown).
@@ -173,28 +244,13 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             policy = source.policy(&ranges);
         }
     }
-    let logger = dp.take_logger();
-    let (reader, mut events) = crate::datapath::events::spawn(dp.take_events()?)
-        .map_err(Error::io("starting the event reader"))?;
-    // SAFETY: the logger's ring buffer owns its map fd, which stays open and
-    // unchanged for as long as the AsyncFd owns it.
-    let mut logger = match logger {
-        Some(l) => Some(
-            unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }
-                .map_err(|e| Error::io("polling the kernel log")(e.into()))?,
-        ),
-        None => None,
+    let (reader, mut events, mut logger) = match attach_all(&mut dp, &cfg) {
+        Ok(started) => started,
+        Err(e) => {
+            dp.abandon();
+            return Err(e.at_start());
+        }
     };
-    for iface in &cfg.ifaces {
-        let a = dp.attach(iface, cfg.ingress)?;
-        log::info!(
-            "attached to {} (ifindex {}): egress {}, ingress {}",
-            a.iface,
-            a.ifindex,
-            if a.tcx { "tcx" } else { "tc clsact" },
-            a.ingress
-        );
-    }
     let v6 = ranges.iter().filter(|r| r.prefix.addr().is_ipv6()).count();
     log::info!(
         "auditing {} CAS ranges ({} IPv4, {} IPv6) of set {} on {}; allowed ports {}",
@@ -237,24 +293,11 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             .with_log_dir(log)
             .with_exports(exports),
         states: Default::default(),
-        metrics: None,
+        metrics,
         flow_capacity: 0,
         nat: nat::CtResolver::open(),
     };
     s.flow_capacity = s.dp.map_capacity(cas_audit_common::names::FLOWS);
-    let mut _metrics_task = None;
-    if let Some(addr) = cfg.metrics {
-        let m = std::sync::Arc::new(crate::output::metrics::Metrics::new(
-            &set.name,
-            &set.published,
-        ));
-        let (bound, task) = crate::output::metrics::serve(addr, m.clone())
-            .await
-            .map_err(Error::io(format!("serving metrics on {addr}")))?;
-        log::info!("metrics on http://{bound}/metrics");
-        s.metrics = Some(m);
-        _metrics_task = Some(task);
-    }
 
     let deadline = async {
         match cfg.duration {
@@ -334,4 +377,40 @@ fn exports(cfg: &RunConfig, host: &str) -> Result<Vec<Export>, Error> {
         exports.push(Export::syslog(sink, o.ended));
     }
     Ok(exports)
+}
+
+/// The kernel log of the datapath, polled by the run loop.
+type PolledLog = Option<AsyncFd<crate::datapath::KernelLog>>;
+/// Batches of flag events from the reader thread.
+type EventBatches = tokio::sync::mpsc::UnboundedReceiver<Vec<crate::datapath::events::RingRecord>>;
+
+/// Starts the event reader and the kernel log, and attaches to every
+/// interface of `cfg`.
+fn attach_all(
+    dp: &mut Datapath,
+    cfg: &RunConfig,
+) -> Result<(EventReader, EventBatches, PolledLog), Error> {
+    let logger = dp.take_logger();
+    let (reader, events) = crate::datapath::events::spawn(dp.take_events()?)
+        .map_err(Error::setup("starting the event reader"))?;
+    // SAFETY: the logger's ring buffer owns its map fd, which stays open and
+    // unchanged for as long as the AsyncFd owns it.
+    let logger = match logger {
+        Some(l) => Some(
+            unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }
+                .map_err(|e| Error::setup("polling the kernel log")(e.into()))?,
+        ),
+        None => None,
+    };
+    for iface in &cfg.ifaces {
+        let a = dp.attach(iface, cfg.ingress)?;
+        log::info!(
+            "attached to {} (ifindex {}): egress {}, ingress {}",
+            a.iface,
+            a.ifindex,
+            if a.tcx { "tcx" } else { "tc clsact" },
+            a.ingress
+        );
+    }
+    Ok((reader, events, logger))
 }

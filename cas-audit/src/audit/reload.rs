@@ -6,6 +6,7 @@ use std::{collections::HashMap, path::PathBuf};
 
 use super::session::Session;
 use crate::{
+    addrset::Need,
     addrset::{AddressSet, Range, Selection},
     error::Error,
     flow::{AllowedPorts, PortPolicy},
@@ -21,9 +22,9 @@ pub struct SetSource {
 }
 
 impl SetSource {
-    /// Loads the selection.
+    /// Loads the selection; one without ranges is an error.
     pub fn load(&self) -> Result<AddressSet, Error> {
-        Ok(self.selection.load()?)
+        Ok(self.selection.load_some(Need::Entries)?)
     }
 
     /// The port policy of `ranges` (range id = index).

@@ -8,12 +8,12 @@ use crate::{
     cmd::{
         detach::DetachConfig,
         doctor::DoctorConfig,
-        sets::{Selection, SetsConfig},
+        sets::{Selection, SetsConfig, ShowFormat},
         status::StatusConfig,
     },
     flow::AllowedPorts,
     output::{logdir::LogDirOptions, sink::JsonTarget, syslog::SyslogOptions},
-    report::{Filters, ReportConfig},
+    report::{Filters, ReportConfig, ReportFormat},
     rollout::CheckConfig,
 };
 
@@ -70,9 +70,13 @@ impl SetsCommand {
     pub fn config(self) -> SetsConfig {
         match self {
             SetsCommand::List { files } => SetsConfig::List { files },
-            SetsCommand::Show { selection, format } => SetsConfig::Show {
-                selection: selection.config(),
+            SetsCommand::Show {
+                selection,
                 format,
+                json,
+            } => SetsConfig::Show {
+                selection: selection.config(),
+                format: if json { ShowFormat::Json } else { format },
             },
             SetsCommand::Diff { a, b, json } => SetsConfig::Diff { a, b, json },
             SetsCommand::Export {
@@ -119,7 +123,11 @@ impl ReportArgs {
                 hosts: self.hosts.clone(),
             },
             top: self.top,
-            format: self.format,
+            format: if self.json {
+                ReportFormat::Json
+            } else {
+                self.format
+            },
         }
     }
 }
@@ -151,7 +159,8 @@ impl RunArgs {
             answer_timeout: self.answer_timeout,
             ring_bytes: self.ring_size,
             pin: self.pin.clone(),
-            metrics: self.metrics,
+            metrics: self.metrics.clone(),
+            utc: self.utc,
             ipfix: self.ipfix,
             syslog: self.syslog.clone().map(|target| SyslogOptions {
                 target,

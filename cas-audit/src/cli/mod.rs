@@ -14,13 +14,14 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use self::values::{
-    choice, datacenter, duration, host, ipfix_target, purpose, region, ring_size, size,
+    choice, datacenter, duration, host, ipfix_target, listen_addr, port, purpose, region,
+    ring_size, size, state, top,
 };
 use crate::{
     addrset::{export::ExportFormat, DataCenter, Purpose, Region},
     cmd::sets::ShowFormat,
     datapath::{pin::DEFAULT_PIN_DIR, IngressMode},
-    output::syslog::Format as SyslogFormat,
+    output::{logging::LogFormat, metrics::ListenAddr, syslog::Format as SyslogFormat},
     report::{ReportFormat, StateFilter, TimeSpec},
 };
 
@@ -34,17 +35,66 @@ const SHOW_FORMATS: &[&str] = &["table", "json", "csv"];
 const REPORT_FORMATS: &[&str] = &["table", "json"];
 /// Values of `run --syslog-format`.
 const SYSLOG_FORMATS: &[&str] = &["rfc5424", "cef"];
+/// Values of `--log-format`.
+const LOG_FORMATS: &[&str] = &["auto", "text", "journal"];
 
 /// Audits traffic to and from Microsoft Defender for Cloud Apps (CAS) address ranges with eBPF.
 #[derive(Debug, Parser)]
 #[command(name = "cas-audit", version, propagate_version = true)]
 pub struct Cli {
-    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    /// More log output: -v the agent's own decisions (and the kernel
+    /// programs' log), -vv also the libraries' (aya's loader, ...), -vvv
+    /// everything. RUST_LOG replaces this.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log lines on standard error: text (a UTC timestamp and the level),
+    /// journal (a syslog priority prefix such as <3>, no timestamp), or
+    /// auto: journal when standard error is the journal (JOURNAL_STREAM).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "auto", value_parser = choice::<LogFormat>(LOG_FORMATS))]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The command tree, each (sub)command's long help (`--help`, the man
+/// pages) ending with the exit codes it returns
+/// ([`crate::error::exit_codes`]).
+pub fn command() -> clap::Command {
+    with_exit_codes(<Cli as clap::CommandFactory>::command(), "")
+}
+
+fn with_exit_codes(cmd: clap::Command, path: &str) -> clap::Command {
+    let mut cmd = cmd.after_long_help(exit_status_text(path));
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subs {
+        let sub = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        cmd = cmd.mut_subcommand(&name, |s| with_exit_codes(s, &sub));
+    }
+    cmd
+}
+
+/// The exit codes of `command` (`""`: every command), as `--help` shows them.
+pub fn exit_status_text(command: &str) -> String {
+    let mut t = String::from("Exit status:\n");
+    for (code, meaning) in crate::error::exit_codes(command) {
+        t.push_str(&format!("  {code}  {meaning}\n"));
+    }
+    t
+}
+
+/// Parses the command line; a usage error prints clap's message and exits
+/// with 2.
+pub fn parse() -> Cli {
+    let m = command().get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&m).unwrap_or_else(|e| e.exit())
 }
 
 /// Subcommands.
@@ -53,8 +103,7 @@ pub enum Command {
     /// Attach to interfaces and report CAS flows live, as JSON lines and readable lines.
     Run(Box<RunArgs>),
     /// Firewall rollout check: connect to every required outbound CAS
-    /// destination and show what happened to each attempt (exit 0 only when
-    /// all are reachable, 1 otherwise).
+    /// destination and show what happened to each attempt.
     Check(CheckArgs),
     /// Remove a datapath pinned by `run --pin`: detach its programs and
     /// delete its maps (their counters are lost).
@@ -65,30 +114,30 @@ pub enum Command {
     /// Address sets: list, show, diff, export as firewall rules, import a published page.
     #[command(subcommand)]
     Sets(SetsCommand),
-    /// Check whether this machine can run cas-audit (only reads; exit 0 when no check fails).
+    /// Check whether this machine can run cas-audit (only reads).
     ///
     /// One line per check, ok, warn or fail, with a hint when not ok: kernel
     /// version (TCX from 6.6), bpf system call, JIT, BTF, bpffs,
     /// capabilities (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN), memlock, and per
     /// interface its state, driver, and the ingress hook and TCX the agent
-    /// would use. Nothing is attached. Exit 0 when no check fails, 1 when
-    /// one does, 2 for usage errors such as an unknown --iface.
+    /// would use. Nothing is attached.
     Doctor(DoctorArgs),
     /// Summarise saved records (`run --json FILE`, `run --log-dir DIR`).
     ///
     /// Flows, packets and bytes by data center, purpose, state, verdict,
     /// local host and local host + service port, the time they cover, and
     /// the destinations that were blocked. A DIR stands for its *.jsonl
-    /// files in name order. Exit 0 on success, 2 for a missing path or a
-    /// bad flag, 1 for a file that cannot be read.
+    /// and *.jsonl.gz files in name order; - is standard input. Memory stays
+    /// bounded whatever the size of the logs.
     Report(ReportArgs),
 }
 
 /// `cas-audit doctor` flags.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Interface to check (repeatable; default: every interface but loopback).
-    #[arg(long = "iface", value_name = "IF")]
+    /// Interface to check (repeatable, or a comma list; default: every
+    /// interface but loopback).
+    #[arg(long = "iface", value_name = "IF", value_delimiter = ',')]
     pub ifaces: Vec<String>,
     /// Print one JSON document instead of the list.
     #[arg(long)]
@@ -101,16 +150,16 @@ pub struct Selection {
     /// Built-in set name (see `sets list`) or set file; default: the built-in default set.
     #[arg(long = "set", value_name = "NAME|FILE")]
     pub set: Option<String>,
-    /// Only these data centers (repeatable); entries without a data center are kept.
-    #[arg(long = "datacenter", value_name = "DC", num_args = 1.., value_parser = datacenter)]
+    /// Only these data centers (repeatable, or a comma list); entries without a data center are kept.
+    #[arg(long = "datacenter", value_name = "DC", num_args = 1.., value_delimiter = ',', value_parser = datacenter)]
     pub datacenters: Vec<DataCenter>,
-    /// Only these Azure regions (repeatable: westeurope, "West Europe", ...): an entry's
+    /// Only these Azure regions (repeatable, or a comma list: westeurope, "West Europe", ...): an entry's
     /// own region, else its data center's; entries placed nowhere (mail) are kept.
-    #[arg(long = "region", value_name = "REGION", num_args = 1.., value_parser = region)]
+    #[arg(long = "region", value_name = "REGION", num_args = 1.., value_delimiter = ',', value_parser = region)]
     pub regions: Vec<Region>,
-    /// Only these purposes (repeatable): portal, access-session-controls, siem-agent,
-    /// app-connector, dlp, mail, log-collector, auth-gateway, unknown.
-    #[arg(long = "purpose", value_name = "P", num_args = 1.., value_parser = purpose)]
+    /// Only these purposes (repeatable, or a comma list): portal, access-session-controls,
+    /// siem-agent, app-connector, dlp, mail, log-collector, auth-gateway, unknown.
+    #[arg(long = "purpose", value_name = "P", num_args = 1.., value_delimiter = ',', value_parser = purpose)]
     pub purposes: Vec<Purpose>,
 }
 
@@ -127,18 +176,20 @@ pub enum SetsCommand {
         /// The set and the part of it.
         #[command(flatten)]
         selection: Selection,
-        /// Output format.
+        /// Output format (--json is --format json).
         #[arg(long, default_value = "table", value_parser = choice::<ShowFormat>(SHOW_FORMATS))]
         format: ShowFormat,
+        /// The selection as a set file (JSON) instead of a table.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
     },
     /// Added and removed prefixes per data center and purpose from A to B.
-    /// Exit 0 when they are the same, 1 when they differ.
     Diff {
         /// The old set (name or file).
         a: String,
         /// The new set (name or file).
         b: String,
-        /// JSON instead of text.
+        /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -190,30 +241,38 @@ pub enum SetsCommand {
 /// `cas-audit run` flags.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Interface to audit (repeatable). Egress and ingress are both watched.
-    #[arg(long = "iface", value_name = "IF", required = true)]
+    /// Interface to audit (repeatable, or a comma list). Egress and ingress are both watched.
+    #[arg(
+        long = "iface",
+        value_name = "IF",
+        required = true,
+        value_delimiter = ','
+    )]
     pub ifaces: Vec<String>,
     /// Address set to audit against: a built-in name (see `sets list`) or a set file.
     /// With it, each range's purposes decide its allowed ports (unless --allow-port).
     #[arg(long = "set", value_name = "NAME|FILE")]
     pub set: Option<String>,
-    /// Only audit ranges of these purposes (repeatable).
-    #[arg(long = "purpose", value_name = "P", num_args = 1.., value_parser = purpose)]
+    /// Only audit ranges of these purposes (repeatable, or a comma list).
+    #[arg(long = "purpose", value_name = "P", num_args = 1.., value_delimiter = ',', value_parser = purpose)]
     pub purposes: Vec<Purpose>,
-    /// Allowed service port for every range (repeatable; replaces the default 443, 80, 11344
-    /// and, with --set, the set's per-purpose ports).
-    #[arg(long = "allow-port", value_name = "PORT", num_args = 1.., value_parser = clap::value_parser!(u16).range(1..))]
+    /// Allowed service port for every range (repeatable, or a comma list: 443,80; replaces
+    /// the default 443, 80, 11344 and, with --set, the set's per-purpose ports).
+    #[arg(long = "allow-port", value_name = "PORT", num_args = 1.., value_delimiter = ',', value_parser = port)]
     pub allow_ports: Vec<u16>,
-    /// Only audit ranges of this data center (repeatable): US1, US2, US3, EU1, EU2, "Gov US1"
-    /// (or gov-us1), GCC, "GCC High". Ranges without a data center (mail) are always kept.
-    #[arg(long = "datacenter", value_name = "DC", num_args = 1.., value_parser = datacenter)]
+    /// Only audit ranges of this data center (repeatable, or a comma list): US1, US2, US3,
+    /// EU1, EU2, "Gov US1" (or gov-us1), GCC, "GCC High". Ranges without a data center
+    /// (mail) are always kept.
+    #[arg(long = "datacenter", value_name = "DC", num_args = 1.., value_delimiter = ',', value_parser = datacenter)]
     pub datacenters: Vec<DataCenter>,
-    /// Only audit ranges in this Azure region (repeatable: westeurope, "West Europe", ...):
-    /// a range's own region, else its data center's. Ranges placed nowhere (mail) are kept.
-    #[arg(long = "region", value_name = "REGION", num_args = 1.., value_parser = region)]
+    /// Only audit ranges in this Azure region (repeatable, or a comma list: westeurope,
+    /// "West Europe", ...): a range's own region, else its data center's. Ranges placed
+    /// nowhere (mail) are kept.
+    #[arg(long = "region", value_name = "REGION", num_args = 1.., value_delimiter = ',', value_parser = region)]
     pub regions: Vec<Region>,
-    /// Write JSON lines to PATH, or to standard output with `-`.
-    #[arg(long, value_name = "PATH|-")]
+    /// JSON lines on standard output (--json or --json -: then no readable lines), or
+    /// written to the file PATH (created or truncated).
+    #[arg(long, value_name = "PATH|-", num_args = 0..=1, default_missing_value = "-")]
     pub json: Option<String>,
     /// Also write the JSON lines into rotated files cas-audit-YYYYMMDDTHHMMSSZ.jsonl
     /// in DIR (created with mode 0750 if missing).
@@ -234,15 +293,15 @@ pub struct RunArgs {
     /// Ingress hook: auto (native XDP on capable physical NICs, else TC), xdp or tc.
     #[arg(long, default_value = "auto", value_parser = choice::<IngressMode>(INGRESS))]
     pub ingress: IngressMode,
-    /// Report a flow as expired after SECS seconds without packets.
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = duration)]
+    /// Report a flow as expired after DURATION without packets.
+    #[arg(long, value_name = "DURATION", default_value = "60", value_parser = duration)]
     pub idle_timeout: Duration,
     /// Size of the kernel flow table (LRU; evictions are reported as flows_evicted).
     #[arg(long, value_name = "N", default_value_t = cas_audit_common::sizes::MAX_FLOWS, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub max_flows: u32,
-    /// A flow whose first packet gets no answer within SECS seconds is
+    /// A flow whose first packet gets no answer within DURATION is
     /// `unanswered` (SYN retries count as one attempt).
-    #[arg(long, value_name = "SECS", default_value = "3", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "3", value_parser = duration)]
     pub answer_timeout: Duration,
     /// Size of the kernel event ring buffer: a power of two from 4K to 1G
     /// (suffixes K, M, G).
@@ -253,10 +312,15 @@ pub struct RunArgs {
     /// agent with the same set takes over. `cas-audit detach` removes it.
     #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = DEFAULT_PIN_DIR)]
     pub pin: Option<PathBuf>,
-    /// Serve Prometheus metrics on ADDR (host:port; use a loopback address
-    /// such as 127.0.0.1:9477 unless a firewall guards it).
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics on ADDR: HOST:PORT (an address, [IPv6]:PORT
+    /// or a host name: every address it resolves to) or :PORT (every
+    /// address). Use a loopback address such as 127.0.0.1:9477 or
+    /// localhost:9477 unless a firewall guards it.
+    #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
+    pub metrics: Option<ListenAddr>,
+    /// Live lines in UTC rather than local time.
+    #[arg(long)]
+    pub utc: bool,
     /// Export every flow reported for good (ended, expired, open at exit)
     /// as IPFIX (RFC 7011) over UDP to a collector at HOST:PORT (nfcapd,
     /// pmacct, ntopng, ...; IPFIX's port is 4739): one data record per
@@ -292,7 +356,7 @@ pub struct StatusArgs {
     /// The pin directory of `run --pin`.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin: PathBuf,
-    /// Print JSON instead of text.
+    /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -307,15 +371,16 @@ pub struct CheckArgs {
     /// or rejected each attempt); without it, only the sockets' results.
     #[arg(long, value_name = "IF")]
     pub iface: Option<String>,
-    /// Seconds each connection attempt may take before it is unanswered.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = duration)]
+    /// How long each connection attempt may take before it is unanswered.
+    #[arg(long, value_name = "DURATION", default_value = "5", value_parser = duration)]
     pub timeout: Duration,
     /// Connection attempts in flight at once.
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
-    /// Write one JSON record per destination and a summary to PATH, or to
-    /// standard output with `-` (then no table is printed).
-    #[arg(long, value_name = "PATH|-")]
+    /// One JSON record per destination and a summary on standard output
+    /// (--json or --json -: then no table is printed), or written to the
+    /// file PATH.
+    #[arg(long, value_name = "PATH|-", num_args = 0..=1, default_missing_value = "-")]
     pub json: Option<String>,
     /// Ingress hook of the datapath: auto, xdp or tc.
     #[arg(long, default_value = "auto", value_parser = choice::<IngressMode>(INGRESS))]
@@ -325,9 +390,10 @@ pub struct CheckArgs {
 /// `cas-audit report` flags.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Files written by `run --json FILE` or `--log-dir`, oldest first; a directory
-    /// stands for its *.jsonl files in name order.
-    #[arg(value_name = "FILE|DIR", required = true)]
+    /// Files written by `run --json FILE` or `--log-dir`, oldest first, plain or
+    /// gzip-compressed; a directory stands for its *.jsonl and *.jsonl.gz files in
+    /// name order; `-` is standard input.
+    #[arg(value_name = "FILE|DIR|-", required = true)]
     pub paths: Vec<PathBuf>,
     /// Only flows seen at or after TIME: RFC 3339 (2026-11-22T10:00:00Z) or a
     /// duration before now (2h).
@@ -336,24 +402,29 @@ pub struct ReportArgs {
     /// Only flows first seen at or before TIME (same forms as --since).
     #[arg(long, value_name = "TIME")]
     pub until: Option<TimeSpec>,
-    /// Only flows in this final state (repeatable): pending, established, closed,
-    /// reset, unanswered, refused, unreachable, or unknown (older records).
-    #[arg(long = "state", value_name = "S")]
+    /// Only flows in this final state (repeatable, or a comma list): pending, established,
+    /// closed, reset, unanswered, refused, unreachable, or unknown (older records).
+    #[arg(long = "state", value_name = "S", value_delimiter = ',', value_parser = state)]
     pub states: Vec<StateFilter>,
-    /// Only flows to ranges of this data center (repeatable).
-    #[arg(long = "datacenter", value_name = "DC", value_parser = datacenter)]
+    /// Only flows to ranges of this data center (repeatable, or a comma list).
+    #[arg(long = "datacenter", value_name = "DC", value_delimiter = ',', value_parser = datacenter)]
     pub datacenters: Vec<DataCenter>,
-    /// Only flows to ranges of this purpose (repeatable).
-    #[arg(long = "purpose", value_name = "P", value_parser = purpose)]
+    /// Only flows to ranges of this purpose (repeatable, or a comma list).
+    #[arg(long = "purpose", value_name = "P", value_delimiter = ',', value_parser = purpose)]
     pub purposes: Vec<Purpose>,
-    /// Only flows of this local address, or of addresses in this prefix (repeatable).
-    #[arg(long = "host", value_name = "ADDR|CIDR", value_parser = host)]
+    /// Only flows of this local address, or of addresses in this prefix (repeatable, or a
+    /// comma list).
+    #[arg(long = "host", value_name = "ADDR|CIDR", value_delimiter = ',', value_parser = host)]
     pub hosts: Vec<IpNet>,
-    /// Blocked destinations listed.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    /// Rows of every table (and every list of the JSON document): the N with the
+    /// most flows; `all` for every row.
+    #[arg(long, value_name = "N|all", default_value = "10", value_parser = top)]
     pub top: usize,
-    /// Output format.
-    #[arg(long, default_value = "table", value_parser = choice::<ReportFormat>(REPORT_FORMATS))]
+    /// One JSON document (compact, one line) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// The same as --json with `json`.
+    #[arg(long, default_value = "table", hide = true, value_parser = choice::<ReportFormat>(REPORT_FORMATS))]
     pub format: ReportFormat,
 }
 
@@ -570,6 +641,184 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    fn run_config(extra: &[&str]) -> Result<crate::audit::RunConfig, clap::Error> {
+        let mut args = vec!["cas-audit", "run"];
+        args.extend(extra);
+        match Cli::try_parse_from(args)?.command {
+            Command::Run(r) => Ok(r.config()),
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn lists_are_repeated_flags_or_comma_lists() {
+        let c = run_config(&[
+            "--iface",
+            "eth1,eth2",
+            "--iface",
+            "eth3",
+            "--allow-port",
+            "443,80",
+            "--allow-port",
+            "11344",
+            "--datacenter",
+            "US1,Gov US1",
+            "--purpose",
+            "portal,dlp",
+        ])
+        .unwrap();
+        assert_eq!(c.ifaces, ["eth1", "eth2", "eth3"]);
+        assert_eq!(
+            c.ports.unwrap().iter().collect::<Vec<_>>(),
+            vec![80, 443, 11344]
+        );
+        assert_eq!(
+            c.selection.datacenters,
+            [DataCenter::Us1, DataCenter::GovUs1]
+        );
+        assert_eq!(c.selection.purposes, [Purpose::Portal, Purpose::Dlp]);
+        // A bad list says how to write one.
+        let e = run_config(&["--iface", "x", "--allow-port", "443;80"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains(
+                "\"443;80\" is not a port (1 to 65535) (several: --allow-port 443,80, or --allow-port repeated)"
+            ),
+            "{e}"
+        );
+        let e = run_config(&["--iface", "x", "--datacenter", "US1 EU2"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("(several: --datacenter US1,EU2, or --datacenter repeated)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn json_is_asked_for_one_way() {
+        use crate::output::sink::JsonTarget;
+        assert_eq!(
+            run_config(&["--iface", "x", "--json"]).unwrap().json,
+            Some(JsonTarget::Stdout)
+        );
+        assert_eq!(
+            run_config(&["--json", "--iface", "x"]).unwrap().json,
+            Some(JsonTarget::Stdout)
+        );
+        assert_eq!(
+            run_config(&["--iface", "x", "--json", "-"]).unwrap().json,
+            Some(JsonTarget::Stdout)
+        );
+        assert_eq!(
+            run_config(&["--iface", "x", "--json", "/var/log/x.jsonl"])
+                .unwrap()
+                .json,
+            Some(JsonTarget::File("/var/log/x.jsonl".into()))
+        );
+        let job = |args: &[&str]| {
+            let args = std::iter::once("cas-audit").chain(args.iter().copied());
+            Cli::try_parse_from(args)
+                .unwrap()
+                .command
+                .job(time::OffsetDateTime::UNIX_EPOCH)
+        };
+        use crate::cli::args::Job;
+        // A flag before the paths does not take one of them.
+        match job(&["report", "--json", "logs/", "old.jsonl"]) {
+            Job::Report(r) => {
+                assert_eq!(r.format, ReportFormat::Json);
+                assert_eq!(r.paths, [PathBuf::from("logs/"), "old.jsonl".into()]);
+            }
+            _ => panic!("not report"),
+        }
+        match job(&["report", "-", "--format", "json"]) {
+            Job::Report(r) => assert_eq!(r.format, ReportFormat::Json),
+            _ => panic!("not report"),
+        }
+        match job(&["sets", "show", "--json"]) {
+            Job::Sets(crate::cmd::sets::SetsConfig::Show { format, .. }) => {
+                assert_eq!(format, ShowFormat::Json)
+            }
+            _ => panic!("not sets show"),
+        }
+        for args in [
+            &["status", "--json"][..],
+            &["doctor", "--json"],
+            &["sets", "diff", "--json", "a", "b"],
+            &["check", "--json"],
+        ] {
+            let a = std::iter::once("cas-audit").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(a).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn metrics_top_and_durations() {
+        let c = run_config(&[
+            "--iface",
+            "x",
+            "--metrics",
+            ":9477",
+            "--duration",
+            "10s",
+            "--idle-timeout",
+            "1.5h",
+            "--utc",
+        ])
+        .unwrap();
+        assert_eq!(c.metrics.unwrap().to_string(), ":9477");
+        assert_eq!(c.duration, Some(Duration::from_secs(10)));
+        assert_eq!(c.idle_timeout, Duration::from_secs(5400));
+        assert!(c.utc);
+        assert_eq!(
+            run_config(&["--iface", "x", "--metrics", "localhost:9477"])
+                .unwrap()
+                .metrics
+                .unwrap()
+                .host
+                .as_deref(),
+            Some("localhost")
+        );
+        for bad in [&["--duration", "1e3"][..], &["--metrics", "9477"]] {
+            let mut a = vec!["--iface", "x"];
+            a.extend(bad);
+            assert_eq!(run_config(&a).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        let top = |v: &str| {
+            let args = ["cas-audit", "report", "d", "--top", v];
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Report(r)) => Ok(r.top),
+                Ok(_) => panic!("not report"),
+                Err(e) => Err(e.exit_code()),
+            }
+        };
+        assert_eq!(top("3"), Ok(3));
+        assert_eq!(top("all"), Ok(usize::MAX));
+        assert_eq!(top("some"), Err(2));
+    }
+
+    #[test]
+    fn every_help_ends_with_its_exit_codes() {
+        let mut cmd = command();
+        cmd.build();
+        let help = |c: &mut clap::Command| c.render_long_help().to_string();
+        let run = help(cmd.find_subcommand_mut("run").unwrap());
+        assert!(
+            run.contains("Exit status:\n  0  success\n  2  a usage"),
+            "{run}"
+        );
+        assert!(run.contains("  3  a failure while running"), "{run}");
+        assert!(!run.contains("  1  "), "{run}");
+        let check = help(cmd.find_subcommand_mut("check").unwrap());
+        assert!(
+            check.contains("  1  some destination is not reachable"),
+            "{check}"
+        );
+        let sets = cmd.find_subcommand_mut("sets").unwrap();
+        let diff = help(sets.find_subcommand_mut("diff").unwrap());
+        assert!(diff.contains("  1  the sets differ"), "{diff}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum Outcome {
     Negative,
 }
 
-/// The exit code of a command's result.
+/// The exit code of a command's result ([`crate::error::EXIT_CODES`]).
 pub fn exit_code(result: &Result<Outcome, Error>) -> i32 {
     match result {
         Ok(Outcome::Success) => EXIT_SUCCESS,
@@ -45,15 +45,23 @@ pub fn print(text: &str) -> Result<(), Error> {
         .map_err(Error::io("writing to standard output"))
 }
 
-/// Writes `text` to the file `out`, or to standard output.
+/// Writes `text` to the file `out` (created or truncated), or to standard
+/// output.
 ///
 /// # Errors
+/// [`Error::Output`] when the file cannot be created (a bad path: exit 2);
 /// [`Error::Io`] when it cannot be written.
 pub fn print_to(text: &str, out: Option<&Path>) -> Result<(), Error> {
-    match out {
-        Some(p) => std::fs::write(p, text).map_err(Error::io(format!("writing {}", p.display()))),
-        None => print(text),
-    }
+    let Some(p) = out else {
+        return print(text);
+    };
+    let mut f = std::fs::File::create(p).map_err(|source| crate::output::OpenError {
+        path: p.to_path_buf(),
+        source,
+    })?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.flush())
+        .map_err(Error::io(format!("writing {}", p.display())))
 }
 
 /// A current-thread tokio runtime for the commands that need one.

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 
 use super::{print, print_to, Outcome};
 use crate::{
+    addrset::Need,
     addrset::{
         datacenter_text,
         diff::SetDiff,
@@ -105,7 +106,9 @@ pub enum SetsConfig {
 pub fn run(cfg: SetsConfig) -> Result<Outcome, Error> {
     match cfg {
         SetsConfig::List { files } => print(&list(&files)?)?,
-        SetsConfig::Show { selection, format } => print(&show(&selection.load()?, format))?,
+        SetsConfig::Show { selection, format } => {
+            print(&show(&selection.load_some(Need::EntriesOrNames)?, format))?
+        }
         SetsConfig::Diff { a, b, json } => {
             let (text, same) = diff(&a, &b, json)?;
             print(&text)?;
@@ -117,7 +120,10 @@ pub fn run(cfg: SetsConfig) -> Result<Outcome, Error> {
             selection,
             format,
             out,
-        } => print_to(&export(&selection.load()?, format), out.as_deref())?,
+        } => print_to(
+            &export(&selection.load_some(Need::Entries)?, format),
+            out.as_deref(),
+        )?,
         SetsConfig::Import { inputs, name, out } => {
             let (json, report) = import(&inputs, name.as_deref())?;
             eprint!("{report}");
@@ -293,7 +299,7 @@ pub fn show(set: &AddressSet, format: ShowFormat) -> String {
 pub fn diff(a: &str, b: &str, json: bool) -> Result<(String, bool), Error> {
     let d = SetDiff::between(&AddressSet::load(a)?, &AddressSet::load(b)?);
     let text = if json {
-        serde_json::to_string_pretty(&d).expect("serialisable") + "\n"
+        serde_json::to_string(&d).expect("serialisable") + "\n"
     } else {
         d.text()
     };
@@ -312,8 +318,8 @@ pub fn import(inputs: &[String], name: Option<&str>) -> Result<(String, String),
     let mut sets = Vec::new();
     for input in inputs {
         let imported = load_input(input, if one { name } else { None }).map_err(|e| match e {
-            InputError::Read { kind, .. } => Error::Io {
-                what: format!("reading {input}"),
+            InputError::Read { kind, .. } => Error::Input {
+                path: input.clone(),
                 source: std::io::Error::new(kind, e.to_string()),
             },
             InputError::Set(s) => Error::Set(s),

@@ -30,7 +30,7 @@ pub struct StatusConfig {
 pub fn run(cfg: StatusConfig) -> Result<Outcome, Error> {
     let s = status(&PinDir::new(&cfg.pin))?;
     let text = if cfg.json {
-        serde_json::to_string_pretty(&s).expect("serialisable") + "\n"
+        serde_json::to_string(&s).expect("serialisable") + "\n"
     } else {
         text(&s)
     };

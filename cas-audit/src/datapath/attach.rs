@@ -98,6 +98,43 @@ impl std::str::FromStr for IngressMode {
     }
 }
 
+/// Refuses `iface` when cas-audit programs are attached to it through TCX
+/// (egress or ingress): another agent watches it, or a datapath pinned
+/// there (its egress link is always one of these). Kernels without TCX
+/// (before 6.6) have no such query: nothing is refused there.
+///
+/// # Errors
+/// [`DatapathError::AlreadyWatched`] naming the programs found.
+pub fn refuse_if_watched(iface: &str) -> Result<(), DatapathError> {
+    if !netdev::tcx_available() {
+        return Ok(());
+    }
+    let ours = [names::PROG_TC_EGRESS, names::PROG_TC_INGRESS];
+    let mut found = Vec::new();
+    for hook in [TcAttachType::Egress, TcAttachType::Ingress] {
+        match aya::programs::SchedClassifier::query_tcx(iface, hook) {
+            Ok((_, progs)) => found.extend(
+                progs
+                    .iter()
+                    .filter_map(|p| Some((p.id(), p.name_as_str()?.to_string())))
+                    .filter(|(_, n)| ours.contains(&n.as_str())),
+            ),
+            Err(e) => log::debug!("querying the TCX programs on {iface}: {e}"),
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let programs: Vec<String> = found
+        .iter()
+        .map(|(id, n)| format!("program {id} {n}"))
+        .collect();
+    Err(DatapathError::AlreadyWatched {
+        iface: iface.to_string(),
+        programs: programs.join(", "),
+    })
+}
+
 impl Datapath {
     /// Attaches the egress classifier and an ingress hook to `iface`. A
     /// pinned datapath pins the links; a link pinned by a previous agent
@@ -262,6 +299,18 @@ impl Datapath {
             IngressMode::Xdp => true,
             IngressMode::Auto => netdev::native_xdp_candidate(iface),
         };
+        log::debug!(
+            "{iface}: --ingress {} -> {}",
+            IngressMode::ALL
+                .iter()
+                .find(|(m, _)| *m == mode)
+                .map_or("?", |(_, n)| n),
+            if want_xdp {
+                "native XDP first"
+            } else {
+                "tc ingress"
+            }
+        );
         if want_xdp {
             let prog = self.xdp();
             match prog.attach(iface, XdpMode::Driver) {

@@ -27,7 +27,7 @@ use self::{attach::Links, maps::map_err};
 pub use self::{
     attach::{Attachment, IngressHook, IngressMode},
     maps::{MapSource, PinnedMaps, PINNED_MAPS},
-    pin::{PinDir, PinError},
+    pin::{PinDir, PinError, Prepared},
 };
 use crate::{addrset::Range, flow::PortPolicy};
 
@@ -43,6 +43,16 @@ pub enum DatapathError {
     /// An interface name that does not exist.
     #[error(transparent)]
     UnknownInterface(#[from] crate::host::netdev::UnknownInterface),
+    /// Another cas-audit (an agent, or a datapath pinned by `run --pin`)
+    /// already has its programs on the interface: a second one would count
+    /// every packet twice.
+    #[error("{iface} is already watched by cas-audit ({programs}): stop the other agent first; a datapath pinned by `run --pin` is taken over with `run --pin DIR` or removed with `cas-audit detach --pin DIR`")]
+    AlreadyWatched {
+        /// Interface name.
+        iface: String,
+        /// The programs found there (`program 12 cas_tc_egress, ...`).
+        programs: String,
+    },
     /// Attaching a program failed.
     #[error("attaching {hook} to {iface} failed: {source}")]
     Attach {
@@ -149,6 +159,9 @@ pub struct Datapath {
     pin: Option<PinDir>,
     /// Range ids of a taken-over datapath (see [`Datapath::range_ids`]).
     range_ids: Option<Vec<u32>>,
+    /// A pin directory this start filled afresh, and whether it created the
+    /// directory itself: what [`Datapath::abandon`] undoes.
+    fresh_pin: Option<bool>,
 }
 
 impl Datapath {
@@ -198,16 +211,55 @@ impl Datapath {
     /// Loads `object` as `opts` say. With a pin directory that holds a
     /// pinned datapath for the same ranges and ports, its maps are taken
     /// over (counters keep running) instead of filled.
+    ///
+    /// A fresh pin directory is left as it was found when loading fails.
     pub fn load_with(
         object: &[u8],
         ranges: &[Range],
         policy: &PortPolicy,
         opts: &LoadOptions,
     ) -> Result<Datapath, DatapathError> {
-        let max_flows = opts.max_flows;
         if object.is_empty() {
             return Err(DatapathError::NoObject);
         }
+        let prepared = match &opts.pin {
+            Some(dir) => Some(dir.prepare()?),
+            None => None,
+        };
+        let resumed = prepared == Some(Prepared::Resumed);
+        let loaded = Self::load_prepared(object, ranges, policy, opts, resumed);
+        match (loaded, &opts.pin, prepared) {
+            (Err(e), Some(dir), Some(Prepared::Fresh { made_root })) => {
+                dir.discard(made_root);
+                Err(e)
+            }
+            (Ok(mut dp), _, Some(Prepared::Fresh { made_root })) => {
+                dp.fresh_pin = Some(made_root);
+                Ok(dp)
+            }
+            (loaded, ..) => loaded,
+        }
+    }
+
+    /// Undoes a start that was refused after loading: detaches what was
+    /// attached and, for a pin directory this start filled, removes what it
+    /// pinned (a datapath taken over is left to the next agent).
+    pub fn abandon(&mut self) {
+        self.detach_all();
+        if let (Some(dir), Some(made_root)) = (&self.pin, self.fresh_pin) {
+            dir.discard(made_root);
+        }
+    }
+
+    /// [`Datapath::load_with`] once the pin directory (if any) is ready.
+    fn load_prepared(
+        object: &[u8],
+        ranges: &[Range],
+        policy: &PortPolicy,
+        opts: &LoadOptions,
+        resumed: bool,
+    ) -> Result<Datapath, DatapathError> {
+        let max_flows = opts.max_flows;
         let (v4, v6) = check_capacity(ranges)?;
         let profiles = policy.profiles().len() as u32;
         if profiles > sizes::MAX_PORT_PROFILES {
@@ -222,11 +274,11 @@ impl Datapath {
         let room = |n: usize, max: u32| (n as u32).saturating_add(RANGE_HEADROOM).min(max);
         // Kernel log records below the agent's level are not even written.
         let log_level = log::max_level() as u8;
-        let resumed = match &opts.pin {
-            Some(dir) => dir.prepare()?,
-            None => false,
-        };
         let ring_bytes = opts.ring_bytes.unwrap_or(sizes::EVENTS_BYTES);
+        log::debug!(
+            "loading the datapath: {v4} IPv4 and {v6} IPv6 ranges, {profiles} port sets, flow table {max_flows}, event ring {ring_bytes} bytes, kernel log level {log_level}{}",
+            if resumed { ", taking over the pinned maps" } else { "" }
+        );
         let mut loader = EbpfLoader::new();
         loader
             .override_global("AYA_LOG_LEVEL", &log_level, false)
@@ -284,6 +336,7 @@ impl Datapath {
             attachments: Vec::new(),
             pin: opts.pin.clone(),
             range_ids: None,
+            fresh_pin: None,
         };
         match &opts.pin {
             Some(dir) if resumed => {

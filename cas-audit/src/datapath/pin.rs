@@ -104,6 +104,18 @@ pub struct PinDir {
     root: PathBuf,
 }
 
+/// What [`PinDir::prepare`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    /// A complete pinned datapath to take over.
+    Resumed,
+    /// Nothing pinned yet; `made_root`: the directory was created now.
+    Fresh {
+        /// Whether `prepare` created the directory.
+        made_root: bool,
+    },
+}
+
 /// Which hook a pinned link is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LinkHook {
@@ -193,17 +205,17 @@ impl PinDir {
         self.layouts().contains(&Self::layout_name())
     }
 
-    /// Makes the directory ready: on a BPF filesystem that outlives the
-    /// agent (mounting one at `/sys/fs/bpf` when the directory is below it,
-    /// nothing is mounted there yet and the mount would be the host's),
-    /// with a compatible layout. True when a pinned datapath is already
-    /// there, false for a fresh directory.
+    /// Makes the directory ready: on a BPF filesystem that outlives the agent (mounting one at
+    /// `/sys/fs/bpf` when the directory is below it and nothing is mounted
+    /// there yet), with a compatible layout. [`Prepared::Resumed`] when a
+    /// pinned datapath is already there. Nothing is created off a BPF
+    /// filesystem: the nearest existing directory is checked first.
     ///
     /// # Errors
     /// [`PinError::Private`] for a filesystem only the agent's own mount
     /// namespace has (`ip netns exec`, a container without the host's
     /// bpffs): its pins would die with the agent.
-    pub fn prepare(&self) -> Result<bool, PinError> {
+    pub fn prepare(&self) -> Result<Prepared, PinError> {
         let default_root = Path::new("/sys/fs/bpf");
         if self.root.starts_with(default_root) && !is_bpffs(default_root) {
             if let Ok(Some(why)) = crate::host::mounts::own_namespace() {
@@ -216,12 +228,15 @@ impl PinDir {
             }
             mount_bpffs(default_root)?;
         }
-        let maps = self.root.join("maps");
-        fs::create_dir_all(&maps).map_err(io_err("creating", &maps))?;
-        if !is_bpffs(&self.root) {
+        let existing = self
+            .root
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        if !is_bpffs(existing) {
             return Err(PinError::NotBpffs(self.root.clone(), self.root.clone()));
         }
-        match crate::host::mounts::reach(&self.root) {
+        match crate::host::mounts::reach(existing) {
             Reach::Host => {}
             Reach::Private(why) => {
                 return Err(PinError::Private {
@@ -234,6 +249,9 @@ impl PinDir {
                 self.root.display()
             ),
         }
+        let made_root = !self.root.exists();
+        let maps = self.root.join("maps");
+        fs::create_dir_all(&maps).map_err(io_err("creating", &maps))?;
         let links = self.root.join("links");
         fs::create_dir_all(&links).map_err(io_err("creating", &links))?;
         let layouts = self.layouts();
@@ -251,7 +269,7 @@ impl PinDir {
             .collect();
         if layouts.is_empty() {
             if pinned.is_empty() {
-                return Ok(false);
+                return Ok(Prepared::Fresh { made_root });
             }
             return Err(PinError::Incomplete {
                 dir: self.root.clone(),
@@ -264,7 +282,7 @@ impl PinDir {
                 what: format!("map {missing} missing"),
             });
         }
-        Ok(true)
+        Ok(Prepared::Resumed)
     }
 
     /// Marks the pinned maps complete (after they were filled): a directory
@@ -309,8 +327,21 @@ impl PinDir {
 
     /// Removes everything pinned: links first (which detaches the programs
     /// unless a running agent still holds them), then maps and the layout
-    /// marker. Returns what was removed.
+    /// marker, then the directory. Returns what was removed.
     pub fn remove(&self) -> Result<Vec<String>, PinError> {
+        self.remove_keeping_root(false)
+    }
+
+    /// Undoes a fresh start that was refused: [`PinDir::remove`], keeping
+    /// the directory itself unless `made_root` (the start created it).
+    pub fn discard(&self, made_root: bool) {
+        match self.remove_keeping_root(!made_root) {
+            Ok(_) => log::info!("removed what this start pinned in {}", self.root.display()),
+            Err(e) => log::warn!("removing what this start pinned: {e}"),
+        }
+    }
+
+    fn remove_keeping_root(&self, keep_root: bool) -> Result<Vec<String>, PinError> {
         let mut removed = Vec::new();
         for l in self.links() {
             // Detach explicitly (BPF_LINK_DETACH): dropping the last
@@ -338,11 +369,10 @@ impl PinDir {
             }
         }
         let mut dirs: Vec<PathBuf> = self.layouts().iter().map(|l| self.root.join(l)).collect();
-        dirs.extend([
-            self.root.join("links"),
-            self.root.join("maps"),
-            self.root.clone(),
-        ]);
+        dirs.extend([self.root.join("links"), self.root.join("maps")]);
+        if !keep_root {
+            dirs.push(self.root.clone());
+        }
         for d in dirs {
             match fs::remove_dir(&d) {
                 Ok(()) => {}
@@ -414,14 +444,27 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_directory_is_not_bpffs() {
+    fn a_plain_directory_is_not_bpffs_and_nothing_is_left() {
         let d = std::env::temp_dir();
         assert!(!is_bpffs(&d));
-        let p = PinDir::new(d.join(format!("cas-audit-pin-test-{}", std::process::id())));
+        let root = d.join(format!("cas-audit-pin-test-{}", std::process::id()));
+        let p = PinDir::new(root.join("deeper"));
         match p.prepare() {
-            Err(PinError::NotBpffs(..)) => {}
+            Err(e @ PinError::NotBpffs(..)) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "{} is not on a BPF filesystem: mount one with `mount -t bpf bpf {}`, or choose another --pin directory",
+                    root.join("deeper").display(),
+                    root.join("deeper").display()
+                )
+            ),
             other => panic!("{other:?}"),
         }
-        let _ = fs::remove_dir_all(p.root());
+        assert!(!root.exists(), "a refused --pin created {}", root.display());
+        fs::create_dir(&root).unwrap();
+        let p = PinDir::new(&root);
+        assert!(matches!(p.prepare(), Err(PinError::NotBpffs(..))));
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "left in {root:?}");
+        fs::remove_dir(&root).unwrap();
     }
 }

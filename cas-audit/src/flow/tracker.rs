@@ -49,6 +49,13 @@ impl Reason {
     }
 }
 
+/// How long the table leaves a new disallowed flow to its ring-buffer
+/// event: the event's flagged record shows the flow as of its first
+/// packet (`S` for a bare SYN), the table's as of the poll (`Sr` once the
+/// RST came back). Past it (an event lost to a full ring), the poll flags
+/// the flow itself.
+pub const EVENT_GRACE: Duration = Duration::from_secs(1);
+
 /// What connection tracking says of a kernel flow (the agent asks conntrack;
 /// tests make it up).
 pub trait Resolve {
@@ -290,6 +297,20 @@ impl Tracker {
         if self.done.contains(&(ev.key, ev.ts_ns)) {
             return;
         }
+        // The flow as of its first packet, built with the kernel's own rule.
+        let mut first = rules::open_flow(&rules::FirstPacket {
+            dir: Direction::from_u8(ev.dir),
+            ifindex: ev.ifindex,
+            proto: ev.key.proto,
+            packets: ev.packets.into(),
+            bytes: ev.bytes.into(),
+            tcp_flags: ev.tcp_flags.into(),
+            kinds: ev.kinds.into(),
+            ttl: ev.ttl,
+            now: ev.ts_ns,
+            range_id: ev.range_id,
+        });
+        first.flagged = 1;
         let id = match self.by_member.get(&(ev.key, ev.ts_ns)) {
             Some(&id) => id,
             None => {
@@ -298,24 +319,20 @@ impl Tracker {
                     self.deferred.push(*ev);
                     return;
                 }
-                let mut stats = rules::open_flow(&rules::FirstPacket {
-                    dir: Direction::from_u8(ev.dir),
-                    ifindex: ev.ifindex,
-                    proto: ev.key.proto,
-                    packets: ev.packets.into(),
-                    bytes: ev.bytes.into(),
-                    tcp_flags: ev.tcp_flags.into(),
-                    kinds: ev.kinds.into(),
-                    ttl: ev.ttl,
-                    now: ev.ts_ns,
-                    range_id: ev.range_id,
-                });
-                stats.flagged = 1;
-                self.assign_new(ev.key, stats, Life::Live { seen: true }, nat)
+                self.assign_new(ev.key, first, Life::Live { seen: true }, nat)
             }
         };
         let c = self.conns.get_mut(&id).expect("connection");
-        let flow = present(c, ports);
+        // The flagged record shows the first packet, whatever a poll has
+        // put in the table since (a refusing RST: `Sr`): the connection's
+        // identity and NAT view, the event's figures.
+        let current = present(c, ports);
+        let flow = Flow::with_nat(
+            current.key,
+            first,
+            ports.for_range(first.range_id),
+            current.nat,
+        );
         if flow.verdict == Verdict::DisallowedPort && !c.flagged {
             c.flagged = true;
             out.push((flow, Reason::Flagged));
@@ -396,6 +413,12 @@ impl Tracker {
                 continue;
             }
             let flow = present(c, ports);
+            let young =
+                now_ns.saturating_sub(flow.stats.first_seen_ns) < EVENT_GRACE.as_nanos() as u64;
+            if !exit && live && young && flow.verdict == Verdict::DisallowedPort && !c.flagged {
+                // Its event is on its way: nothing about it before that.
+                continue;
+            }
             if flow.verdict == Verdict::DisallowedPort && !c.flagged {
                 c.flagged = true;
                 due.records.push((flow.clone(), Reason::Flagged));

@@ -53,14 +53,45 @@ pub fn tag_text(dcs: &[DataCenter], purposes: &[Purpose]) -> String {
     format!("{} {}", datacenters_text(dcs, ","), purposes_text(purposes))
 }
 
-/// The local time of day of a record, as printed at the start of a line.
-fn time_of_day(rec: &FlowRecord) -> String {
-    let t = rec.ts.to_string();
-    t.get(11..19).unwrap_or(&t).to_string()
+/// How live lines write the time: the date, the time and the offset from
+/// UTC (`2026-11-22 07:15:38+01:00`), in the system's time zone (`TZ`, an
+/// IANA name or a POSIX TZ string, else `/etc/localtime`; see tzset(3)) or
+/// in UTC (`run --utc`).
+#[derive(Debug, Clone)]
+pub struct LineTime(jiff::tz::TimeZone);
+
+impl LineTime {
+    /// The system's time zone (UTC when it cannot be found).
+    pub fn local() -> LineTime {
+        LineTime(jiff::tz::TimeZone::system())
+    }
+
+    /// UTC.
+    pub fn utc() -> LineTime {
+        LineTime(jiff::tz::TimeZone::UTC)
+    }
+
+    /// A time zone by its `TZ` text (IANA name or POSIX string).
+    pub fn from_tz(tz: &str) -> Option<LineTime> {
+        jiff::tz::TimeZone::get(tz)
+            .or_else(|_| jiff::tz::TimeZone::posix(tz))
+            .ok()
+            .map(LineTime)
+    }
+
+    /// `t` as a live line starts: date, time, offset.
+    pub fn format(&self, t: time::OffsetDateTime) -> String {
+        let ts = jiff::Timestamp::from_nanosecond(t.unix_timestamp_nanos())
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        ts.to_zoned(self.0.clone())
+            .strftime("%Y-%m-%d %H:%M:%S%:z")
+            .to_string()
+    }
 }
 
-/// One readable line, as printed live for flagged and blocked flows.
-pub fn flow_line(rec: &FlowRecord) -> String {
+/// One readable line, as printed live for flagged and blocked flows, its
+/// time written as `lt` says.
+pub fn flow_line(rec: &FlowRecord, lt: &LineTime) -> String {
     let tags = tag_text(&rec.datacenters, &rec.purposes);
     let svc = rec
         .service_port
@@ -69,7 +100,7 @@ pub fn flow_line(rec: &FlowRecord) -> String {
     if rec.reason == Reason::Blocked {
         return format!(
             "{ts} {state:<15} {flow}  {svc}, {by}, {prefix} [{tags}] on {iface}",
-            ts = time_of_day(rec),
+            ts = lt.format(rec.ts.0),
             state = rec
                 .state
                 .map(|s| s.as_str().to_uppercase())
@@ -86,7 +117,7 @@ pub fn flow_line(rec: &FlowRecord) -> String {
     };
     format!(
         "{ts} {verdict:<15} {flow}  {svc}, {opened}, {prefix} [{tags}] on {iface}",
-        ts = time_of_day(rec),
+        ts = lt.format(rec.ts.0),
         verdict = rec.verdict.as_str().to_uppercase(),
         flow = rec.conversation(),
         opened = match rec.initiator {
@@ -182,4 +213,20 @@ pub fn summary_table(s: &Summary, disallowed: &[FlowRecord]) -> String {
         out.push_str(&format!("states: {}\n", parts.join(", ")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_times_have_the_date_and_the_zone() {
+        let t = time::macros::datetime!(2026-11-22 06:15:38.9 UTC);
+        assert_eq!(LineTime::utc().format(t), "2026-11-22 06:15:38+00:00");
+        // POSIX TZ strings need no time-zone database.
+        let ist = LineTime::from_tz("IST-5:30").expect("a POSIX TZ");
+        assert_eq!(ist.format(t), "2026-11-22 11:45:38+05:30");
+        let est = LineTime::from_tz("EST5").expect("a POSIX TZ");
+        assert_eq!(est.format(t), "2026-11-22 01:15:38-05:00");
+    }
 }

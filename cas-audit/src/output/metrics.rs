@@ -347,6 +347,90 @@ pub fn text_format(openmetrics: &str) -> String {
     out
 }
 
+/// Where `--metrics` listens: `HOST:PORT` (an IPv4 address, `[IPv6]`, or
+/// a host name standing for every address it resolves to, such as
+/// `localhost:9477`) or `:PORT` (every address, IPv4 and IPv6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// The host; `None` for every address.
+    pub host: Option<String>,
+    /// The TCP port.
+    pub port: u16,
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not a listening address: expected HOST:PORT (127.0.0.1:9477, [::1]:9477, localhost:9477) or :PORT"
+            )
+        };
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        // An IPv6 address, and only one, is written in brackets.
+        let (host, bracketed) = match host.strip_prefix('[') {
+            Some(h) => (h.strip_suffix(']').ok_or_else(bad)?, true),
+            None => (host, false),
+        };
+        if host.contains(|c: char| c.is_whitespace() || c == '/')
+            || bracketed != host.contains(':')
+            || (bracketed && host.parse::<std::net::Ipv6Addr>().is_err())
+        {
+            return Err(bad());
+        }
+        Ok(ListenAddr {
+            host: (!host.is_empty()).then(|| host.to_string()),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            None => write!(f, ":{}", self.port),
+            Some(h) if h.contains(':') => write!(f, "[{h}]:{}", self.port),
+            Some(h) => write!(f, "{h}:{}", self.port),
+        }
+    }
+}
+
+/// Serves `GET /metrics` on every address `addr` stands for (`:PORT`: the
+/// IPv6 wildcard, which takes IPv4 too, or the IPv4 one where IPv6 is off).
+/// Returns the bound addresses and their tasks.
+///
+/// # Errors
+/// The host name does not resolve, or an address cannot be bound (in use,
+/// not local, not allowed).
+pub async fn serve_on(
+    addr: &ListenAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<Vec<(SocketAddr, tokio::task::JoinHandle<()>)>> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let Some(host) = &addr.host else {
+        let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, addr.port));
+        return match serve(any6, metrics.clone()).await {
+            Ok(s) => Ok(vec![s]),
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                let any4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port));
+                Ok(vec![serve(any4, metrics).await?])
+            }
+            Err(e) => Err(e),
+        };
+    };
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), addr.port))
+        .await?
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    let mut out = Vec::new();
+    for a in addrs {
+        out.push(serve(a, metrics.clone()).await?);
+    }
+    Ok(out)
+}
+
 /// Serves `GET /metrics` on `addr` until the task is dropped. Returns the
 /// bound address (useful with port 0).
 pub async fn serve(
@@ -458,5 +542,32 @@ mod tests {
             text.contains("# TYPE cas_audit_flow_table_entries gauge\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let ok = |s: &str, host: Option<&str>, port: u16| {
+            let a: ListenAddr = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!((a.host.as_deref(), a.port), (host, port), "{s}");
+            assert_eq!(a.to_string(), s);
+        };
+        ok(":9477", None, 9477);
+        ok("127.0.0.1:9477", Some("127.0.0.1"), 9477);
+        ok("localhost:9477", Some("localhost"), 9477);
+        ok("[::1]:9477", Some("::1"), 9477);
+        ok("[::]:0", Some("::"), 0);
+        for bad in [
+            "9477",
+            "localhost",
+            ":",
+            ":99999",
+            "::1:9477",
+            "[::1:9477",
+            "a b:1",
+            "",
+        ] {
+            let e = bad.parse::<ListenAddr>().unwrap_err();
+            assert!(e.contains("expected HOST:PORT"), "{bad}: {e}");
+        }
     }
 }

@@ -56,9 +56,51 @@ impl Serialize for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The form this type writes (`2026-11-22T06:11:56.393825Z`), read
+    /// without the general RFC 3339 parser: `report` reads three per
+    /// record, millions of records. `None` for any other form.
+    fn parse_written(s: &str) -> Option<Timestamp> {
+        let b = s.as_bytes();
+        if b.len() != 27 || b[26] != b'Z' {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| -> Option<u32> {
+            b[r].iter().try_fold(0u32, |n, c| {
+                c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+            })
+        };
+        let seps = [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+        ];
+        if seps.iter().any(|&(i, c)| b[i] != c) {
+            return None;
+        }
+        let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
+        let date =
+            time::Date::from_calendar_date(num(0..4)? as i32, month, num(8..10)? as u8).ok()?;
+        let t = time::Time::from_hms_micro(
+            num(11..13)? as u8,
+            num(14..16)? as u8,
+            num(17..19)? as u8,
+            num(20..26)?,
+        )
+        .ok()?;
+        Some(Timestamp(date.with_time(t).assume_utc()))
+    }
+}
+
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if let Some(t) = Timestamp::parse_written(&s) {
+            return Ok(t);
+        }
         OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
             .map(Timestamp)
             .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time")))
@@ -78,16 +120,32 @@ impl Serialize for TcpFlags {
 
 impl<'de> Deserialize<'de> for TcpFlags {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let names = Vec::<std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let mut bits = 0;
-        for n in names {
-            let (b, _) = cas_audit_common::tcp_flags::NAMES
-                .iter()
-                .find(|(_, name)| *name == n)
-                .ok_or_else(|| serde::de::Error::custom(format!("unknown TCP flag {n:?}")))?;
-            bits |= b;
+        // A visitor rather than a Vec of names: `report` reads two lists
+        // per record, millions of records.
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = TcpFlags;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of TCP flag names")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TcpFlags, A::Error> {
+                let mut bits = 0;
+                while let Some(n) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
+                    let (b, _) = cas_audit_common::tcp_flags::NAMES
+                        .iter()
+                        .find(|(_, name)| *name == n)
+                        .ok_or_else(|| {
+                            serde::de::Error::custom(format!("unknown TCP flag {n:?}"))
+                        })?;
+                    bits |= b;
+                }
+                Ok(TcpFlags(bits))
+            }
         }
-        Ok(TcpFlags(bits))
+        d.deserialize_seq(Names)
     }
 }
 
@@ -659,10 +717,70 @@ mod tests {
         let j = serde_json::to_string(&t).unwrap();
         assert_eq!(j, "\"2026-11-18T11:06:40.120000Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&j).unwrap(), t);
+        // The fast path reads what the general parser reads, and leaves
+        // every other form to it.
+        for text in [
+            "2026-11-18T11:06:40.120000Z",
+            "1999-12-31T23:59:59.999999Z",
+            "2024-02-29T00:00:00.000001Z",
+        ] {
+            let general =
+                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .unwrap();
+            assert_eq!(
+                Timestamp::parse_written(text),
+                Some(Timestamp(general)),
+                "{text}"
+            );
+        }
+        for other in [
+            "2026-11-18T12:06:40.120000+01:00",
+            "2026-11-18T11:06:40Z",
+            "2026-02-30T11:06:40.120000Z",
+            "2026-11-18T11:06:4x.120000Z",
+            "2026-11-18 11:06:40.120000Z",
+        ] {
+            assert_eq!(Timestamp::parse_written(other), None, "{other}");
+        }
+        assert_eq!(
+            serde_json::from_str::<Timestamp>("\"2026-11-18T12:06:40.120000+01:00\"").unwrap(),
+            t
+        );
         let f = TcpFlags(cas_audit_common::tcp_flags::SYN | cas_audit_common::tcp_flags::ACK);
         let j = serde_json::to_string(&f).unwrap();
         assert_eq!(j, "[\"SYN\",\"ACK\"]");
         assert_eq!(serde_json::from_str::<TcpFlags>(&j).unwrap(), f);
         assert!(serde_json::from_str::<TcpFlags>("[\"XMAS\"]").is_err());
+    }
+}
+
+#[cfg(test)]
+mod schema {
+    use cas_audit_common::Counter;
+
+    /// The published JSON Schema lists every kernel counter in the summary,
+    /// by its one name: a new counter cannot be forgotten there.
+    #[test]
+    fn the_published_schema_has_every_counter() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../schema/cas-audit-run.schema.json"))
+                .expect("the schema is JSON");
+        let summary = &schema["$defs"]["summary"];
+        for c in Counter::ALL {
+            assert!(
+                summary["properties"].get(c.name()).is_some(),
+                "{} missing from the summary's properties",
+                c.name()
+            );
+            assert!(
+                summary["required"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == c.name()),
+                "{} missing from the summary's required fields",
+                c.name()
+            );
+        }
     }
 }

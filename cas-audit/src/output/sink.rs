@@ -12,7 +12,7 @@ use std::{
 
 use super::{
     bounded::{Bounded, SinkCounts},
-    human,
+    human::{self, LineTime},
     logdir::LogDir,
     record::{FlowRecord, RecordRef, Summary},
 };
@@ -109,7 +109,9 @@ pub struct Output {
     log: Option<LogDir>,
     /// The record being written, as JSON.
     line: Vec<u8>,
-    human: bool,
+    /// Readable lines and the summary table on standard output, their
+    /// times written as it says.
+    human: Option<LineTime>,
     /// Latest record of each disallowed flow, in the order they were flagged.
     disallowed: Vec<FlowRecord>,
     disallowed_index: HashMap<String, usize>,
@@ -120,9 +122,9 @@ pub struct Output {
 const MAX_TABLE_FLOWS: usize = 1000;
 
 impl Output {
-    /// `json`: the JSON-lines sink, if any; `human`: print readable lines and
-    /// the summary table on standard output.
-    pub fn new(json: Option<Box<dyn Write + Send>>, human: bool) -> Self {
+    /// `json`: the JSON-lines sink, if any; `human`: print readable lines
+    /// (their times as it says) and the summary table on standard output.
+    pub fn new(json: Option<Box<dyn Write + Send>>, human: Option<LineTime>) -> Self {
         Output {
             json,
             log: None,
@@ -184,17 +186,14 @@ impl Output {
                 e.sink.offer(r.clone());
             }
         }
-        if self.human && rec.reason == Reason::Blocked {
+        let live = rec.reason == Reason::Blocked
+            || (rec.reason == Reason::Flagged && rec.verdict == Verdict::DisallowedPort);
+        if let (Some(lt), true) = (&self.human, live) {
             let mut so = io::stdout().lock();
-            writeln!(so, "{}", human::flow_line(rec))?;
+            writeln!(so, "{}", human::flow_line(rec, lt))?;
             so.flush()?;
         }
         if rec.verdict == Verdict::DisallowedPort {
-            if self.human && rec.reason == Reason::Flagged {
-                let mut so = io::stdout().lock();
-                writeln!(so, "{}", human::flow_line(rec))?;
-                so.flush()?;
-            }
             let id = rec.conversation();
             match self.disallowed_index.get(&id) {
                 Some(&i) => self.disallowed[i] = rec.clone(),
@@ -245,7 +244,7 @@ impl Output {
         if let Some(w) = self.json.as_mut() {
             w.flush()?;
         }
-        if self.human {
+        if self.human.is_some() {
             let mut so = io::stdout().lock();
             write!(so, "\n{}", human::summary_table(s, &self.disallowed))?;
             so.flush()?;

@@ -1,11 +1,16 @@
 //! `cas-audit report`: summarises saved JSON-lines records (files written
-//! by `run --json FILE` or `run --log-dir`).
+//! by `run --json FILE` or `run --log-dir`, plain or gzip-compressed, or
+//! standard input), as a stream: memory does not grow with the size of the
+//! logs.
 //!
 //! A flow has several records (`flagged`, `blocked`, then `ended`,
-//! `expired` or `exit`); they are deduplicated by flow identity (protocol,
+//! `expired` or `exit`); they are folded by flow identity (protocol,
 //! interface, local address and port, remote address and port, first_seen)
-//! and the last one read is kept, so files must be given oldest first (a
-//! directory's `*.jsonl` files are read in
+//! into the one that describes the flow: its final record (`ended`,
+//! `expired`), else its latest `exit` record (a later run may report a
+//! flow again after a restart), else its latest live notice. A live notice
+//! written after a flow's final record does not replace it. Files must be
+//! given oldest first (a directory's files are read in
 //! [`crate::output::logdir::compare_names`] order).
 //! Summary records count as runs. Fields added to flow records over time
 //! (`state`, `history`, `icmp_type`, `icmp_code`, `reporter`) may be
@@ -15,10 +20,11 @@
 //! skipped (the first few are named by file and line), never an error.
 
 mod read;
+mod stream;
 mod table;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
     str::FromStr,
@@ -29,12 +35,12 @@ use ipnet::IpNet;
 use serde::Serialize;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-pub use self::read::{expand_paths, load, Records};
+pub use self::read::{expand_paths, Records, DONE_WINDOW, MAX_LINE, MAX_PENDING};
 use self::{read::SavedFlow, table::plural};
 use crate::{
     addrset::{DataCenter, Purpose},
     error::Error,
-    flow::State,
+    flow::{State, Verdict},
     host::clock::rfc3339,
     units::parse_duration,
 };
@@ -143,11 +149,11 @@ pub struct Filters {
 /// Everything `report` needs.
 #[derive(Debug, Clone)]
 pub struct ReportConfig {
-    /// Files and directories, oldest first.
+    /// Files and directories, oldest first; `-` for standard input.
     pub paths: Vec<PathBuf>,
     /// The filters.
     pub filters: Filters,
-    /// Blocked destinations listed.
+    /// Rows of every table and list (`usize::MAX`: all).
     pub top: usize,
     /// Output format.
     pub format: ReportFormat,
@@ -325,6 +331,25 @@ pub struct Evidence {
     pub blocked_destinations: u64,
     /// The `--top` destinations with the most blocked flows.
     pub top_blocked: Vec<BlockedDestination>,
+    /// How many rows each breakdown has before `--top` keeps the first.
+    pub rows: RowCounts,
+}
+
+/// Rows of each breakdown before `--top`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RowCounts {
+    /// `by_datacenter`.
+    pub by_datacenter: u64,
+    /// `by_purpose`.
+    pub by_purpose: u64,
+    /// `by_state`.
+    pub by_state: u64,
+    /// `by_verdict`.
+    pub by_verdict: u64,
+    /// `by_local_host`.
+    pub by_local_host: u64,
+    /// `by_local_service`.
+    pub by_local_service: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -339,11 +364,15 @@ impl Filters {
             && any(self.states.is_empty(), self.states.contains(&f.state))
             && any(
                 self.datacenters.is_empty(),
-                self.datacenters.iter().any(|d| f.datacenters.contains(d)),
+                self.datacenters
+                    .iter()
+                    .any(|d| f.datacenters.has(&DataCenter::ALL, d)),
             )
             && any(
                 self.purposes.is_empty(),
-                self.purposes.iter().any(|p| f.purposes.contains(p)),
+                self.purposes
+                    .iter()
+                    .any(|p| f.purposes.has(&Purpose::ALL, p)),
             )
             && any(
                 self.hosts.is_empty(),
@@ -367,129 +396,187 @@ impl Filters {
     }
 }
 
-/// Rows sorted by flows (most first), then by key.
-fn rows<K: Ord>(m: BTreeMap<K, Tally>) -> Vec<Row<K>> {
+/// The first `top` rows, sorted by flows (most first), then by key; and
+/// how many there were.
+fn rows<K: Ord>(m: BTreeMap<K, Tally>, top: usize) -> (Vec<Row<K>>, u64) {
+    let total = m.len() as u64;
     let mut v: Vec<Row<K>> = m
         .into_iter()
         .map(|(key, tally)| Row { key, tally })
         .collect();
     // Stable: equal counts keep the key order of the map.
     v.sort_by_key(|r| std::cmp::Reverse(r.tally.flows));
-    v
+    v.truncate(top);
+    (v, total)
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct BlockedAcc {
     flows: u64,
-    states: BTreeSet<String>,
-    datacenters: BTreeSet<String>,
-    purposes: BTreeSet<String>,
+    states: BTreeSet<State>,
+    datacenters: read::Bits,
+    purposes: read::Bits,
     reporters: BTreeSet<IpAddr>,
     icmp: BTreeSet<IcmpSeen>,
-    hosts: BTreeSet<IpAddr>,
+    hosts: HashSet<IpAddr>,
+}
+
+/// The counts of the flows that match the filters, added one flow at a
+/// time: what [`Evidence`] is made of. Its size grows with the distinct
+/// keys of the breakdowns (hosts, services, blocked destinations), not
+/// with the flows. Keys stay the flows' own values (no text, no
+/// allocation per flow) until [`Evidence::new`] names and sorts them.
+#[derive(Debug, Default)]
+pub struct Tallies {
+    filters: Filters,
+    total: Tally,
+    first: Option<OffsetDateTime>,
+    last: Option<OffsetDateTime>,
+    by_dc: HashMap<Option<DataCenter>, Tally>,
+    by_purpose: HashMap<Option<Purpose>, Tally>,
+    by_state: HashMap<Option<State>, Tally>,
+    by_verdict: HashMap<Verdict, Tally>,
+    by_host: HashMap<IpAddr, Tally>,
+    by_service: HashMap<(IpAddr, Option<u16>), Tally>,
+    blocked: HashMap<(IpAddr, Option<u16>), BlockedAcc>,
+    blocked_flows: u64,
+}
+
+impl Tallies {
+    /// Counts nothing yet, keeping the flows `filters` match.
+    pub fn new(filters: Filters) -> Tallies {
+        Tallies {
+            filters,
+            ..Tallies::default()
+        }
+    }
+
+    /// Counts `f` if the filters match it.
+    fn add(&mut self, f: &SavedFlow) {
+        if !self.filters.matches(f) {
+            return;
+        }
+        self.total.add(f);
+        self.first = Some(self.first.map_or(f.first_seen, |t| t.min(f.first_seen)));
+        self.last = Some(self.last.map_or(f.last_seen, |t| t.max(f.last_seen)));
+        if f.datacenters.is_empty() {
+            self.by_dc.entry(None).or_default().add(f);
+        }
+        for d in f.datacenters.items(&DataCenter::ALL) {
+            self.by_dc.entry(Some(d)).or_default().add(f);
+        }
+        if f.purposes.is_empty() {
+            self.by_purpose.entry(None).or_default().add(f);
+        }
+        for p in f.purposes.items(&Purpose::ALL) {
+            self.by_purpose.entry(Some(p)).or_default().add(f);
+        }
+        self.by_state.entry(f.state).or_default().add(f);
+        self.by_verdict.entry(f.verdict).or_default().add(f);
+        self.by_host.entry(f.local_addr).or_default().add(f);
+        self.by_service
+            .entry((f.local_addr, f.service_port))
+            .or_default()
+            .add(f);
+        if let Some(state) = f.state.filter(|s| s.is_blocked()) {
+            self.blocked_flows += 1;
+            let b = self
+                .blocked
+                .entry((f.remote_addr, f.service_port))
+                .or_default();
+            b.flows += 1;
+            b.states.insert(state);
+            b.datacenters = b.datacenters.union(f.datacenters);
+            b.purposes = b.purposes.union(f.purposes);
+            b.reporters.extend(f.reporter);
+            b.icmp.extend(f.icmp);
+            b.hosts.insert(f.local_addr);
+        }
+    }
+}
+
+/// `m` with its keys named by `key`, in the order of those names.
+fn named<A, K: Ord>(m: HashMap<A, Tally>, key: impl Fn(A) -> K) -> BTreeMap<K, Tally> {
+    m.into_iter().map(|(a, t)| (key(a), t)).collect()
 }
 
 impl Evidence {
-    /// Counts the flows of `records` that match `filters`; lists the `top`
-    /// blocked destinations.
-    pub fn build(records: &Records, filters: &Filters, top: usize) -> Evidence {
-        let mut total = Tally::default();
-        let (mut first, mut last): (Option<OffsetDateTime>, Option<OffsetDateTime>) = (None, None);
-        let mut by_dc = BTreeMap::new();
-        let mut by_purpose = BTreeMap::new();
-        let mut by_state = BTreeMap::new();
-        let mut by_verdict = BTreeMap::new();
-        let mut by_host = BTreeMap::new();
-        let mut by_service = BTreeMap::new();
-        let mut blocked: BTreeMap<(IpAddr, Option<u16>), BlockedAcc> = BTreeMap::new();
-        let mut blocked_flows = 0;
-        for f in records.flows.iter().filter(|f| filters.matches(f)) {
-            total.add(f);
-            first = Some(first.map_or(f.first_seen, |t| t.min(f.first_seen)));
-            last = Some(last.map_or(f.last_seen, |t| t.max(f.last_seen)));
-            if f.datacenters.is_empty() {
-                by_dc
-                    .entry(DataCenterKey { datacenter: None })
-                    .or_insert_with(Tally::default)
-                    .add(f);
-            }
-            for d in f.datacenters.iter().collect::<BTreeSet<_>>() {
-                by_dc
-                    .entry(DataCenterKey {
-                        datacenter: Some(d.to_string()),
-                    })
-                    .or_insert_with(Tally::default)
-                    .add(f);
-            }
-            if f.purposes.is_empty() {
-                by_purpose
-                    .entry(PurposeKey { purpose: None })
-                    .or_insert_with(Tally::default)
-                    .add(f);
-            }
-            for p in f.purposes.iter().collect::<BTreeSet<_>>() {
-                by_purpose
-                    .entry(PurposeKey {
-                        purpose: Some(p.to_string()),
-                    })
-                    .or_insert_with(Tally::default)
-                    .add(f);
-            }
-            by_state
-                .entry(StateKey {
-                    state: f.state.map_or(UNKNOWN, State::as_str).to_string(),
-                })
-                .or_insert_with(Tally::default)
-                .add(f);
-            by_verdict
-                .entry(VerdictKey {
-                    verdict: f.verdict.as_str().to_string(),
-                })
-                .or_insert_with(Tally::default)
-                .add(f);
-            by_host
-                .entry(HostKey {
-                    local_addr: f.local_addr,
-                })
-                .or_insert_with(Tally::default)
-                .add(f);
-            by_service
-                .entry(ServiceKey {
-                    local_addr: f.local_addr,
-                    service_port: f.service_port,
-                })
-                .or_insert_with(Tally::default)
-                .add(f);
-            if f.state.is_some_and(State::is_blocked) {
-                blocked_flows += 1;
-                let b = blocked.entry((f.remote_addr, f.service_port)).or_default();
-                b.flows += 1;
-                b.states.extend(f.state.map(|s| s.to_string()));
-                b.datacenters
-                    .extend(f.datacenters.iter().map(|d| d.to_string()));
-                b.purposes.extend(f.purposes.iter().map(|p| p.to_string()));
-                b.reporters.extend(f.reporter);
-                b.icmp.extend(f.icmp);
-                b.hosts.insert(f.local_addr);
-            }
-        }
-        let blocked_destinations = blocked.len() as u64;
-        let mut top_blocked: Vec<BlockedDestination> = blocked
+    /// The figures of `tallies` over what `records` read, the first `top`
+    /// rows of every breakdown.
+    pub fn new(records: &Records, tallies: Tallies, top: usize) -> Evidence {
+        let blocked_destinations = tallies.blocked.len() as u64;
+        let mut top_blocked: Vec<BlockedDestination> = tallies
+            .blocked
             .into_iter()
-            .map(|((remote_addr, service_port), b)| BlockedDestination {
-                remote_addr,
-                service_port,
-                flows: b.flows,
-                states: b.states.into_iter().collect(),
-                datacenters: b.datacenters.into_iter().collect(),
-                purposes: b.purposes.into_iter().collect(),
-                reporters: b.reporters.into_iter().collect(),
-                icmp: b.icmp.into_iter().collect(),
-                local_hosts: b.hosts.len() as u64,
+            .map(|((remote_addr, service_port), b)| {
+                let dcs: BTreeSet<String> = b
+                    .datacenters
+                    .items(&DataCenter::ALL)
+                    .map(|d| d.to_string())
+                    .collect();
+                let purposes: BTreeSet<String> = b
+                    .purposes
+                    .items(&Purpose::ALL)
+                    .map(|p| p.to_string())
+                    .collect();
+                let states: BTreeSet<String> = b.states.iter().map(|s| s.to_string()).collect();
+                BlockedDestination {
+                    remote_addr,
+                    service_port,
+                    flows: b.flows,
+                    states: states.into_iter().collect(),
+                    datacenters: dcs.into_iter().collect(),
+                    purposes: purposes.into_iter().collect(),
+                    reporters: b.reporters.into_iter().collect(),
+                    icmp: b.icmp.into_iter().collect(),
+                    local_hosts: b.hosts.len() as u64,
+                }
             })
             .collect();
-        top_blocked.sort_by_key(|b| std::cmp::Reverse(b.flows));
+        // Most flows first, then by destination, as the map used to order them.
+        top_blocked.sort_by(|a, b| {
+            b.flows
+                .cmp(&a.flows)
+                .then((a.remote_addr, a.service_port).cmp(&(b.remote_addr, b.service_port)))
+        });
         top_blocked.truncate(top);
+        let (by_datacenter, n_dc) = rows(
+            named(tallies.by_dc, |d| DataCenterKey {
+                datacenter: d.map(|d| d.to_string()),
+            }),
+            top,
+        );
+        let (by_purpose, n_purpose) = rows(
+            named(tallies.by_purpose, |p| PurposeKey {
+                purpose: p.map(|p| p.to_string()),
+            }),
+            top,
+        );
+        let (by_state, n_state) = rows(
+            named(tallies.by_state, |s| StateKey {
+                state: s.map_or(UNKNOWN, State::as_str).to_string(),
+            }),
+            top,
+        );
+        let (by_verdict, n_verdict) = rows(
+            named(tallies.by_verdict, |v| VerdictKey {
+                verdict: v.as_str().to_string(),
+            }),
+            top,
+        );
+        let (by_local_host, n_host) = rows(
+            named(tallies.by_host, |local_addr| HostKey { local_addr }),
+            top,
+        );
+        let (by_local_service, n_service) = rows(
+            named(tallies.by_service, |(local_addr, service_port)| {
+                ServiceKey {
+                    local_addr,
+                    service_port,
+                }
+            }),
+            top,
+        );
         Evidence {
             files: records.files.clone(),
             records: records.records,
@@ -497,29 +584,51 @@ impl Evidence {
             skipped: records.skipped,
             skipped_lines: records.skipped_lines.clone(),
             log_records_lost: records.log_records_lost,
-            filters: filters.applied(),
-            total,
-            first_seen: first.map(rfc3339),
-            last_seen: last.map(rfc3339),
-            by_datacenter: rows(by_dc),
-            by_purpose: rows(by_purpose),
-            by_state: rows(by_state),
-            by_verdict: rows(by_verdict),
-            by_local_host: rows(by_host),
-            by_local_service: rows(by_service),
-            blocked_flows,
+            filters: tallies.filters.applied(),
+            total: tallies.total,
+            first_seen: tallies.first.map(rfc3339),
+            last_seen: tallies.last.map(rfc3339),
+            by_datacenter,
+            by_purpose,
+            by_state,
+            by_verdict,
+            by_local_host,
+            by_local_service,
+            blocked_flows: tallies.blocked_flows,
             blocked_destinations,
             top_blocked,
+            rows: RowCounts {
+                by_datacenter: n_dc,
+                by_purpose: n_purpose,
+                by_state: n_state,
+                by_verdict: n_verdict,
+                by_local_host: n_host,
+                by_local_service: n_service,
+            },
         }
     }
 }
 
+/// Reads `paths` and counts the flows `filters` match: the report's
+/// figures with `top` rows per breakdown.
+///
+/// # Errors
+/// [`Error::Usage`] for a missing path; [`Error::Input`] for an input that
+/// cannot be read.
+pub fn evidence(paths: &[PathBuf], filters: &Filters, top: usize) -> Result<Evidence, Error> {
+    let mut records = Records::default();
+    let mut tallies = Tallies::new(filters.clone());
+    let mut sink = |f: SavedFlow| tallies.add(&f);
+    read::load(paths, &mut records, &mut sink)?;
+    records.finish(&mut sink);
+    Ok(Evidence::new(&records, tallies, top))
+}
+
 /// `cas-audit report`: reads, counts, and returns the text to print
-/// (table or JSON). Skipped lines and lost records are warned about on
-/// standard error.
+/// (tables, or one compact JSON document). Skipped lines and lost records
+/// are warned about on standard error.
 pub fn report(cfg: &ReportConfig) -> Result<String, Error> {
-    let records = load(&cfg.paths)?;
-    let ev = Evidence::build(&records, &cfg.filters, cfg.top);
+    let ev = evidence(&cfg.paths, &cfg.filters, cfg.top)?;
     if ev.skipped > 0 {
         log::warn!(
             "skipped {} line{} that {}: {}{}",
@@ -547,14 +656,7 @@ pub fn report(cfg: &ReportConfig) -> Result<String, Error> {
     }
     Ok(match cfg.format {
         ReportFormat::Table => ev.table(),
-        ReportFormat::Json => {
-            let mut s = serde_json::to_string_pretty(&ev).map_err(|e| Error::Io {
-                what: "writing the report".into(),
-                source: e.into(),
-            })?;
-            s.push('\n');
-            s
-        }
+        ReportFormat::Json => serde_json::to_string(&ev).expect("serialisable") + "\n",
     })
 }
 

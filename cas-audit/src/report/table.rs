@@ -69,36 +69,47 @@ impl Evidence {
         ));
         let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
         let port = |p: Option<u16>| p.map_or_else(|| "-".into(), |p| p.to_string());
+        let r = &self.rows;
         out.push_str(&breakdown(
             &["Data center"],
             self.by_datacenter.iter().map(|r| {
                 let dc = r.key.datacenter.as_deref().unwrap_or(NO_DATACENTER);
                 (vec![dc.to_string()], r.tally)
             }),
+            r.by_datacenter,
+            "data centers",
         ));
         out.push_str(&breakdown(
             &["Purpose"],
             self.by_purpose
                 .iter()
                 .map(|r| (vec![opt(&r.key.purpose)], r.tally)),
+            r.by_purpose,
+            "purposes",
         ));
         out.push_str(&breakdown(
             &["State"],
             self.by_state
                 .iter()
                 .map(|r| (vec![r.key.state.clone()], r.tally)),
+            r.by_state,
+            "states",
         ));
         out.push_str(&breakdown(
             &["Verdict"],
             self.by_verdict
                 .iter()
                 .map(|r| (vec![r.key.verdict.clone()], r.tally)),
+            r.by_verdict,
+            "verdicts",
         ));
         out.push_str(&breakdown(
             &["Local host"],
             self.by_local_host
                 .iter()
                 .map(|r| (vec![r.key.local_addr.to_string()], r.tally)),
+            r.by_local_host,
+            "local hosts",
         ));
         out.push_str(&breakdown(
             &["Local host", "Service port"],
@@ -108,6 +119,8 @@ impl Evidence {
                     r.tally,
                 )
             }),
+            r.by_local_service,
+            "local host and service port pairs",
         ));
         if self.blocked_flows == 0 {
             out.push_str("No blocked flows.\n");
@@ -163,12 +176,20 @@ pub(super) fn plural(n: u64) -> &'static str {
     }
 }
 
-/// A table of one breakdown: its key columns, then the counts.
-fn breakdown(keys: &[&str], rows: impl Iterator<Item = (Vec<String>, Tally)>) -> String {
+/// A table of one breakdown: its key columns, then the counts; a line
+/// says how many of `total` rows (`what`) `--top` left out.
+fn breakdown(
+    keys: &[&str],
+    rows: impl Iterator<Item = (Vec<String>, Tally)>,
+    total: u64,
+    what: &str,
+) -> String {
     let mut header: Vec<&str> = keys.to_vec();
     header.extend(["Flows", "Pkts out", "Bytes out", "Pkts in", "Bytes in"]);
     let mut t = table(&header);
+    let mut shown = 0u64;
     for (key, n) in rows {
+        shown += 1;
         let mut cells: Vec<Cell> = key.into_iter().map(Cell::new).collect();
         cells.extend([
             num(n.flows),
@@ -179,5 +200,12 @@ fn breakdown(keys: &[&str], rows: impl Iterator<Item = (Vec<String>, Tally)>) ->
         ]);
         t.add_row(cells);
     }
-    format!("{t}\n")
+    if shown < total {
+        format!(
+            "{t}\n... and {} more {what} (--top {shown} of {total}; --top all shows every row)\n",
+            total - shown
+        )
+    } else {
+        format!("{t}\n")
+    }
 }

@@ -32,13 +32,34 @@ fn flow(changes: Value) -> String {
     rec.to_string()
 }
 
-fn records(files: &[(&str, Vec<String>)]) -> Records {
+/// Files as `(name, lines)`.
+type Files = Vec<(&'static str, Vec<String>)>;
+
+fn records(files: &[(&'static str, Vec<String>)]) -> Files {
+    files.to_vec()
+}
+
+/// Reads `inputs` (name, bytes) as `report` does and counts what `filters`
+/// match, `top` rows per breakdown.
+fn evidence_of_bytes(inputs: &[(&str, &[u8])], filters: &Filters, top: usize) -> Evidence {
     let mut r = Records::default();
-    for (name, lines) in files {
-        let text = lines.join("\n") + "\n";
-        r.read(name, text.as_bytes()).unwrap();
+    let mut t = Tallies::new(filters.clone());
+    let mut sink = |f: SavedFlow| t.add(&f);
+    for (name, bytes) in inputs {
+        r.read(name, *bytes, &mut sink).unwrap();
     }
-    r
+    r.finish(&mut sink);
+    Evidence::new(&r, t, top)
+}
+
+/// [`evidence_of_bytes`] of files of lines.
+fn evidence_of(files: &[(&'static str, Vec<String>)], filters: &Filters, top: usize) -> Evidence {
+    let texts: Vec<(&str, String)> = files
+        .iter()
+        .map(|(name, lines)| (*name, lines.join("\n") + "\n"))
+        .collect();
+    let inputs: Vec<(&str, &[u8])> = texts.iter().map(|(n, t)| (*n, t.as_bytes())).collect();
+    evidence_of_bytes(&inputs, filters, top)
 }
 
 fn t(s: &str) -> OffsetDateTime {
@@ -59,7 +80,7 @@ fn tally(flows: u64, packets_out: u64, bytes_out: u64, packets_in: u64, bytes_in
 /// a closed TCP connection, a refused one, an old-format mail flow without
 /// state fields, an unanswered IPv6 flow, and the first flow's 5-tuple
 /// again later (a new flow).
-fn sample() -> Records {
+fn sample() -> Files {
     let a = vec![
         flow(
             json!({"reason": "flagged", "state": "pending", "packets_out": 1, "bytes_out": 142,
@@ -117,7 +138,7 @@ fn sample() -> Records {
 
 #[test]
 fn counts_are_exact() {
-    let ev = Evidence::build(&sample(), &Filters::default(), 10);
+    let ev = evidence_of(&sample(), &Filters::default(), 10);
     assert_eq!(ev.files, ["a.jsonl", "b.jsonl"]);
     assert_eq!((ev.records, ev.runs, ev.skipped), (8, 1, 0));
     // 5 + 10 + 1 + 2 + 2 + 1 packets out ...
@@ -308,7 +329,7 @@ fn counts_are_exact() {
         ]
     );
     // --top 1
-    let ev1 = Evidence::build(&sample(), &Filters::default(), 1);
+    let ev1 = evidence_of(&sample(), &Filters::default(), 1);
     assert_eq!(ev1.top_blocked, ev.top_blocked[..1]);
     assert_eq!((ev1.blocked_flows, ev1.blocked_destinations), (4, 3));
 }
@@ -330,7 +351,7 @@ fn json_document_fields() {
         until: Some(t("2026-11-23T00:00:00Z")),
         ..Filters::default()
     };
-    let v = serde_json::to_value(Evidence::build(&recs, &filters, 10)).unwrap();
+    let v = serde_json::to_value(evidence_of(&recs, &filters, 10)).unwrap();
     let tally =
         json!({"flows": 1, "packets_out": 5, "packets_in": 0, "bytes_out": 710, "bytes_in": 0});
     let with = |key: Value| {
@@ -361,6 +382,8 @@ fn json_document_fields() {
                              "states": ["unreachable"], "datacenters": ["US1"],
                              "purposes": ["app-connector", "dlp"], "reporters": ["198.51.100.1"],
                              "icmp": [{"icmp_type": 3, "icmp_code": 13}], "local_hosts": 1}],
+            "rows": {"by_datacenter": 1, "by_purpose": 2, "by_state": 1, "by_verdict": 1,
+                     "by_local_host": 1, "by_local_service": 1},
         })
     );
 }
@@ -385,8 +408,8 @@ fn dedupe_keeps_the_last_record() {
             ],
         ),
     ]);
-    assert_eq!(recs.flows(), 3);
-    let ev = Evidence::build(&recs, &Filters::default(), 10);
+    let ev = evidence_of(&recs, &Filters::default(), 10);
+    assert_eq!(ev.total.flows, 3);
     assert_eq!(ev.records, 4);
     assert_eq!(ev.total.packets_out, 9 + 7 + 4);
     assert_eq!(
@@ -404,11 +427,12 @@ fn dedupe_keeps_the_last_record() {
             flow(json!({"first_seen": "2026-11-22T11:00:00+01:00", "packets_out": 6})),
         ],
     )]);
-    assert_eq!(recs.flows(), 1);
+    let ev = evidence_of(&recs, &Filters::default(), 10);
+    assert_eq!((ev.total.flows, ev.total.packets_out), (1, 6));
 }
 
 fn flows_with(filters: Filters) -> u64 {
-    Evidence::build(&sample(), &filters, 10).total.flows
+    evidence_of(&sample(), &filters, 10).total.flows
 }
 
 #[test]
@@ -545,7 +569,7 @@ fn each_filter() {
 #[test]
 fn data_centers_are_canonical() {
     let recs = records(&[("g.jsonl", vec![flow(json!({"datacenters": ["gov-us1"]}))])]);
-    let ev = Evidence::build(
+    let ev = evidence_of(
         &recs,
         &Filters {
             datacenters: vec![DataCenter::GovUs1],
@@ -562,7 +586,6 @@ fn data_centers_are_canonical() {
 
 #[test]
 fn bad_lines_are_skipped_and_named() {
-    let mut r = Records::default();
     let mut text = String::new();
     text.push_str(&flow(json!({})));
     text.push('\n');
@@ -580,8 +603,7 @@ fn bad_lines_are_skipped_and_named() {
     bytes.extend(b"\xff\xfe\n"); // 9
     let last = flow(json!({"local_port": 40002}));
     bytes.extend(&last.as_bytes()[..40]); // 10: cut short, no newline
-    r.read("f.jsonl", &bytes[..]).unwrap();
-    let ev = Evidence::build(&r, &Filters::default(), 10);
+    let ev = evidence_of_bytes(&[("f.jsonl", &bytes[..])], &Filters::default(), 10);
     assert_eq!((ev.records, ev.skipped, ev.total.flows), (1, 9, 1));
     assert_eq!(
         ev.skipped_lines,
@@ -598,22 +620,27 @@ fn bad_lines_are_skipped_and_named() {
     );
     // A record cut short (the agent killed mid-write, or a full disk
     // without truncation) is a bad line too.
-    let mut r = Records::default();
-    r.read("t.jsonl", &last.as_bytes()[..40]).unwrap();
+    let ev = evidence_of_bytes(
+        &[("t.jsonl", &last.as_bytes()[..40])],
+        &Filters::default(),
+        10,
+    );
     assert_eq!(
-        r.skipped_lines,
+        ev.skipped_lines,
         ["t.jsonl:1: not JSON: EOF while parsing a string at line 1 column 40"]
     );
     // The ones after the first few are counted, not named.
-    let mut r = Records::default();
-    r.read("g.jsonl", &b"{\"n\":1}\n\xff\n"[..]).unwrap();
-    r.read(
-        "h.jsonl",
-        format!("{}\n", flow(json!({"first_seen": "yesterday"}))).as_bytes(),
-    )
-    .unwrap();
+    let h = format!("{}\n", flow(json!({"first_seen": "yesterday"})));
+    let ev = evidence_of_bytes(
+        &[
+            ("g.jsonl", &b"{\"n\":1}\n\xff\n"[..]),
+            ("h.jsonl", h.as_bytes()),
+        ],
+        &Filters::default(),
+        10,
+    );
     assert_eq!(
-        r.skipped_lines,
+        ev.skipped_lines,
         [
             "g.jsonl:1: not a cas-audit run record (no \"type\")",
             "g.jsonl:2: not UTF-8 text",
@@ -700,8 +727,10 @@ fn paths() {
             "cas-audit-20261122T100000Z.jsonl",
             "cas-audit-20261122T100000Z-2.jsonl",
             "cas-audit-20261122T100000Z-10.jsonl",
+            "z.jsonl.gz",
         ]
     );
+    let load = |p: &[PathBuf]| evidence(p, &Filters::default(), 10);
     let e = load(&[dir.join("missing.jsonl")]).err().unwrap();
     assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
     assert_eq!(
@@ -711,16 +740,159 @@ fn paths() {
             dir.join("missing.jsonl").display()
         )
     );
-    // Reading /proc/self/mem at offset 0 fails with EIO.
+    // Reading /proc/self/mem at offset 0 fails with EIO: a bad input.
     let e = load(&[PathBuf::from("/proc/self/mem")]).err().unwrap();
-    assert_eq!(e.exit_code(), crate::error::EXIT_FAILURE, "{e}");
-    assert!(e.to_string().starts_with("reading /proc/self/mem: "), "{e}");
+    assert_eq!(e.exit_code(), crate::error::EXIT_USAGE, "{e}");
+    assert_eq!(
+        e.to_string(),
+        "/proc/self/mem: Input/output error (os error 5)"
+    );
+    // Devices, FIFOs and directories given by name are refused at once.
+    let fifo = dir.join("fifo.jsonl");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (p, what) in [
+        (fifo.as_path(), "a FIFO"),
+        (std::path::Path::new("/dev/zero"), "a character device"),
+    ] {
+        let e = load(&[p.to_path_buf()]).err().unwrap();
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE, "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("{}: it is {what}, not a regular file", p.display())
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The sample written as the agent would, rotated into plain and
+/// gzip-compressed files (one of them two gzip members, as `cat a.gz b.gz`
+/// makes): the same figures as the plain files.
+#[test]
+fn gzip_files_read_like_plain_ones() {
+    use flate2::{write::GzEncoder, Compression};
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("cas-audit-gz-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let gz = |text: &str| {
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let files = sample();
+    let (a, b) = (&files[0].1, &files[1].1);
+    let a_text = a.join("\n") + "\n";
+    let (b1, b2) = b.split_at(2);
+    let mut b_gz = gz(&(b1.join("\n") + "\n"));
+    b_gz.extend(gz(&(b2.join("\n") + "\n")));
+    std::fs::write(dir.join("cas-audit-20261122T100000Z.jsonl.gz"), gz(&a_text)).unwrap();
+    std::fs::write(dir.join("cas-audit-20261122T110000Z.jsonl.gz"), b_gz).unwrap();
+    let ev = evidence(std::slice::from_ref(&dir), &Filters::default(), 10).unwrap();
+    let plain = evidence_of(&files, &Filters::default(), 10);
+    assert_eq!((ev.records, ev.runs, ev.skipped), (8, 1, 0));
+    assert_eq!(ev.total, plain.total);
+    assert_eq!(ev.by_state, plain.by_state);
+    assert_eq!(ev.top_blocked, plain.top_blocked);
+    // A file cut short in the middle of its gzip stream is a bad input.
+    let whole = gz(&a_text);
+    std::fs::write(dir.join("cut.jsonl.gz"), &whole[..whole.len() / 2]).unwrap();
+    let e = evidence(&[dir.join("cut.jsonl.gz")], &Filters::default(), 10)
+        .err()
+        .unwrap();
+    assert_eq!(e.exit_code(), crate::error::EXIT_USAGE, "{e}");
+    assert!(e.to_string().contains("cut.jsonl.gz: "), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A flow's final record wins over what is written after it; an `exit`
+/// record gives way to a later run's report of the same flow (a restart
+/// with --pin), but not to a later live notice.
+#[test]
+fn the_final_record_of_a_flow_counts() {
+    let ended = flow(json!({"reason": "ended", "state": "closed", "packets_out": 7}));
+    let stale = flow(json!({"reason": "blocked", "state": "unanswered", "packets_out": 1}));
+    let ev = evidence_of(
+        &records(&[("a.jsonl", vec![ended.clone(), stale.clone()])]),
+        &Filters::default(),
+        10,
+    );
+    assert_eq!(
+        (ev.records, ev.total.flows, ev.total.packets_out),
+        (2, 1, 7)
+    );
+    assert_eq!(ev.by_state[0].key.state, "closed");
+    assert_eq!(ev.blocked_flows, 0);
+    // exit, then the next run's expired record: the latter.
+    let exit = flow(json!({"reason": "exit", "state": "established", "packets_out": 3}));
+    let expired = flow(json!({"reason": "expired", "state": "established", "packets_out": 9}));
+    let ev = evidence_of(
+        &records(&[("a.jsonl", vec![exit.clone()]), ("b.jsonl", vec![expired])]),
+        &Filters::default(),
+        10,
+    );
+    assert_eq!((ev.total.flows, ev.total.packets_out), (1, 9));
+    // exit, then a live notice of the same flow: the exit record.
+    let ev = evidence_of(
+        &records(&[("a.jsonl", vec![exit, stale])]),
+        &Filters::default(),
+        10,
+    );
+    assert_eq!((ev.total.flows, ev.total.packets_out), (1, 3));
+}
+
+/// A line longer than MAX_LINE is skipped without being kept whole; the
+/// lines after it are read.
+#[test]
+fn long_lines_are_skipped() {
+    let mut text = vec![b'{'; MAX_LINE + 10];
+    text.push(b'\n');
+    text.extend(flow(json!({})).as_bytes());
+    text.push(b'\n');
+    let ev = evidence_of_bytes(&[("l.jsonl", &text)], &Filters::default(), 10);
+    assert_eq!((ev.records, ev.skipped, ev.total.flows), (1, 1, 1));
+    assert_eq!(
+        ev.skipped_lines,
+        [format!("l.jsonl:1: longer than {MAX_LINE} bytes")]
+    );
+}
+
+/// `--top` keeps the first rows of every breakdown, and says how many
+/// there were; the JSON document is one line.
+#[test]
+fn top_applies_to_every_table() {
+    let ev = evidence_of(&sample(), &Filters::default(), 1);
+    assert_eq!(ev.by_local_host.len(), 1);
+    assert_eq!(ev.by_local_service.len(), 1);
+    assert_eq!(ev.by_state.len(), 1);
+    assert_eq!(ev.top_blocked.len(), 1);
+    assert_eq!(
+        ev.rows,
+        RowCounts {
+            by_datacenter: 3,
+            by_purpose: 5,
+            by_state: 5,
+            by_verdict: 2,
+            by_local_host: 3,
+            by_local_service: 5,
+        }
+    );
+    // The counts are the whole selection's, whatever --top keeps.
+    assert_eq!(ev.total.flows, 6);
+    let text = ev.table();
+    assert!(
+        text.contains("... and 2 more local hosts (--top 1 of 3; --top all shows every row)"),
+        "{text}"
+    );
+    let all = evidence_of(&sample(), &Filters::default(), usize::MAX);
+    assert_eq!(all.by_local_service.len(), 5);
+    assert!(!all.table().contains("more local hosts"));
 }
 
 #[test]
 fn table_names_everything() {
-    let ev = Evidence::build(&sample(), &Filters::default(), 10);
+    let ev = evidence_of(&sample(), &Filters::default(), 10);
     let text = ev.table();
     for want in [
         "2 files: 8 flow records, 1 run summary, 0 lines skipped",
@@ -735,9 +907,27 @@ fn table_names_everything() {
     ] {
         assert!(text.contains(want), "{want:?} not in\n{text}");
     }
-    let none = Evidence::build(&Records::default(), &Filters::default(), 10).table();
+    let none = evidence_of_bytes(&[], &Filters::default(), 10).table();
     assert_eq!(
         none,
         "0 files: 0 flow records, 0 run summaries, 0 lines skipped\nNo flows.\n"
+    );
+}
+
+/// Lines as the agent writes them (the type first) take the one-parse
+/// path, and read as the same flow; one cut short is named.
+#[test]
+fn agent_written_lines() {
+    use crate::output::record::{FlowRecord, RecordRef};
+    let rec: FlowRecord = serde_json::from_str(&flow(json!({"reason": "ended"}))).unwrap();
+    let line = serde_json::to_string(&RecordRef::Flow(&rec)).unwrap();
+    assert!(line.starts_with(r#"{"type":"flow","#), "{line}");
+    let text = format!("{line}\n{}\n{line}\n", &line[..60]);
+    let ev = evidence_of_bytes(&[("w.jsonl", text.as_bytes())], &Filters::default(), 10);
+    assert_eq!((ev.records, ev.total.flows, ev.skipped), (2, 1, 1));
+    assert_eq!(ev.total.packets_out, 5);
+    assert_eq!(
+        ev.skipped_lines,
+        ["w.jsonl:2: bad flow record: EOF while parsing a string at line 1 column 60"]
     );
 }

@@ -22,6 +22,7 @@ use ipnet::IpNet;
 use tokio::{io::AsyncWriteExt, net::TcpSocket, sync::Semaphore};
 
 use crate::{
+    addrset::Need,
     addrset::{AddressSet, Connection, DataCenter, Purpose, Selection},
     datapath::{Datapath, IngressMode},
     error::Error,
@@ -263,14 +264,8 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
     if cfg.concurrency == 0 {
         return Err(Error::Usage("--concurrency must be at least 1".into()));
     }
-    let set = cfg.selection.load()?;
+    let set = cfg.selection.load_some(Need::Outbound)?;
     let dests = destinations(&set);
-    if dests.is_empty() {
-        return Err(Error::Usage(format!(
-            "the selection of set {} has no outbound destinations to check",
-            set.name
-        )));
-    }
     let mut json = cfg.json.as_ref().map(JsonTarget::open).transpose()?;
     let human = cfg.json != Some(JsonTarget::Stdout);
 
@@ -284,7 +279,8 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
             // and needs no events.
             let policy = PortPolicy::global(AllowedPorts::from_ports(1..=u16::MAX));
             let mut dp =
-                Datapath::load_with_policy(&ranges, &policy, cas_audit_common::sizes::MAX_FLOWS)?;
+                Datapath::load_with_policy(&ranges, &policy, cas_audit_common::sizes::MAX_FLOWS)
+                    .map_err(|e| Error::from(e).at_start())?;
             let a = dp.attach(iface, cfg.ingress)?;
             log::info!(
                 "watching {} (ifindex {}): egress {}, ingress {}",

@@ -162,8 +162,7 @@ pub fn load_input(input: &str, name: Option<&str>) -> Result<Imported, InputErro
             let (date, from_mtime) = match servicetags::date_in_name(&file) {
                 Some(d) => (d, false),
                 None => {
-                    let modified = crate::host::fs::open_input(path)
-                        .and_then(|f| f.metadata())
+                    let modified = std::fs::metadata(path)
                         .and_then(|m| m.modified())
                         .map_err(read_error)?;
                     let date = time::OffsetDateTime::from(modified).date();

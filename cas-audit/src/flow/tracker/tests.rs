@@ -270,3 +270,46 @@ fn both_sides_of_a_nat_are_one_flow() {
     assert_eq!(r.remove.len(), 2);
     assert_eq!((t.reported, t.entries_reported), (1, 2));
 }
+
+/// A bare SYN refused at once: the table already holds the RST when the
+/// flow's event arrives. The flagged record comes from the event (history
+/// `S`), not from the table (`Sr`); a flow whose event was lost is flagged
+/// from the table once the grace passed.
+#[test]
+fn a_new_disallowed_flow_waits_for_its_event() {
+    let ports = ports();
+    let nc = &mut NoConntrack;
+    let k = history::KINDS;
+    let refused = FlowStats {
+        first_seen_ns: 10 * S,
+        last_seen_ns: 10 * S + 1000,
+        packets_out: 1,
+        packets_in: 1,
+        history_mask: history::SYN | history::RST << k,
+        history: *b"Sr\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        initiator: initiator::LOCAL,
+        rst_ttl: 63,
+        flagged: 1,
+        ..Default::default()
+    };
+    let syn = (key(proto::TCP, 8443), refused);
+    let mut t = tracker();
+    // Within the grace: neither flagged nor blocked from the table.
+    assert!(t
+        .poll(vec![syn], 10 * S + S / 2, &ports, nc)
+        .records
+        .is_empty());
+    // The event came: flagged from it; the next poll reports it blocked.
+    let r = t.on_flagged(&event(syn.0, 10 * S), &ports, nc);
+    assert_eq!(reasons(&r), [(8443, Reason::Flagged)]);
+    assert_eq!(crate::flow::evidence::history_string(&r[0].0.stats), "S");
+    let r = t.poll(vec![syn], 10 * S + S / 2, &ports, nc);
+    assert_eq!(reasons(&r.records), [(8443, Reason::Blocked)]);
+    // Its event lost: past the grace, the table flags it.
+    let mut t = tracker();
+    let r = t.poll(vec![syn], 11 * S, &ports, nc);
+    assert_eq!(
+        reasons(&r.records),
+        [(8443, Reason::Flagged), (8443, Reason::Blocked)]
+    );
+}

@@ -22,7 +22,7 @@ use fasyslog::{Facility, SDElement, Severity};
 use crate::{
     flow::{Reason, State, Verdict},
     output::{
-        human::{datacenters_text, flow_line, purposes_text},
+        human::{datacenters_text, flow_line, purposes_text, LineTime},
         ipfix::encode::ENTERPRISE,
         record::FlowRecord,
     },
@@ -89,7 +89,12 @@ pub fn message(ctx: &fasyslog::format::SyslogContext, format: Format, rec: &Flow
     let msgid = Some(reason_str(rec.reason));
     match format {
         Format::Rfc5424 => ctx
-            .format_rfc5424(sev, msgid, vec![structured(rec)], Some(flow_line(rec)))
+            .format_rfc5424(
+                sev,
+                msgid,
+                vec![structured(rec)],
+                Some(flow_line(rec, &LineTime::utc())),
+            )
             .to_string(),
         Format::Cef => ctx
             .format_rfc5424(sev, msgid, Vec::new(), Some(cef(rec)))
@@ -243,7 +248,7 @@ pub fn cef(rec: &FlowRecord) -> String {
         ("cn2", rec.packets_out.to_string()),
         ("cn3Label", "packetsIn".into()),
         ("cn3", rec.packets_in.to_string()),
-        ("msg", flow_line(rec)),
+        ("msg", flow_line(rec, &LineTime::utc())),
     ]);
     let mut s = format!(
         "CEF:0|{v}|{v}|{ver}|{class}|{name}|{sev}|",
