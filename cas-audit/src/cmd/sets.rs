@@ -318,9 +318,9 @@ pub fn import(inputs: &[String], name: Option<&str>) -> Result<(String, String),
     let mut sets = Vec::new();
     for input in inputs {
         let imported = load_input(input, if one { name } else { None }).map_err(|e| match e {
-            InputError::Read { kind, .. } => Error::Input {
+            InputError::Read { kind, message, .. } => Error::Input {
                 path: input.clone(),
-                source: std::io::Error::new(kind, e.to_string()),
+                source: std::io::Error::new(kind, message),
             },
             InputError::Set(s) => Error::Set(s),
             other => Error::Usage(other.to_string()),
