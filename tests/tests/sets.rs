@@ -406,8 +406,9 @@ fn schema_1_files_and_bad_inputs() {
         err.contains("none of its 1 tags is MicrosoftCloudAppSecurity"),
         "{err}"
     );
+    // A missing input is a usage error (exit 2, the exit-code policy).
     let (code, _, err) = cas(&["sets", "import", &dir.file("missing.json")]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("missing.json"), "{err}");
     let (code, _, err) = cas(&["sets", "merge", &data(PAGE_2021)]);
     assert_eq!(code, 2, "merge needs two inputs: {err}");
