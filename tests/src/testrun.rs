@@ -318,6 +318,39 @@ impl Harness {
         })
     }
 
+    /// Brings the maps back to how a fresh load leaves them: counters and
+    /// per-range counters zero, no flow, nothing in the ring; the ranges,
+    /// ports and prefilter stay. Cheaper than a new load (the verifier's
+    /// seconds), so that one test can check a frame on every hook from a
+    /// clean state.
+    pub fn reset(&mut self) {
+        use aya::maps::{HashMap as BpfHashMap, PerCpuArray, PerCpuValues};
+        let cpus = aya::util::nr_cpus().expect("possible CPUs");
+        let ebpf = self.dp.ebpf_mut();
+        let mut counters: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(ebpf.map_mut(names::COUNTERS).expect("counters"))
+                .expect("counters map");
+        for c in Counter::ALL {
+            let zero = PerCpuValues::try_from(vec![0u64; cpus]).expect("per-CPU zeros");
+            counters.set(c as u32, zero, 0).expect("zeroing a counter");
+        }
+        let mut ranges: PerCpuArray<&mut MapData, RangeStats> =
+            PerCpuArray::try_from(ebpf.map_mut(names::RANGE_STATS).expect("range stats"))
+                .expect("range stats map");
+        for id in 0..RANGE_IDS_READ as u32 {
+            let zero =
+                PerCpuValues::try_from(vec![RangeStats::default(); cpus]).expect("per-CPU zeros");
+            ranges.set(id, zero, 0).expect("zeroing a range");
+        }
+        let mut flows: BpfHashMap<&mut MapData, FlowKey, FlowStats> =
+            BpfHashMap::try_from(ebpf.map_mut(names::FLOWS).expect("flows")).expect("flow map");
+        let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            flows.remove(&k).expect("removing a flow");
+        }
+        self.records();
+    }
+
     /// Runs `hook` once on `data`, with `ctx` as the `__sk_buff` (TC only),
     /// and returns the program's return value.
     pub fn try_run(

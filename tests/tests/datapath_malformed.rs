@@ -21,10 +21,12 @@ use cas_audit_tests::testrun::{
 /// Runs `frame` through every hook, each on a fresh datapath, and checks it
 /// is passed and counted as malformed, exactly once, and nothing else.
 fn expect_malformed(what: &str, frame: &[u8]) {
+    let Some(mut h) = Harness::new(what) else {
+        return;
+    };
     for hook in Hook::ALL {
-        let Some(mut h) = Harness::new(&format!("{what} ({hook:?})")) else {
-            return;
-        };
+        // Each hook from a clean state, as from a fresh load.
+        h.reset();
         if hook != Hook::Xdp && skb_test_run_refuses(frame) {
             match h.try_run(hook, frame, None) {
                 Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
