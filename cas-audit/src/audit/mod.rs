@@ -125,6 +125,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     if cfg.ifaces.is_empty() {
         return Err(Error::Usage("at least one --iface is needed".into()));
     }
+    reserve_descriptors();
     let mut ifnames = HashMap::new();
     for (n, i) in cfg.ifaces.iter().enumerate() {
         if cfg.ifaces[..n].contains(i) {
@@ -356,6 +357,22 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     s.poll()?;
     let summary = s.finish(&set.name, &cfg.ifaces)?;
     Ok(summary)
+}
+
+/// Raises the soft descriptor limit to the hard one, so that the agent's
+/// own work (maps, links, log files, sockets) has the room the system
+/// grants it; the metrics endpoint takes at most a quarter of it
+/// ([`crate::output::metrics::Limits`]).
+fn reserve_descriptors() {
+    match crate::host::fds::raise_nofile() {
+        Ok((before, after)) if after.soft > before.soft => log::debug!(
+            "descriptor limit raised from {} to {} (the hard limit)",
+            before.soft,
+            after.soft
+        ),
+        Ok((_, now)) => log::debug!("descriptor limit {}", now.soft),
+        Err(e) => log::warn!("raising the descriptor limit to the hard limit: {e}"),
+    }
 }
 
 /// The exports `cfg` asks for, their threads started.

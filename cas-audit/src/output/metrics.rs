@@ -13,8 +13,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
-    net::SocketAddr,
-    sync::{atomic::AtomicU64, Arc},
+    sync::atomic::AtomicU64,
 };
 
 use cas_audit_common::{Counter, Counters, RangeStats};
@@ -23,10 +22,9 @@ use prometheus_client::{
     metrics::{counter::Counter as PCounter, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
+mod server;
+
+pub use server::{serve, serve_on, serve_with, Limits, ListenerCounters};
 
 use super::bounded::SinkCounts;
 use crate::{
@@ -86,6 +84,8 @@ pub struct Metrics {
     table_capacity: Gauge,
     export_sent: Family<SinkLabels, Counter64>,
     export_dropped: Family<SinkLabels, Counter64>,
+    /// What the metrics listeners refused or cut short.
+    pub listener: ListenerCounters,
     /// Last values added, to turn absolute kernel counters into increments.
     last: std::sync::Mutex<HashMap<String, u64>>,
 }
@@ -162,6 +162,7 @@ impl Metrics {
             "Items an export lost: queue full, collector or SIEM unreachable",
             export_dropped.clone(),
         );
+        let listener = ListenerCounters::register(&mut registry);
         let info = Family::<SetLabels, Gauge>::default();
         registry.register(
             "cas_audit_address_set",
@@ -185,6 +186,7 @@ impl Metrics {
             table_capacity,
             export_sent,
             export_dropped,
+            listener,
             last: Default::default(),
         }
     }
@@ -394,109 +396,6 @@ impl std::fmt::Display for ListenAddr {
             Some(h) => write!(f, "{h}:{}", self.port),
         }
     }
-}
-
-/// Serves `GET /metrics` on every address `addr` stands for (`:PORT`: the
-/// IPv6 wildcard, which takes IPv4 too, or the IPv4 one where IPv6 is off).
-/// Returns the bound addresses and their tasks.
-///
-/// # Errors
-/// The host name does not resolve, or an address cannot be bound (in use,
-/// not local, not allowed).
-pub async fn serve_on(
-    addr: &ListenAddr,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<Vec<(SocketAddr, tokio::task::JoinHandle<()>)>> {
-    use std::net::{Ipv4Addr, Ipv6Addr};
-    let Some(host) = &addr.host else {
-        let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, addr.port));
-        return match serve(any6, metrics.clone()).await {
-            Ok(s) => Ok(vec![s]),
-            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-                let any4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port));
-                Ok(vec![serve(any4, metrics).await?])
-            }
-            Err(e) => Err(e),
-        };
-    };
-    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), addr.port))
-        .await?
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    let mut out = Vec::new();
-    for a in addrs {
-        out.push(serve(a, metrics.clone()).await?);
-    }
-    Ok(out)
-}
-
-/// Serves `GET /metrics` on `addr` until the task is dropped. Returns the
-/// bound address (useful with port 0).
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                // Read the request head (bounded: 4 KiB, 5 s).
-                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                    while n < buf.len() {
-                        let m = conn.read(&mut buf[n..]).await?;
-                        if m == 0 {
-                            break;
-                        }
-                        n += m;
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                    Ok::<_, std::io::Error>(())
-                })
-                .await;
-                if !matches!(read, Ok(Ok(()))) {
-                    return;
-                }
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let line = head.lines().next().unwrap_or("");
-                let mut parts = line.split_whitespace();
-                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                let openmetrics = head.lines().any(|l| {
-                    l.split_once(':').is_some_and(|(k, v)| {
-                        k.eq_ignore_ascii_case("accept")
-                            && v.contains("application/openmetrics-text")
-                    })
-                });
-                let (status, ctype, body) =
-                    if method == "GET" && (path == "/metrics" || path == "/") {
-                        let om = metrics.render();
-                        if openmetrics {
-                            ("200 OK", OPENMETRICS, om)
-                        } else {
-                            ("200 OK", TEXT_004, text_format(&om))
-                        }
-                    } else {
-                        ("404 Not Found", "text/plain", "try /metrics\n".to_string())
-                    };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(resp.as_bytes()).await;
-                let _ = conn.shutdown().await;
-            });
-        }
-    });
-    Ok((bound, task))
 }
 
 #[cfg(test)]
