@@ -86,6 +86,9 @@ pub struct Metrics {
     export_dropped: Family<SinkLabels, Counter64>,
     /// What the metrics listeners refused or cut short.
     pub listener: ListenerCounters,
+    iface_gaps: Counter64,
+    iface_uncovered: PCounter<f64, AtomicU64>,
+    iface_attached: Gauge,
     /// Last values added, to turn absolute kernel counters into increments.
     last: std::sync::Mutex<HashMap<String, u64>>,
 }
@@ -163,6 +166,25 @@ impl Metrics {
             export_dropped.clone(),
         );
         let listener = ListenerCounters::register(&mut registry);
+        let iface_gaps = Counter64::default();
+        registry.register(
+            "cas_audit_interface_gaps",
+            "Times an audited interface lost its programs (its device was removed); each gap lasts until the programs are attached to the interface of that name again",
+            iface_gaps.clone(),
+        );
+        let iface_uncovered = PCounter::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "cas_audit_interface_uncovered",
+            "Time an interface of an audited name existed without the programs, from the kernel's RTM_NEWLINK as the agent read it to the attach",
+            Unit::Seconds,
+            iface_uncovered.clone(),
+        );
+        let iface_attached = Gauge::default();
+        registry.register(
+            "cas_audit_interfaces_attached",
+            "Audited interfaces (--iface) the programs are attached to now",
+            iface_attached.clone(),
+        );
         let info = Family::<SetLabels, Gauge>::default();
         registry.register(
             "cas_audit_address_set",
@@ -187,6 +209,9 @@ impl Metrics {
             export_sent,
             export_dropped,
             listener,
+            iface_gaps,
+            iface_uncovered,
+            iface_attached,
             last: Default::default(),
         }
     }
@@ -269,6 +294,20 @@ impl Metrics {
     /// Sets the records the log directory could not write so far.
     pub fn log_records_lost(&self, n: u64) {
         self.advance("log_records_lost".into(), &self.log_lost, n);
+    }
+
+    /// Sets the interface gaps so far, the time uncovered so far (ms) and
+    /// the audited interfaces attached now.
+    pub fn interfaces(&self, gaps: u64, uncovered_ms: u64, attached: usize) {
+        self.advance("iface_gaps".into(), &self.iface_gaps, gaps);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = last.entry("iface_uncovered_ms".into()).or_insert(0);
+        if uncovered_ms > *prev {
+            self.iface_uncovered
+                .inc_by((uncovered_ms - *prev) as f64 / 1000.0);
+            *prev = uncovered_ms;
+        }
+        self.iface_attached.set(attached as i64);
     }
 
     /// Sets what each export sent and dropped so far.
