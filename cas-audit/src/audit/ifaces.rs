@@ -322,13 +322,13 @@ impl Session {
                     name,
                     wanted,
                 } => {
-                    let also = if name == wanted {
-                        String::new()
+                    let it = if name == wanted {
+                        "it".to_string()
                     } else {
-                        format!(" (as {wanted})")
+                        format!("an interface named {wanted}")
                     };
                     log::warn!(
-                        "{name} (ifindex {index}) disappeared; re-attaching when it returns{also}; its traffic is not counted until then (interface_gaps)"
+                        "{name} (ifindex {index}) disappeared; re-attaching when {it} returns; no counting on it until then (interface_gaps)"
                     );
                     self.dp.forget(index);
                 }
