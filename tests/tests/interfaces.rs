@@ -83,18 +83,37 @@ fn packets_out(summary: &Value) -> u64 {
         .map_or(0, |r| r["packets_out"].as_u64().expect("packets_out"))
 }
 
-/// Runs `ip ARGS`, which must succeed.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running ip");
+/// The final record of the flow from the lan's UDP `port`.
+fn flow_from(flows: &[Value], port: u16) -> &Value {
+    flows
+        .iter()
+        .find(|f| f["local_port"] == port && f["reason"] != "flagged")
+        .unwrap_or_else(|| panic!("no record of the flow from port {port}: {flows:?}"))
+}
+
+/// `n` datagrams from the lan's UDP `port` to the CAS host, all of which
+/// must arrive; how many the cloud's socket received.
+fn burst(topo: &Topology, port: u16, n: usize) -> usize {
+    let sink = udp_sink(topo, topo.cloud(), CAS_UDP).expect("sink");
+    let from = SocketAddr::new(Topology::LAN_ADDR4, port);
+    udp_send(topo, topo.lan(), Some(from), CAS_UDP, n, 100).expect("sending");
+    assert_eq!(sink.wait_for(n, Duration::from_secs(5)), n, "arrived");
+    sink.stop()
+}
+
+/// Runs `cmd`, which must succeed.
+fn succeed(cmd: &mut Command) {
+    let out = cmd.stdin(Stdio::null()).output().expect("running it");
     assert!(
         out.status.success(),
-        "ip {args:?}: {}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `ip ARGS`, which must succeed.
+fn ip(args: &[&str]) {
+    succeed(Command::new("ip").args(args));
 }
 
 /// Renames the gw's `uplink` `to`: down (a veth must be, to be renamed),
@@ -196,10 +215,7 @@ fn a_renamed_interface_keeps_its_programs_and_counts() {
                 "counted as the cloud's socket received; stderr:\n{}",
                 run.stderr
             );
-            let flow = flows
-                .iter()
-                .find(|f| f["local_port"] == 40100 && f["reason"] != "flagged")
-                .expect("the flow's record");
+            let flow = flow_from(&flows, 40100);
             assert_eq!(flow["packets_out"], received as u64, "{flow}");
             assert_eq!(flow["iface"], "up9", "{flow}");
             assert_eq!(summary["interface_gaps"], 0, "{summary}");
@@ -233,31 +249,17 @@ fn a_renamed_interface_is_taken_over_under_its_new_name() {
             );
 
             let again = start_agent(topo, &[], "up9", &["--pin", pin]);
-            let sink = udp_sink(topo, topo.cloud(), CAS_UDP).expect("sink");
-            let from = SocketAddr::new(Topology::LAN_ADDR4, 40400);
-            udp_send(topo, topo.lan(), Some(from), CAS_UDP, 7, 100).expect("sending");
-            assert_eq!(sink.wait_for(7, Duration::from_secs(5)), 7, "arrived");
-            sink.stop();
+            burst(topo, 40400, 7);
             let run = again.stop();
             assert!(run.stderr.contains("took over up9"), "{}", run.stderr);
             let (flows, _) = records(&run);
-            let flow = flows
-                .iter()
-                .find(|f| f["local_port"] == 40400)
-                .expect("the flow after the takeover");
+            let flow = flow_from(&flows, 40400);
             assert_eq!(flow["packets_out"], 7, "{flow}");
             assert_eq!(flow["iface"], "up9", "{flow}");
 
-            let out = topo
-                .command(topo.gw(), &agent_bin_str())
-                .args(["detach", "--pin", pin])
-                .stdin(Stdio::null())
-                .output()
-                .expect("detach");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            succeed(
+                topo.command(topo.gw(), &agent_bin_str())
+                    .args(["detach", "--pin", pin]),
             );
             assert!(ours_on(topo, "up9").is_empty(), "detached");
         },
@@ -275,14 +277,7 @@ fn a_recreated_interface_is_attached_from_its_creation_event() {
         &[CAS],
         |topo| {
             let agent = start_agent(topo, &[], Topology::GW_UPLINK, &[]);
-            let burst = |port: u16, n: usize| {
-                let sink = udp_sink(topo, topo.cloud(), CAS_UDP).expect("sink");
-                let from = SocketAddr::new(Topology::LAN_ADDR4, port);
-                udp_send(topo, topo.lan(), Some(from), CAS_UDP, n, 100).expect("sending");
-                assert_eq!(sink.wait_for(n, Duration::from_secs(5)), n, "arrived");
-                sink.stop()
-            };
-            let first = burst(40201, 5);
+            let first = burst(topo, 40201, 5);
             topo.delete_uplink().expect("deleting the uplink");
             agent.wait_for_log(
                 "disappeared; re-attaching when it returns",
@@ -290,7 +285,7 @@ fn a_recreated_interface_is_attached_from_its_creation_event() {
             );
             topo.recreate_uplink().expect("re-creating the uplink");
             // At once: no wait for the agent.
-            let second = burst(40202, 5);
+            let second = burst(topo, 40202, 5);
             agent.wait_for_log("uplink is back (ifindex ", Duration::from_secs(5));
             assert_eq!(
                 ours_on(topo, Topology::GW_UPLINK),
@@ -304,10 +299,7 @@ fn a_recreated_interface_is_attached_from_its_creation_event() {
                 "both bursts counted; stderr:\n{}",
                 run.stderr
             );
-            let flow = flows
-                .iter()
-                .find(|f| f["local_port"] == 40202 && f["reason"] != "flagged")
-                .expect("the second burst's flow");
+            let flow = flow_from(&flows, 40202);
             assert_eq!(flow["packets_out"], second as u64, "{flow}");
             assert_eq!(summary["interface_gaps"], 1, "{summary}");
             assert!(summary["interface_uncovered_ms"].is_u64(), "{summary}");
@@ -401,11 +393,7 @@ fn a_local_user_holding_metrics_connections_cannot_blind_the_agent() {
             let pid = agent.pid();
             let t0 = Instant::now();
             let cpu0 = cpu_ticks(pid);
-            let sink = udp_sink(topo, topo.cloud(), CAS_UDP).expect("sink");
-            let from = SocketAddr::new(Topology::LAN_ADDR4, 40300);
-            udp_send(topo, topo.lan(), Some(from), CAS_UDP, 20, 100).expect("sending");
-            let received = sink.wait_for(20, Duration::from_secs(5));
-            sink.stop();
+            let received = burst(topo, 40300, 20);
             std::thread::sleep(Duration::from_secs(2).saturating_sub(t0.elapsed()));
             let cpu = cpu_ticks(pid) - cpu0;
             // SAFETY: sysconf cannot fail for _SC_CLK_TCK.
@@ -446,7 +434,6 @@ fn a_local_user_holding_metrics_connections_cannot_blind_the_agent() {
             let run = agent.stop();
             assert!(!run.stderr.contains("disappeared"), "{}", run.stderr);
             let (_, summary) = records(&run);
-            assert_eq!(received, 20, "arrived");
             assert_eq!(packets_out(&summary), received as u64, "{summary}");
             assert_eq!(summary["interface_gaps"], 0, "{summary}");
             assert!(

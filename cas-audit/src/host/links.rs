@@ -447,7 +447,7 @@ mod tests {
     fn events_are_new_and_del_links_by_index() {
         let mut p = Parser {
             port: 9,
-            dump: None,
+            ..Parser::default()
         };
         let mut out = Vec::new();
         // An `ip link` request's notification carries ip's sequence number
@@ -537,7 +537,7 @@ mod tests {
     fn garbage_is_lost_events_never_a_removal() {
         let mut p = Parser {
             port: 9,
-            dump: None,
+            ..Parser::default()
         };
         let mut out = Vec::new();
         // A header claiming more bytes than there are.
