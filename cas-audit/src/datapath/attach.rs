@@ -359,7 +359,19 @@ impl Datapath {
             .attach(iface, TcAttachType::Egress)
             .map_err(attach_err("tc egress"))?;
 
-        let (ingress, hook) = self.attach_ingress(iface, mode)?;
+        let (ingress, hook) = match self.attach_ingress(iface, mode) {
+            Ok(attached) => attached,
+            Err(e) => {
+                // Nothing left half attached: a retry attaches both again
+                // (TCX refuses a program twice on one hook).
+                if let Err(d) = self.classifier(names::PROG_TC_EGRESS).detach(egress) {
+                    log::warn!(
+                        "detaching tc egress from {iface} after a failed ingress attach: {d}"
+                    );
+                }
+                return Err(e);
+            }
+        };
         self.links.push(Links {
             iface: iface.to_string(),
             ifindex,

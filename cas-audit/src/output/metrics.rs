@@ -16,21 +16,21 @@ use std::{
     sync::atomic::AtomicU64,
 };
 
+use super::bounded::SinkCounts;
+use crate::{
+    addrset::{Range, NO_DATACENTER},
+    flow::{State, Verdict},
+};
 use cas_audit_common::{Counter, Counters, RangeStats};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter as PCounter, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
 };
+
 mod server;
 
 pub use server::{serve, serve_on, serve_with, Limits, ListenerCounters};
-
-use super::bounded::SinkCounts;
-use crate::{
-    addrset::{Range, NO_DATACENTER},
-    flow::{State, Verdict},
-};
 
 /// Labels of the traffic counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
