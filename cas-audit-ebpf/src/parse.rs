@@ -4,7 +4,7 @@
 //! Results are plain structs with status codes rather than `Option`s held
 //! across helper calls, which keeps the verifier's view of the stack simple.
 
-use cas_audit_common::{family, proto, sizes::MAX_IPV6_EXT_HEADERS};
+use cas_audit_common::{family, proto, rules, sizes::MAX_IPV6_EXT_HEADERS};
 
 use crate::packet::Packet;
 
@@ -232,6 +232,40 @@ pub struct L4 {
     pub icmp_code: u8,
 }
 
+impl L4 {
+    /// No transport header (a fragment, an extension-header chain too long).
+    #[inline(always)]
+    pub const fn none() -> L4 {
+        L4 {
+            ok: false,
+            src_port: 0,
+            dst_port: 0,
+            tcp_flags: 0,
+            hdr_end: 0,
+            payload: false,
+            icmp_type: 0,
+            icmp_code: 0,
+        }
+    }
+}
+
+/// Whether a plain packet ([`quick_addrs`]) of protocol `proto` whose
+/// transport header is at `l4_off` may be a DNS response or a ClientHello
+/// ([`rules::handoff`] on its ports): such packets take the full parse.
+#[inline(always)]
+pub fn quick_handoff<P: Packet>(pkt: &P, proto: u8, l4_off: u32) -> bool {
+    match pkt.peek::<[u8; 4]>(l4_off) {
+        Some(p) => {
+            rules::handoff(
+                proto,
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            ) != 0
+        }
+        None => false,
+    }
+}
+
 /// Parses the transport header at `l3.l4_off`. Protocols without ports give
 /// zero ports; `ok` is false when the header is truncated or inconsistent.
 #[inline(always)]
@@ -381,6 +415,10 @@ pub enum Quick {
     Addrs {
         /// [`family::V4`] or [`family::V6`].
         family: u8,
+        /// Its transport protocol.
+        proto: u8,
+        /// Offset of its transport header.
+        l4_off: u32,
         /// The source address's top 16 bits.
         src_hi: u16,
         /// The destination address's top 16 bits.
@@ -412,6 +450,8 @@ pub fn quick_addrs<P: Packet>(pkt: &P) -> Quick {
             }
             Quick::Addrs {
                 family: family::V4,
+                proto: h[23],
+                l4_off: ETH_HLEN + 20,
                 src_hi: u16::from_be_bytes([h[26], h[27]]),
                 dst_hi: u16::from_be_bytes([h[30], h[31]]),
             }
@@ -431,6 +471,8 @@ pub fn quick_addrs<P: Packet>(pkt: &P) -> Quick {
             };
             Quick::Addrs {
                 family: family::V6,
+                proto: h[20],
+                l4_off: ETH_HLEN + IPV6_HLEN,
                 src_hi: u16::from_be_bytes([h[22], h[23]]),
                 dst_hi: u16::from_be_bytes(d),
             }

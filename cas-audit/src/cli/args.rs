@@ -150,6 +150,11 @@ impl RunArgs {
             max_flows: self.max_flows,
             answer_timeout: self.answer_timeout,
             ring_bytes: self.ring_size,
+            learn: crate::names::LearnOptions {
+                capacity: self.max_learned,
+                ttl_floor: self.learn_ttl_min,
+                ttl_cap: self.learn_ttl_max,
+            },
             pin: self.pin.clone(),
             metrics: self.metrics,
             ipfix: self.ipfix,

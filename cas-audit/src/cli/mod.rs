@@ -248,6 +248,17 @@ pub struct RunArgs {
     /// (suffixes K, M, G).
     #[arg(long, value_name = "BYTES", value_parser = ring_size)]
     pub ring_size: Option<u32>,
+    /// Addresses learned from DNS answers and TLS ClientHellos for the
+    /// set's DNS names that the kernel tries hold at once (more are
+    /// counted in the summary's learned.overflow); 0 learns nothing.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    pub max_learned: u32,
+    /// Shortest time a learned address stays, whatever its DNS TTL.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = duration)]
+    pub learn_ttl_min: Duration,
+    /// Longest time a learned address stays, whatever its DNS TTL.
+    #[arg(long, value_name = "SECS", default_value = "1h", value_parser = duration)]
+    pub learn_ttl_max: Duration,
     /// Pin the maps and links in DIR (default /sys/fs/bpf/cas-audit): the
     /// kernel keeps counting when the agent stops or dies, and a restarted
     /// agent with the same set takes over. `cas-audit detach` removes it.

@@ -209,6 +209,15 @@ pub struct FlowRecord {
     /// Purposes of the range.
     #[serde(default)]
     pub purposes: Vec<Purpose>,
+    /// The name the client asked DNS for when the remote address came in
+    /// an answer to one of the set's names (learned, or in a listed
+    /// range); null when none was seen.
+    #[serde(default)]
+    pub dns_name: Option<String>,
+    /// The server name of the flow's TLS ClientHello (SNI); null when none
+    /// was seen (not TLS to port 443, started before the agent, no SNI).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     /// `allowed` or `disallowed-port`.
     pub verdict: Verdict,
     /// Wire packets local → remote.
@@ -309,6 +318,8 @@ impl FlowRecord {
             purposes: range
                 .map(|r| r.purposes.iter().copied().collect())
                 .unwrap_or_default(),
+            dns_name: None,
+            tls_server_name: None,
             verdict: flow.verdict,
             packets_out: flow.stats.packets_out,
             bytes_out: flow.stats.bytes_out,
@@ -391,6 +402,10 @@ pub struct RangeRecord {
     /// Its purposes.
     #[serde(default)]
     pub purposes: Vec<Purpose>,
+    /// For a learned address: the name it was learned as (absent for
+    /// listed ranges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
     /// Packets towards it.
     pub packets_out: u64,
     /// Bytes towards it.
@@ -465,6 +480,37 @@ pub struct Summary {
     /// Whose ports apply.
     #[serde(default)]
     pub port_policy: PortPolicyKind,
+    /// Names learned from DNS answers and ClientHellos.
+    #[serde(default)]
+    pub learned: LearnedSummary,
+}
+
+/// What the agent learned from DNS answers and ClientHellos (the
+/// `learned` object of the summary).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedSummary {
+    /// Addresses the learned table holds at most (`--max-learned`).
+    #[serde(default)]
+    pub capacity: u64,
+    /// Answers (an address of one of the set's names) learned or refreshed.
+    #[serde(default)]
+    pub answers: u64,
+    /// Addresses put into the tries as learned ranges.
+    #[serde(default)]
+    pub added: u64,
+    /// Of those, addresses whose lifetime ended (taken out of the tries).
+    #[serde(default)]
+    pub expired: u64,
+    /// Answer addresses in a listed range (they keep it; only the name is kept).
+    #[serde(default)]
+    pub listed: u64,
+    /// Addresses not learned because the table was full.
+    #[serde(default)]
+    pub overflow: u64,
+    /// Payloads handed over that were no readable DNS response or
+    /// ClientHello (cut before their question, garbage on port 53 or 443).
+    #[serde(default)]
+    pub unreadable: u64,
 }
 
 impl Summary {
@@ -482,6 +528,7 @@ impl Summary {
                 },
                 datacenters: r.datacenters.iter().copied().collect(),
                 purposes: r.purposes.iter().copied().collect(),
+                dns_name: None,
                 packets_out: t.packets_out,
                 bytes_out: t.bytes_out,
                 packets_in: t.packets_in,
