@@ -100,6 +100,11 @@ impl CheckArgs {
             concurrency: self.concurrency as usize,
             json: self.json.as_deref().map(JsonTarget::parse),
             ingress: self.ingress,
+            resolver: self.resolver,
+            tenant: self.tenant.clone(),
+            tls: self.tls,
+            ca_files: self.ca_files.clone(),
+            proxy: self.proxy.clone(),
         }
     }
 }

@@ -331,6 +331,36 @@ pub struct CheckArgs {
     /// Ingress hook of the datapath: auto, xdp or tc.
     #[arg(long, default_value = "auto", value_parser = choice::<IngressMode>(INGRESS))]
     pub ingress: IngressMode,
+    /// Resolve the set's DNS names by asking this DNS server (ADDR or
+    /// ADDR:PORT; default: the system resolver).
+    #[arg(long, value_name = "ADDR", value_parser = resolver_addr)]
+    pub resolver: Option<std::net::SocketAddr>,
+    /// The tenant's name: its portal names (*.us.portal.cloudappsecurity.com
+    /// and the like) are probed as NAME.us.portal.cloudappsecurity.com.
+    #[arg(long, value_name = "NAME")]
+    pub tenant: Option<String>,
+    /// Complete a TLS handshake with each destination (but port 80) and
+    /// verify its certificate against the system's roots: a certificate not
+    /// valid for the name or not from a trusted root is `intercepted`.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: also trust the CA certificates in FILE (PEM; repeatable).
+    #[arg(long = "ca-file", value_name = "FILE", requires = "tls")]
+    pub ca_files: Vec<PathBuf>,
+    /// Reach every destination through this HTTP proxy with CONNECT:
+    /// http://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<crate::rollout::proxy::Proxy>,
+}
+
+/// A DNS server: `ADDR` (port 53) or `ADDR:PORT`.
+fn resolver_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s}: expected an address or address:port"))
 }
 
 /// `cas-audit report` flags.

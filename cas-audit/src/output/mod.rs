@@ -5,6 +5,7 @@
 //! each behind a bounded queue that never blocks the agent.
 
 pub mod bounded;
+pub mod check_record;
 pub mod human;
 pub mod ipfix;
 pub mod logdir;
