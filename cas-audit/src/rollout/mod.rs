@@ -468,7 +468,30 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
         Some(iface) => {
             netdev::ifindex(iface).map_err(crate::datapath::DatapathError::from)?;
             preflight()?;
-            let ranges = set.ranges();
+            // The set's ranges, and the named destinations' addresses
+            // outside them as host ranges, so that every attempt has a flow.
+            let mut ranges = set.ranges();
+            let mut extra: Vec<crate::addrset::Range> = Vec::new();
+            for d in dests
+                .iter()
+                .filter(|d| d.name.is_some() && !d.addr.is_unspecified())
+            {
+                let host = IpNet::from(d.addr);
+                if !ranges
+                    .iter()
+                    .chain(&extra)
+                    .any(|r| r.prefix.contains(&d.addr))
+                {
+                    extra.push(crate::addrset::Range {
+                        prefix: host,
+                        datacenters: d.datacenters.clone(),
+                        purposes: d.purposes.clone(),
+                        ports: [d.port].into(),
+                    });
+                }
+            }
+            log::debug!("named addresses watched: {extra:?}");
+            ranges.extend(extra);
             // Every port is "allowed": check judges reachability, not ports,
             // and needs no events.
             let policy = PortPolicy::global(AllowedPorts::from_ports(1..=u16::MAX));
@@ -545,7 +568,9 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
     let mut flows = HashMap::new();
     if let Some(dp) = dp.as_mut() {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        for (k, st) in dp.flows()? {
+        let snapshot = dp.flows()?;
+        log::debug!("{} flows in the datapath", snapshot.len());
+        for (k, st) in snapshot {
             if k.proto == proto::TCP {
                 flows.insert(
                     (
