@@ -203,6 +203,13 @@ pub struct PurposeKey {
     pub purpose: Option<String>,
 }
 
+/// Key of `by_dns_name` (null: flows to an address no name was seen for).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct NameKey {
+    /// The flow's `dns_name`, else its `tls_server_name`.
+    pub dns_name: Option<String>,
+}
+
 /// Key of `by_state`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct StateKey {
@@ -311,6 +318,9 @@ pub struct Evidence {
     pub by_datacenter: Vec<Row<DataCenterKey>>,
     /// By purpose (a flow counts once in each of its range's).
     pub by_purpose: Vec<Row<PurposeKey>>,
+    /// By DNS name (the `dns_name` the remote address was learned as, else
+    /// the ClientHello's `tls_server_name`).
+    pub by_dns_name: Vec<Row<NameKey>>,
     /// By final state.
     pub by_state: Vec<Row<StateKey>>,
     /// By verdict.
@@ -398,6 +408,7 @@ impl Evidence {
         let mut by_dc = BTreeMap::new();
         let mut by_purpose = BTreeMap::new();
         let mut by_state = BTreeMap::new();
+        let mut by_name = BTreeMap::new();
         let mut by_verdict = BTreeMap::new();
         let mut by_host = BTreeMap::new();
         let mut by_service = BTreeMap::new();
@@ -435,6 +446,12 @@ impl Evidence {
                     .or_insert_with(Tally::default)
                     .add(f);
             }
+            by_name
+                .entry(NameKey {
+                    dns_name: f.name.clone(),
+                })
+                .or_insert_with(Tally::default)
+                .add(f);
             by_state
                 .entry(StateKey {
                     state: f.state.map_or(UNKNOWN, State::as_str).to_string(),
@@ -503,6 +520,7 @@ impl Evidence {
             last_seen: last.map(rfc3339),
             by_datacenter: rows(by_dc),
             by_purpose: rows(by_purpose),
+            by_dns_name: rows(by_name),
             by_state: rows(by_state),
             by_verdict: rows(by_verdict),
             by_local_host: rows(by_host),

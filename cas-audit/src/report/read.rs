@@ -37,6 +37,9 @@ pub(super) struct SavedFlow {
     pub(super) service_port: Option<u16>,
     pub(super) datacenters: Vec<DataCenter>,
     pub(super) purposes: Vec<Purpose>,
+    /// The name the remote address was learned as (DNS), else the
+    /// ClientHello's server name; `None` without either (or older logs).
+    pub(super) name: Option<String>,
     pub(super) verdict: Verdict,
     pub(super) packets_out: u64,
     pub(super) bytes_out: u64,
@@ -78,6 +81,7 @@ fn saved(r: FlowRecord) -> (FlowId, SavedFlow) {
         service_port: r.service_port,
         datacenters: r.datacenters,
         purposes: r.purposes,
+        name: r.dns_name.or(r.tls_server_name),
         verdict: r.verdict,
         packets_out: r.packets_out,
         bytes_out: r.bytes_out,

@@ -82,6 +82,15 @@ impl Evidence {
                 .iter()
                 .map(|r| (vec![opt(&r.key.purpose)], r.tally)),
         ));
+        // Only when some flow has a name (a set's DNS name was seen).
+        if self.by_dns_name.iter().any(|r| r.key.dns_name.is_some()) {
+            out.push_str(&breakdown(
+                &["DNS name"],
+                self.by_dns_name
+                    .iter()
+                    .map(|r| (vec![opt(&r.key.dns_name)], r.tally)),
+            ));
+        }
         out.push_str(&breakdown(
             &["State"],
             self.by_state

@@ -352,6 +352,7 @@ fn json_document_fields() {
             "first_seen": "2026-11-22T10:00:00.000000Z", "last_seen": "2026-11-22T10:00:01.000000Z",
             "by_datacenter": [with(json!({"datacenter": "US1"}))],
             "by_purpose": [with(json!({"purpose": "app-connector"})), with(json!({"purpose": "dlp"}))],
+            "by_dns_name": [with(json!({"dns_name": null}))],
             "by_state": [with(json!({"state": "unreachable"}))],
             "by_verdict": [with(json!({"verdict": "disallowed-port"}))],
             "by_local_host": [with(json!({"local_addr": "198.51.100.2"}))],
