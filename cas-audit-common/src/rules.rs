@@ -338,6 +338,9 @@ pub const fn ending(proto_nr: u8, mask: u64) -> Ending {
 pub const DNS_PORT: u16 = 53;
 /// HTTPS: the port whose ClientHellos are handed over.
 pub const HTTPS_PORT: u16 = 443;
+/// TLS record content type `handshake` (RFC 8446 section 5.1): the first
+/// byte of a payload that may hold a ClientHello.
+pub const TLS_HANDSHAKE: u8 = 22;
 
 /// Which [`payload_kind`] a packet with a payload of protocol `proto_nr`
 /// from `src_port` to `dst_port` may be handed over as, before its bytes
@@ -362,5 +365,5 @@ pub const fn handoff(proto_nr: u8, src_port: u16, dst_port: u16) -> u8 {
 /// TCP) is not handed over.
 #[inline(always)]
 pub const fn client_hello(first: [u8; 6]) -> bool {
-    first[0] == 22 && first[1] == 3 && first[5] == 1
+    first[0] == TLS_HANDSHAKE && first[1] == 3 && first[5] == 1
 }

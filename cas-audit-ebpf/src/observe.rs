@@ -74,6 +74,7 @@ pub fn observe<P: Packet>(pkt: &P, hook: Hook) {
             family,
             proto,
             l4_off,
+            end,
             src_hi,
             dst_hi,
         } = quick_addrs(pkt)
@@ -81,7 +82,7 @@ pub fn observe<P: Packet>(pkt: &P, hook: Hook) {
             // A DNS response or ClientHello takes the full parse below.
             if !prefilter_passes(family, dst_hi)
                 && !prefilter_passes(family, src_hi)
-                && !(handoff_on() && quick_handoff(pkt, proto, l4_off))
+                && !(handoff_on() && quick_handoff(pkt, proto, l4_off, end))
             {
                 return;
             }

@@ -4,7 +4,7 @@
 //! Results are plain structs with status codes rather than `Option`s held
 //! across helper calls, which keeps the verifier's view of the stack simple.
 
-use cas_audit_common::{family, proto, rules, sizes::MAX_IPV6_EXT_HEADERS};
+use cas_audit_common::{family, payload_kind, proto, rules, sizes::MAX_IPV6_EXT_HEADERS};
 
 use crate::packet::Packet;
 
@@ -250,20 +250,28 @@ impl L4 {
 }
 
 /// Whether a plain packet ([`quick_addrs`]) of protocol `proto` whose
-/// transport header is at `l4_off` may be a DNS response or a ClientHello
-/// ([`rules::handoff`] on its ports): such packets take the full parse.
+/// transport header is at `l4_off` (the packet ending at `end`) may be a
+/// DNS response or a ClientHello ([`rules::handoff`] on its ports; to port
+/// 443, a payload starting with a TLS handshake record): such packets take
+/// the full parse. Every other packet to port 443 (ACKs, application data)
+/// stays on the fast path.
 #[inline(always)]
-pub fn quick_handoff<P: Packet>(pkt: &P, proto: u8, l4_off: u32) -> bool {
-    match pkt.peek::<[u8; 4]>(l4_off) {
-        Some(p) => {
-            rules::handoff(
-                proto,
-                u16::from_be_bytes([p[0], p[1]]),
-                u16::from_be_bytes([p[2], p[3]]),
-            ) != 0
-        }
-        None => false,
+pub fn quick_handoff<P: Packet>(pkt: &P, proto: u8, l4_off: u32, end: u32) -> bool {
+    // Ports, sequence and acknowledgment numbers, data offset (TCP); a
+    // UDP header and the start of its DNS message.
+    let Some(h) = pkt.peek::<[u8; 14]>(l4_off) else {
+        return false;
+    };
+    let what = rules::handoff(
+        proto,
+        u16::from_be_bytes([h[0], h[1]]),
+        u16::from_be_bytes([h[2], h[3]]),
+    );
+    if what != payload_kind::TLS_HELLO {
+        return what != 0;
     }
+    let payload = l4_off + ((h[12] >> 4) as u32) * 4;
+    payload < end && matches!(pkt.peek::<u8>(payload), Some(rules::TLS_HANDSHAKE))
 }
 
 /// Parses the transport header at `l3.l4_off`. Protocols without ports give
@@ -419,6 +427,8 @@ pub enum Quick {
         proto: u8,
         /// Offset of its transport header.
         l4_off: u32,
+        /// Offset just past the IP packet.
+        end: u32,
         /// The source address's top 16 bits.
         src_hi: u16,
         /// The destination address's top 16 bits.
@@ -452,6 +462,7 @@ pub fn quick_addrs<P: Packet>(pkt: &P) -> Quick {
                 family: family::V4,
                 proto: h[23],
                 l4_off: ETH_HLEN + 20,
+                end: ETH_HLEN + tot_len,
                 src_hi: u16::from_be_bytes([h[26], h[27]]),
                 dst_hi: u16::from_be_bytes([h[30], h[31]]),
             }
@@ -473,6 +484,7 @@ pub fn quick_addrs<P: Packet>(pkt: &P) -> Quick {
                 family: family::V6,
                 proto: h[20],
                 l4_off: ETH_HLEN + IPV6_HLEN,
+                end: ETH_HLEN + IPV6_HLEN + payload_len,
                 src_hi: u16::from_be_bytes([h[22], h[23]]),
                 dst_hi: u16::from_be_bytes(d),
             }

@@ -40,30 +40,31 @@ struct Dnsmasq(Child);
 
 impl Dnsmasq {
     fn start(topo: &Topology) -> Dnsmasq {
-        let child = topo
-            .command(topo.cloud(), "dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--user=root",
-                "--pid-file",
-            ])
-            .arg(format!("--listen-address={DNS}"))
-            .arg(format!("--local-ttl={TTL}"))
-            .arg(format!("--host-record=ocsp.msocsp.com,{OCSP4},{OCSP6}"))
-            .arg(format!("--host-record=contoso.cas.ms,{PROXY4}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting dnsmasq (install dnsmasq-base)");
+        let dns = Dnsmasq(
+            topo.command(topo.cloud(), "dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--bind-interfaces",
+                    "--user=root",
+                    "--pid-file",
+                ])
+                .arg(format!("--listen-address={DNS}"))
+                .arg(format!("--local-ttl={TTL}"))
+                .arg(format!("--host-record=ocsp.msocsp.com,{OCSP4},{OCSP6}"))
+                .arg(format!("--host-record=contoso.cas.ms,{PROXY4}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting dnsmasq (install dnsmasq-base)"),
+        );
         // Ready when it answers.
         for _ in 0..50 {
             if dig(topo, &["+short", "ocsp.msocsp.com"]).contains(&OCSP4.to_string()) {
-                return Dnsmasq(child);
+                return dns;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -119,7 +120,7 @@ fn exchange(topo: &Topology, dst: IpAddr, port: u16) {
 }
 
 /// The one final record of the TCP flow to `dst:port`.
-fn flow_to<'a>(recs: &'a [Value], dst: IpAddr, port: u16) -> &'a Value {
+fn flow_to(recs: &[Value], dst: IpAddr, port: u16) -> &Value {
     let f: Vec<&Value> = recs
         .iter()
         .filter(|r| {

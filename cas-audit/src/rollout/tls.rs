@@ -50,9 +50,12 @@ pub struct Tls {
     verdicts: Arc<Verdicts>,
 }
 
+/// An end-entity certificate (DER) and what webpki said of it.
+type Verdict = (Vec<u8>, Result<(), rustls::Error>);
+
 /// What the verifier saw, per end-entity certificate.
 #[derive(Debug, Default)]
-struct Verdicts(Mutex<Vec<(Vec<u8>, Result<(), rustls::Error>)>>);
+struct Verdicts(Mutex<Vec<Verdict>>);
 
 #[derive(Debug)]
 struct Recording {
