@@ -270,8 +270,15 @@ pub fn quick_handoff<P: Packet>(pkt: &P, proto: u8, l4_off: u32, end: u32) -> bo
     if what != payload_kind::TLS_HELLO {
         return what != 0;
     }
-    let payload = l4_off + ((h[12] >> 4) as u32) * 4;
-    payload < end && matches!(pkt.peek::<u8>(payload), Some(rules::TLS_HANDSHAKE))
+    // The TCP header (at most 60 bytes) and the payload's first byte, read
+    // at a fixed offset: the byte is indexed in the copy (a variable
+    // packet offset would need its own bounds check for the verifier). A
+    // segment shorter than that holds no ClientHello.
+    let Some(t) = pkt.peek::<[u8; 61]>(l4_off) else {
+        return false;
+    };
+    let doff = ((t[12] >> 4) as usize * 4) & 0x3c;
+    l4_off + (doff as u32) < end && t[doff] == rules::TLS_HANDSHAKE
 }
 
 /// Parses the transport header at `l3.l4_off`. Protocols without ports give

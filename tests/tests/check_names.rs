@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use cas_audit_tests::dns::Dnsmasq;
 use cas_audit_tests::process::agent_bin_str;
 use cas_audit_tests::{with_topology, Topology};
 
@@ -138,31 +139,6 @@ fn s_server(topo: &Topology, dir: &Path, addr: IpAddr, leaf: &str) -> Child {
         .expect("openssl s_server")
 }
 
-fn dnsmasq(topo: &Topology) -> Child {
-    topo.command(topo.cloud(), "dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--user=root",
-            "--pid-file",
-        ])
-        .arg(format!("--listen-address={DNS}"))
-        .arg(format!("--host-record=portal.cloudappsecurity.com,{GOOD}"))
-        .arg(format!(
-            "--host-record=contoso.us.portal.cloudappsecurity.com,{GOOD}"
-        ))
-        .arg(format!("--host-record=cdn.cloudappsecurity.com,{MITM}"))
-        .arg(format!("--host-record=ocsp.msocsp.com,{OCSP}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dnsmasq")
-}
-
 fn set_file(dir: &Path) -> PathBuf {
     let path = dir.join("names-set.json");
     std::fs::write(
@@ -245,8 +221,20 @@ fn check_names_with_tls() {
             "bad",
             &["cdn.cloudappsecurity.com"],
         );
+        let _dns = Dnsmasq::start(
+            topo,
+            topo.cloud(),
+            DNS,
+            0,
+            &[
+                ("portal.cloudappsecurity.com", &[GOOD]),
+                ("contoso.us.portal.cloudappsecurity.com", &[GOOD]),
+                ("cdn.cloudappsecurity.com", &[MITM]),
+                ("ocsp.msocsp.com", &[OCSP]),
+            ],
+        )
+        .expect("dnsmasq");
         let _kids = Kids(vec![
-            dnsmasq(topo),
             s_server(topo, &dir, GOOD, "good"),
             s_server(topo, &dir, MITM, "bad"),
         ]);

@@ -14,11 +14,12 @@
 //! TCP packets tshark saw).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use cas_audit_tests::dns::Dnsmasq;
 use cas_audit_tests::observers::{count, Capture};
 use cas_audit_tests::process::{agent_bin_str, Process as Agent};
 use cas_audit_tests::traffic::{tcp_exchange, udp_send, TcpServer};
@@ -34,50 +35,6 @@ const PROXY4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 201));
 const DNS: IpAddr = Topology::CLOUD_ADDR4;
 /// dnsmasq's TTL for its answers, seconds.
 const TTL: &str = "3";
-
-/// dnsmasq in the cloud namespace, killed on drop.
-struct Dnsmasq(Child);
-
-impl Dnsmasq {
-    fn start(topo: &Topology) -> Dnsmasq {
-        let dns = Dnsmasq(
-            topo.command(topo.cloud(), "dnsmasq")
-                .args([
-                    "--keep-in-foreground",
-                    "--conf-file=/dev/null",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--bind-interfaces",
-                    "--user=root",
-                    "--pid-file",
-                ])
-                .arg(format!("--listen-address={DNS}"))
-                .arg(format!("--local-ttl={TTL}"))
-                .arg(format!("--host-record=ocsp.msocsp.com,{OCSP4},{OCSP6}"))
-                .arg(format!("--host-record=contoso.cas.ms,{PROXY4}"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting dnsmasq (install dnsmasq-base)"),
-        );
-        // Ready when it answers.
-        for _ in 0..50 {
-            if dig(topo, &["+short", "ocsp.msocsp.com"]).contains(&OCSP4.to_string()) {
-                return dns;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("dnsmasq does not answer");
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `dig @DNS args...` in the LAN namespace: its standard output.
 fn dig(topo: &Topology, args: &[&str]) -> String {
@@ -138,7 +95,17 @@ fn flow_to(recs: &[Value], dst: IpAddr, port: u16) -> &Value {
 #[test]
 fn names_from_dns_answers_are_audited_for_their_ttl() {
     with_topology("names_dns", &[OCSP4, OCSP6, PROXY4], |topo| {
-        let _dns = Dnsmasq::start(topo);
+        let _dns = Dnsmasq::start(
+            topo,
+            topo.cloud(),
+            DNS,
+            TTL.parse().unwrap(),
+            &[
+                ("ocsp.msocsp.com", &[OCSP4, OCSP6]),
+                ("contoso.cas.ms", &[PROXY4]),
+            ],
+        )
+        .expect("dnsmasq");
         let servers: Vec<TcpServer> = [(OCSP4, 80), (OCSP4, 8080), (OCSP6, 80), (PROXY4, 443)]
             .into_iter()
             .map(|(a, p)| {

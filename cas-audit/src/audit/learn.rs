@@ -195,11 +195,13 @@ impl Session {
         let Some(range) = self.learner.table.get(id).map(|l| l.range.clone()) else {
             return;
         };
+        let profiles = self.policy.profiles().len();
         self.policy
             .assign(id, AllowedPorts::from_ports(range.ports.iter().copied()));
+        let new_profile = self.policy.profiles().len() > profiles;
         let base = self.dp.range_total(id).unwrap_or_default();
         self.learner.baselines.insert(id, base);
-        match self.dp.learn_insert(id, &range, &self.policy) {
+        match self.dp.learn_insert(id, &range, &self.policy, new_profile) {
             Ok(()) => log::info!(
                 "learned {addr} as {name} (from a {}): {} [{}], ports {}, for {} s",
                 match via {
@@ -221,7 +223,8 @@ impl Session {
     }
 
     /// Takes the learned addresses whose lifetime ended out of the tries,
-    /// and frees the slots no flow of `snapshot_ids` names.
+    /// and frees the slots no flow of the table (`referenced`: their range
+    /// ids) names.
     pub(super) fn expire_learned(&mut self, referenced: &HashSet<u32>) {
         let gone = self.learner.table.expire(monotonic_ns());
         if !gone.is_empty() {

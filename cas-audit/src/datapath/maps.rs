@@ -123,18 +123,7 @@ pub fn counters(src: &impl MapSource) -> Result<Counters, DatapathError> {
 
 /// One range's totals (summed over CPUs).
 pub fn range_total(src: &impl MapSource, id: u32) -> Result<RangeStats, DatapathError> {
-    let arr: PerCpuArray<&MapData, RangeStats> =
-        PerCpuArray::try_from(get(src, names::RANGE_STATS)?)
-            .map_err(map_err("opening the range counters"))?;
-    let v = arr
-        .get(&id, 0)
-        .map_err(map_err("reading the range counters"))?;
-    Ok(v.iter().fold(RangeStats::default(), |a, s| RangeStats {
-        packets_out: a.packets_out + s.packets_out,
-        bytes_out: a.bytes_out + s.bytes_out,
-        packets_in: a.packets_in + s.packets_in,
-        bytes_in: a.bytes_in + s.bytes_in,
-    }))
+    Ok(range_totals_of(src, [id])?.remove(0))
 }
 
 /// What the tries say of `addr`: its range (longest match), if any.
@@ -155,10 +144,18 @@ pub fn lookup(src: &impl MapSource, addr: std::net::IpAddr) -> Option<RangeValue
 
 /// Per-range totals (summed over CPUs) for range ids `0..n`.
 pub fn range_totals(src: &impl MapSource, n: usize) -> Result<Vec<RangeStats>, DatapathError> {
+    range_totals_of(src, 0..n as u32)
+}
+
+/// The totals (summed over CPUs) of range ids `ids`.
+fn range_totals_of(
+    src: &impl MapSource,
+    ids: impl IntoIterator<Item = u32>,
+) -> Result<Vec<RangeStats>, DatapathError> {
     let arr: PerCpuArray<&MapData, RangeStats> =
         PerCpuArray::try_from(get(src, names::RANGE_STATS)?)
             .map_err(map_err("opening the range counters"))?;
-    (0..n as u32)
+    ids.into_iter()
         .map(|i| {
             let v = arr
                 .get(&i, 0)

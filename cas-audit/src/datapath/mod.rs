@@ -519,32 +519,35 @@ impl Datapath {
     }
 
     /// Puts a learned range into the tries under `id` (a learned id), with
-    /// the port profile `policy` gives it: the profile's bitmap first (it
-    /// may be new), then the prefilter bit, then the trie entry, so that
-    /// no packet sees the entry without its ports.
+    /// the port profile `policy` gives it: a `new_profile`'s bitmap first,
+    /// then the prefilter bit, then the trie entry, so that no packet sees
+    /// the entry without its ports.
     pub fn learn_insert(
         &mut self,
         id: u32,
         range: &Range,
         policy: &PortPolicy,
+        new_profile: bool,
     ) -> Result<(), DatapathError> {
-        let profile = policy.profile_of(id);
-        let words = maps::port_words(policy);
-        let per = sizes::PORT_WORDS as usize;
-        let start = profile as usize * per;
-        let cap = self.map_capacity(names::ALLOWED_PORTS) as usize;
-        if start + per > cap {
-            return Err(DatapathError::TooManyPortProfiles {
-                have: profile as usize + 1,
-                max: (cap / per) as u32,
-            });
+        if new_profile {
+            let profile = policy.profile_of(id);
+            let words = maps::port_words(policy);
+            let per = sizes::PORT_WORDS as usize;
+            let start = profile as usize * per;
+            let cap = self.map_capacity(names::ALLOWED_PORTS) as usize;
+            if start + per > cap {
+                return Err(DatapathError::TooManyPortProfiles {
+                    have: profile as usize + 1,
+                    max: (cap / per) as u32,
+                });
+            }
+            maps::write_words(
+                &mut self.ebpf,
+                names::ALLOWED_PORTS,
+                (start..start + per).map(|i| (i as u32, words[i])),
+                true,
+            )?;
         }
-        maps::write_words(
-            &mut self.ebpf,
-            names::ALLOWED_PORTS,
-            (start..start + per).map(|i| (i as u32, words[i])),
-            true,
-        )?;
         maps::set_prefilter(&mut self.ebpf, range)?;
         maps::insert_ranges(
             &mut self.ebpf,

@@ -144,8 +144,8 @@ async fn open(proxy: &Proxy, target: &str) -> Tunnel {
     }
 }
 
-/// Whether a check's stream goes to `addr` directly: the target of a
-/// CONNECT for a destination.
+/// The target of a CONNECT for a destination: its name when it has one
+/// (the proxy resolves it), else its address.
 pub fn target(name: Option<&str>, addr: SocketAddr) -> String {
     match name {
         Some(n) => format!("{n}:{}", addr.port()),
