@@ -28,7 +28,32 @@ use tokio::{
     net::TcpListener,
 };
 
-use super::bounded::SinkCounts;
+use super::{bounded::SinkCounts, record::LearnedSummary};
+
+/// The learned-name counters: the summary's `learned` field each stands
+/// for, and its HELP text. No name or address is ever a label.
+const LEARNED: [(&str, &str); 5] = [
+    (
+        "answers",
+        "DNS answers and ClientHellos naming one of the set's names, learned or refreshed",
+    ),
+    (
+        "added",
+        "Addresses put into the kernel tries as learned ranges",
+    ),
+    (
+        "expired",
+        "Learned addresses taken out of the tries when their TTL ended",
+    ),
+    (
+        "overflow",
+        "Addresses not learned because the learned table was full (--max-learned)",
+    ),
+    (
+        "unreadable",
+        "Payloads handed over that were no readable DNS response or ClientHello",
+    ),
+];
 use crate::{
     addrset::{Range, NO_DATACENTER},
     flow::{State, Verdict},
@@ -86,6 +111,10 @@ pub struct Metrics {
     table_capacity: Gauge,
     export_sent: Family<SinkLabels, Counter64>,
     export_dropped: Family<SinkLabels, Counter64>,
+    /// Names learned: `cas_audit_learned_<name>_total` per [`LEARNED`] field.
+    learned: HashMap<&'static str, Counter64>,
+    learned_now: Gauge,
+    learned_capacity: Gauge,
     /// Last values added, to turn absolute kernel counters into increments.
     last: std::sync::Mutex<HashMap<String, u64>>,
 }
@@ -168,6 +197,24 @@ impl Metrics {
             "The address set audited (value 1)",
             info.clone(),
         );
+        let mut learned = HashMap::new();
+        for (name, help) in LEARNED {
+            let m = Counter64::default();
+            registry.register(format!("cas_audit_learned_{name}"), help, m.clone());
+            learned.insert(name, m);
+        }
+        let learned_now = Gauge::default();
+        registry.register(
+            "cas_audit_learned_addresses",
+            "Learned addresses in the kernel tries now",
+            learned_now.clone(),
+        );
+        let learned_capacity = Gauge::default();
+        registry.register(
+            "cas_audit_learned_capacity",
+            "Learned addresses the tries hold at most (--max-learned)",
+            learned_capacity.clone(),
+        );
         info.get_or_create(&SetLabels {
             set: set.to_string(),
             published: published.to_string(),
@@ -185,8 +232,27 @@ impl Metrics {
             table_capacity,
             export_sent,
             export_dropped,
+            learned,
+            learned_now,
+            learned_capacity,
             last: Default::default(),
         }
+    }
+
+    /// Updates the learned-name metrics from the summary's figures and the
+    /// addresses in the tries now.
+    pub fn learned(&self, s: &LearnedSummary, now: usize) {
+        for (name, v) in [
+            ("answers", s.answers),
+            ("added", s.added),
+            ("expired", s.expired),
+            ("overflow", s.overflow),
+            ("unreadable", s.unreadable),
+        ] {
+            self.advance(format!("learned_{name}"), &self.learned[name], v);
+        }
+        self.learned_now.set(now as i64);
+        self.learned_capacity.set(s.capacity as i64);
     }
 
     fn advance(&self, key: String, counter: &Counter64, value: u64) {
