@@ -7,9 +7,11 @@
 //! - [`reload`]: a new version of the set swapped in while running;
 //! - [`ifaces`]: interfaces, by index, that are renamed, go down, vanish
 //!   and come back (rtnetlink link events);
+//! - [`learn`]: names learned from DNS answers and ClientHellos;
 //! - [`nat`]: the inside host behind NAT, from connection tracking.
 
 mod ifaces;
+mod learn;
 mod nat;
 mod reload;
 mod session;
@@ -77,6 +79,9 @@ pub struct RunConfig {
     pub answer_timeout: Duration,
     /// Event ring-buffer size in bytes; `None`: the default.
     pub ring_bytes: Option<u32>,
+    /// Names learned from DNS answers and ClientHellos (`--max-learned`,
+    /// `--learn-ttl-min`, `--learn-ttl-max`).
+    pub learn: crate::names::LearnOptions,
     /// Pin directory (`--pin`).
     pub pin: Option<PathBuf>,
     /// Serve Prometheus metrics here (`--metrics`).
@@ -104,6 +109,7 @@ impl Default for RunConfig {
             max_flows: sizes::MAX_FLOWS,
             answer_timeout: crate::flow::state::DEFAULT_ANSWER_TIMEOUT,
             ring_bytes: None,
+            learn: crate::names::LearnOptions::default(),
             pin: None,
             metrics: None,
             ipfix: None,
@@ -177,6 +183,8 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         ranges.len(),
         policy
     );
+    let matcher = crate::addrset::names::NameMatcher::new(&set.dns);
+    let learning = cfg.learn.capacity > 0 && !matcher.is_empty();
 
     let json = cfg.json.as_ref().map(JsonTarget::open).transpose()?;
     let human = (cfg.json != Some(JsonTarget::Stdout)).then(|| {
@@ -224,6 +232,8 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             ring_bytes: cfg.ring_bytes,
             pin: cfg.pin.clone().map(PinDir::new),
             set_name: set.name.clone(),
+            learned: if learning { cfg.learn.capacity } else { 0 },
+            handoff: learning,
         },
     )
     .map_err(|e| Error::from(e).at_start())?;
@@ -254,13 +264,21 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             return Err(e.at_start());
         }
     };
-    let (reader, mut events, mut logger) = match attach_all(&mut dp, &cfg) {
+    let (reader, mut events, mut logger) = match attach_all(&mut dp, &cfg, learning) {
         Ok(started) => started,
         Err(e) => {
             dp.abandon();
             return Err(e.at_start());
         }
     };
+    let learner = learn::Learner::new(
+        matcher,
+        crate::names::LearnOptions {
+            capacity: dp.learned_capacity(),
+            ..cfg.learn
+        },
+        dp.learned_base(),
+    );
     let v6 = ranges.iter().filter(|r| r.prefix.addr().is_ipv6()).count();
     log::info!(
         "auditing {} CAS ranges ({} IPv4, {} IPv6) of set {} on {}; allowed ports {}",
@@ -271,6 +289,15 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         cfg.ifaces.join(", "),
         policy
     );
+    if learning {
+        log::info!(
+            "learning the addresses of {} DNS names from DNS answers and ClientHellos: up to {} at once, each for its TTL within {} to {} s",
+            set.dns.len(),
+            learner.table.options().capacity,
+            cfg.learn.ttl_floor.as_secs(),
+            cfg.learn.ttl_cap.as_secs()
+        );
+    }
 
     let ifaces = Interfaces::new(dp.attachments().iter().map(|a| {
         let link = crate::host::links::Link {
@@ -303,6 +330,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         metrics,
         flow_capacity: 0,
         nat: nat::CtResolver::open(),
+        learner,
     };
     s.flow_capacity = s.dp.map_capacity(cas_audit_common::names::FLOWS);
 
@@ -355,6 +383,9 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     // Detach first so the final figures are exact, then drain and report.
     // A pinned datapath stays attached and keeps counting for the next agent.
     s.dp.detach_all();
+    if s.dp.pin_dir().is_some() {
+        s.forget_learned();
+    }
     if let Some(dir) = s.dp.pin_dir() {
         // Only a filesystem the host sees keeps the pins (a private one
         // was refused at start).
@@ -438,10 +469,15 @@ type EventBatches = tokio::sync::mpsc::UnboundedReceiver<Vec<crate::datapath::ev
 fn attach_all(
     dp: &mut Datapath,
     cfg: &RunConfig,
+    learning: bool,
 ) -> Result<(EventReader, EventBatches, PolledLog), Error> {
     let logger = dp.take_logger();
-    let (reader, events) = crate::datapath::events::spawn(dp.take_events()?)
-        .map_err(Error::setup("starting the event reader"))?;
+    let mut rings = vec![dp.take_events()?];
+    if learning {
+        rings.push(dp.take_payloads()?);
+    }
+    let (reader, events) =
+        crate::datapath::events::spawn(rings).map_err(Error::setup("starting the event reader"))?;
     // SAFETY: the logger's ring buffer owns its map fd, which stays open and
     // unchanged for as long as the AsyncFd owns it.
     let logger = match logger {

@@ -10,7 +10,7 @@ use std::{
 
 use cas_audit_common::Counter;
 
-use super::{ifaces::Interfaces, nat::CtResolver, reload::SetSource};
+use super::{ifaces::Interfaces, learn::Learner, nat::CtResolver, reload::SetSource};
 use crate::{
     addrset::Range,
     datapath::{events::RingRecord, Datapath, IngressMode},
@@ -51,11 +51,13 @@ pub struct Session {
     pub(super) flow_capacity: u32,
     /// Conntrack, for the inside host behind NAT.
     pub(super) nat: CtResolver,
+    /// Names learned from DNS answers and ClientHellos.
+    pub(super) learner: Learner,
 }
 
 impl Session {
     fn write(&mut self, flow: &Flow, reason: Reason) -> Result<(), Error> {
-        let range = self.ranges.get(flow.stats.range_id as usize);
+        let range = self.range_of(flow.stats.range_id);
         let ifaces: Vec<String> = flow
             .ifindexes()
             .map(|i| {
@@ -66,7 +68,7 @@ impl Session {
             })
             .collect();
         let state = flow.state(monotonic_ns(), self.tracker.answer_timeout());
-        let rec = FlowRecord::new(
+        let mut rec = FlowRecord::new(
             flow,
             range,
             (&self.host, &ifaces),
@@ -74,6 +76,7 @@ impl Session {
             reason,
             state,
         );
+        (rec.dns_name, rec.tls_server_name) = self.learner.names_of(flow);
         if reason.is_final() {
             *self.states.entry(state).or_default() += 1;
             if let Some(m) = &self.metrics {
@@ -97,6 +100,9 @@ impl Session {
         self.retry_interfaces();
         self.check_set_file();
         let snapshot = self.dp.flows()?;
+        let referenced: std::collections::HashSet<u32> =
+            snapshot.iter().map(|(_, s)| s.range_id).collect();
+        self.expire_learned(&referenced);
         if let Some(m) = self.metrics.clone() {
             let now = monotonic_ns();
             let answer = self.tracker.answer_timeout();
@@ -108,8 +114,9 @@ impl Session {
                 })
                 .collect();
             let counters = self.dp.counters()?;
-            let totals = self.dp.range_totals(self.ranges.len())?;
-            m.update(&counters, &self.ranges, &totals, &live, self.flow_capacity);
+            let (ranges, totals) = self.traffic()?;
+            m.update(&counters, &ranges, &totals, &live, self.flow_capacity);
+            m.learned(&self.learner.summary(), self.learner.table.len());
             m.log_records_lost(self.out.log_records_lost());
             m.sinks(&self.out.sink_counts());
             m.interfaces(
@@ -141,6 +148,7 @@ impl Session {
                     self.tracker
                         .on_ended(e.key, e.stats, monotonic_ns(), &mut self.nat)
                 }
+                RingRecord::Payload(p) => self.on_payload(p),
             }
         }
         self.flush()
@@ -160,6 +168,18 @@ impl Session {
         }
     }
 
+    /// Every range with its totals: the listed ones (by id), then the
+    /// learned ones (for the metrics, which only sum them).
+    fn traffic(&self) -> Result<(Vec<Range>, Vec<cas_audit_common::RangeStats>), Error> {
+        let mut ranges = self.ranges.clone();
+        let mut totals = self.dp.range_totals(self.ranges.len())?;
+        for (r, t, _) in self.learned_traffic() {
+            ranges.push(r);
+            totals.push(t);
+        }
+        Ok((ranges, totals))
+    }
+
     fn flush(&mut self) -> Result<(), Error> {
         self.out
             .flush()
@@ -175,11 +195,19 @@ impl Session {
         self.write_all(&last)?;
         let c = self.dp.counters()?;
         let totals = self.dp.range_totals(self.ranges.len())?;
+        let mut ranges = Summary::ranges_with_traffic(&self.ranges, &totals);
+        for (r, t, name) in self.learned_traffic() {
+            let mut rec = Summary::ranges_with_traffic(std::slice::from_ref(&r), &[t]);
+            for x in &mut rec {
+                x.dns_name = Some(name.clone());
+            }
+            ranges.extend(rec);
+        }
         let created = c.get(Counter::FlowsCreated);
         let accounted = self.tracker.entries_reported + c.get(Counter::FlowsLost);
         let mut s = Summary {
             ts: Timestamp::now(),
-            ranges: Summary::ranges_with_traffic(&self.ranges, &totals),
+            ranges,
             flows: self.tracker.reported,
             disallowed: self.tracker.disallowed,
             flows_evicted: created.saturating_sub(accounted),
@@ -203,6 +231,7 @@ impl Session {
                 PortPolicyKind::PerRange
             },
             watch: self.watch_counts(),
+            learned: self.learner.summary(),
         };
         self.out
             .summary(&mut s)

@@ -1,6 +1,7 @@
-//! Draining the kernel's event ring buffer on a thread of its own: flag
-//! events ([`FlowEvent`]) and ended flows whose 5-tuple a new connection
-//! reused ([`FlowEnded`]), in the order the kernel wrote them.
+//! Draining the kernel's ring buffers on a thread of its own: flag events
+//! ([`FlowEvent`]) and ended flows whose 5-tuple a new connection reused
+//! ([`FlowEnded`]), in the order the kernel wrote them, and the payload
+//! ring's DNS responses and ClientHellos ([`PayloadRecord`]).
 //!
 //! The ring buffer holds a few thousand events; at 100,000 new flagged
 //! flows per second it fills in tens of milliseconds. The agent's main task
@@ -18,7 +19,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use cas_audit_common::{record_kind, FlowEnded, FlowEvent};
+use cas_audit_common::{record_kind, FlowEnded, FlowEvent, PayloadHeader};
 use tokio::sync::mpsc;
 
 /// How long the reader sleeps in `poll(2)` before it looks at the stop flag.
@@ -27,12 +28,23 @@ const POLL_MS: i32 = 100;
 const BATCH: usize = 4096;
 
 /// One record of the ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RingRecord {
     /// A new disallowed flow.
     Flagged(FlowEvent),
     /// An ended flow, handed over before its entry was reset.
     Ended(FlowEnded),
+    /// A DNS response or ClientHello (the payload ring).
+    Payload(PayloadRecord),
+}
+
+/// A DNS response or ClientHello as the datapath handed it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadRecord {
+    /// Who sent it to whom, and how long it was.
+    pub hdr: PayloadHeader,
+    /// Its first `hdr.copied` bytes.
+    pub data: Vec<u8>,
 }
 
 impl RingRecord {
@@ -53,6 +65,15 @@ impl RingRecord {
                     std::ptr::read_unaligned(item.as_ptr().cast())
                 }))
             }
+            record_kind::PAYLOAD if item.len() >= size_of::<PayloadHeader>() => {
+                // SAFETY: a whole PayloadHeader (plain data); read unaligned.
+                let hdr: PayloadHeader = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                let data = item
+                    .get(size_of::<PayloadHeader>()..)?
+                    .get(..hdr.copied as usize)?
+                    .to_vec();
+                Some(RingRecord::Payload(PayloadRecord { hdr, data }))
+            }
             _ => None,
         }
     }
@@ -64,10 +85,10 @@ pub struct EventReader {
     thread: Option<JoinHandle<Result<u64, std::io::Error>>>,
 }
 
-/// Starts draining `ring`. Batches arrive on the returned receiver; short
+/// Starts draining `rings`. Batches arrive on the returned receiver; short
 /// or unknown records (which the kernel never writes) are counted and dropped.
 pub fn spawn(
-    ring: RingBuf<MapData>,
+    ring: Vec<RingBuf<MapData>>,
 ) -> std::io::Result<(EventReader, mpsc::UnboundedReceiver<Vec<RingRecord>>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let stop = Arc::new(AtomicBool::new(false));
@@ -111,7 +132,7 @@ impl Drop for EventReader {
 
 /// Reads until stopped; returns the number of short records seen.
 fn read_loop(
-    mut ring: RingBuf<MapData>,
+    mut rings: Vec<RingBuf<MapData>>,
     stop: Arc<AtomicBool>,
     tx: mpsc::UnboundedSender<Vec<RingRecord>>,
 ) -> Result<u64, std::io::Error> {
@@ -120,34 +141,39 @@ fn read_loop(
         // Read the flag before draining, so that a stop requested after
         // the programs were detached is followed by one complete drain.
         let stopping = stop.load(Ordering::SeqCst);
-        loop {
-            let mut batch = Vec::new();
-            while batch.len() < BATCH {
-                let Some(item) = ring.next() else { break };
-                match RingRecord::parse(&item) {
-                    Some(r) => batch.push(r),
-                    None => short += 1,
+        for ring in rings.iter_mut() {
+            loop {
+                let mut batch = Vec::new();
+                while batch.len() < BATCH {
+                    let Some(item) = ring.next() else { break };
+                    match RingRecord::parse(&item) {
+                        Some(r) => batch.push(r),
+                        None => short += 1,
+                    }
                 }
-            }
-            let full = batch.len() == BATCH;
-            if !batch.is_empty() && tx.send(batch).is_err() {
-                // The receiver is gone: nobody wants the events any more.
-                return Ok(short);
-            }
-            if !full {
-                break;
+                let full = batch.len() == BATCH;
+                if !batch.is_empty() && tx.send(batch).is_err() {
+                    // The receiver is gone: nobody wants the events any more.
+                    return Ok(short);
+                }
+                if !full {
+                    break;
+                }
             }
         }
         if stopping {
             return Ok(short);
         }
-        let mut pfd = libc::pollfd {
-            fd: ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+        let mut pfds: Vec<libc::pollfd> = rings
+            .iter()
+            .map(|r| libc::pollfd {
+                fd: r.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: valid pollfds for the duration of the call.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, POLL_MS) };
         if rc < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {

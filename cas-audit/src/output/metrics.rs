@@ -16,16 +16,42 @@ use std::{
     sync::atomic::AtomicU64,
 };
 
-use super::bounded::SinkCounts;
-use crate::{
-    addrset::{Range, NO_DATACENTER},
-    flow::{State, Verdict},
-};
 use cas_audit_common::{Counter, Counters, RangeStats};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter as PCounter, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
+};
+
+use super::{bounded::SinkCounts, record::LearnedSummary};
+
+/// The learned-name counters: the summary's `learned` field each stands
+/// for, and its HELP text. No name or address is ever a label.
+const LEARNED: [(&str, &str); 5] = [
+    (
+        "answers",
+        "DNS answers and ClientHellos naming one of the set's names, learned or refreshed",
+    ),
+    (
+        "added",
+        "Addresses put into the kernel tries as learned ranges",
+    ),
+    (
+        "expired",
+        "Learned addresses taken out of the tries when their TTL ended",
+    ),
+    (
+        "overflow",
+        "Addresses not learned because the learned table was full (--max-learned)",
+    ),
+    (
+        "unreadable",
+        "Payloads handed over that were no readable DNS response or ClientHello",
+    ),
+];
+use crate::{
+    addrset::{Range, NO_DATACENTER},
+    flow::{State, Verdict},
 };
 
 mod server;
@@ -89,6 +115,10 @@ pub struct Metrics {
     iface_gaps: Counter64,
     iface_uncovered: PCounter<f64, AtomicU64>,
     iface_attached: Gauge,
+    /// Names learned: `cas_audit_learned_<name>_total` per [`LEARNED`] field.
+    learned: HashMap<&'static str, Counter64>,
+    learned_now: Gauge,
+    learned_capacity: Gauge,
     /// Last values added, to turn absolute kernel counters into increments.
     last: std::sync::Mutex<HashMap<String, u64>>,
 }
@@ -191,6 +221,24 @@ impl Metrics {
             "The address set audited (value 1)",
             info.clone(),
         );
+        let mut learned = HashMap::new();
+        for (name, help) in LEARNED {
+            let m = Counter64::default();
+            registry.register(format!("cas_audit_learned_{name}"), help, m.clone());
+            learned.insert(name, m);
+        }
+        let learned_now = Gauge::default();
+        registry.register(
+            "cas_audit_learned_addresses",
+            "Learned addresses in the kernel tries now",
+            learned_now.clone(),
+        );
+        let learned_capacity = Gauge::default();
+        registry.register(
+            "cas_audit_learned_capacity",
+            "Learned addresses the tries hold at most (--max-learned)",
+            learned_capacity.clone(),
+        );
         info.get_or_create(&SetLabels {
             set: set.to_string(),
             published: published.to_string(),
@@ -212,8 +260,27 @@ impl Metrics {
             iface_gaps,
             iface_uncovered,
             iface_attached,
+            learned,
+            learned_now,
+            learned_capacity,
             last: Default::default(),
         }
+    }
+
+    /// Updates the learned-name metrics from the summary's figures and the
+    /// addresses in the tries now.
+    pub fn learned(&self, s: &LearnedSummary, now: usize) {
+        for (name, v) in [
+            ("answers", s.answers),
+            ("added", s.added),
+            ("expired", s.expired),
+            ("overflow", s.overflow),
+            ("unreadable", s.unreadable),
+        ] {
+            self.advance(format!("learned_{name}"), &self.learned[name], v);
+        }
+        self.learned_now.set(now as i64);
+        self.learned_capacity.set(s.capacity as i64);
     }
 
     fn advance(&self, key: String, counter: &Counter64, value: u64) {

@@ -6,6 +6,7 @@
 //! blocks the agent.
 
 pub mod bounded;
+pub mod check_record;
 pub mod human;
 pub mod ipfix;
 pub mod logdir;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::bounded::SinkCounts;
+pub use super::check_record::{CheckRecord, CheckResult, CheckSummary};
 use crate::{
     addrset::{DataCenter, Purpose, Range},
     flow::{
@@ -267,6 +268,15 @@ pub struct FlowRecord {
     /// Purposes of the range.
     #[serde(default)]
     pub purposes: Vec<Purpose>,
+    /// The name the client asked DNS for when the remote address came in
+    /// an answer to one of the set's names (learned, or in a listed
+    /// range); null when none was seen.
+    #[serde(default)]
+    pub dns_name: Option<String>,
+    /// The server name of the flow's TLS ClientHello (SNI); null when none
+    /// was seen (not TLS to port 443, started before the agent, no SNI).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     /// `allowed` or `disallowed-port`.
     pub verdict: Verdict,
     /// Wire packets local → remote.
@@ -367,6 +377,8 @@ impl FlowRecord {
             purposes: range
                 .map(|r| r.purposes.iter().copied().collect())
                 .unwrap_or_default(),
+            dns_name: None,
+            tls_server_name: None,
             verdict: flow.verdict,
             packets_out: flow.stats.packets_out,
             bytes_out: flow.stats.bytes_out,
@@ -449,6 +461,10 @@ pub struct RangeRecord {
     /// Its purposes.
     #[serde(default)]
     pub purposes: Vec<Purpose>,
+    /// For a learned address: the name it was learned as (absent for
+    /// listed ranges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
     /// Packets towards it.
     pub packets_out: u64,
     /// Bytes towards it.
@@ -523,6 +539,9 @@ pub struct Summary {
     /// Whose ports apply.
     #[serde(default)]
     pub port_policy: PortPolicyKind,
+    /// Names learned from DNS answers and ClientHellos.
+    #[serde(default)]
+    pub learned: LearnedSummary,
     /// Interface gaps and what the metrics endpoint refused.
     #[serde(flatten)]
     pub watch: WatchCounts,
@@ -554,6 +573,34 @@ pub struct WatchCounts {
     pub metrics_accept_errors: u64,
 }
 
+/// What the agent learned from DNS answers and ClientHellos (the
+/// `learned` object of the summary).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedSummary {
+    /// Addresses the learned table holds at most (`--max-learned`).
+    #[serde(default)]
+    pub capacity: u64,
+    /// Answers (an address of one of the set's names) learned or refreshed.
+    #[serde(default)]
+    pub answers: u64,
+    /// Addresses put into the tries as learned ranges.
+    #[serde(default)]
+    pub added: u64,
+    /// Of those, addresses whose lifetime ended (taken out of the tries).
+    #[serde(default)]
+    pub expired: u64,
+    /// Answer addresses in a listed range (they keep it; only the name is kept).
+    #[serde(default)]
+    pub listed: u64,
+    /// Addresses not learned because the table was full.
+    #[serde(default)]
+    pub overflow: u64,
+    /// Payloads handed over that were no readable DNS response or
+    /// ClientHello (cut before their question, garbage on port 53 or 443).
+    #[serde(default)]
+    pub unreadable: u64,
+}
+
 impl Summary {
     /// Ranges with traffic, from the per-range totals (range id = index).
     pub fn ranges_with_traffic(ranges: &[Range], totals: &[RangeStats]) -> Vec<RangeRecord> {
@@ -569,6 +616,7 @@ impl Summary {
                 },
                 datacenters: r.datacenters.iter().copied().collect(),
                 purposes: r.purposes.iter().copied().collect(),
+                dns_name: None,
                 packets_out: t.packets_out,
                 bytes_out: t.bytes_out,
                 packets_in: t.packets_in,
@@ -576,125 +624,6 @@ impl Summary {
             })
             .collect()
     }
-}
-
-/// The result of one destination of a `check`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckResult {
-    /// The TCP handshake completed.
-    Reachable,
-    /// Refused with a TCP RST.
-    Refused,
-    /// An ICMP error (or a local route or policy) said no.
-    Unreachable,
-    /// No answer within the timeout.
-    Unanswered,
-}
-
-impl CheckResult {
-    /// Every result, in table order.
-    pub const ALL: [CheckResult; 4] = [
-        CheckResult::Reachable,
-        CheckResult::Refused,
-        CheckResult::Unreachable,
-        CheckResult::Unanswered,
-    ];
-
-    /// The contract string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckResult::Reachable => "reachable",
-            CheckResult::Refused => "refused",
-            CheckResult::Unreachable => "unreachable",
-            CheckResult::Unanswered => "unanswered",
-        }
-    }
-}
-
-/// A `{"type":"check"}` record: one destination.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckRecord {
-    /// The address probed.
-    pub address: IpAddr,
-    /// The TCP port.
-    pub port: u16,
-    /// The range it stands for.
-    pub prefix: String,
-    /// Data centers of the range.
-    #[serde(default)]
-    pub datacenters: Vec<DataCenter>,
-    /// Purposes of the range.
-    #[serde(default)]
-    pub purposes: Vec<Purpose>,
-    /// `reachable`, `refused`, `unreachable` or `unanswered`.
-    pub result: CheckResult,
-    /// The flow's state as the datapath saw it; null without `--iface`.
-    #[serde(default)]
-    pub state: Option<State>,
-    /// The flow's Zeek-style history; null without `--iface`.
-    #[serde(default)]
-    pub history: Option<String>,
-    /// Local address of the attempt (from the datapath); null if unknown.
-    #[serde(default)]
-    pub local_addr: Option<IpAddr>,
-    /// Local port of the attempt.
-    #[serde(default)]
-    pub local_port: Option<u16>,
-    /// Handshake time in milliseconds, for reachable destinations.
-    #[serde(default)]
-    pub rtt_ms: Option<f64>,
-    /// ICMP/ICMPv6 type of the error that quoted the attempt.
-    #[serde(default)]
-    pub icmp_type: Option<u8>,
-    /// Its code.
-    #[serde(default)]
-    pub icmp_code: Option<u8>,
-    /// Who sent the ICMP error.
-    #[serde(default)]
-    pub reporter: Option<IpAddr>,
-    /// TTL of the RST that refused the attempt.
-    #[serde(default)]
-    pub rst_ttl: Option<u8>,
-    /// Hops to the RST's sender (1: a neighbour).
-    #[serde(default)]
-    pub rst_hops: Option<u8>,
-    /// Packets sent for the attempt (from the datapath).
-    #[serde(default)]
-    pub packets_out: Option<u64>,
-    /// Packets received.
-    #[serde(default)]
-    pub packets_in: Option<u64>,
-    /// The socket error, if any.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// What happened, readable.
-    #[serde(default)]
-    pub detail: String,
-}
-
-/// The `{"type":"check-summary"}` record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckSummary {
-    /// When the check ended.
-    pub ts: Timestamp,
-    /// The address set.
-    pub set: String,
-    /// The interface watched, if any.
-    #[serde(default)]
-    pub iface: Option<String>,
-    /// Destinations checked.
-    pub destinations: usize,
-    /// Of those, reachable.
-    pub reachable: usize,
-    /// Refused.
-    pub refused: usize,
-    /// Unreachable.
-    pub unreachable: usize,
-    /// Unanswered.
-    pub unanswered: usize,
-    /// True when every destination is reachable.
-    pub ok: bool,
 }
 
 /// A refused TCP flow to a disallowed port, for the sinks' tests.
