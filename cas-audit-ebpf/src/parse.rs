@@ -259,7 +259,7 @@ impl L4 {
 pub fn quick_handoff<P: Packet>(pkt: &P, proto: u8, l4_off: u32, end: u32) -> bool {
     // Ports, sequence and acknowledgment numbers, data offset (TCP); a
     // UDP header and the start of its DNS message.
-    let Some(h) = pkt.peek::<[u8; 14]>(l4_off) else {
+    let Ok(h) = pkt.load::<[u8; 14]>(l4_off) else {
         return false;
     };
     let what = rules::handoff(
@@ -273,8 +273,11 @@ pub fn quick_handoff<P: Packet>(pkt: &P, proto: u8, l4_off: u32, end: u32) -> bo
     // The TCP header (at most 60 bytes) and the payload's first byte, read
     // at a fixed offset: the byte is indexed in the copy (a variable
     // packet offset would need its own bounds check for the verifier). A
-    // segment shorter than that holds no ClientHello.
-    let Some(t) = pkt.peek::<[u8; 61]>(l4_off) else {
+    // segment shorter than that holds no ClientHello. `load`, not `peek`:
+    // a socket's TCP payload sits in the skb's pages, past the linear area
+    // (seen on every forwarded ClientHello from a LAN host); the helper
+    // call is only made then.
+    let Ok(t) = pkt.load::<[u8; 61]>(l4_off) else {
         return false;
     };
     let doff = ((t[12] >> 4) as usize * 4) & 0x3c;

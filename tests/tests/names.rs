@@ -239,3 +239,79 @@ fn names_from_dns_answers_are_audited_for_their_ttl() {
         assert_eq!(summary["payloads_lost"], 0);
     });
 }
+
+/// A lab address no DNS answer names: only the ClientHello tells.
+const HELLO4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 202));
+
+/// Where no DNS answer was seen (the client had the address cached, or
+/// used DNS over HTTPS), a new TCP flow to 443 whose ClientHello names one
+/// of the set's names makes its remote address a learned one: the flow
+/// carries `tls_server_name`, and is audited with the name's purpose.
+/// The ClientHello is a real one, from `openssl s_client` in the LAN
+/// namespace (to an echo server: the handshake itself fails, as it may).
+#[test]
+fn a_client_hello_names_its_flow_and_learns_the_address() {
+    with_topology("names_hello", &[HELLO4], |topo| {
+        let server =
+            TcpServer::start(topo, topo.cloud(), SocketAddr::new(HELLO4, 443)).expect("server");
+        let mut cmd = topo.command(topo.gw(), &agent_bin_str());
+        cmd.args([
+            "run",
+            "--json",
+            "-",
+            "--ingress",
+            "tc",
+            "--iface",
+            Topology::GW_UPLINK,
+            "--set",
+            "cas-2019-11",
+        ]);
+        let agent = Agent::spawn(cmd);
+        agent.wait_ready();
+        let client = topo
+            .command(topo.lan(), "timeout")
+            .args(["5", "openssl", "s_client", "-connect"])
+            .arg(format!("{HELLO4}:443"))
+            .args(["-servername", "Portal.CloudAppSecurity.com", "-tls1_2"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl s_client");
+        eprintln!(
+            "s_client: {}",
+            String::from_utf8_lossy(&client.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let run = agent.stop();
+        assert!(
+            run.stderr.contains(&format!(
+                "learned {HELLO4} as portal.cloudappsecurity.com (from a ClientHello)"
+            )),
+            "stderr:\n{}\nstdout:\n{}",
+            run.stderr,
+            run.stdout
+        );
+        server.stop();
+        assert_eq!(run.code_or_signal(), 0, "stderr:\n{}", run.stderr);
+        let recs: Vec<Value> = run
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        let f = flow_to(&recs, HELLO4, 443);
+        eprintln!("flow: {f}");
+        assert_eq!(f["tls_server_name"], "portal.cloudappsecurity.com");
+        assert_eq!(f["verdict"], "allowed");
+        assert_eq!(f["purposes"], serde_json::json!(["portal"]));
+        assert_eq!(f["prefix"], "203.0.113.202/32");
+        let summary = recs
+            .iter()
+            .find(|r| r["type"] == "summary")
+            .expect("summary");
+        assert_eq!(summary["client_hellos"], 1, "{summary}");
+        assert_eq!(summary["learned"]["added"], 1);
+        assert_eq!(summary["payloads_lost"], 0);
+    });
+}

@@ -455,19 +455,23 @@ impl Datapath {
                 )));
             }
         }
-        // Entries beyond the set's are addresses an agent that died had
-        // learned (a reload takes dropped ranges out): they go, as they
-        // would have at its exit.
+        // Entries beyond the set's in the learned block (the top range
+        // ids) are addresses an agent that died had learned: they go, as
+        // they would have at its exit. Any other entry beyond the set's is
+        // a range of another selection (a reload takes dropped ranges out).
         let wanted: std::collections::HashSet<ipnet::IpNet> =
             ranges.iter().map(|r| r.prefix.trunc()).collect();
-        let stale: Vec<Range> = pinned
-            .keys()
-            .filter(|p| !wanted.contains(p))
-            .map(|p| Range {
+        let base = self.learned_base();
+        let mut stale = Vec::new();
+        for (p, v) in pinned.iter().filter(|(p, _)| !wanted.contains(*p)) {
+            if v.id < base {
+                return Ok(Err(format!("{p} is pinned, not wanted")));
+            }
+            stale.push(Range {
                 prefix: *p,
                 ..Range::placeholder()
-            })
-            .collect();
+            });
+        }
         if !stale.is_empty() {
             log::info!(
                 "removing {} learned addresses left in the pinned tries",
