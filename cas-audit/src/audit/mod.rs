@@ -5,7 +5,8 @@
 //!   signals, the event ring, the kernel log and the poll timer;
 //! - [`session`]: what one poll and one event do;
 //! - [`reload`]: a new version of the set swapped in while running;
-//! - [`ifaces`]: interfaces that go down, vanish and come back;
+//! - [`ifaces`]: interfaces, by index, that are renamed, go down, vanish
+//!   and come back (rtnetlink link events);
 //! - [`learn`]: names learned from DNS answers and ClientHellos;
 //! - [`nat`]: the inside host behind NAT, from connection tracking.
 
@@ -24,7 +25,7 @@ use tokio::{
 };
 
 use self::{
-    ifaces::IfaceSeen,
+    ifaces::Interfaces,
     reload::{mtime, SetSource},
     session::{Session, LINGER},
 };
@@ -36,7 +37,7 @@ use crate::{
     },
     error::Error,
     flow::{AllowedPorts, Tracker},
-    host::{caps::preflight, clock::Clock, netdev},
+    host::{caps::preflight, clock::Clock, links::LinkMonitor, netdev},
     output::{
         human::LineTime,
         ipfix::Exporter,
@@ -131,6 +132,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     if cfg.ifaces.is_empty() {
         return Err(Error::Usage("at least one --iface is needed".into()));
     }
+    reserve_descriptors();
     let mut ifnames = HashMap::new();
     for (n, i) in cfg.ifaces.iter().enumerate() {
         if cfg.ifaces[..n].contains(i) {
@@ -254,6 +256,14 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             policy = source.policy(&ranges);
         }
     }
+    // Subscribed before attaching: no change after an attach goes unseen.
+    let mut links = match watch_links() {
+        Ok(l) => l,
+        Err(e) => {
+            dp.abandon();
+            return Err(e.at_start());
+        }
+    };
     let (reader, mut events, mut logger) = match attach_all(&mut dp, &cfg, learning) {
         Ok(started) => started,
         Err(e) => {
@@ -289,17 +299,14 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         );
     }
 
-    let ifaces = cfg
-        .ifaces
-        .iter()
-        .map(|i| {
-            let seen = IfaceSeen {
-                ifindex: netdev::ifindex(i).ok(),
-                up: netdev::is_up(i).unwrap_or(false),
-            };
-            (i.clone(), seen)
-        })
-        .collect();
+    let ifaces = Interfaces::new(dp.attachments().iter().map(|a| {
+        let link = crate::host::links::Link {
+            index: a.ifindex,
+            name: a.iface.clone(),
+            up: netdev::is_up(&a.iface).unwrap_or(false),
+        };
+        (a.iface.clone(), link)
+    }));
     let mut s = Session {
         dp,
         active,
@@ -354,7 +361,22 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
-            _ = tick.tick() => s.poll()?,
+            guard = links.readable_mut() => {
+                let mut guard = guard.map_err(Error::io("watching the interfaces"))?;
+                let changes = guard.get_inner_mut().read();
+                // read() stops at EAGAIN (or at an error, not retried at once).
+                guard.clear_ready();
+                match changes {
+                    Ok(c) => s.on_links(&c),
+                    Err(e) => log::warn!("reading interface events: {e}; the interfaces stay as last seen"),
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = links.get_mut().retry() {
+                    log::debug!("asking for the list of interfaces again: {e}");
+                }
+                s.poll()?
+            }
         }
     }
 
@@ -387,6 +409,33 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     s.poll()?;
     let summary = s.finish(&set.name, &cfg.ifaces)?;
     Ok(summary)
+}
+
+/// Raises the soft descriptor limit to the hard one, so that the agent's
+/// own work (maps, links, log files, sockets) has the room the system
+/// grants it; the metrics endpoint takes at most a quarter of it
+/// ([`crate::output::metrics::Limits`]).
+fn reserve_descriptors() {
+    match crate::host::fds::raise_nofile() {
+        Ok((before, after)) if after.soft > before.soft => log::debug!(
+            "descriptor limit raised from {} to {} (the hard limit)",
+            before.soft,
+            after.soft
+        ),
+        Ok((_, now)) => log::debug!("descriptor limit {}", now.soft),
+        Err(e) => log::warn!("raising the descriptor limit to the hard limit: {e}"),
+    }
+}
+
+/// The interface events, polled by the run loop.
+fn watch_links() -> Result<AsyncFd<LinkMonitor>, Error> {
+    let monitor = LinkMonitor::open().map_err(Error::setup(
+        "watching the interfaces (an rtnetlink socket)",
+    ))?;
+    // SAFETY: the monitor owns its socket, which stays open and the same
+    // for as long as the AsyncFd owns the monitor.
+    unsafe { AsyncFd::register_with_interest(monitor, Interest::READABLE) }
+        .map_err(|e| Error::setup("watching the interfaces (an rtnetlink socket)")(e.into()))
 }
 
 /// The exports `cfg` asks for, their threads started.

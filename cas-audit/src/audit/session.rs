@@ -10,7 +10,7 @@ use std::{
 
 use cas_audit_common::Counter;
 
-use super::{ifaces::IfaceSeen, learn::Learner, nat::CtResolver, reload::SetSource};
+use super::{ifaces::Interfaces, learn::Learner, nat::CtResolver, reload::SetSource};
 use crate::{
     addrset::Range,
     datapath::{events::RingRecord, Datapath, IngressMode},
@@ -18,8 +18,8 @@ use crate::{
     flow::{Flow, PortPolicy, Reason, State, Tracker},
     host::clock::{monotonic_ns, Clock},
     output::{
-        metrics::Metrics,
-        record::{FlowRecord, PortPolicyKind, Summary, Timestamp},
+        metrics::{ListenerCounters, Metrics},
+        record::{FlowRecord, PortPolicyKind, Summary, Timestamp, WatchCounts},
         sink::Output,
     },
 };
@@ -37,7 +37,8 @@ pub struct Session {
     pub(super) source: SetSource,
     pub(super) ifnames: HashMap<u32, String>,
     pub(super) ingress: IngressMode,
-    pub(super) ifaces: Vec<(String, IfaceSeen)>,
+    /// The audited interfaces, followed by index.
+    pub(super) ifaces: Interfaces,
     pub(super) policy: PortPolicy,
     pub(super) clock: Clock,
     /// This machine's name, the `host` of every record.
@@ -96,7 +97,7 @@ impl Session {
 
     /// One poll: interfaces, the set file, the flow table, the metrics.
     pub fn poll(&mut self) -> Result<(), Error> {
-        self.watch_interfaces();
+        self.retry_interfaces();
         self.check_set_file();
         let snapshot = self.dp.flows()?;
         let referenced: std::collections::HashSet<u32> =
@@ -118,6 +119,11 @@ impl Session {
             m.learned(&self.learner.summary(), self.learner.table.len());
             m.log_records_lost(self.out.log_records_lost());
             m.sinks(&self.out.sink_counts());
+            m.interfaces(
+                self.ifaces.gaps(),
+                self.ifaces.uncovered_ms(std::time::Instant::now()),
+                self.ifaces.attached_now(),
+            );
         }
         let due = self
             .tracker
@@ -146,6 +152,20 @@ impl Session {
             }
         }
         self.flush()
+    }
+
+    /// Interface gaps and what the metrics endpoint refused, so far.
+    fn watch_counts(&self) -> WatchCounts {
+        let listener = self.metrics.as_ref().map(|m| &m.listener);
+        let count = |f: fn(&ListenerCounters) -> u64| listener.map_or(0, f);
+        WatchCounts {
+            interface_gaps: self.ifaces.gaps(),
+            interface_uncovered_ms: self.ifaces.uncovered_ms(std::time::Instant::now()),
+            metrics_connections_refused: count(|l| l.refused.get()),
+            metrics_connections_timed_out: count(|l| l.timed_out.get()),
+            metrics_requests_too_large: count(|l| l.too_large.get()),
+            metrics_accept_errors: count(|l| l.accept_errors.get()),
+        }
     }
 
     /// Every range with its totals: the listed ones (by id), then the
@@ -210,6 +230,7 @@ impl Session {
             } else {
                 PortPolicyKind::PerRange
             },
+            watch: self.watch_counts(),
             learned: self.learner.summary(),
         };
         self.out

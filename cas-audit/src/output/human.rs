@@ -202,6 +202,20 @@ pub fn summary_table(s: &Summary, disallowed: &[FlowRecord]) -> String {
             s.log_records_lost
         ));
     }
+    let w = &s.watch;
+    if w.interface_gaps > 0 {
+        out.push_str(&format!(
+            "interface gaps: {} (an audited interface was removed: no counting until it was back); {} ms without the programs while an interface of its name existed\n",
+            w.interface_gaps, w.interface_uncovered_ms
+        ));
+    }
+    if w.metrics_connections_refused + w.metrics_connections_timed_out + w.metrics_accept_errors > 0
+    {
+        out.push_str(&format!(
+            "metrics endpoint: {} connections refused (too many open at once), {} timed out, {} failed accepts\n",
+            w.metrics_connections_refused, w.metrics_connections_timed_out, w.metrics_accept_errors
+        ));
+    }
     if c.get(Counter::FlowsLost) > 0 {
         out.push_str(&format!(
             "flows lost: {} ended flows whose 5-tuple was reused before the ring buffer had room for them (raise --ring-size)\n",

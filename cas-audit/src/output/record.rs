@@ -542,6 +542,35 @@ pub struct Summary {
     /// Names learned from DNS answers and ClientHellos.
     #[serde(default)]
     pub learned: LearnedSummary,
+    /// Interface gaps and what the metrics endpoint refused.
+    #[serde(flatten)]
+    pub watch: WatchCounts,
+}
+
+/// How the agent kept watching: the summary's interface-gap and listener
+/// fields (flattened into it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WatchCounts {
+    /// Times an audited interface lost its programs: its device was
+    /// removed (`RTM_DELLINK`). Each gap lasts until the programs are on
+    /// the interface of that name again, or until exit.
+    pub interface_gaps: u64,
+    /// Milliseconds during which an interface of an audited name existed
+    /// without the programs: from the `RTM_NEWLINK` of its creation, as the
+    /// agent read it, to the attach (the kernel created it a little
+    /// earlier: a lower bound).
+    pub interface_uncovered_ms: u64,
+    /// Connections to `--metrics` closed at once: the most served at once
+    /// were open.
+    pub metrics_connections_refused: u64,
+    /// Connections to `--metrics` closed because the client was too slow.
+    pub metrics_connections_timed_out: u64,
+    /// Requests to `--metrics` whose head was too long.
+    pub metrics_requests_too_large: u64,
+    /// Failed accepts on `--metrics` (descriptors, memory), each followed
+    /// by a pause.
+    pub metrics_accept_errors: u64,
 }
 
 /// What the agent learned from DNS answers and ClientHellos (the
@@ -685,30 +714,28 @@ mod tests {
 
 #[cfg(test)]
 mod schema {
-    use cas_audit_common::Counter;
+    use super::{RecordRef, Summary};
 
-    /// The published JSON Schema lists every kernel counter in the summary,
-    /// by its one name: a new counter cannot be forgotten there.
+    /// Every field a summary is written with, each kernel counter by its
+    /// one name included (`every_counter_is_a_summary_field_by_its_one_name`),
+    /// is a property of the published schema, and a required one: a new
+    /// field or counter cannot be forgotten there.
     #[test]
-    fn the_published_schema_has_every_counter() {
+    fn the_published_schema_has_every_summary_field() {
         let schema: serde_json::Value =
             serde_json::from_str(include_str!("../../../schema/cas-audit-run.schema.json"))
                 .expect("the schema is JSON");
         let summary = &schema["$defs"]["summary"];
-        for c in Counter::ALL {
+        let required = summary["required"].as_array().unwrap();
+        let written = serde_json::to_value(RecordRef::Summary(&Summary::default())).unwrap();
+        for field in written.as_object().unwrap().keys() {
             assert!(
-                summary["properties"].get(c.name()).is_some(),
-                "{} missing from the summary's properties",
-                c.name()
+                summary["properties"].get(field).is_some(),
+                "{field} missing from the summary's properties"
             );
             assert!(
-                summary["required"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|r| r == c.name()),
-                "{} missing from the summary's required fields",
-                c.name()
+                required.iter().any(|r| r == field),
+                "{field} missing from the summary's required fields"
             );
         }
     }
