@@ -79,10 +79,10 @@ pub struct FlowLabels {
     pub state: String,
 }
 
-/// Labels of the export counters.
+/// Labels of the sink counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
-    /// `ipfix` or `syslog`.
+    /// `ipfix`, `syslog`, `json`, `lines` or `log_dir`.
     pub sink: String,
 }
 
@@ -182,13 +182,13 @@ impl Metrics {
         let export_sent = Family::<SinkLabels, Counter64>::default();
         registry.register(
             "cas_audit_export_sent",
-            "Items handed to an export's transport: flows (ipfix), messages (syslog)",
+            "Items handed to a sink's transport or writer: flows (ipfix), messages (syslog), records (json, lines, log_dir)",
             export_sent.clone(),
         );
         let export_dropped = Family::<SinkLabels, Counter64>::default();
         registry.register(
             "cas_audit_export_dropped",
-            "Items an export lost: queue full, collector or SIEM unreachable",
+            "Items a sink lost: its queue full (a reader, disk, collector or SIEM behind), its transport failed, or still queued at exit",
             export_dropped.clone(),
         );
         let info = Family::<SetLabels, Gauge>::default();
@@ -335,7 +335,7 @@ impl Metrics {
         self.advance("log_records_lost".into(), &self.log_lost, n);
     }
 
-    /// Sets what each export sent and dropped so far.
+    /// Sets what each sink sent and dropped so far.
     pub fn sinks(&self, counts: &BTreeMap<String, SinkCounts>) {
         for (name, c) in counts {
             let labels = SinkLabels { sink: name.clone() };

@@ -510,13 +510,17 @@ pub struct Summary {
     /// reported (their packets are still in the range counters).
     #[serde(default)]
     pub flows_evicted: u64,
-    /// Records `--log-dir` could not write (full disk, I/O errors); 0
-    /// without it. Filled in by the sink that writes the summary.
+    /// Records `--log-dir` could not write (full disk, I/O errors, or its
+    /// queue full while the disk was behind); 0 without it. Filled in by
+    /// the sink that writes the summary.
     #[serde(default)]
     pub log_records_lost: u64,
-    /// Per export (`ipfix`, `syslog`): items sent and dropped (flows for
-    /// IPFIX, messages for syslog); empty without exports. Filled in by
-    /// the sink that writes the summary.
+    /// Per sink: items sent and dropped, for the exports (`ipfix`: flows,
+    /// `syslog`: messages) and the local outputs (`json`, `lines`: the
+    /// readable lines, `log_dir`: records; a drop is a record its queue
+    /// could not hold while the writer was behind, or one still queued at
+    /// exit). Filled in by the sink that writes the summary, with the
+    /// counts before the summary itself.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkCounts>,
     /// The kernel counters (`packets`, `matched`, `malformed`, `not_ip`,
@@ -710,6 +714,35 @@ mod schema {
                 "{} missing from the summary's required fields",
                 c.name()
             );
+        }
+    }
+
+    /// ... and every field of the summary record as the agent writes it,
+    /// and the name of every sink in `sinks`.
+    #[test]
+    fn the_published_schema_has_every_summary_field_and_sink() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../schema/cas-audit-run.schema.json"))
+                .expect("the schema is JSON");
+        let summary = &schema["$defs"]["summary"];
+        let written =
+            serde_json::to_value(super::RecordRef::Summary(&super::Summary::default())).unwrap();
+        let required = summary["required"].as_array().unwrap();
+        for field in written.as_object().unwrap().keys() {
+            assert!(
+                summary["properties"].get(field).is_some(),
+                "{field} missing from the summary's properties"
+            );
+            assert!(
+                required.iter().any(|r| r == field),
+                "{field} missing from the summary's required fields"
+            );
+        }
+        let names = summary["properties"]["sinks"]["propertyNames"]["enum"]
+            .as_array()
+            .unwrap();
+        for sink in ["ipfix", "syslog", "json", "lines", "log_dir"] {
+            assert!(names.iter().any(|n| n == sink), "sink {sink} missing");
         }
     }
 }
