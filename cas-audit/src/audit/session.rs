@@ -115,6 +115,7 @@ impl Session {
             m.learned(&self.learner.summary(), self.learner.table.len());
             m.log_records_lost(self.out.log_records_lost());
             m.sinks(&self.out.sink_counts());
+            m.events_stale(self.tracker.stale);
         }
         self.out.watch();
         let due = self
@@ -129,6 +130,8 @@ impl Session {
     /// record shows the flow as of its first packet, from the event alone
     /// (no map lookup); an ended flow handed over is reported at the next
     /// poll, before anything of the connection that reused its 5-tuple.
+    /// Records of flows already reported for good (queued while the agent
+    /// was paused or behind) are dropped and counted (`events_stale`).
     pub fn on_events(&mut self, records: &[RingRecord]) -> Result<(), Error> {
         for r in records {
             match r {
@@ -195,6 +198,7 @@ impl Session {
             flows_evicted: created.saturating_sub(accounted),
             log_records_lost: 0,
             sinks: Default::default(),
+            events_stale: self.tracker.stale,
             counters: c,
             states: self.states.clone(),
             set: set_name.to_string(),

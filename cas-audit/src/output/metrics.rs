@@ -108,6 +108,7 @@ pub struct Metrics {
     kernel: HashMap<Counter, Counter64>,
     table_entries: Gauge,
     log_lost: Counter64,
+    events_stale: Counter64,
     table_capacity: Gauge,
     export_sent: Family<SinkLabels, Counter64>,
     export_dropped: Family<SinkLabels, Counter64>,
@@ -179,6 +180,12 @@ impl Metrics {
             "JSON-lines records the --log-dir could not write (full disk, I/O errors)",
             log_lost.clone(),
         );
+        let events_stale = Counter64::default();
+        registry.register(
+            "cas_audit_events_stale",
+            "Ring records of flows already reported for good, dropped (queued while the agent was paused or behind)",
+            events_stale.clone(),
+        );
         let export_sent = Family::<SinkLabels, Counter64>::default();
         registry.register(
             "cas_audit_export_sent",
@@ -229,6 +236,7 @@ impl Metrics {
             kernel,
             table_entries,
             log_lost,
+            events_stale,
             table_capacity,
             export_sent,
             export_dropped,
@@ -333,6 +341,11 @@ impl Metrics {
     /// Sets the records the log directory could not write so far.
     pub fn log_records_lost(&self, n: u64) {
         self.advance("log_records_lost".into(), &self.log_lost, n);
+    }
+
+    /// Sets the ring records dropped as stale so far.
+    pub fn events_stale(&self, n: u64) {
+        self.advance("events_stale".into(), &self.events_stale, n);
     }
 
     /// Sets what each sink sent and dropped so far.

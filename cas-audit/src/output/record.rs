@@ -523,6 +523,11 @@ pub struct Summary {
     /// counts before the summary itself.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkCounts>,
+    /// Ring records (flag events, ended flows) of flows already reported
+    /// for good or forgotten, queued while the agent was paused or behind:
+    /// dropped, so that nothing follows a flow's final record.
+    #[serde(default)]
+    pub events_stale: u64,
     /// The kernel counters (`packets`, `matched`, `malformed`, `not_ip`,
     /// `fragments`, `ext_header_limit`, `events_lost`, `flows_created`,
     /// `flow_insert_failed`, `events`, `icmp_errors`, `icmp_unmatched`).
