@@ -696,13 +696,17 @@ mod tests {
 mod schema {
     use cas_audit_common::Counter;
 
+    /// The published JSON Schema of the records.
+    fn published() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../../schema/cas-audit-run.schema.json"))
+            .expect("the schema is JSON")
+    }
+
     /// The published JSON Schema lists every kernel counter in the summary,
     /// by its one name: a new counter cannot be forgotten there.
     #[test]
     fn the_published_schema_has_every_counter() {
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../../../schema/cas-audit-run.schema.json"))
-                .expect("the schema is JSON");
+        let schema = published();
         let summary = &schema["$defs"]["summary"];
         for c in Counter::ALL {
             assert!(
@@ -726,9 +730,7 @@ mod schema {
     /// and the name of every sink in `sinks`.
     #[test]
     fn the_published_schema_has_every_summary_field_and_sink() {
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../../../schema/cas-audit-run.schema.json"))
-                .expect("the schema is JSON");
+        let schema = published();
         let summary = &schema["$defs"]["summary"];
         let written =
             serde_json::to_value(super::RecordRef::Summary(&super::Summary::default())).unwrap();
