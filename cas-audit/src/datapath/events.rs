@@ -96,7 +96,8 @@ impl RingRecord {
     }
 }
 
-/// The reader thread; stop it with [`EventReader::stop`].
+/// The reader thread; stop it with [`EventReader::request_stop`], receive
+/// until the channel ends, then [`EventReader::join`].
 pub struct EventReader {
     stop: Arc<AtomicBool>,
     /// An eventfd in the thread's `poll(2)`: written to stop it at once.

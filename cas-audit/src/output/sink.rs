@@ -392,8 +392,13 @@ impl Output {
         for other in problems {
             log::error!("{other}");
         }
-        if let Ok(text) = serde_json::to_string(&RecordRef::Summary(s)) {
-            log::warn!("summary (it may be missing from {}): {text}", first.what);
+        // A reader that went away ends the run quietly, as before.
+        let gone = first.source.kind() == io::ErrorKind::BrokenPipe;
+        match serde_json::to_string(&RecordRef::Summary(s)) {
+            Ok(text) if !gone => {
+                log::warn!("summary (it may be missing from {}): {text}", first.what)
+            }
+            _ => {}
         }
         Err(first)
     }
