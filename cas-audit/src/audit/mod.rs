@@ -64,6 +64,9 @@ pub struct RunConfig {
     pub json: Option<JsonTarget>,
     /// `--log-dir`: the JSON lines in rotated files too.
     pub log_dir: Option<crate::output::logdir::LogDirOptions>,
+    /// `--output-buffer`: bytes each local output (JSON lines, readable
+    /// lines, log directory) may hold while its writer is behind.
+    pub output_buffer: u64,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Ingress hook choice.
@@ -102,6 +105,7 @@ impl Default for RunConfig {
             selection: Selection::default(),
             json: None,
             log_dir: None,
+            output_buffer: crate::output::sink::DEFAULT_BUFFER,
             duration: None,
             ingress: IngressMode::Auto,
             poll_interval: Duration::from_secs(1),
@@ -197,6 +201,19 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     let log = cfg.log_dir.clone().map(LogDir::open).transpose()?;
     let host = crate::host::hostname();
     let exports = exports(&cfg, &host)?;
+    let out = Output::new(
+        json.map(|w| {
+            (
+                w,
+                cfg.json.as_ref().map(JsonTarget::what).unwrap_or_default(),
+            )
+        }),
+        human,
+        usize::try_from(cfg.output_buffer).unwrap_or(usize::MAX),
+    )
+    .and_then(|o| o.with_log_dir(log))
+    .map_err(Error::setup("starting the output threads"))?
+    .with_exports(exports);
     let mut metrics = None;
     let mut _metrics_tasks = Vec::new();
     if let Some(addr) = &cfg.metrics {
@@ -323,9 +340,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             LINGER.as_nanos() as u64,
             cfg.answer_timeout,
         ),
-        out: Output::new(json, human)
-            .with_log_dir(log)
-            .with_exports(exports),
+        out,
         states: Default::default(),
         metrics,
         flow_capacity: 0,
@@ -399,10 +414,12 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             ),
         }
     }
-    reader.stop().map_err(Error::io("reading the event ring"))?;
-    while let Ok(batch) = events.try_recv() {
+    // The reader drains the rings once more and ends the channel.
+    reader.request_stop();
+    while let Some(batch) = events.recv().await {
         s.on_events(&batch)?;
     }
+    reader.join().map_err(Error::io("reading the event ring"))?;
     if let Some(l) = logger.as_mut() {
         l.get_mut().flush();
     }
@@ -462,7 +479,7 @@ fn exports(cfg: &RunConfig, host: &str) -> Result<Vec<Export>, Error> {
 /// The kernel log of the datapath, polled by the run loop.
 type PolledLog = Option<AsyncFd<crate::datapath::KernelLog>>;
 /// Batches of flag events from the reader thread.
-type EventBatches = tokio::sync::mpsc::UnboundedReceiver<Vec<crate::datapath::events::RingRecord>>;
+type EventBatches = tokio::sync::mpsc::Receiver<Vec<crate::datapath::events::RingRecord>>;
 
 /// Starts the event reader and the kernel log, and attaches to every
 /// interface of `cfg`.

@@ -56,7 +56,7 @@ pub struct Session {
 }
 
 impl Session {
-    fn write(&mut self, flow: &Flow, reason: Reason) -> Result<(), Error> {
+    fn write(&mut self, flow: &Flow, reason: Reason) {
         let range = self.range_of(flow.stats.range_id);
         let ifaces: Vec<String> = flow
             .ifindexes()
@@ -83,16 +83,13 @@ impl Session {
                 m.reported(flow.verdict, state);
             }
         }
-        self.out
-            .flow(&rec)
-            .map_err(Error::io("writing a flow record"))
+        self.out.flow(&rec);
     }
 
-    fn write_all(&mut self, records: &[(Flow, Reason)]) -> Result<(), Error> {
+    fn write_all(&mut self, records: &[(Flow, Reason)]) {
         for (flow, reason) in records {
-            self.write(flow, *reason)?;
+            self.write(flow, *reason);
         }
-        Ok(())
     }
 
     /// One poll: interfaces, the set file, the flow table, the metrics.
@@ -124,25 +121,29 @@ impl Session {
                 self.ifaces.uncovered_ms(std::time::Instant::now()),
                 self.ifaces.attached_now(),
             );
+            m.events_stale(self.tracker.stale);
         }
+        self.out.watch();
         let due = self
             .tracker
             .poll(snapshot, monotonic_ns(), &self.policy, &mut self.nat);
-        self.write_all(&due.records)?;
+        self.write_all(&due.records);
         self.dp.remove_flows(&due.remove)?;
-        self.flush()
+        self.check_outputs()
     }
 
     /// A batch of ring records, in the kernel's order. A flag event's
     /// record shows the flow as of its first packet, from the event alone
     /// (no map lookup); an ended flow handed over is reported at the next
     /// poll, before anything of the connection that reused its 5-tuple.
+    /// Records of flows already reported for good (queued while the agent
+    /// was paused or behind) are dropped and counted (`events_stale`).
     pub fn on_events(&mut self, records: &[RingRecord]) -> Result<(), Error> {
         for r in records {
             match r {
                 RingRecord::Flagged(ev) => {
                     let due = self.tracker.on_flagged(ev, &self.policy, &mut self.nat);
-                    self.write_all(&due)?;
+                    self.write_all(&due);
                 }
                 RingRecord::Ended(e) => {
                     self.tracker
@@ -151,7 +152,7 @@ impl Session {
                 RingRecord::Payload(p) => self.on_payload(p),
             }
         }
-        self.flush()
+        self.check_outputs()
     }
 
     /// Interface gaps and what the metrics endpoint refused, so far.
@@ -180,10 +181,14 @@ impl Session {
         Ok((ranges, totals))
     }
 
-    fn flush(&mut self) -> Result<(), Error> {
-        self.out
-            .flush()
-            .map_err(Error::io("writing the JSON lines"))
+    /// Stops the agent when the JSON lines or the readable lines cannot be
+    /// written (a closed pipe ends it quietly); a sink that is only behind
+    /// drops and counts, and goes on.
+    fn check_outputs(&mut self) -> Result<(), Error> {
+        match self.out.failure() {
+            Some(e) => Err(sink_error(e)),
+            None => Ok(()),
+        }
     }
 
     /// Reports every remaining flow and writes the summary.
@@ -192,7 +197,7 @@ impl Session {
         let last = self
             .tracker
             .finish_all(snapshot, monotonic_ns(), &self.policy, &mut self.nat);
-        self.write_all(&last)?;
+        self.write_all(&last);
         let c = self.dp.counters()?;
         let totals = self.dp.range_totals(self.ranges.len())?;
         let mut ranges = Summary::ranges_with_traffic(&self.ranges, &totals);
@@ -213,6 +218,7 @@ impl Session {
             flows_evicted: created.saturating_sub(accounted),
             log_records_lost: 0,
             sinks: Default::default(),
+            events_stale: self.tracker.stale,
             counters: c,
             states: self.states.clone(),
             set: set_name.to_string(),
@@ -233,9 +239,13 @@ impl Session {
             watch: self.watch_counts(),
             learned: self.learner.summary(),
         };
-        self.out
-            .summary(&mut s)
-            .map_err(Error::io("writing the summary"))?;
+        self.out.summary(&mut s).map_err(sink_error)?;
         Ok(s)
     }
+}
+
+/// The error of an output that could not be written: exit 3, or a quiet
+/// end for a closed pipe.
+fn sink_error(e: crate::output::sink::SinkError) -> Error {
+    Error::io(format!("writing {}", e.what))(e.source)
 }

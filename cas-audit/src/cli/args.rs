@@ -157,6 +157,7 @@ impl RunArgs {
                 max_age: self.log_max_age,
                 max_total: self.log_max_total,
             }),
+            output_buffer: self.output_buffer,
             duration: self.duration,
             ingress: self.ingress,
             idle_timeout: self.idle_timeout,

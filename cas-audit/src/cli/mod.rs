@@ -287,6 +287,11 @@ pub struct RunArgs {
     /// Delete the oldest log files so that all of them stay within BYTES.
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = size, requires = "log_dir")]
     pub log_max_total: u64,
+    /// Memory each output (the JSON lines, the readable lines, the log
+    /// directory) may hold while its reader or disk is behind; what does not
+    /// fit is dropped and counted (the summary's sinks), never waited for.
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = size)]
+    pub output_buffer: u64,
     /// Stop after DURATION (seconds, or with s, m, h, d; default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub duration: Option<Duration>,
@@ -575,6 +580,22 @@ mod tests {
         ] {
             assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn output_buffer_flag() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["cas-audit", "run", "--iface", "eth1"];
+            args.extend(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Run(r)) => Ok(r.config().output_buffer),
+                Ok(_) => panic!("not run"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(parse(&[]).unwrap(), crate::output::sink::DEFAULT_BUFFER);
+        assert_eq!(parse(&["--output-buffer", "64K"]).unwrap(), 64 << 10);
+        assert_eq!(parse(&["--output-buffer", "0"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

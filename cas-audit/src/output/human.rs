@@ -222,6 +222,24 @@ pub fn summary_table(s: &Summary, disallowed: &[FlowRecord]) -> String {
             c.get(Counter::FlowsLost)
         ));
     }
+    if s.events_stale > 0 {
+        out.push_str(&format!(
+            "events stale: {} ring records of flows already reported, dropped (read after the agent was paused or behind)\n",
+            s.events_stale
+        ));
+    }
+    let dropped: Vec<String> = s
+        .sinks
+        .iter()
+        .filter(|(_, c)| c.dropped > 0)
+        .map(|(name, c)| format!("{name} {} of {}", c.dropped, c.sent + c.dropped))
+        .collect();
+    if !dropped.is_empty() {
+        out.push_str(&format!(
+            "dropped by sinks that could not keep up or deliver: {}\n",
+            dropped.join(", ")
+        ));
+    }
     if !s.states.is_empty() {
         let parts: Vec<String> = s.states.iter().map(|(s, n)| format!("{s} {n}")).collect();
         out.push_str(&format!("states: {}\n", parts.join(", ")));
@@ -232,6 +250,28 @@ pub fn summary_table(s: &Summary, disallowed: &[FlowRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_says_what_was_stale_and_dropped() {
+        let mut s = Summary {
+            events_stale: 3,
+            ..Default::default()
+        };
+        let counts = |sent, dropped| crate::output::bounded::SinkCounts { sent, dropped };
+        s.sinks.insert("json".into(), counts(5, 2));
+        s.sinks.insert("ipfix".into(), counts(7, 0));
+        let text = summary_table(&s, &[]);
+        assert!(text.contains("events stale: 3 ring records"), "{text}");
+        assert!(
+            text.contains("dropped by sinks that could not keep up or deliver: json 2 of 7\n"),
+            "{text}"
+        );
+        let quiet = summary_table(&Summary::default(), &[]);
+        assert!(
+            !quiet.contains("stale") && !quiet.contains("dropped"),
+            "{quiet}"
+        );
+    }
 
     #[test]
     fn line_times_have_the_date_and_the_zone() {

@@ -78,10 +78,10 @@ pub struct FlowLabels {
     pub state: String,
 }
 
-/// Labels of the export counters.
+/// Labels of the sink counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
-    /// `ipfix` or `syslog`.
+    /// `ipfix`, `syslog`, `json`, `lines` or `log_dir`.
     pub sink: String,
 }
 
@@ -107,6 +107,7 @@ pub struct Metrics {
     kernel: HashMap<Counter, Counter64>,
     table_entries: Gauge,
     log_lost: Counter64,
+    events_stale: Counter64,
     table_capacity: Gauge,
     export_sent: Family<SinkLabels, Counter64>,
     export_dropped: Family<SinkLabels, Counter64>,
@@ -183,16 +184,22 @@ impl Metrics {
             "JSON-lines records the --log-dir could not write (full disk, I/O errors)",
             log_lost.clone(),
         );
+        let events_stale = Counter64::default();
+        registry.register(
+            "cas_audit_events_stale",
+            "Ring records of flows already reported for good, dropped (queued while the agent was paused or behind)",
+            events_stale.clone(),
+        );
         let export_sent = Family::<SinkLabels, Counter64>::default();
         registry.register(
             "cas_audit_export_sent",
-            "Items handed to an export's transport: flows (ipfix), messages (syslog)",
+            "Items handed to a sink's transport or writer: flows (ipfix), messages (syslog), records (json, lines, log_dir)",
             export_sent.clone(),
         );
         let export_dropped = Family::<SinkLabels, Counter64>::default();
         registry.register(
             "cas_audit_export_dropped",
-            "Items an export lost: queue full, collector or SIEM unreachable",
+            "Items a sink lost: its queue full (a reader, disk, collector or SIEM behind), its transport failed, or still queued at exit",
             export_dropped.clone(),
         );
         let listener = ListenerCounters::register(&mut registry);
@@ -253,6 +260,7 @@ impl Metrics {
             kernel,
             table_entries,
             log_lost,
+            events_stale,
             table_capacity,
             export_sent,
             export_dropped,
@@ -377,7 +385,12 @@ impl Metrics {
         self.iface_attached.set(attached as i64);
     }
 
-    /// Sets what each export sent and dropped so far.
+    /// Sets the ring records dropped as stale so far.
+    pub fn events_stale(&self, n: u64) {
+        self.advance("events_stale".into(), &self.events_stale, n);
+    }
+
+    /// Sets what each sink sent and dropped so far.
     pub fn sinks(&self, counts: &BTreeMap<String, SinkCounts>) {
         for (name, c) in counts {
             let labels = SinkLabels { sink: name.clone() };

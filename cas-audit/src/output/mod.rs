@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod record;
 pub mod sink;
 pub mod syslog;
+pub mod writer;
 
 /// An output file that cannot be created.
 #[derive(Debug, thiserror::Error)]

@@ -510,15 +510,24 @@ pub struct Summary {
     /// reported (their packets are still in the range counters).
     #[serde(default)]
     pub flows_evicted: u64,
-    /// Records `--log-dir` could not write (full disk, I/O errors); 0
-    /// without it. Filled in by the sink that writes the summary.
-    #[serde(default)]
-    pub log_records_lost: u64,
-    /// Per export (`ipfix`, `syslog`): items sent and dropped (flows for
-    /// IPFIX, messages for syslog); empty without exports. Filled in by
+    /// Records `--log-dir` could not write (full disk, I/O errors, or its
+    /// queue full while the disk was behind); 0 without it. Filled in by
     /// the sink that writes the summary.
     #[serde(default)]
+    pub log_records_lost: u64,
+    /// Per sink: items sent and dropped, for the exports (`ipfix`: flows,
+    /// `syslog`: messages) and the local outputs (`json`, `lines`: the
+    /// readable lines, `log_dir`: records; a drop is a record its queue
+    /// could not hold while the writer was behind, or one still queued at
+    /// exit). Filled in by the sink that writes the summary, with the
+    /// counts before the summary itself.
+    #[serde(default)]
     pub sinks: BTreeMap<String, SinkCounts>,
+    /// Ring records (flag events, ended flows) of flows already reported
+    /// for good or forgotten, queued while the agent was paused or behind:
+    /// dropped, so that nothing follows a flow's final record.
+    #[serde(default)]
+    pub events_stale: u64,
     /// The kernel counters (`packets`, `matched`, `malformed`, `not_ip`,
     /// `fragments`, `ext_header_limit`, `events_lost`, `flows_created`,
     /// `flow_insert_failed`, `events`, `icmp_errors`, `icmp_unmatched`).
@@ -716,18 +725,22 @@ mod tests {
 mod schema {
     use super::{RecordRef, Summary};
 
-    /// Every field a summary is written with, each kernel counter by its
-    /// one name included (`every_counter_is_a_summary_field_by_its_one_name`),
-    /// is a property of the published schema, and a required one: a new
-    /// field or counter cannot be forgotten there.
+    /// The published JSON Schema of the records.
+    fn published() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../../schema/cas-audit-run.schema.json"))
+            .expect("the schema is JSON")
+    }
+
+    /// Every field of the summary record as the agent writes it (each
+    /// kernel counter by its one name included) is a property of the
+    /// published schema, and a required one, and so is the name of every
+    /// sink in `sinks`: a new field, counter or sink cannot be forgotten.
     #[test]
-    fn the_published_schema_has_every_summary_field() {
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../../../schema/cas-audit-run.schema.json"))
-                .expect("the schema is JSON");
+    fn the_published_schema_has_every_summary_field_and_sink() {
+        let schema = published();
         let summary = &schema["$defs"]["summary"];
-        let required = summary["required"].as_array().unwrap();
         let written = serde_json::to_value(RecordRef::Summary(&Summary::default())).unwrap();
+        let required = summary["required"].as_array().unwrap();
         for field in written.as_object().unwrap().keys() {
             assert!(
                 summary["properties"].get(field).is_some(),
@@ -737,6 +750,12 @@ mod schema {
                 required.iter().any(|r| r == field),
                 "{field} missing from the summary's required fields"
             );
+        }
+        let names = summary["properties"]["sinks"]["propertyNames"]["enum"]
+            .as_array()
+            .unwrap();
+        for sink in ["ipfix", "syslog", "json", "lines", "log_dir"] {
+            assert!(names.iter().any(|n| n == sink), "sink {sink} missing");
         }
     }
 }
