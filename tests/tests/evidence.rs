@@ -410,6 +410,7 @@ fn log_dir_rotates_and_report_counts() {
             "by_verdict": [with(json!({"verdict": "disallowed-port"}), &disallowed),
                            with(json!({"verdict": "allowed"}), &cl)],
             "by_local_host": [with(json!({"local_addr": "198.51.100.2"}), &all)],
+            "by_dns_name": [with(json!({"dns_name": null}), &all)],
             "by_local_service": [
                 with(json!({"local_addr": "198.51.100.2", "service_port": 8443}), &ua),
                 with(json!({"local_addr": "198.51.100.2", "service_port": 8444}), &ur),
@@ -424,7 +425,7 @@ fn log_dir_rotates_and_report_counts() {
                  "reporters": ["13.64.196.27"], "icmp": [{"icmp_type": 3, "icmp_code": 3}],
                  "local_hosts": 1}],
             "rows": {"by_datacenter": 1, "by_purpose": 2, "by_state": 3, "by_verdict": 2,
-                     "by_local_host": 1, "by_local_service": 3},
+                     "by_local_host": 1, "by_local_service": 3, "by_dns_name": 1},
         });
         assert_eq!(rep, want, "report:\n{out}");
         println!("report {dir_s} --format json:\n{out}");
