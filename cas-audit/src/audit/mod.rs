@@ -235,24 +235,16 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         },
     )
     .map_err(|e| Error::from(e).at_start())?;
-    // A pinned datapath taken over after a reload keeps its range ids:
-    // place each range at its id, with placeholders for the ids of ranges
-    // dropped before (their counters stay, their prefixes are unknown).
+    // A pinned datapath taken over keeps its range ids (a reload or
+    // another set may have moved them from the positions in the set), and
+    // the ids of dropped ranges keep their counts.
     let mut ranges = ranges;
     let mut policy = policy;
     let mut active = vec![true; ranges.len()];
-    if let Some(ids) = dp.range_ids() {
-        if ids.iter().enumerate().any(|(i, id)| *id as usize != i) {
-            let len = ids.iter().max().map_or(0, |m| *m as usize + 1);
-            let mut by_id = vec![Range::placeholder(); len];
-            active = vec![false; len];
-            for (r, id) in ranges.into_iter().zip(ids) {
-                by_id[*id as usize] = r;
-                active[*id as usize] = true;
-            }
-            ranges = by_id;
-            policy = source.policy(&ranges);
-        }
+    if let Some(layout) = dp.taken_over() {
+        ranges = layout.ranges.clone();
+        active = layout.active.clone();
+        policy = policy.for_layout(&ranges);
     }
     let (reader, mut events, mut logger) = match attach_all(&mut dp, &cfg, learning) {
         Ok(started) => started,
@@ -269,11 +261,17 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         },
         dp.learned_base(),
     );
-    let v6 = ranges.iter().filter(|r| r.prefix.addr().is_ipv6()).count();
+    let audited: Vec<&Range> = ranges
+        .iter()
+        .zip(&active)
+        .filter(|(_, a)| **a)
+        .map(|(r, _)| r)
+        .collect();
+    let v6 = audited.iter().filter(|r| r.prefix.addr().is_ipv6()).count();
     log::info!(
         "auditing {} CAS ranges ({} IPv4, {} IPv6) of set {} on {}; allowed ports {}",
-        ranges.len(),
-        ranges.len() - v6,
+        audited.len(),
+        audited.len() - v6,
         v6,
         set.name,
         cfg.ifaces.join(", "),

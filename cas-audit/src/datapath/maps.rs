@@ -300,11 +300,22 @@ pub fn insert_ranges<'a>(
     Ok(())
 }
 
+/// Whether a map error says the key is not there: aya reports a lookup of
+/// a missing key as `KeyNotFound`, a deletion as the syscall's `ENOENT`
+/// (an entry the kernel evicted, or a prefix already gone).
+fn absent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 /// Removes prefixes from the tries (absent ones are fine).
 pub fn remove_prefixes(ebpf: &mut Ebpf, ranges: &[&Range]) -> Result<(), DatapathError> {
     let gone = |r: Result<(), MapError>, n: &dyn std::fmt::Display| match r {
-        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-        Err(e) => Err(map_err(format!("removing {n}"))(e)),
+        Err(e) if !absent(&e) => Err(map_err(format!("removing {n}"))(e)),
+        _ => Ok(()),
     };
     let mut trie4: LpmTrie<&mut MapData, [u8; 4], RangeValue> =
         LpmTrie::try_from(get_mut(ebpf, names::RANGES_V4)?)
@@ -375,7 +386,8 @@ pub fn remove_flows(ebpf: &mut Ebpf, keys: &[FlowKey]) -> Result<(), DatapathErr
             .map_err(map_err("opening the flow table"))?;
     for k in keys {
         match table.remove(k) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Ok(()) => {}
+            Err(e) if absent(&e) => {}
             Err(e) => return Err(map_err("removing a flow")(e)),
         }
     }
