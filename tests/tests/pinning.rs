@@ -644,3 +644,126 @@ fn sigkill_inside_a_reload_then_restart_with_either_set() {
         },
     );
 }
+
+/// `GET /metrics` from inside the gw namespace with bash's /dev/tcp (a
+/// client that is not ours): the body.
+fn scrape(topo: &Topology, port: u16) -> String {
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET /metrics HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
+    );
+    let out = topo
+        .command(topo.gw(), "bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "scrape: {:?}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of an unlabelled sample.
+fn sample(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// 200 new flows (one datagram each, from 200 source ports) into a table
+/// of 64: the evictions are logged at once and served as
+/// `cas_audit_flows_evicted_total`, equal to the summary's `flows_evicted`,
+/// and every flow the sink received is reported or evicted. Then an agent
+/// takes the pinned datapath over and runs with no traffic: it evicted
+/// nothing (the flows the agent before created and reported are not its
+/// evictions).
+#[test]
+fn evictions_are_logged_served_and_only_this_agents() {
+    const FLOWS: u16 = 200;
+    const PORT: u16 = 19479;
+    with_pin_bed(
+        "evictions_are_logged_served_and_only_this_agents",
+        |topo, pin| {
+            let metrics = format!("127.0.0.1:{PORT}");
+            let a = start(
+                topo,
+                pin,
+                &[
+                    "--max-flows",
+                    "64",
+                    "--idle-timeout",
+                    "1",
+                    "--metrics",
+                    &metrics,
+                ],
+            );
+            let dst = SocketAddr::new(CAS, 443);
+            let sink = udp_sink(topo, topo.cloud(), dst).expect("sink");
+            for i in 0..FLOWS {
+                let from = SocketAddr::new(Topology::LAN_ADDR4, 40000 + i);
+                udp_send(topo, topo.lan(), Some(from), dst, 1, 100).expect("sending");
+            }
+            assert_eq!(
+                sink.wait_for(FLOWS as usize, Duration::from_secs(5)),
+                FLOWS as usize
+            );
+            let sources: std::collections::HashSet<SocketAddr> =
+                sink.sources().into_iter().collect();
+            assert_eq!(sources.len(), FLOWS as usize, "distinct flows the sink saw");
+            sink.stop();
+            a.wait_for_log(
+                "flows evicted before they were reported",
+                Duration::from_secs(5),
+            );
+            // Every flow expires (idle 1 s) and is reported; then the figures are final.
+            std::thread::sleep(Duration::from_secs(3));
+            let body = scrape(topo, PORT);
+            let served = sample(&body, "cas_audit_flows_evicted_total");
+            a.signal(libc::SIGTERM);
+            let (code, out, err) = finish(a);
+            assert_eq!(code, 0, "{err}");
+            let s = summary(&out);
+            let evicted = s["flows_evicted"].as_u64().expect("flows_evicted");
+            println!(
+                "table of 64, {FLOWS} flows: {} reported, {evicted} evicted (metric {served})",
+                s["flows"]
+            );
+            assert!(evicted > 0, "a table of 64 held {FLOWS} flows? {s}");
+            assert_eq!(served, evicted, "metric and summary");
+            assert_eq!(
+                s["flows"].as_u64().expect("flows") + evicted,
+                u64::from(FLOWS),
+                "{s}"
+            );
+            assert_eq!(s["flows_created"], u64::from(FLOWS), "{s}");
+            let line = err
+                .lines()
+                .find(|l| l.contains("flows evicted before they were reported"))
+                .expect("the eviction line");
+            assert!(
+                line.contains("the flow table (64 entries) is full"),
+                "{line}"
+            );
+            assert!(line.contains("raise --max-flows"), "{line}");
+
+            // The next agent takes over: nothing new, nothing evicted.
+            let b = start(topo, pin, &[]);
+            std::thread::sleep(Duration::from_millis(1500));
+            b.signal(libc::SIGTERM);
+            let (code, out, err) = finish(b);
+            assert_eq!(code, 0, "{err}");
+            let s = summary(&out);
+            assert_eq!(
+                s["flows_created"],
+                u64::from(FLOWS),
+                "the pinned counter: {s}"
+            );
+            assert_eq!(s["flows"], 0, "{s}");
+            assert_eq!(s["flows_evicted"], 0, "{s}");
+            assert!(!err.contains("flows evicted"), "{err}");
+            let (code, _, err) = agent(topo, &["detach", "--pin", pin.to_str().expect("UTF-8")]);
+            assert_eq!(code, 0, "{err}");
+        },
+    );
+}

@@ -6,9 +6,12 @@
 //! - [`session`]: what one poll and one event do;
 //! - [`reload`]: a new version of the set swapped in while running;
 //! - [`ifaces`]: interfaces that go down, vanish and come back;
+//! - [`evictions`]: flows the full kernel table pushed out before they were
+//!   reported;
 //! - [`learn`]: names learned from DNS answers and ClientHellos;
 //! - [`nat`]: the inside host behind NAT, from connection tracking.
 
+mod evictions;
 mod ifaces;
 mod learn;
 mod nat;
@@ -246,6 +249,17 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         active = layout.active.clone();
         policy = policy.for_layout(&ranges);
     }
+    // Evictions are this agent's: a taken-over table brings the counts and
+    // entries of the agent before.
+    let early = dp.counters();
+    let entries = dp.flows().map(|f| f.len());
+    let evictions = match (early, entries, dp.counters()) {
+        (Ok(early), Ok(entries), Ok(late)) => evictions::Evictions::start(&early, entries, &late),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            dp.abandon();
+            return Err(Error::from(e).at_start());
+        }
+    };
     let (reader, mut events, mut logger) = match attach_all(&mut dp, &cfg, learning) {
         Ok(started) => started,
         Err(e) => {
@@ -322,6 +336,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         flow_capacity: 0,
         nat: nat::CtResolver::open(),
         learner,
+        evictions,
     };
     s.flow_capacity = s.dp.map_capacity(cas_audit_common::names::FLOWS);
 

@@ -379,19 +379,21 @@ pub fn set_audited(ebpf: &mut Ebpf, ifindex: u32, audited: bool) -> Result<(), D
     }
 }
 
-/// Removes flows from the table (absent ones are fine).
-pub fn remove_flows(ebpf: &mut Ebpf, keys: &[FlowKey]) -> Result<(), DatapathError> {
+/// Removes flows from the table (absent ones are fine); returns how many
+/// were there.
+pub fn remove_flows(ebpf: &mut Ebpf, keys: &[FlowKey]) -> Result<usize, DatapathError> {
     let mut table: BpfHashMap<&mut MapData, FlowKey, FlowStats> =
         BpfHashMap::try_from(get_mut(ebpf, names::FLOWS)?)
             .map_err(map_err("opening the flow table"))?;
+    let mut removed = 0;
     for k in keys {
         match table.remove(k) {
-            Ok(()) => {}
+            Ok(()) => removed += 1,
             Err(e) if absent(&e) => {}
             Err(e) => return Err(map_err("removing a flow")(e)),
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// The prefilter word of a host prefix's top 16 bits.

@@ -560,8 +560,9 @@ impl Datapath {
         maps::flow(&self.ebpf, key)
     }
 
-    /// Removes flows from the kernel table (after they were reported).
-    pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<(), DatapathError> {
+    /// Removes flows from the kernel table (after they were reported);
+    /// returns how many were there to remove.
+    pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DatapathError> {
         maps::remove_flows(&mut self.ebpf, keys)
     }
 

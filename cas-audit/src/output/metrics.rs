@@ -108,6 +108,7 @@ pub struct Metrics {
     kernel: HashMap<Counter, Counter64>,
     table_entries: Gauge,
     log_lost: Counter64,
+    evicted: Counter64,
     table_capacity: Gauge,
     export_sent: Family<SinkLabels, Counter64>,
     export_dropped: Family<SinkLabels, Counter64>,
@@ -179,6 +180,12 @@ impl Metrics {
             "JSON-lines records the --log-dir could not write (full disk, I/O errors)",
             log_lost.clone(),
         );
+        let evicted = Counter64::default();
+        registry.register(
+            "cas_audit_flows_evicted",
+            "Flows the full kernel flow table pushed out before this agent reported them (their packets stay in the range counters; raise --max-flows)",
+            evicted.clone(),
+        );
         let export_sent = Family::<SinkLabels, Counter64>::default();
         registry.register(
             "cas_audit_export_sent",
@@ -229,6 +236,7 @@ impl Metrics {
             kernel,
             table_entries,
             log_lost,
+            evicted,
             table_capacity,
             export_sent,
             export_dropped,
@@ -333,6 +341,11 @@ impl Metrics {
     /// Sets the records the log directory could not write so far.
     pub fn log_records_lost(&self, n: u64) {
         self.advance("log_records_lost".into(), &self.log_lost, n);
+    }
+
+    /// Sets the flows evicted so far (the summary's `flows_evicted`).
+    pub fn flows_evicted(&self, n: u64) {
+        self.advance("flows_evicted".into(), &self.evicted, n);
     }
 
     /// Sets what each export sent and dropped so far.
