@@ -592,3 +592,89 @@ fn log_dir_on_a_full_disk_counts_lost_records() {
         drop(disk);
     });
 }
+
+/// `--log-dir` on a disk that fills up while the agent runs and is still
+/// full when it stops: the room the agent kept free at start (a reserve
+/// file of allocated blocks, deleted just before the summary) takes the
+/// summary record, so `report DIR` says how many records are missing (it
+/// said 0 when the summary did not fit), and exactly as many flow records
+/// as the `--json` file (on another filesystem) has and the log lacks.
+#[test]
+fn log_dir_full_at_exit_still_counts_the_loss() {
+    with_bed("log_dir_full_at_exit_still_counts_the_loss", |topo| {
+        let tmp = TempDir::new("evidence");
+        let disk = Tmpfs::mount(&tmp.0.join("disk"), "8m");
+        let dir = disk.0.join("evidence");
+        let dir_s = dir.to_str().expect("UTF-8").to_owned();
+        let json = tmp.0.join("records.jsonl");
+        let json_s = json.to_str().expect("UTF-8").to_owned();
+        let free_before = disk.free();
+        let agent = start_agent(topo, &["--json", &json_s, "--log-dir", &dir_s]);
+        // The room kept for the summary, looked at after the outcome.
+        let reserve = dir.join(".cas-audit-reserve");
+        let kept = std::fs::metadata(&reserve).ok();
+        let taken = free_before - disk.free();
+        // Fill what is left but 8 KiB: a few records.
+        let fill = disk.free() - 8 * 1024;
+        std::fs::write(disk.0.join("filler"), vec![0u8; fill as usize]).expect("filler");
+
+        let sink = udp_sink(topo, topo.cloud(), SocketAddr::new(CAS, 8443)).expect("sink");
+        for i in 0..FULL_FLOWS {
+            udp_one(topo, 46000 + i, SocketAddr::new(CAS, 8443));
+        }
+        assert_eq!(
+            sink.wait_for(FULL_FLOWS as usize, Duration::from_secs(5)),
+            FULL_FLOWS as usize
+        );
+        sink.stop();
+        std::thread::sleep(Duration::from_millis(1500));
+        let run = stop_ok(agent);
+        assert!(
+            run.stderr.contains(&format!(
+                "cannot write to log directory {dir_s}: No space left on device"
+            )),
+            "{}",
+            run.stderr
+        );
+        assert!(!reserve.exists(), "the reserve outlived the agent");
+
+        let reference = std::fs::read_to_string(&json).expect("reading the --json file");
+        let all = parse_lines(&reference);
+        let summary = all.last().expect("records");
+        assert_eq!(summary["type"], "summary");
+        let lost = summary["log_records_lost"].as_u64().expect("lost");
+        let files = log_files(&dir);
+        let logged_text: String = files.iter().map(|(_, t)| t.as_str()).collect();
+        let logged = parse_lines(&logged_text);
+        let ref_flows = all.iter().filter(|r| is_flow(r)).count() as u64;
+        let log_flows = logged.iter().filter(|r| is_flow(r)).count() as u64;
+        println!(
+            "full at exit: {ref_flows} flow records in --json, {log_flows} in the log dir, log_records_lost {lost}"
+        );
+        assert!(lost > 0, "nothing lost: the disk was not full?");
+        assert_eq!(ref_flows - log_flows, lost);
+        assert_eq!(
+            logged.last(),
+            Some(summary),
+            "the summary is in the log dir, last"
+        );
+        let (code, out, err) = cli(&["report", &dir_s, "--format", "json"]);
+        assert_eq!(code, 0, "{err}");
+        let rep: Value = serde_json::from_str(&out).expect("report JSON");
+        assert_eq!(rep["log_records_lost"], lost, "{out}");
+        assert_eq!(rep["runs"], 1, "{out}");
+        assert!(err.contains("the logs are incomplete"), "{err}");
+        // The reserve: allocated blocks (not a sparse file), 0640.
+        use std::os::unix::fs::MetadataExt;
+        let meta = kept.expect("a reserve file while the agent ran");
+        assert!(
+            meta.len() > 1 << 20 && meta.blocks() * 512 >= meta.len(),
+            "{} bytes, {} blocks",
+            meta.len(),
+            meta.blocks()
+        );
+        assert!(taken >= meta.len(), "the reserve is allocated");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        drop(disk);
+    });
+}

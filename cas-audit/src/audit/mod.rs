@@ -195,7 +195,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             LineTime::local()
         }
     });
-    let log = cfg.log_dir.clone().map(LogDir::open).transpose()?;
+    let mut log = cfg.log_dir.clone().map(LogDir::open).transpose()?;
     let host = crate::host::hostname();
     let exports = exports(&cfg, &host)?;
     let mut metrics = None;
@@ -260,6 +260,11 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             return Err(Error::from(e).at_start());
         }
     };
+    if let Some(l) = log.as_mut() {
+        l.reserve(summary_room(
+            dp.map_capacity(cas_audit_common::names::RANGE_STATS),
+        ));
+    }
     let (reader, mut events, mut logger) = match attach_all(&mut dp, &cfg, learning) {
         Ok(started) => started,
         Err(e) => {
@@ -400,6 +405,14 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     s.poll()?;
     let summary = s.finish(&set.name, &cfg.ifaces)?;
     Ok(summary)
+}
+
+/// Room for the summary record of a datapath with `range_ids` range
+/// counters: a line per range that counted (listed, dropped or learned: a
+/// prefix, up to 8 data centers and 9 purposes, a DNS name of at most 253
+/// bytes and four counters fit in 1 KiB) and 64 KiB for the rest.
+fn summary_room(range_ids: u32) -> u64 {
+    (64 << 10) + u64::from(range_ids) * 1024
 }
 
 /// The exports `cfg` asks for, their threads started.

@@ -235,6 +235,8 @@ impl Output {
             .collect();
         if let Some(log) = self.log.as_mut() {
             log.flush();
+            // The summary gets the room kept for it, even on a full disk.
+            log.release_reserve();
             s.log_records_lost = log.records_lost();
         }
         self.record(RecordRef::Summary(s))?;
