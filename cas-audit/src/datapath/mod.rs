@@ -173,6 +173,10 @@ pub struct Datapath {
     layout: Option<Layout>,
     /// The listed ranges the tries hold, with their ports.
     listed: swap::Listed,
+    /// The words of the `u32` arrays the agent writes (the prefilter, the
+    /// port bitmaps) as it last wrote or read them: only words that change
+    /// are written, so a swap is short.
+    words: std::collections::HashMap<&'static str, Vec<u32>>,
     /// A pin directory this start filled afresh, and whether it created the
     /// directory itself: what [`Datapath::abandon`] undoes.
     fresh_pin: Option<bool>,
@@ -360,6 +364,7 @@ impl Datapath {
             pin: opts.pin.clone(),
             layout: None,
             listed: Default::default(),
+            words: Default::default(),
             fresh_pin: None,
             learned: 0,
         };
@@ -387,11 +392,16 @@ impl Datapath {
                 }
             }
             pin => {
+                // Fresh maps: all zeros.
+                for name in [names::PREFILTER, names::ALLOWED_PORTS] {
+                    let len = dp.map_capacity(name) as usize;
+                    dp.words.insert(name, vec![0; len]);
+                }
                 maps::insert_ranges(&mut dp.ebpf, ranges.iter().enumerate(), policy)?;
                 let words = maps::prefilter_words(ranges.iter());
-                maps::write_words(&mut dp.ebpf, names::PREFILTER, indexed(words), false)?;
+                dp.put_words(names::PREFILTER, indexed(words), false)?;
                 let words = maps::port_words(policy);
-                maps::write_words(&mut dp.ebpf, names::ALLOWED_PORTS, indexed(words), false)?;
+                dp.put_words(names::ALLOWED_PORTS, indexed(words), false)?;
                 dp.listed = swap::listed_of(ranges, &vec![true; ranges.len()], policy);
                 if let Some(dir) = pin {
                     dir.mark_complete()?;
@@ -455,14 +465,17 @@ impl Datapath {
                     max: (cap / per) as u32,
                 });
             }
-            maps::write_words(
-                &mut self.ebpf,
+            self.put_words(
                 names::ALLOWED_PORTS,
                 (start..start + per).map(|i| (i as u32, words[i])),
-                true,
+                false,
             )?;
         }
-        maps::set_prefilter(&mut self.ebpf, range)?;
+        self.put_words(
+            names::PREFILTER,
+            [maps::prefilter_bit_of(&range.prefix)],
+            true,
+        )?;
         maps::insert_ranges(
             &mut self.ebpf,
             std::iter::once((id as usize, range)),
@@ -481,14 +494,49 @@ impl Datapath {
         let words = maps::prefilter_words(keep);
         let touched: std::collections::BTreeSet<u32> = gone
             .iter()
-            .map(|r| maps::prefilter_word(&r.prefix))
+            .map(|r| maps::prefilter_bit_of(&r.prefix).0)
             .collect();
-        maps::write_words(
-            &mut self.ebpf,
+        self.put_words(
             names::PREFILTER,
             touched.into_iter().map(|w| (w, words[w as usize])),
-            true,
+            false,
         )
+    }
+
+    /// Writes `(index, word)` pairs into the `u32` array map `name`,
+    /// skipping the words it already holds; with `add`, each word is ORed
+    /// with what the array holds (bits are only set). The array is read
+    /// once (a batch lookup) the first time when the agent did not make it.
+    fn put_words(
+        &mut self,
+        name: &'static str,
+        words: impl IntoIterator<Item = (u32, u32)>,
+        add: bool,
+    ) -> Result<(), DatapathError> {
+        if !self.words.contains_key(name) {
+            let held = maps::read_words(&self.ebpf, name)?;
+            self.words.insert(name, held);
+        }
+        let held = self.words.get_mut(name).expect("read above");
+        let mut changed = Vec::new();
+        for (i, w) in words {
+            match held.get(i as usize) {
+                Some(h) if add && w | h == *h => {}
+                Some(h) if !add && w == *h => {}
+                Some(h) => changed.push((i, if add { w | h } else { w })),
+                // Beyond the array: the write says so.
+                None => changed.push((i, w)),
+            }
+        }
+        if let Err(e) = maps::write_words(&mut self.ebpf, name, changed.iter().copied()) {
+            // Some words may be written: read the array again next time.
+            self.words.remove(name);
+            return Err(e);
+        }
+        for (i, w) in changed {
+            held[i as usize] = w;
+        }
+        Ok(())
     }
 
     /// The range id of the tries' range holding `addr` (listed or learned).
@@ -513,8 +561,7 @@ impl Datapath {
     /// Sets every prefilter bit, so that every packet goes to the trie: the
     /// datapath as it was without the prefilter (for benchmarks).
     pub fn disable_prefilter(&mut self) -> Result<(), DatapathError> {
-        maps::write_words(
-            &mut self.ebpf,
+        self.put_words(
             names::PREFILTER,
             (0..2 * sizes::PREFILTER_WORDS).map(|i| (i, u32::MAX)),
             false,
@@ -523,6 +570,8 @@ impl Datapath {
 
     /// Mutable access to the loaded object (tests run programs through it).
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        // What the caller writes is not known here.
+        self.words.clear();
         &mut self.ebpf
     }
 

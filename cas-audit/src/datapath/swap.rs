@@ -135,13 +135,14 @@ impl Datapath {
         if let Some(dir) = &self.pin {
             dir.begin_swap(digest(&self.listed), digest(&target))?;
         }
-        // Ports: every word of every profile (profiles may have moved).
+        // Ports: every profile (profiles may have moved); only the words
+        // that change are written.
         let words = maps::port_words(policy);
-        maps::write_words(&mut self.ebpf, names::ALLOWED_PORTS, indexed(words), true)?;
+        self.put_words(names::ALLOWED_PORTS, indexed(words), false)?;
         // The union of old and new (placeholders of unknown prefixes apart).
         let known = ranges.iter().filter(|r| !r.is_placeholder());
         let words = maps::prefilter_words(known.chain(learned.iter().map(|(_, r)| *r)));
-        maps::write_words(&mut self.ebpf, names::PREFILTER, indexed(words), false)?;
+        self.put_words(names::PREFILTER, indexed(words), true)?;
         // Learned addresses stay, under the profile numbers of the new policy.
         let live: Vec<(usize, &Range)> = ranges
             .iter()
@@ -164,7 +165,7 @@ impl Datapath {
             maps::remove_prefixes(&mut self.ebpf, &dropped)?;
         }
         let words = maps::prefilter_words(live.iter().map(|(_, r)| *r));
-        maps::write_words(&mut self.ebpf, names::PREFILTER, indexed(words), true)?;
+        self.put_words(names::PREFILTER, indexed(words), false)?;
         if let Some(dir) = &self.pin {
             dir.end_swaps()?;
         }
