@@ -224,11 +224,42 @@ fn other_sets_are_taken_over_incompatible_state_is_refused() {
             a.signal(libc::SIGTERM);
             assert_eq!(finish(a).0, 0);
             let all = pinned_v4(pin);
+            // An address an agent that died had learned from DNS (an entry
+            // with the top range id, in the learned block), put there with
+            // bpftool.
+            let stats = pin.join("maps").join("CAS_RANGE_STATS");
+            let out = std::process::Command::new("bpftool")
+                .args(["-j", "map", "show", "pinned"])
+                .arg(&stats)
+                .output()
+                .expect("bpftool");
+            let info: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+            let top = info["max_entries"].as_u64().expect("max_entries") as u32 - 1;
+            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:#04x}")).collect::<Vec<_>>();
+            let mut key = 32u32.to_le_bytes().to_vec();
+            key.extend([203, 0, 113, 200]);
+            let mut value = top.to_le_bytes().to_vec();
+            value.extend(0u32.to_le_bytes());
+            let st = std::process::Command::new("bpftool")
+                .args(["map", "update", "pinned"])
+                .arg(pin.join("maps").join("CAS_RANGES_V4"))
+                .arg("key")
+                .args(hex(&key))
+                .arg("value")
+                .args(hex(&value))
+                .status()
+                .expect("bpftool");
+            assert!(st.success());
+            assert!(pinned_v4(pin).contains("203.0.113.200/32"));
             // ...is taken over for another selection of it: the tries then
-            // hold that selection (bpftool reads them), and the whole set
-            // again after the next restart.
+            // hold that selection (bpftool reads them), without the learned
+            // address, and the whole set again after the next restart.
             let (code, _, err) = run(&["--datacenter", "EU1"]);
             assert_eq!(code, 0, "stderr:\n{err}");
+            assert!(
+                err.contains("removed 1 learned addresses left in the pinned tries"),
+                "stderr:\n{err}"
+            );
             let eu1 = pinned_v4(pin);
             assert!(eu1.len() < all.len() && eu1.is_subset(&all), "{eu1:?}");
             assert!(
@@ -497,8 +528,8 @@ fn journaled(pin: &Path) -> bool {
 
 /// SIGKILL at several delays after SIGHUP with a changed set of 1,000
 /// ranges (500 dropped, 500 added, 250 kept ones moved to other ports),
-/// walking the delay over the reload's time until kills have landed inside
-/// the swap both ways round, and one inside its trie writes: the pinned
+/// walking the delay over the swap until kills have landed inside it both
+/// ways round, and one inside its trie writes: the pinned
 /// trie (read by bpftool) then holds neither version. Every restart
 /// succeeds, with the old set (the swap rolled back) and with the new one
 /// (finished), leaves exactly its set in the trie, and the range both
@@ -512,6 +543,7 @@ fn sigkill_inside_a_reload_then_restart_with_either_set() {
             let tmp = cas_audit_tests::scratch::TempDir::new("pinning");
             let file = tmp.0.join("lab.json");
             let fs = file.to_str().expect("UTF-8").to_owned();
+            let pin_s = pin.to_str().expect("UTF-8").to_owned();
             // Old: CAS and 999 /24s of 20.0.0.0/14; new: CAS, the first
             // 499 of them (half as dlp: port 11344) and 500 of 21.0.0.0/14.
             let net = |a: u8, i: usize| format!("{a}.{}.{}.0/24", i / 256, i % 256);
@@ -531,30 +563,12 @@ fn sigkill_inside_a_reload_then_restart_with_either_set() {
             let mut a = start(topo, pin, &["--set", &fs]);
             send(topo, 3);
             let mut sent = 3;
-            // How long a reload takes here (reading the set, then the
-            // swap): the kills spread over it, three sweeps at most.
-            let reloads = |a: &Agent| a.stderr_now().matches("reloaded set lab").count();
-            let timed = |a: &Agent, entries: &[(String, &str)]| {
-                let n = reloads(a);
-                write_set(&file, entries);
-                let t = std::time::Instant::now();
-                a.signal(libc::SIGHUP);
-                while reloads(a) == n {
-                    assert!(
-                        t.elapsed() < Duration::from_secs(20),
-                        "no reload: {}",
-                        a.stderr_now()
-                    );
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                t.elapsed()
-            };
-            let took = timed(&a, &new).max(timed(&a, &old));
-            // The kill walks towards the part of the swap that writes the
-            // trie: later while bpftool finds the old trie, earlier once
-            // it finds the new one.
-            let step = (took / 24).max(Duration::from_millis(1));
-            let mut delay = took / 2;
+            // The kill comes a delay after the swap's first write (its
+            // journal appears in the pin directory just before): the delay
+            // walks on while bpftool finds the old trie, back once it finds
+            // the new one.
+            let step = Duration::from_micros(400);
+            let mut delay = Duration::ZERO;
             let (mut rolled_back, mut finished, mut torn, mut tried) = (0, 0, 0, Vec::new());
             for _ in 0..40 {
                 if rolled_back > 0 && finished > 0 && torn > 0 {
@@ -562,12 +576,20 @@ fn sigkill_inside_a_reload_then_restart_with_either_set() {
                 }
                 write_set(&file, &new);
                 a.signal(libc::SIGHUP);
+                let t = std::time::Instant::now();
+                while !journaled(pin) && t.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
                 std::thread::sleep(delay);
                 a.signal(libc::SIGKILL);
                 assert_eq!(finish(a).0, -libc::SIGKILL);
                 let trie = pinned_v4(pin);
                 let journal = journaled(pin);
-                tried.push((delay.as_millis(), trie.len(), journal));
+                tried.push((delay.as_micros(), trie.len(), journal));
+                let (code, out, err) = agent(topo, &["status", "--pin", &pin_s, "--json"]);
+                assert_eq!(code, 0, "status: {err}");
+                let st: Value = serde_json::from_str(&out).expect("status JSON");
+                assert_eq!(st["reload_unfinished"], journal, "{st}");
                 // Inside the swap: the trie holds part of each version, or
                 // the swap's journal is there (port bitmaps and prefilter
                 // are written before the trie, and after it).
@@ -625,7 +647,7 @@ fn sigkill_inside_a_reload_then_restart_with_either_set() {
                     c
                 };
             }
-            println!("a reload takes {took:?}; kills (delay ms, ranges in the trie, journal): {tried:?}; rolled back {rolled_back}, finished {finished}, half-swapped tries {torn}");
+            println!("kills (µs after the swap began, ranges in the trie, journal): {tried:?}; rolled back {rolled_back}, finished {finished}, half-swapped tries {torn}");
             assert!(
                 rolled_back > 0 && finished > 0 && torn > 0,
                 "no kill landed inside the swap both ways, and one in the trie: {tried:?}"
