@@ -664,6 +664,7 @@ fn log_dir_full_at_exit_still_counts_the_loss() {
         assert_eq!(rep["log_records_lost"], lost, "{out}");
         assert_eq!(rep["runs"], 1, "{out}");
         assert!(err.contains("the logs are incomplete"), "{err}");
+        println!("report {dir_s}: {}", err.trim_end());
         // The reserve: allocated blocks (not a sparse file), 0640.
         use std::os::unix::fs::MetadataExt;
         let meta = kept.expect("a reserve file while the agent ran");

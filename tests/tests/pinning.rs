@@ -630,6 +630,9 @@ fn sigkill_inside_a_reload_then_restart_with_either_set() {
                         )),
                         "{err}"
                     );
+                    for l in err.lines().filter(|l| l.contains("cas_audit::datapath")) {
+                        println!("{l}");
+                    }
                 }
                 send(topo, 1);
                 sent += 1;
@@ -768,6 +771,7 @@ fn evictions_are_logged_served_and_only_this_agents() {
                 "{line}"
             );
             assert!(line.contains("raise --max-flows"), "{line}");
+            println!("{line}");
 
             // The next agent takes over: nothing new, nothing evicted.
             let b = start(topo, pin, &[]);
