@@ -207,6 +207,20 @@ fn udp_one(topo: &Topology, port: u16, to: SocketAddr) {
     .expect("sending UDP");
 }
 
+/// `n` flows of one datagram each, from LAN ports `first..` to CAS port
+/// `port`, into a sink that never answers; returns once the sink has them.
+fn unanswered_flows(topo: &Topology, first: u16, n: u16, port: u16) {
+    let sink = udp_sink(topo, topo.cloud(), SocketAddr::new(CAS, port)).expect("sink");
+    for i in 0..n {
+        udp_one(topo, first + i, SocketAddr::new(CAS, port));
+    }
+    assert_eq!(
+        sink.wait_for(n as usize, Duration::from_secs(5)),
+        n as usize
+    );
+    sink.stop();
+}
+
 fn sysctl(topo: &Topology, ns: &str, kv: &str) {
     let st = topo
         .command(ns, "sysctl")
@@ -260,15 +274,7 @@ fn log_dir_rotates_and_report_counts() {
         assert_eq!(mode & !0o750, 0, "log dir mode {mode:o}");
 
         // Unanswered: UDP to a sink that never answers.
-        let sink = udp_sink(topo, topo.cloud(), SocketAddr::new(CAS, 8443)).expect("sink");
-        for i in 0..UNANSWERED {
-            udp_one(topo, 41000 + i, SocketAddr::new(CAS, 8443));
-        }
-        assert_eq!(
-            sink.wait_for(UNANSWERED as usize, Duration::from_secs(5)),
-            UNANSWERED as usize
-        );
-        sink.stop();
+        unanswered_flows(topo, 41000, UNANSWERED, 8443);
         // Unreachable: UDP to a closed port, ICMP port unreachable from CAS.
         for i in 0..UNREACHABLE {
             udp_one(topo, 42000 + i, SocketAddr::new(CAS, 8444));
@@ -618,15 +624,7 @@ fn log_dir_full_at_exit_still_counts_the_loss() {
         let fill = disk.free() - 8 * 1024;
         std::fs::write(disk.0.join("filler"), vec![0u8; fill as usize]).expect("filler");
 
-        let sink = udp_sink(topo, topo.cloud(), SocketAddr::new(CAS, 8443)).expect("sink");
-        for i in 0..FULL_FLOWS {
-            udp_one(topo, 46000 + i, SocketAddr::new(CAS, 8443));
-        }
-        assert_eq!(
-            sink.wait_for(FULL_FLOWS as usize, Duration::from_secs(5)),
-            FULL_FLOWS as usize
-        );
-        sink.stop();
+        unanswered_flows(topo, 46000, FULL_FLOWS, 8443);
         std::thread::sleep(Duration::from_millis(1500));
         let run = stop_ok(agent);
         assert!(

@@ -227,13 +227,7 @@ fn other_sets_are_taken_over_incompatible_state_is_refused() {
             // An address an agent that died had learned from DNS (an entry
             // with the top range id, in the learned block), put there with
             // bpftool.
-            let stats = pin.join("maps").join("CAS_RANGE_STATS");
-            let out = std::process::Command::new("bpftool")
-                .args(["-j", "map", "show", "pinned"])
-                .arg(&stats)
-                .output()
-                .expect("bpftool");
-            let info: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+            let info = bpftool_map(&["show"], pin, "CAS_RANGE_STATS");
             let top = info["max_entries"].as_u64().expect("max_entries") as u32 - 1;
             let hex = |b: &[u8]| b.iter().map(|x| format!("{x:#04x}")).collect::<Vec<_>>();
             let mut key = 32u32.to_le_bytes().to_vec();
@@ -482,23 +476,30 @@ fn write_set(path: &Path, entries: &[(String, &str)]) {
     std::fs::rename(&tmp, path).expect("renaming the set file");
 }
 
-/// The prefixes in the pinned IPv4 trie, as bpftool (not cas-audit) reads
-/// them: each key is the prefix length (u32, little-endian) and 4 bytes of
-/// address.
-fn pinned_v4(pin: &Path) -> std::collections::BTreeSet<String> {
-    let map = pin.join("maps").join("CAS_RANGES_V4");
+/// `bpftool -j map CMD pinned PIN/maps/MAP`: its JSON.
+fn bpftool_map(cmd: &[&str], pin: &Path, map: &str) -> Value {
+    let map = pin.join("maps").join(map);
     let out = std::process::Command::new("bpftool")
-        .args(["-j", "map", "dump", "pinned"])
+        .args(["-j", "map"])
+        .args(cmd)
+        .arg("pinned")
         .arg(&map)
         .output()
         .expect("running bpftool");
     assert!(
         out.status.success(),
-        "bpftool map dump {}: {}",
+        "bpftool map {cmd:?} {}: {}",
         map.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let dump: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+}
+
+/// The prefixes in the pinned IPv4 trie, as bpftool (not cas-audit) reads
+/// them: each key is the prefix length (u32, little-endian) and 4 bytes of
+/// address.
+fn pinned_v4(pin: &Path) -> std::collections::BTreeSet<String> {
+    let dump = bpftool_map(&["dump"], pin, "CAS_RANGES_V4");
     dump.as_array()
         .expect("entries")
         .iter()

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
 
-use cas_audit_common::{names, sizes};
+use cas_audit_common::{names, sizes, RangeValue};
 
 use super::{indexed, maps, pin::SetDigest, Datapath, DatapathError, PinDir, PinError};
 use crate::{addrset::Range, flow::PortPolicy};
@@ -120,7 +120,7 @@ impl Datapath {
                     max: cap as u32,
                 });
             }
-            let both = self
+            let leaving = self
                 .listed
                 .keys()
                 .filter(of_fam)
@@ -130,7 +130,7 @@ impl Datapath {
                 .iter()
                 .filter(|(_, r)| r.prefix.addr().is_ipv4() == fam)
                 .count();
-            out_first |= want + both + learned > cap;
+            out_first |= want + leaving + learned > cap;
         }
         if let Some(dir) = &self.pin {
             dir.begin_swap(digest(&self.listed), digest(&target))?;
@@ -275,8 +275,8 @@ impl Datapath {
         // What the tries hold now, with the ports and port set of each.
         let mut profile_ports: HashMap<u32, Vec<u16>> = HashMap::new();
         for (_, v) in &listed {
-            if !profile_ports.contains_key(&v.ports) {
-                profile_ports.insert(v.ports, maps::profile_ports(&self.ebpf, v.ports)?);
+            if let std::collections::hash_map::Entry::Vacant(e) = profile_ports.entry(v.ports) {
+                e.insert(maps::profile_ports(&self.ebpf, v.ports)?);
             }
         }
         self.listed = listed
@@ -307,29 +307,27 @@ impl Datapath {
         if !learned.is_empty() {
             // Addresses the agent before learned: it died without taking
             // them out, and nobody would expire them.
-            let gone: Vec<Range> = learned
-                .iter()
-                .map(|(p, _)| Range {
-                    prefix: *p,
-                    ..Range::placeholder()
-                })
-                .collect();
+            let bare = |entries: &[(IpNet, RangeValue)]| -> Vec<Range> {
+                entries
+                    .iter()
+                    .map(|(p, _)| Range {
+                        prefix: *p,
+                        ..Range::placeholder()
+                    })
+                    .collect()
+            };
+            let gone = bare(&learned);
             let refs: Vec<&Range> = gone.iter().collect();
-            let still: Vec<Range> = listed
-                .iter()
-                .map(|(p, _)| Range {
-                    prefix: *p,
-                    ..Range::placeholder()
-                })
-                .collect();
-            self.learn_remove(&refs, still.iter())?;
+            self.learn_remove(&refs, bare(&listed).iter())?;
             log::info!(
                 "removed {} learned addresses left in the pinned tries by an agent that did not exit cleanly",
                 learned.len()
             );
         }
-        let dropped = listed.iter().filter(|(p, _)| !target.contains_key(p));
-        let dropped = dropped.count();
+        let dropped = listed
+            .iter()
+            .filter(|(p, _)| !target.contains_key(p))
+            .count();
         let added = target
             .keys()
             .filter(|p| !pinned_ids.contains_key(p))
