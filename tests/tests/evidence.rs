@@ -207,6 +207,20 @@ fn udp_one(topo: &Topology, port: u16, to: SocketAddr) {
     .expect("sending UDP");
 }
 
+/// `n` flows of one datagram each, from LAN ports `first..` to CAS port
+/// `port`, into a sink that never answers; returns once the sink has them.
+fn unanswered_flows(topo: &Topology, first: u16, n: u16, port: u16) {
+    let sink = udp_sink(topo, topo.cloud(), SocketAddr::new(CAS, port)).expect("sink");
+    for i in 0..n {
+        udp_one(topo, first + i, SocketAddr::new(CAS, port));
+    }
+    assert_eq!(
+        sink.wait_for(n as usize, Duration::from_secs(5)),
+        n as usize
+    );
+    sink.stop();
+}
+
 fn sysctl(topo: &Topology, ns: &str, kv: &str) {
     let st = topo
         .command(ns, "sysctl")
@@ -260,15 +274,7 @@ fn log_dir_rotates_and_report_counts() {
         assert_eq!(mode & !0o750, 0, "log dir mode {mode:o}");
 
         // Unanswered: UDP to a sink that never answers.
-        let sink = udp_sink(topo, topo.cloud(), SocketAddr::new(CAS, 8443)).expect("sink");
-        for i in 0..UNANSWERED {
-            udp_one(topo, 41000 + i, SocketAddr::new(CAS, 8443));
-        }
-        assert_eq!(
-            sink.wait_for(UNANSWERED as usize, Duration::from_secs(5)),
-            UNANSWERED as usize
-        );
-        sink.stop();
+        unanswered_flows(topo, 41000, UNANSWERED, 8443);
         // Unreachable: UDP to a closed port, ICMP port unreachable from CAS.
         for i in 0..UNREACHABLE {
             udp_one(topo, 42000 + i, SocketAddr::new(CAS, 8444));
@@ -411,6 +417,7 @@ fn log_dir_rotates_and_report_counts() {
             "by_verdict": [with(json!({"verdict": "disallowed-port"}), &disallowed),
                            with(json!({"verdict": "allowed"}), &cl)],
             "by_local_host": [with(json!({"local_addr": "198.51.100.2"}), &all)],
+            "by_dns_name": [with(json!({"dns_name": null}), &all)],
             "by_local_service": [
                 with(json!({"local_addr": "198.51.100.2", "service_port": 8443}), &ua),
                 with(json!({"local_addr": "198.51.100.2", "service_port": 8444}), &ur),
@@ -589,6 +596,85 @@ fn log_dir_on_a_full_disk_counts_lost_records() {
         assert_eq!(rep["skipped"], 0);
         assert_eq!(rep["flows"], (FULL_FLOWS + LATER_FLOWS) as u64, "{out}");
         assert!(err.contains("the logs are incomplete"), "{err}");
+        drop(disk);
+    });
+}
+
+/// `--log-dir` on a disk that fills up while the agent runs and is still
+/// full when it stops: the room the agent kept free at start (a reserve
+/// file of allocated blocks, deleted just before the summary) takes the
+/// summary record, so `report DIR` says how many records are missing (it
+/// said 0 when the summary did not fit), and exactly as many flow records
+/// as the `--json` file (on another filesystem) has and the log lacks.
+#[test]
+fn log_dir_full_at_exit_still_counts_the_loss() {
+    with_bed("log_dir_full_at_exit_still_counts_the_loss", |topo| {
+        let tmp = TempDir::new("evidence");
+        let disk = Tmpfs::mount(&tmp.0.join("disk"), "8m");
+        let dir = disk.0.join("evidence");
+        let dir_s = dir.to_str().expect("UTF-8").to_owned();
+        let json = tmp.0.join("records.jsonl");
+        let json_s = json.to_str().expect("UTF-8").to_owned();
+        let free_before = disk.free();
+        let agent = start_agent(topo, &["--json", &json_s, "--log-dir", &dir_s]);
+        // The room kept for the summary, looked at after the outcome.
+        let reserve = dir.join(".cas-audit-reserve");
+        let kept = std::fs::metadata(&reserve).ok();
+        let taken = free_before - disk.free();
+        // Fill what is left but 8 KiB: a few records.
+        let fill = disk.free() - 8 * 1024;
+        std::fs::write(disk.0.join("filler"), vec![0u8; fill as usize]).expect("filler");
+
+        unanswered_flows(topo, 46000, FULL_FLOWS, 8443);
+        std::thread::sleep(Duration::from_millis(1500));
+        let run = stop_ok(agent);
+        assert!(
+            run.stderr.contains(&format!(
+                "cannot write to log directory {dir_s}: No space left on device"
+            )),
+            "{}",
+            run.stderr
+        );
+        assert!(!reserve.exists(), "the reserve outlived the agent");
+
+        let reference = std::fs::read_to_string(&json).expect("reading the --json file");
+        let all = parse_lines(&reference);
+        let summary = all.last().expect("records");
+        assert_eq!(summary["type"], "summary");
+        let lost = summary["log_records_lost"].as_u64().expect("lost");
+        let files = log_files(&dir);
+        let logged_text: String = files.iter().map(|(_, t)| t.as_str()).collect();
+        let logged = parse_lines(&logged_text);
+        let ref_flows = all.iter().filter(|r| is_flow(r)).count() as u64;
+        let log_flows = logged.iter().filter(|r| is_flow(r)).count() as u64;
+        println!(
+            "full at exit: {ref_flows} flow records in --json, {log_flows} in the log dir, log_records_lost {lost}"
+        );
+        assert!(lost > 0, "nothing lost: the disk was not full?");
+        assert_eq!(ref_flows - log_flows, lost);
+        assert_eq!(
+            logged.last(),
+            Some(summary),
+            "the summary is in the log dir, last"
+        );
+        let (code, out, err) = cli(&["report", &dir_s, "--format", "json"]);
+        assert_eq!(code, 0, "{err}");
+        let rep: Value = serde_json::from_str(&out).expect("report JSON");
+        assert_eq!(rep["log_records_lost"], lost, "{out}");
+        assert_eq!(rep["runs"], 1, "{out}");
+        assert!(err.contains("the logs are incomplete"), "{err}");
+        println!("report {dir_s}: {}", err.trim_end());
+        // The reserve: allocated blocks (not a sparse file), 0640.
+        use std::os::unix::fs::MetadataExt;
+        let meta = kept.expect("a reserve file while the agent ran");
+        assert!(
+            meta.len() > 1 << 20 && meta.blocks() * 512 >= meta.len(),
+            "{} bytes, {} blocks",
+            meta.len(),
+            meta.blocks()
+        );
+        assert!(taken >= meta.len(), "the reserve is allocated");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
         drop(disk);
     });
 }

@@ -203,37 +203,94 @@ fn sigkill_restart_loses_no_packet() {
     });
 }
 
+/// A takeover with another selection converges the pinned tries to it (a
+/// restart after the set file changed, or with other filters, is a reload);
+/// what the pinned maps cannot hold, or a layout from another version, is
+/// refused with exit 2 and the reset hint.
 #[test]
-fn incompatible_or_foreign_pinned_state_is_refused() {
+fn other_sets_are_taken_over_incompatible_state_is_refused() {
     with_pin_bed(
-        "incompatible_or_foreign_pinned_state_is_refused",
+        "other_sets_are_taken_over_incompatible_state_is_refused",
         |topo, pin| {
             let pin_s = pin.to_str().expect("UTF-8");
+            let run = |extra: &[&str]| {
+                let mut args = vec!["run", "--iface", Topology::GW_UPLINK, "--pin", pin_s];
+                args.extend_from_slice(extra);
+                args.extend_from_slice(&["--duration", "1"]);
+                agent(topo, &args)
+            };
             // A pinned datapath for the built-in set...
             let a = start(topo, pin, &[]);
             a.signal(libc::SIGTERM);
             assert_eq!(finish(a).0, 0);
-            // ...is not taken over for another selection of it.
-            let (code, _, err) = agent(
-                topo,
-                &[
-                    "run",
-                    "--iface",
-                    Topology::GW_UPLINK,
-                    "--pin",
-                    pin_s,
-                    "--datacenter",
-                    "EU1",
-                    "--duration",
-                    "1",
-                ],
-            );
-            assert_eq!(code, 2, "stderr:\n{err}");
+            let all = pinned_v4(pin);
+            // An address an agent that died had learned from DNS (an entry
+            // with the top range id, in the learned block), put there with
+            // bpftool.
+            let info = bpftool_map(&["show"], pin, "CAS_RANGE_STATS");
+            let top = info["max_entries"].as_u64().expect("max_entries") as u32 - 1;
+            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:#04x}")).collect::<Vec<_>>();
+            let mut key = 32u32.to_le_bytes().to_vec();
+            key.extend([203, 0, 113, 200]);
+            let mut value = top.to_le_bytes().to_vec();
+            value.extend(0u32.to_le_bytes());
+            let st = std::process::Command::new("bpftool")
+                .args(["map", "update", "pinned"])
+                .arg(pin.join("maps").join("CAS_RANGES_V4"))
+                .arg("key")
+                .args(hex(&key))
+                .arg("value")
+                .args(hex(&value))
+                .status()
+                .expect("bpftool");
+            assert!(st.success());
+            assert!(pinned_v4(pin).contains("203.0.113.200/32"));
+            // ...is taken over for another selection of it: the tries then
+            // hold that selection (bpftool reads them), without the learned
+            // address, and the whole set again after the next restart.
+            let (code, _, err) = run(&["--datacenter", "EU1"]);
+            assert_eq!(code, 0, "stderr:\n{err}");
             assert!(
-                err.contains("audits other ranges or ports")
-                    && err.contains("cas-audit detach --pin"),
+                err.contains("removed 1 learned addresses left in the pinned tries"),
                 "stderr:\n{err}"
             );
+            let eu1 = pinned_v4(pin);
+            assert!(eu1.len() < all.len() && eu1.is_subset(&all), "{eu1:?}");
+            assert!(
+                err.contains(&format!(
+                    "({} ranges of set cas-2019-11): +0 ranges, -{} ranges",
+                    eu1.len(),
+                    all.len() - eu1.len()
+                )),
+                "stderr:\n{err}"
+            );
+            let (code, _, err) = run(&[]);
+            assert_eq!(code, 0, "stderr:\n{err}");
+            assert_eq!(pinned_v4(pin), all);
+            let (code, _, err) = agent(topo, &["detach", "--pin", pin_s]);
+            assert_eq!(code, 0, "{err}");
+            // The pinned maps keep the sizes they were made with: a set of
+            // 2,000 ranges does not fit in those made for one (and 1,024
+            // spare range ids).
+            let tmp = cas_audit_tests::scratch::TempDir::new("pinning");
+            let file = tmp.0.join("lab.json");
+            let fs = file.to_str().expect("UTF-8");
+            set_file(&file, &[CAS_PREFIX]);
+            let (code, _, err) = run(&["--set", fs]);
+            assert_eq!(code, 0, "stderr:\n{err}");
+            let big: Vec<(String, &str)> = (0..2000)
+                .map(|i| (format!("20.{}.{}.0/24", i / 256, i % 256), "portal"))
+                .collect();
+            write_set(&file, &big);
+            let (code, _, err) = run(&["--set", fs]);
+            assert_eq!(code, 2, "stderr:\n{err}");
+            assert!(
+                err.contains(&format!(
+                    "the pinned datapath in {pin_s} cannot hold this set"
+                )) && err.contains(&format!("cas-audit detach --pin {pin_s}")),
+                "stderr:\n{err}"
+            );
+            assert_eq!(pinned_v4(pin).len(), 1, "the refused set left nothing");
             // A layout from another version is refused with the reset hint.
             std::fs::create_dir(pin.join("layout-v0")).expect("layout marker");
             let (code, _, err) = agent(
@@ -343,18 +400,8 @@ fn pins_that_would_die_with_the_agent_are_refused() {
 
 /// A set file with `prefixes` (US1 portal, port 443).
 fn set_file(path: &Path, prefixes: &[&str]) {
-    let e: Vec<String> = prefixes
-        .iter()
-        .map(|p| format!(r#"{{"prefix": "{p}", "datacenter": "US1", "purpose": "portal"}}"#))
-        .collect();
-    std::fs::write(
-        path,
-        format!(
-            "{{\"schema\": 1, \"name\": \"lab\", \"source\": \"test\", \"published\": \"2026-11-22\", \"entries\": [{}]}}\n",
-            e.join(", ")
-        ),
-    )
-    .expect("set file");
+    let e: Vec<(String, &str)> = prefixes.iter().map(|p| (p.to_string(), "portal")).collect();
+    write_set(path, &e);
 }
 
 /// A pinned agent reloads a changed set (a range dropped, one added), is
@@ -402,6 +449,346 @@ fn takeover_after_a_reload_keeps_the_range_ids() {
                 2,
                 "{s}"
             );
+            let (code, _, err) = agent(topo, &["detach", "--pin", pin.to_str().expect("UTF-8")]);
+            assert_eq!(code, 0, "{err}");
+        },
+    );
+}
+
+/// `entries` (prefix, purpose) as a set file named `lab`, written whole
+/// (a new file renamed over the old one: a reload never reads half of it).
+fn write_set(path: &Path, entries: &[(String, &str)]) {
+    let e: Vec<String> = entries
+        .iter()
+        .map(|(p, purpose)| {
+            format!(r#"{{"prefix": "{p}", "datacenter": "US1", "purpose": "{purpose}"}}"#)
+        })
+        .collect();
+    let tmp = path.with_extension("new");
+    std::fs::write(
+        &tmp,
+        format!(
+            "{{\"schema\": 1, \"name\": \"lab\", \"source\": \"test\", \"published\": \"2026-11-22\", \"entries\": [{}]}}\n",
+            e.join(", ")
+        ),
+    )
+    .expect("set file");
+    std::fs::rename(&tmp, path).expect("renaming the set file");
+}
+
+/// `bpftool -j map CMD pinned PIN/maps/MAP`: its JSON.
+fn bpftool_map(cmd: &[&str], pin: &Path, map: &str) -> Value {
+    let map = pin.join("maps").join(map);
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map"])
+        .args(cmd)
+        .arg("pinned")
+        .arg(&map)
+        .output()
+        .expect("running bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map {cmd:?} {}: {}",
+        map.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+}
+
+/// The prefixes in the pinned IPv4 trie, as bpftool (not cas-audit) reads
+/// them: each key is the prefix length (u32, little-endian) and 4 bytes of
+/// address.
+fn pinned_v4(pin: &Path) -> std::collections::BTreeSet<String> {
+    let dump = bpftool_map(&["dump"], pin, "CAS_RANGES_V4");
+    dump.as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let b: Vec<u8> = e["key"]
+                .as_array()
+                .expect("raw key bytes")
+                .iter()
+                .map(|x| {
+                    u8::from_str_radix(x.as_str().expect("hex").trim_start_matches("0x"), 16)
+                        .expect("hex byte")
+                })
+                .collect();
+            let len = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+            format!("{}.{}.{}.{}/{len}", b[4], b[5], b[6], b[7])
+        })
+        .collect()
+}
+
+/// A swap journaled in the pin directory and not ended.
+fn journaled(pin: &Path) -> bool {
+    std::fs::read_dir(pin)
+        .expect("pin directory")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("reload-"))
+}
+
+/// SIGKILL at several delays after SIGHUP with a changed set of 1,000
+/// ranges (500 dropped, 500 added, 250 kept ones moved to other ports),
+/// walking the delay over the swap until kills have landed inside it both
+/// ways round, and one inside its trie writes: the pinned
+/// trie (read by bpftool) then holds neither version. Every restart
+/// succeeds, with the old set (the swap rolled back) and with the new one
+/// (finished), leaves exactly its set in the trie, and the range both
+/// versions list keeps every packet it counted.
+#[test]
+fn sigkill_inside_a_reload_then_restart_with_either_set() {
+    const N: usize = 1000;
+    with_pin_bed(
+        "sigkill_inside_a_reload_then_restart_with_either_set",
+        |topo, pin| {
+            let tmp = cas_audit_tests::scratch::TempDir::new("pinning");
+            let file = tmp.0.join("lab.json");
+            let fs = file.to_str().expect("UTF-8").to_owned();
+            let pin_s = pin.to_str().expect("UTF-8").to_owned();
+            // Old: CAS and 999 /24s of 20.0.0.0/14; new: CAS, the first
+            // 499 of them (half as dlp: port 11344) and 500 of 21.0.0.0/14.
+            let net = |a: u8, i: usize| format!("{a}.{}.{}.0/24", i / 256, i % 256);
+            let mut old = vec![(CAS_PREFIX.to_owned(), "portal")];
+            old.extend((0..N - 1).map(|i| (net(20, i), "portal")));
+            let mut new = vec![(CAS_PREFIX.to_owned(), "portal")];
+            new.extend(
+                (0..N / 2 - 1).map(|i| (net(20, i), if i % 2 == 0 { "dlp" } else { "portal" })),
+            );
+            new.extend((0..N / 2).map(|i| (net(21, i), "portal")));
+            let prefixes = |v: &[(String, &str)]| -> std::collections::BTreeSet<String> {
+                v.iter().map(|(p, _)| p.clone()).collect()
+            };
+            let (old_set, new_set) = (prefixes(&old), prefixes(&new));
+
+            write_set(&file, &old);
+            let mut a = start(topo, pin, &["--set", &fs]);
+            send(topo, 3);
+            let mut sent = 3;
+            // The kill comes a delay after the swap's first write (its
+            // journal appears in the pin directory just before): the delay
+            // walks on while bpftool finds the old trie, back once it finds
+            // the new one.
+            let step = Duration::from_micros(400);
+            let mut delay = Duration::ZERO;
+            let (mut rolled_back, mut finished, mut torn, mut tried) = (0, 0, 0, Vec::new());
+            for _ in 0..40 {
+                if rolled_back > 0 && finished > 0 && torn > 0 {
+                    break;
+                }
+                write_set(&file, &new);
+                a.signal(libc::SIGHUP);
+                let t = std::time::Instant::now();
+                while !journaled(pin) && t.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                std::thread::sleep(delay);
+                a.signal(libc::SIGKILL);
+                assert_eq!(finish(a).0, -libc::SIGKILL);
+                let trie = pinned_v4(pin);
+                let journal = journaled(pin);
+                tried.push((delay.as_micros(), trie.len(), journal));
+                let (code, out, err) = agent(topo, &["status", "--pin", &pin_s, "--json"]);
+                assert_eq!(code, 0, "status: {err}");
+                let st: Value = serde_json::from_str(&out).expect("status JSON");
+                assert_eq!(st["reload_unfinished"], journal, "{st}");
+                // Inside the swap: the trie holds part of each version, or
+                // the swap's journal is there (port bitmaps and prefilter
+                // are written before the trie, and after it).
+                let half = trie != old_set && trie != new_set;
+                let inside = half || journal;
+                torn += usize::from(half);
+                if trie == new_set {
+                    delay = delay.saturating_sub(step);
+                } else if trie == old_set {
+                    delay += step;
+                }
+                // Restart with the old set or the new one, in turn when
+                // the kill landed inside the swap.
+                let with_old = !inside || rolled_back <= finished;
+                let (entries, want) = if with_old {
+                    (&old, &old_set)
+                } else {
+                    (&new, &new_set)
+                };
+                write_set(&file, entries);
+                let b = start(topo, pin, &["--set", &fs]);
+                let err = b.stderr_now();
+                assert!(err.contains("took over the pinned datapath"), "{err}");
+                assert_eq!(pinned_v4(pin), *want, "after the restart ({tried:?})");
+                assert!(!journaled(pin), "a journal left after the restart");
+                if inside {
+                    let said = if with_old {
+                        rolled_back += 1;
+                        "rolling it back"
+                    } else {
+                        finished += 1;
+                        "finishing it"
+                    };
+                    assert!(
+                        err.contains(&format!(
+                            "stopped in the middle of a reload of the ranges in {}: {said}",
+                            pin.display()
+                        )),
+                        "{err}"
+                    );
+                    for l in err.lines().filter(|l| l.contains("cas_audit::datapath")) {
+                        println!("{l}");
+                    }
+                }
+                send(topo, 1);
+                sent += 1;
+                a = if with_old {
+                    b
+                } else {
+                    // Back to the old set for the next round: a takeover
+                    // with another set converges too.
+                    b.signal(libc::SIGTERM);
+                    let (code, _, err) = finish(b);
+                    assert_eq!(code, 0, "{err}");
+                    write_set(&file, &old);
+                    let c = start(topo, pin, &["--set", &fs]);
+                    assert_eq!(pinned_v4(pin), old_set);
+                    c
+                };
+            }
+            println!("kills (µs after the swap began, ranges in the trie, journal): {tried:?}; rolled back {rolled_back}, finished {finished}, half-swapped tries {torn}");
+            assert!(
+                rolled_back > 0 && finished > 0 && torn > 0,
+                "no kill landed inside the swap both ways, and one in the trie: {tried:?}"
+            );
+            a.signal(libc::SIGTERM);
+            let (code, out, err) = finish(a);
+            assert_eq!(code, 0, "{err}");
+            let s = summary(&out);
+            assert_eq!(
+                range_packets_out(&s),
+                sent,
+                "every packet to the range both sets list: {s}"
+            );
+            let (code, _, err) = agent(topo, &["detach", "--pin", pin.to_str().expect("UTF-8")]);
+            assert_eq!(code, 0, "{err}");
+        },
+    );
+}
+
+/// `GET /metrics` from inside the gw namespace with bash's /dev/tcp (a
+/// client that is not ours): the body.
+fn scrape(topo: &Topology, port: u16) -> String {
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET /metrics HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
+    );
+    let out = topo
+        .command(topo.gw(), "bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "scrape: {:?}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of an unlabelled sample.
+fn sample(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// 200 new flows (one datagram each, from 200 source ports) into a table
+/// of 64: the evictions are logged at once and served as
+/// `cas_audit_flows_evicted_total`, equal to the summary's `flows_evicted`,
+/// and every flow the sink received is reported or evicted. Then an agent
+/// takes the pinned datapath over and runs with no traffic: it evicted
+/// nothing (the flows the agent before created and reported are not its
+/// evictions).
+#[test]
+fn evictions_are_logged_served_and_only_this_agents() {
+    const FLOWS: u16 = 200;
+    const PORT: u16 = 19479;
+    with_pin_bed(
+        "evictions_are_logged_served_and_only_this_agents",
+        |topo, pin| {
+            let metrics = format!("127.0.0.1:{PORT}");
+            let a = start(
+                topo,
+                pin,
+                &[
+                    "--max-flows",
+                    "64",
+                    "--idle-timeout",
+                    "1",
+                    "--metrics",
+                    &metrics,
+                ],
+            );
+            let dst = SocketAddr::new(CAS, 443);
+            let sink = udp_sink(topo, topo.cloud(), dst).expect("sink");
+            for i in 0..FLOWS {
+                let from = SocketAddr::new(Topology::LAN_ADDR4, 40000 + i);
+                udp_send(topo, topo.lan(), Some(from), dst, 1, 100).expect("sending");
+            }
+            assert_eq!(
+                sink.wait_for(FLOWS as usize, Duration::from_secs(5)),
+                FLOWS as usize
+            );
+            let sources: std::collections::HashSet<SocketAddr> =
+                sink.sources().into_iter().collect();
+            assert_eq!(sources.len(), FLOWS as usize, "distinct flows the sink saw");
+            sink.stop();
+            a.wait_for_log(
+                "flows evicted before they were reported",
+                Duration::from_secs(5),
+            );
+            // Every flow expires (idle 1 s) and is reported; then the figures are final.
+            std::thread::sleep(Duration::from_secs(3));
+            let body = scrape(topo, PORT);
+            let served = sample(&body, "cas_audit_flows_evicted_total");
+            a.signal(libc::SIGTERM);
+            let (code, out, err) = finish(a);
+            assert_eq!(code, 0, "{err}");
+            let s = summary(&out);
+            let evicted = s["flows_evicted"].as_u64().expect("flows_evicted");
+            println!(
+                "table of 64, {FLOWS} flows: {} reported, {evicted} evicted (metric {served})",
+                s["flows"]
+            );
+            assert!(evicted > 0, "a table of 64 held {FLOWS} flows? {s}");
+            assert_eq!(served, evicted, "metric and summary");
+            assert_eq!(
+                s["flows"].as_u64().expect("flows") + evicted,
+                u64::from(FLOWS),
+                "{s}"
+            );
+            assert_eq!(s["flows_created"], u64::from(FLOWS), "{s}");
+            let line = err
+                .lines()
+                .find(|l| l.contains("flows evicted before they were reported"))
+                .expect("the eviction line");
+            assert!(
+                line.contains("the flow table (64 entries) is full"),
+                "{line}"
+            );
+            assert!(line.contains("raise --max-flows"), "{line}");
+            println!("{line}");
+
+            // The next agent takes over: nothing new, nothing evicted.
+            let b = start(topo, pin, &[]);
+            std::thread::sleep(Duration::from_millis(1500));
+            b.signal(libc::SIGTERM);
+            let (code, out, err) = finish(b);
+            assert_eq!(code, 0, "{err}");
+            let s = summary(&out);
+            assert_eq!(
+                s["flows_created"],
+                u64::from(FLOWS),
+                "the pinned counter: {s}"
+            );
+            assert_eq!(s["flows"], 0, "{s}");
+            assert_eq!(s["flows_evicted"], 0, "{s}");
+            assert!(!err.contains("flows evicted"), "{err}");
             let (code, _, err) = agent(topo, &["detach", "--pin", pin.to_str().expect("UTF-8")]);
             assert_eq!(code, 0, "{err}");
         },

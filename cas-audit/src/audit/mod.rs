@@ -7,9 +7,12 @@
 //! - [`reload`]: a new version of the set swapped in while running;
 //! - [`ifaces`]: interfaces, by index, that are renamed, go down, vanish
 //!   and come back (rtnetlink link events);
+//! - [`evictions`]: flows the full kernel table pushed out before they were
+//!   reported;
 //! - [`learn`]: names learned from DNS answers and ClientHellos;
 //! - [`nat`]: the inside host behind NAT, from connection tracking.
 
+mod evictions;
 mod ifaces;
 mod learn;
 mod nat;
@@ -198,7 +201,16 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             LineTime::local()
         }
     });
-    let log = cfg.log_dir.clone().map(LogDir::open).transpose()?;
+    let mut log = cfg.log_dir.clone().map(LogDir::open).transpose()?;
+    if let Some(l) = log.as_mut() {
+        // The range ids the datapath will size its counters to (a pinned
+        // one taken over may have more: the summary then lists only those
+        // that counted).
+        let ids = (ranges.len() as u32)
+            .saturating_add(crate::datapath::RANGE_HEADROOM)
+            .saturating_add(cfg.learn.capacity);
+        l.reserve(summary_room(ids));
+    }
     let host = crate::host::hostname();
     let exports = exports(&cfg, &host)?;
     let out = Output::new(
@@ -254,25 +266,28 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         },
     )
     .map_err(|e| Error::from(e).at_start())?;
-    // A pinned datapath taken over after a reload keeps its range ids:
-    // place each range at its id, with placeholders for the ids of ranges
-    // dropped before (their counters stay, their prefixes are unknown).
+    // A pinned datapath taken over keeps its range ids (a reload or
+    // another set may have moved them from the positions in the set), and
+    // the ids of dropped ranges keep their counts.
     let mut ranges = ranges;
     let mut policy = policy;
     let mut active = vec![true; ranges.len()];
-    if let Some(ids) = dp.range_ids() {
-        if ids.iter().enumerate().any(|(i, id)| *id as usize != i) {
-            let len = ids.iter().max().map_or(0, |m| *m as usize + 1);
-            let mut by_id = vec![Range::placeholder(); len];
-            active = vec![false; len];
-            for (r, id) in ranges.into_iter().zip(ids) {
-                by_id[*id as usize] = r;
-                active[*id as usize] = true;
-            }
-            ranges = by_id;
-            policy = source.policy(&ranges);
-        }
+    if let Some(layout) = dp.taken_over() {
+        ranges = layout.ranges.clone();
+        active = layout.active.clone();
+        policy = policy.for_layout(&ranges);
     }
+    // Evictions are this agent's: a taken-over table brings the counts and
+    // entries of the agent before.
+    let early = dp.counters();
+    let entries = dp.flows().map(|f| f.len());
+    let evictions = match (early, entries, dp.counters()) {
+        (Ok(early), Ok(entries), Ok(late)) => evictions::Evictions::start(&early, entries, &late),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            dp.abandon();
+            return Err(Error::from(e).at_start());
+        }
+    };
     // Subscribed before attaching: no change after an attach goes unseen.
     let mut links = match watch_links() {
         Ok(l) => l,
@@ -296,11 +311,17 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         },
         dp.learned_base(),
     );
-    let v6 = ranges.iter().filter(|r| r.prefix.addr().is_ipv6()).count();
+    let audited: Vec<&Range> = ranges
+        .iter()
+        .zip(&active)
+        .filter(|(_, a)| **a)
+        .map(|(r, _)| r)
+        .collect();
+    let v6 = audited.iter().filter(|r| r.prefix.addr().is_ipv6()).count();
     log::info!(
         "auditing {} CAS ranges ({} IPv4, {} IPv6) of set {} on {}; allowed ports {}",
-        ranges.len(),
-        ranges.len() - v6,
+        audited.len(),
+        audited.len() - v6,
         v6,
         set.name,
         cfg.ifaces.join(", "),
@@ -346,6 +367,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         flow_capacity: 0,
         nat: nat::CtResolver::open(),
         learner,
+        evictions,
     };
     s.flow_capacity = s.dp.map_capacity(cas_audit_common::names::FLOWS);
 
@@ -453,6 +475,14 @@ fn watch_links() -> Result<AsyncFd<LinkMonitor>, Error> {
     // for as long as the AsyncFd owns the monitor.
     unsafe { AsyncFd::register_with_interest(monitor, Interest::READABLE) }
         .map_err(|e| Error::setup("watching the interfaces (an rtnetlink socket)")(e.into()))
+}
+
+/// Room for the summary record of a datapath with `range_ids` range
+/// counters: a line per range that counted (listed, dropped or learned: a
+/// prefix, up to 8 data centers and 9 purposes, a DNS name of at most 253
+/// bytes and four counters fit in 1 KiB) and 64 KiB for the rest.
+fn summary_room(range_ids: u32) -> u64 {
+    (64 << 10) + u64::from(range_ids) * 1024
 }
 
 /// The exports `cfg` asks for, their threads started.

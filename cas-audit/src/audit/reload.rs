@@ -55,9 +55,9 @@ impl Session {
         }
     }
 
-    /// Loads the set again and swaps it in atomically (see
-    /// [`Datapath::reload`]); on any error the old set stays.
-    /// Loads the set again and swaps it in.
+    /// Loads the set again and swaps it in (see
+    /// [`crate::datapath::Datapath::reload`]); on any error the old set
+    /// stays (a swap that failed half-way is undone).
     pub(super) fn reload(&mut self, why: &str) {
         let set = match self.source.load() {
             Ok(s) => s,
@@ -115,7 +115,21 @@ impl Session {
             .collect();
         let learned: Vec<(u32, &Range)> = learned.iter().map(|(id, r)| (*id, r)).collect();
         if let Err(e) = self.dp.reload(&ranges, &active, &policy, &learned) {
-            log::error!("reload ({why}) failed, keeping the current set: {e}");
+            use crate::datapath::DatapathError::{TooManyPortProfiles, TooManyRanges};
+            if matches!(e, TooManyRanges { .. } | TooManyPortProfiles { .. }) {
+                // Refused before the first write.
+                log::error!("reload ({why}) failed, keeping the current set: {e}");
+                return;
+            }
+            // Failed half-way: swap the current set back in.
+            let mut current = self.active.clone();
+            current.resize(ranges.len(), false);
+            match self.dp.reload(&ranges, &current, &self.policy, &learned) {
+                Ok(()) => log::error!("reload ({why}) failed, keeping the current set: {e}"),
+                Err(e2) => log::error!(
+                    "reload ({why}) failed: {e}; putting the current set back failed too: {e2}; the tries may hold part of each version until a restart (which converges them to its set)"
+                ),
+            }
             return;
         }
         let show = |v: &[ipnet::IpNet]| {

@@ -8,9 +8,9 @@ use std::{
     time::Duration,
 };
 
-use cas_audit_common::Counter;
-
-use super::{ifaces::Interfaces, learn::Learner, nat::CtResolver, reload::SetSource};
+use super::{
+    evictions::Evictions, ifaces::Interfaces, learn::Learner, nat::CtResolver, reload::SetSource,
+};
 use crate::{
     addrset::Range,
     datapath::{events::RingRecord, Datapath, IngressMode},
@@ -53,6 +53,8 @@ pub struct Session {
     pub(super) nat: CtResolver,
     /// Names learned from DNS answers and ClientHellos.
     pub(super) learner: Learner,
+    /// Flows the kernel table evicted before they were reported.
+    pub(super) evictions: Evictions,
 }
 
 impl Session {
@@ -96,7 +98,12 @@ impl Session {
     pub fn poll(&mut self) -> Result<(), Error> {
         self.retry_interfaces();
         self.check_set_file();
+        let early = self.dp.counters()?;
         let snapshot = self.dp.flows()?;
+        let counters = self.dp.counters()?;
+        let evicted = self.evictions.update(&early, snapshot.len(), &counters);
+        self.evictions
+            .log(Duration::from_nanos(monotonic_ns()), self.flow_capacity);
         let referenced: std::collections::HashSet<u32> =
             snapshot.iter().map(|(_, s)| s.range_id).collect();
         self.expire_learned(&referenced);
@@ -110,9 +117,9 @@ impl Session {
                     (f.verdict, f.state(now, answer))
                 })
                 .collect();
-            let counters = self.dp.counters()?;
             let (ranges, totals) = self.traffic()?;
             m.update(&counters, &ranges, &totals, &live, self.flow_capacity);
+            m.flows_evicted(evicted);
             m.learned(&self.learner.summary(), self.learner.table.len());
             m.log_records_lost(self.out.log_records_lost());
             m.sinks(&self.out.sink_counts());
@@ -128,7 +135,8 @@ impl Session {
             .tracker
             .poll(snapshot, monotonic_ns(), &self.policy, &mut self.nat);
         self.write_all(&due.records);
-        self.dp.remove_flows(&due.remove)?;
+        let removed = self.dp.remove_flows(&due.remove)?;
+        self.evictions.removed(removed);
         self.check_outputs()
     }
 
@@ -193,7 +201,9 @@ impl Session {
 
     /// Reports every remaining flow and writes the summary.
     pub fn finish(&mut self, set_name: &str, ifaces: &[String]) -> Result<Summary, Error> {
+        let early = self.dp.counters()?;
         let snapshot = self.dp.flows()?;
+        let entries = snapshot.len();
         let last = self
             .tracker
             .finish_all(snapshot, monotonic_ns(), &self.policy, &mut self.nat);
@@ -208,14 +218,12 @@ impl Session {
             }
             ranges.extend(rec);
         }
-        let created = c.get(Counter::FlowsCreated);
-        let accounted = self.tracker.entries_reported + c.get(Counter::FlowsLost);
         let mut s = Summary {
             ts: Timestamp::now(),
             ranges,
             flows: self.tracker.reported,
             disallowed: self.tracker.disallowed,
-            flows_evicted: created.saturating_sub(accounted),
+            flows_evicted: self.evictions.update(&early, entries, &c),
             log_records_lost: 0,
             sinks: Default::default(),
             events_stale: self.tracker.stale,

@@ -78,6 +78,11 @@ pub struct Status {
     pub ring_bytes: u32,
     /// The global counters since the datapath was pinned, by their names.
     pub counters: Counters,
+    /// Whether a swap of the ranges is journaled in the pin directory: an
+    /// agent is reloading now, or was stopped in the middle of a reload
+    /// (the tries may hold part of each version until the next start,
+    /// which converges them to its set).
+    pub reload_unfinished: bool,
 }
 
 /// Reads the status of the datapath pinned in `dir`.
@@ -140,6 +145,7 @@ pub fn status(dir: &PinDir) -> Result<Status, Error> {
         flow_capacity: maps::capacity(&pinned, names::FLOWS),
         ring_bytes: maps::capacity(&pinned, names::EVENTS),
         counters: maps::counters(&pinned)?,
+        reload_unfinished: dir.interrupted().is_some(),
     })
 }
 
@@ -174,6 +180,9 @@ pub fn text(s: &Status) -> String {
         },
         s.ring_bytes
     ));
+    if s.reload_unfinished {
+        out.push_str("reload: unfinished (an agent is reloading, or was stopped in the middle: the next start converges the tries to its set)\n");
+    }
     out.push_str("counters since pinned:\n");
     for (c, v) in s.counters.iter() {
         out.push_str(&format!("  {:<18} {v}\n", c.name()));

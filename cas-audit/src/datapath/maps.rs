@@ -300,11 +300,22 @@ pub fn insert_ranges<'a>(
     Ok(())
 }
 
+/// Whether a map error says the key is not there: aya reports a lookup of
+/// a missing key as `KeyNotFound`, a deletion as the syscall's `ENOENT`
+/// (an entry the kernel evicted, or a prefix already gone).
+fn absent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 /// Removes prefixes from the tries (absent ones are fine).
 pub fn remove_prefixes(ebpf: &mut Ebpf, ranges: &[&Range]) -> Result<(), DatapathError> {
     let gone = |r: Result<(), MapError>, n: &dyn std::fmt::Display| match r {
-        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-        Err(e) => Err(map_err(format!("removing {n}"))(e)),
+        Err(e) if !absent(&e) => Err(map_err(format!("removing {n}"))(e)),
+        _ => Ok(()),
     };
     let mut trie4: LpmTrie<&mut MapData, [u8; 4], RangeValue> =
         LpmTrie::try_from(get_mut(ebpf, names::RANGES_V4)?)
@@ -331,22 +342,17 @@ pub fn remove_prefixes(ebpf: &mut Ebpf, ranges: &[&Range]) -> Result<(), Datapat
     Ok(())
 }
 
-/// Writes `(index, word)` pairs into the `u32` array map `name`; zero
-/// words only with `zeros` (a fresh array is all zeros; `zeros` clears
-/// bits of an array in use).
+/// Writes `(index, word)` pairs into the `u32` array map `name`.
 pub fn write_words(
     ebpf: &mut Ebpf,
     name: &str,
     words: impl IntoIterator<Item = (u32, u32)>,
-    zeros: bool,
 ) -> Result<(), DatapathError> {
     let mut arr: Array<&mut MapData, u32> =
         Array::try_from(get_mut(ebpf, name)?).map_err(map_err(format!("opening {name}")))?;
     for (i, w) in words {
-        if w != 0 || zeros {
-            arr.set(i, w, 0)
-                .map_err(map_err(format!("writing {name}")))?;
-        }
+        arr.set(i, w, 0)
+            .map_err(map_err(format!("writing {name}")))?;
     }
     Ok(())
 }
@@ -368,45 +374,64 @@ pub fn set_audited(ebpf: &mut Ebpf, ifindex: u32, audited: bool) -> Result<(), D
     }
 }
 
-/// Removes flows from the table (absent ones are fine).
-pub fn remove_flows(ebpf: &mut Ebpf, keys: &[FlowKey]) -> Result<(), DatapathError> {
+/// Removes flows from the table (absent ones are fine); returns how many
+/// were there.
+pub fn remove_flows(ebpf: &mut Ebpf, keys: &[FlowKey]) -> Result<usize, DatapathError> {
     let mut table: BpfHashMap<&mut MapData, FlowKey, FlowStats> =
         BpfHashMap::try_from(get_mut(ebpf, names::FLOWS)?)
             .map_err(map_err("opening the flow table"))?;
+    let mut removed = 0;
     for k in keys {
         match table.remove(k) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Ok(()) => removed += 1,
+            Err(e) if absent(&e) => {}
             Err(e) => return Err(map_err("removing a flow")(e)),
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
-/// The prefilter word of a host prefix's top 16 bits.
-pub fn prefilter_word(prefix: &IpNet) -> u32 {
-    let (fam, hi) = top16(prefix);
-    prefilter_bit(fam, hi).0
-}
-
-fn top16(prefix: &IpNet) -> (u8, u16) {
-    match prefix {
+/// The prefilter word and bit of a host prefix's top 16 bits.
+pub fn prefilter_bit_of(prefix: &IpNet) -> (u32, u32) {
+    let (fam, hi) = match prefix {
         IpNet::V4(n) => (family::V4, (u32::from(n.network()) >> 16) as u16),
         IpNet::V6(n) => (family::V6, (u128::from(n.network()) >> 112) as u16),
-    }
+    };
+    prefilter_bit(fam, hi)
 }
 
-/// Sets the prefilter bit of a host range (a learned address) in place.
-pub fn set_prefilter(ebpf: &mut Ebpf, range: &Range) -> Result<(), DatapathError> {
-    let (fam, hi) = top16(&range.prefix);
-    let (w, bit) = prefilter_bit(fam, hi);
-    let mut arr: Array<&mut MapData, u32> = Array::try_from(get_mut(ebpf, names::PREFILTER)?)
-        .map_err(map_err("opening the prefilter"))?;
-    let old = arr.get(&w, 0).map_err(map_err("reading the prefilter"))?;
-    if old & bit == 0 {
-        arr.set(w, old | bit, 0)
-            .map_err(map_err("writing the prefilter"))?;
+/// Every word of the `u32` array map `name`, read with
+/// `BPF_MAP_LOOKUP_BATCH` (one key at a time where the kernel lacks it).
+pub fn read_words(src: &impl MapSource, name: &str) -> Result<Vec<u32>, DatapathError> {
+    let map = get(src, name)?;
+    let mut out = vec![0u32; capacity(src, name) as usize];
+    if let Map::Array(data) = map {
+        match bpf::lookup_all::<u32, u32>(data.fd().as_fd()) {
+            Ok(v) => {
+                for (i, w) in v {
+                    if let Some(x) = out.get_mut(i as usize) {
+                        *x = w;
+                    }
+                }
+                return Ok(out);
+            }
+            Err(bpf::BatchError::Unsupported) => {}
+            Err(bpf::BatchError::Io(e)) => {
+                return Err(DatapathError::Io {
+                    what: "reading an array map",
+                    source: e,
+                })
+            }
+        }
     }
-    Ok(())
+    let arr: Array<&MapData, u32> =
+        Array::try_from(map).map_err(map_err(format!("opening {name}")))?;
+    for (i, x) in out.iter_mut().enumerate() {
+        *x = arr
+            .get(&(i as u32), 0)
+            .map_err(map_err(format!("reading {name}")))?;
+    }
+    Ok(out)
 }
 
 /// The prefilter words (IPv4 then IPv6) with the bit of every top-16-bit

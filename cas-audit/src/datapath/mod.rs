@@ -5,7 +5,9 @@
 //!   its error type;
 //! - [`maps`]: typed access to every map, for `run`, `status` and `detach` alike;
 //! - [`attach`]: TCX / TC / XDP attach and detach, pinned or not;
-//! - [`pin`]: the pin directory; [`events`]: the event ring's reader thread.
+//! - [`pin`]: the pin directory; [`swap`]: the audited ranges replaced
+//!   while the programs run (reload, takeover of a pinned datapath);
+//!   [`events`]: the event ring's reader thread.
 //!
 //! Minimum kernel: 5.8 (BPF ring buffer, CAP_BPF); TCX and pinned links
 //! need 6.6.
@@ -14,6 +16,7 @@ pub mod attach;
 pub mod events;
 pub mod maps;
 pub mod pin;
+pub mod swap;
 
 use aya::{
     maps::{MapData, MapError, RingBuf},
@@ -28,6 +31,7 @@ pub use self::{
     attach::{Attachment, IngressHook, IngressMode},
     maps::{MapSource, PinnedMaps, PINNED_MAPS},
     pin::{PinDir, PinError, Prepared},
+    swap::Layout,
 };
 use crate::{addrset::Range, flow::PortPolicy};
 
@@ -165,8 +169,14 @@ pub struct Datapath {
     attachments: Vec<Attachment>,
     /// The pin directory.
     pin: Option<PinDir>,
-    /// Range ids of a taken-over datapath (see [`Datapath::range_ids`]).
-    range_ids: Option<Vec<u32>>,
+    /// The range ids of a taken-over datapath (see [`Datapath::taken_over`]).
+    layout: Option<Layout>,
+    /// The listed ranges the tries hold, with their ports.
+    listed: swap::Listed,
+    /// The words of the `u32` arrays the agent writes (the prefilter, the
+    /// port bitmaps) as it last wrote or read them: only words that change
+    /// are written, so a swap is short.
+    words: std::collections::HashMap<&'static str, Vec<u32>>,
     /// A pin directory this start filled afresh, and whether it created the
     /// directory itself: what [`Datapath::abandon`] undoes.
     fresh_pin: Option<bool>,
@@ -352,7 +362,9 @@ impl Datapath {
             links: Vec::new(),
             attachments: Vec::new(),
             pin: opts.pin.clone(),
-            range_ids: None,
+            layout: None,
+            listed: Default::default(),
+            words: Default::default(),
             fresh_pin: None,
             learned: 0,
         };
@@ -371,37 +383,26 @@ impl Datapath {
         }
         match &opts.pin {
             Some(dir) if resumed => {
-                // Range ids index the pinned counters: take the maps over
-                // only if they hold exactly these ranges, ids and ports.
-                match dp.pinned_ids(ranges, policy)? {
-                    Ok(ids) => dp.range_ids = Some(ids),
-                    Err(why) => {
-                        return Err(PinError::OtherSet {
-                            dir: dir.root().to_path_buf(),
-                            why,
-                        }
-                        .into())
-                    }
-                }
+                dp.take_over(ranges, policy, dir, &opts.set_name)?;
                 let cap = dp.map_capacity(names::FLOWS);
                 if max_flows != cap {
                     log::warn!(
                         "the pinned flow table holds {cap} flows; --max-flows {max_flows} applies after `cas-audit detach`"
                     );
                 }
-                log::info!(
-                    "took over the pinned datapath in {} ({} ranges of set {}): its counters keep running",
-                    dir.root().display(),
-                    ranges.len(),
-                    opts.set_name
-                );
             }
             pin => {
+                // Fresh maps: all zeros.
+                for name in [names::PREFILTER, names::ALLOWED_PORTS] {
+                    let len = dp.map_capacity(name) as usize;
+                    dp.words.insert(name, vec![0; len]);
+                }
                 maps::insert_ranges(&mut dp.ebpf, ranges.iter().enumerate(), policy)?;
                 let words = maps::prefilter_words(ranges.iter());
-                maps::write_words(&mut dp.ebpf, names::PREFILTER, indexed(words), false)?;
+                dp.put_words(names::PREFILTER, indexed(words), false)?;
                 let words = maps::port_words(policy);
-                maps::write_words(&mut dp.ebpf, names::ALLOWED_PORTS, indexed(words), false)?;
+                dp.put_words(names::ALLOWED_PORTS, indexed(words), false)?;
+                dp.listed = swap::listed_of(ranges, &vec![true; ranges.len()], policy);
                 if let Some(dir) = pin {
                     dir.mark_complete()?;
                     log::info!("pinned the datapath's maps in {}", dir.root().display());
@@ -411,78 +412,13 @@ impl Datapath {
         Ok(dp)
     }
 
-    /// The range id of each of `ranges` in a datapath taken over from a
-    /// pin directory (a reload there may have left other ids than the
-    /// position in the set); `None` for a datapath loaded afresh, whose ids
-    /// are the positions.
-    pub fn range_ids(&self) -> Option<&[u32]> {
-        self.range_ids.as_deref()
-    }
-
-    /// Compares the (pinned) tries and port bitmaps with `ranges` and the
-    /// ports `policy` gives them (by position): the pinned id of each range,
-    /// or `Ok(Err(reason))` at the first difference.
-    fn pinned_ids(
-        &mut self,
-        ranges: &[Range],
-        policy: &PortPolicy,
-    ) -> Result<Result<Vec<u32>, String>, DatapathError> {
-        let pinned: std::collections::HashMap<ipnet::IpNet, cas_audit_common::RangeValue> =
-            maps::tries(&self.ebpf)?.into_iter().collect();
-        if pinned.len() < ranges.len() {
-            return Ok(Err(format!(
-                "{} ranges pinned, {} wanted",
-                pinned.len(),
-                ranges.len()
-            )));
-        }
-        let mut profile_ports: std::collections::HashMap<u32, Vec<u16>> = Default::default();
-        let mut ids = Vec::with_capacity(ranges.len());
-        for (id, r) in ranges.iter().enumerate() {
-            let key = r.prefix.trunc();
-            let Some(v) = pinned.get(&key) else {
-                return Ok(Err(format!("{key} is not pinned")));
-            };
-            ids.push(v.id);
-            if let std::collections::hash_map::Entry::Vacant(e) = profile_ports.entry(v.ports) {
-                e.insert(maps::profile_ports(&self.ebpf, v.ports)?);
-            }
-            let want: Vec<u16> = policy.for_range(id as u32).iter().collect();
-            if profile_ports[&v.ports] != want {
-                return Ok(Err(format!(
-                    "{key} allows ports {:?} pinned, {want:?} wanted",
-                    profile_ports[&v.ports]
-                )));
-            }
-        }
-        // Entries beyond the set's in the learned block (the top range
-        // ids) are addresses an agent that died had learned: they go, as
-        // they would have at its exit. Any other entry beyond the set's is
-        // a range of another selection (a reload takes dropped ranges out).
-        let wanted: std::collections::HashSet<ipnet::IpNet> =
-            ranges.iter().map(|r| r.prefix.trunc()).collect();
-        let base = self.learned_base();
-        let mut stale = Vec::new();
-        for (p, v) in pinned.iter().filter(|(p, _)| !wanted.contains(*p)) {
-            if v.id < base {
-                return Ok(Err(format!("{p} is pinned, not wanted")));
-            }
-            stale.push(Range {
-                prefix: *p,
-                ..Range::placeholder()
-            });
-        }
-        if !stale.is_empty() {
-            log::info!(
-                "removing {} learned addresses left in the pinned tries",
-                stale.len()
-            );
-            let refs: Vec<&Range> = stale.iter().collect();
-            maps::remove_prefixes(&mut self.ebpf, &refs)?;
-            let words = maps::prefilter_words(ranges.iter());
-            maps::write_words(&mut self.ebpf, names::PREFILTER, indexed(words), true)?;
-        }
-        Ok(Ok(ids))
+    /// The range ids of a datapath taken over from a pin directory: a
+    /// reload (or a takeover with another set) may have left ids that are
+    /// not the positions in the set, and ids of dropped ranges that keep
+    /// their counts. `None` for a datapath loaded afresh, whose ids are the
+    /// positions.
+    pub fn taken_over(&self) -> Option<&Layout> {
+        self.layout.as_ref()
     }
 
     /// The pin directory, if the datapath is pinned.
@@ -493,75 +429,6 @@ impl Datapath {
     /// `max_entries` of a map of the object (0 if unknown).
     pub fn map_capacity(&self, name: &str) -> u32 {
         maps::capacity(&self.ebpf, name)
-    }
-
-    /// Replaces the audited ranges while the programs run, so that no
-    /// range listed before and after is ever unmatched: `ranges` are all
-    /// range ids in use (old ones the new set dropped included, so their
-    /// counters stay readable), `active[id]` says which of them the new set
-    /// lists. Port bitmaps and the prefilter's new bits go in first, then
-    /// the tries get the new and changed entries, then dropped prefixes
-    /// leave the tries, and last the prefilter loses the bits nothing needs.
-    pub fn reload(
-        &mut self,
-        ranges: &[Range],
-        active: &[bool],
-        policy: &PortPolicy,
-        learned: &[(u32, &Range)],
-    ) -> Result<(), DatapathError> {
-        let stats_cap = self.learned_base() as usize;
-        if ranges.len() > stats_cap {
-            return Err(DatapathError::TooManyRanges {
-                family: "IPv4 and IPv6",
-                have: ranges.len(),
-                max: stats_cap as u32,
-            });
-        }
-        let profile_cap = (self.map_capacity(names::ALLOWED_PORTS) / sizes::PORT_WORDS) as usize;
-        if policy.profiles().len() > profile_cap {
-            return Err(DatapathError::TooManyPortProfiles {
-                have: policy.profiles().len(),
-                max: profile_cap as u32,
-            });
-        }
-        for (fam, name) in [(true, names::RANGES_V4), (false, names::RANGES_V6)] {
-            let want = ranges
-                .iter()
-                .zip(active)
-                .filter(|(r, a)| **a && r.prefix.addr().is_ipv4() == fam)
-                .count();
-            let cap = self.map_capacity(name) as usize;
-            if want > cap {
-                return Err(DatapathError::TooManyRanges {
-                    family: if fam { "IPv4" } else { "IPv6" },
-                    have: want,
-                    max: cap as u32,
-                });
-            }
-        }
-        // Ports: every word of every profile (profiles may have moved).
-        let words = maps::port_words(policy);
-        maps::write_words(&mut self.ebpf, names::ALLOWED_PORTS, indexed(words), true)?;
-        // The union of old and new: every id in use.
-        let words = maps::prefilter_words(ranges.iter());
-        maps::write_words(&mut self.ebpf, names::PREFILTER, indexed(words), false)?;
-        // Learned addresses stay, under the profile numbers of the new policy.
-        let live: Vec<(usize, &Range)> = ranges
-            .iter()
-            .enumerate()
-            .filter(|(id, _)| active[*id])
-            .chain(learned.iter().map(|(id, r)| (*id as usize, *r)))
-            .collect();
-        maps::insert_ranges(&mut self.ebpf, live.iter().copied(), policy)?;
-        let dropped: Vec<&Range> = ranges
-            .iter()
-            .zip(active)
-            .filter(|(_, a)| !**a)
-            .map(|(r, _)| r)
-            .collect();
-        maps::remove_prefixes(&mut self.ebpf, &dropped)?;
-        let words = maps::prefilter_words(live.iter().map(|(_, r)| *r));
-        maps::write_words(&mut self.ebpf, names::PREFILTER, indexed(words), true)
     }
 
     /// Range id of the first learned address: the top
@@ -598,14 +465,17 @@ impl Datapath {
                     max: (cap / per) as u32,
                 });
             }
-            maps::write_words(
-                &mut self.ebpf,
+            self.put_words(
                 names::ALLOWED_PORTS,
                 (start..start + per).map(|i| (i as u32, words[i])),
-                true,
+                false,
             )?;
         }
-        maps::set_prefilter(&mut self.ebpf, range)?;
+        self.put_words(
+            names::PREFILTER,
+            [maps::prefilter_bit_of(&range.prefix)],
+            true,
+        )?;
         maps::insert_ranges(
             &mut self.ebpf,
             std::iter::once((id as usize, range)),
@@ -624,14 +494,49 @@ impl Datapath {
         let words = maps::prefilter_words(keep);
         let touched: std::collections::BTreeSet<u32> = gone
             .iter()
-            .map(|r| maps::prefilter_word(&r.prefix))
+            .map(|r| maps::prefilter_bit_of(&r.prefix).0)
             .collect();
-        maps::write_words(
-            &mut self.ebpf,
+        self.put_words(
             names::PREFILTER,
             touched.into_iter().map(|w| (w, words[w as usize])),
-            true,
+            false,
         )
+    }
+
+    /// Writes `(index, word)` pairs into the `u32` array map `name`,
+    /// skipping the words it already holds; with `add`, each word is ORed
+    /// with what the array holds (bits are only set). The array is read
+    /// once (a batch lookup) the first time when the agent did not make it.
+    fn put_words(
+        &mut self,
+        name: &'static str,
+        words: impl IntoIterator<Item = (u32, u32)>,
+        add: bool,
+    ) -> Result<(), DatapathError> {
+        if !self.words.contains_key(name) {
+            let held = maps::read_words(&self.ebpf, name)?;
+            self.words.insert(name, held);
+        }
+        let held = self.words.get_mut(name).expect("read above");
+        let mut changed = Vec::new();
+        for (i, w) in words {
+            match held.get(i as usize) {
+                Some(h) if add && w | h == *h => {}
+                Some(h) if !add && w == *h => {}
+                Some(h) => changed.push((i, if add { w | h } else { w })),
+                // Beyond the array: the write says so.
+                None => changed.push((i, w)),
+            }
+        }
+        if let Err(e) = maps::write_words(&mut self.ebpf, name, changed.iter().copied()) {
+            // Some words may be written: read the array again next time.
+            self.words.remove(name);
+            return Err(e);
+        }
+        for (i, w) in changed {
+            held[i as usize] = w;
+        }
+        Ok(())
     }
 
     /// The range id of the tries' range holding `addr` (listed or learned).
@@ -656,8 +561,7 @@ impl Datapath {
     /// Sets every prefilter bit, so that every packet goes to the trie: the
     /// datapath as it was without the prefilter (for benchmarks).
     pub fn disable_prefilter(&mut self) -> Result<(), DatapathError> {
-        maps::write_words(
-            &mut self.ebpf,
+        self.put_words(
             names::PREFILTER,
             (0..2 * sizes::PREFILTER_WORDS).map(|i| (i, u32::MAX)),
             false,
@@ -666,6 +570,8 @@ impl Datapath {
 
     /// Mutable access to the loaded object (tests run programs through it).
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        // What the caller writes is not known here.
+        self.words.clear();
         &mut self.ebpf
     }
 
@@ -703,8 +609,9 @@ impl Datapath {
         maps::flow(&self.ebpf, key)
     }
 
-    /// Removes flows from the kernel table (after they were reported).
-    pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<(), DatapathError> {
+    /// Removes flows from the kernel table (after they were reported);
+    /// returns how many were there to remove.
+    pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DatapathError> {
         maps::remove_flows(&mut self.ebpf, keys)
     }
 
@@ -735,7 +642,7 @@ impl Drop for Datapath {
 }
 
 /// Range ids reserved beyond the loaded set's size.
-const RANGE_HEADROOM: u32 = 1024;
+pub const RANGE_HEADROOM: u32 = 1024;
 
 /// Port profiles reserved beyond the loaded set's (8 KiB each), for a reload.
 const PROFILE_HEADROOM: u32 = 8;

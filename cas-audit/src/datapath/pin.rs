@@ -9,6 +9,8 @@
 //! DIR/maps/CAS_*                          the data maps
 //! DIR/links/egress-IFINDEX-IF             the TCX egress link
 //! DIR/links/ingress-IFINDEX-IF            the TCX or XDP ingress link
+//! DIR/reload-FROM-TO                      journal of a swap of the ranges in
+//!                                         progress (a directory)
 //! ```
 //!
 //! bpffs reserves names with dots (`EPERM`), so a dot in an interface name
@@ -20,6 +22,17 @@
 //! of the shared types, because the kernel reopens a pinned map without
 //! any check of its key or value size. Links are replaced in place with
 //! `BPF_LINK_UPDATE`, so no packet passes uncounted.
+//!
+//! A swap of the audited ranges (a reload, or a takeover with another set)
+//! writes many map entries one by one: an agent killed in the middle
+//! leaves the tries holding part of each version. Before its first write
+//! it makes the journal directory `reload-FROM-TO` (the [`SetDigest`]s of
+//! the ranges before and after), and removes it after its last: a
+//! restarted agent that finds one knows the swap was cut short, and says
+//! whether it finished it (restarted with the new set), rolled it back
+//! (with the old one) or replaced it (another set). A restarted agent
+//! converges the tries to its own set whatever it finds, so the journal
+//! only tells the story.
 
 use std::{
     fs,
@@ -38,6 +51,9 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cas-audit";
 /// Version of the pinned layout: bumped whenever a shared type or a map
 /// changes meaning.
 pub const LAYOUT_VERSION: u32 = 4;
+
+/// Prefix of the journal directory of a swap in progress.
+const JOURNAL_PREFIX: &str = "reload-";
 
 /// `statfs(2)` magic of a BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -72,12 +88,13 @@ pub enum PinError {
         /// Why not.
         why: String,
     },
-    /// The pinned datapath audits other ranges or ports.
-    #[error("the pinned datapath in {dir} audits other ranges or ports ({why}): restart with the set it was pinned with, or remove it with `cas-audit detach --pin {dir}` (its counters restart from zero)")]
-    OtherSet {
+    /// The pinned maps cannot hold the set (they keep the sizes they were
+    /// made with).
+    #[error("the pinned datapath in {dir} cannot hold this set ({why}): restart with a smaller selection, or remove it with `cas-audit detach --pin {dir}` (its counters restart from zero)")]
+    TooSmall {
         /// The pin directory.
         dir: PathBuf,
-        /// The first difference found.
+        /// What does not fit.
         why: String,
     },
     /// A file operation failed.
@@ -96,6 +113,51 @@ pub enum PinError {
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PinError {
     let path = path.to_path_buf();
     move |source| PinError::Io { what, path, source }
+}
+
+/// What a version of the audited ranges is, in 64 bits: the first 8 bytes
+/// of the SHA-256 of its ranges' lines `PREFIX PORT,PORT,...` (the prefix
+/// truncated to its network, ports ascending), sorted as byte strings and
+/// each ended by a newline. Written as 16 hex digits in the journal's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SetDigest(pub u64);
+
+impl SetDigest {
+    /// The digest of `ranges`: each prefix with the ports it allows.
+    pub fn of<'a>(ranges: impl IntoIterator<Item = (ipnet::IpNet, &'a [u16])>) -> SetDigest {
+        use sha2::Digest as _;
+        let mut lines: Vec<String> = ranges
+            .into_iter()
+            .map(|(p, ports)| {
+                let mut ports = ports.to_vec();
+                ports.sort_unstable();
+                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                format!("{} {}\n", p.trunc(), ports.join(","))
+            })
+            .collect();
+        lines.sort_unstable();
+        let mut h = sha2::Sha256::new();
+        for l in &lines {
+            h.update(l.as_bytes());
+        }
+        let d = h.finalize();
+        SetDigest(u64::from_be_bytes(d[..8].try_into().expect("8 bytes")))
+    }
+}
+
+impl std::fmt::Display for SetDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A swap of the ranges that was cut short: the versions before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupted {
+    /// The ranges the swap started from.
+    pub from: SetDigest,
+    /// The ranges it was going to.
+    pub to: SetDigest,
 }
 
 /// A pin directory.
@@ -296,6 +358,56 @@ impl PinDir {
         }
     }
 
+    /// Journals a swap of the ranges from `from` to `to` (before its first
+    /// write to the maps).
+    pub fn begin_swap(&self, from: SetDigest, to: SetDigest) -> Result<(), PinError> {
+        let p = self.root.join(format!("{JOURNAL_PREFIX}{from}-{to}"));
+        match fs::create_dir(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io_err("creating", &p)(e)),
+        }
+    }
+
+    /// Ends every journaled swap (after the last write of a swap that
+    /// completed).
+    pub fn end_swaps(&self) -> Result<(), PinError> {
+        for p in self.journals() {
+            match fs::remove_dir(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing", &p)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The swap a previous agent journaled and did not end, if any (the
+    /// first by name when there are several).
+    pub fn interrupted(&self) -> Option<Interrupted> {
+        self.journals().iter().find_map(|p| {
+            let name = p.file_name()?.to_str()?;
+            let (from, to) = name.strip_prefix(JOURNAL_PREFIX)?.split_once('-')?;
+            Some(Interrupted {
+                from: SetDigest(u64::from_str_radix(from, 16).ok()?),
+                to: SetDigest(u64::from_str_radix(to, 16).ok()?),
+            })
+        })
+    }
+
+    fn journals(&self) -> Vec<PathBuf> {
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut v: Vec<PathBuf> = rd
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(JOURNAL_PREFIX))
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The pinned link files.
     pub fn links(&self) -> Vec<PinnedLinkFile> {
         let Ok(rd) = fs::read_dir(self.root.join("links")) else {
@@ -369,6 +481,7 @@ impl PinDir {
             }
         }
         let mut dirs: Vec<PathBuf> = self.layouts().iter().map(|l| self.root.join(l)).collect();
+        dirs.extend(self.journals());
         dirs.extend([self.root.join("links"), self.root.join("maps")]);
         if !keep_root {
             dirs.push(self.root.clone());
@@ -441,6 +554,48 @@ mod tests {
             d.map_path(names::FLOWS),
             Path::new("/sys/fs/bpf/cas-audit/maps/CAS_FLOWS")
         );
+    }
+
+    #[test]
+    fn set_digests_name_the_ranges_and_ports_not_their_order() {
+        let n = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        let a = SetDigest::of([
+            (n("13.64.196.27/32"), &[443u16, 80][..]),
+            (n("2001:db8::/32"), &[443][..]),
+        ]);
+        let b = SetDigest::of([
+            (n("2001:db8::1/32"), &[443u16][..]),
+            (n("13.64.196.27/32"), &[80, 443][..]),
+        ]);
+        assert_eq!(a, b, "order, host bits and port order do not matter");
+        // The first 8 bytes of SHA-256("13.64.196.27/32 80,443\n2001:db8::/32 443\n"),
+        // as `printf '...' | sha256sum` gives them.
+        assert_eq!(a.to_string(), "d8ada843b0670356");
+        let c = SetDigest::of([
+            (n("13.64.196.27/32"), &[443u16][..]),
+            (n("2001:db8::/32"), &[443][..]),
+        ]);
+        assert_ne!(a, c, "ports count");
+    }
+
+    #[test]
+    fn a_swap_is_journaled_until_it_ends() {
+        let root = std::env::temp_dir().join(format!("cas-audit-journal-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        let d = PinDir::new(&root);
+        assert_eq!(d.interrupted(), None);
+        let (from, to) = (SetDigest(0x0123_4567_89ab_cdef), SetDigest(7));
+        d.begin_swap(from, to).unwrap();
+        assert!(root
+            .join("reload-0123456789abcdef-0000000000000007")
+            .is_dir());
+        assert_eq!(d.interrupted(), Some(Interrupted { from, to }));
+        d.end_swaps().unwrap();
+        assert_eq!(d.interrupted(), None);
+        // `detach` removes a journal left behind, with the rest.
+        d.begin_swap(to, from).unwrap();
+        d.remove().unwrap();
+        assert!(!root.exists());
     }
 
     #[test]

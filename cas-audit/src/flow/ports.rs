@@ -96,6 +96,17 @@ impl PortPolicy {
         }
     }
 
+    /// The same rule over another layout of range ids: one set for every
+    /// range stays so; per-range ports are taken from `ranges` (range id =
+    /// index), as [`PortPolicy::per_range`] does.
+    pub fn for_layout(&self, ranges: &[Range]) -> Self {
+        if self.is_global() {
+            self.clone()
+        } else {
+            Self::per_range(ranges)
+        }
+    }
+
     /// Gives range `id` (a learned address) the profile of `ports`, added
     /// if no range has it yet; returns it. With one set for every range
     /// (no `--set`, or `--allow-port`), the learned range takes that one:

@@ -24,6 +24,10 @@
 //!   cut short is truncated away, one error naming the directory and the OS
 //!   error is logged (again at most once a minute while it lasts), and the
 //!   next record is tried again, in a new file if need be.
+//! * Room for the last records: [`LogDir::reserve`] keeps space allocated in
+//!   a file of its own ([`reserve`]), deleted by [`LogDir::release_reserve`]
+//!   just before the summary record, so that the count of lost records
+//!   reaches the directory even when the disk is full.
 
 use std::{
     cmp::Ordering,
@@ -37,6 +41,8 @@ use std::{
 use time::OffsetDateTime;
 
 use crate::units::size_text;
+
+pub mod reserve;
 
 /// Default `--log-max-size`: 64 MiB.
 pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
@@ -306,6 +312,11 @@ pub struct LogDir {
     trouble: Option<Trouble>,
     /// Error messages logged so far.
     errors_logged: u64,
+    /// Space kept free for the last records, and how much is wanted.
+    reserve: Option<reserve::Reserve>,
+    reserve_wanted: u64,
+    /// Whether a reserve that could not be taken was logged.
+    reserve_warned: bool,
 }
 
 impl LogDir {
@@ -336,6 +347,9 @@ impl LogDir {
             lost: 0,
             trouble: None,
             errors_logged: 0,
+            reserve: None,
+            reserve_wanted: 0,
+            reserve_warned: false,
         };
         log.open_next().map_err(|error| LogDirError::Open {
             dir: log.opts.dir.clone(),
@@ -510,6 +524,7 @@ impl LogDir {
             opened: self.clock.mono(),
         });
         self.prune();
+        self.take_reserve();
         Ok(())
     }
 
@@ -577,6 +592,7 @@ impl LogDir {
     /// A write succeeded: ends a failure, if one was going on.
     fn recovered(&mut self) {
         if self.trouble.take().is_some() {
+            self.take_reserve();
             log::warn!(
                 "log directory {} is writable again; {} records were lost",
                 self.opts.dir.display(),
@@ -589,6 +605,7 @@ impl LogDir {
 impl Drop for LogDir {
     fn drop(&mut self) {
         self.close_current();
+        self.release_reserve();
     }
 }
 

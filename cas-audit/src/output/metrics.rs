@@ -108,6 +108,7 @@ pub struct Metrics {
     table_entries: Gauge,
     log_lost: Counter64,
     events_stale: Counter64,
+    evicted: Counter64,
     table_capacity: Gauge,
     export_sent: Family<SinkLabels, Counter64>,
     export_dropped: Family<SinkLabels, Counter64>,
@@ -190,6 +191,12 @@ impl Metrics {
             "Ring records of flows already reported for good, dropped (queued while the agent was paused or behind)",
             events_stale.clone(),
         );
+        let evicted = Counter64::default();
+        registry.register(
+            "cas_audit_flows_evicted",
+            "Flows the full kernel flow table pushed out before this agent reported them (their packets stay in the range counters; raise --max-flows)",
+            evicted.clone(),
+        );
         let export_sent = Family::<SinkLabels, Counter64>::default();
         registry.register(
             "cas_audit_export_sent",
@@ -261,6 +268,7 @@ impl Metrics {
             table_entries,
             log_lost,
             events_stale,
+            evicted,
             table_capacity,
             export_sent,
             export_dropped,
@@ -388,6 +396,11 @@ impl Metrics {
     /// Sets the ring records dropped as stale so far.
     pub fn events_stale(&self, n: u64) {
         self.advance("events_stale".into(), &self.events_stale, n);
+    }
+
+    /// Sets the flows evicted so far (the summary's `flows_evicted`).
+    pub fn flows_evicted(&self, n: u64) {
+        self.advance("flows_evicted".into(), &self.evicted, n);
     }
 
     /// Sets what each sink sent and dropped so far.

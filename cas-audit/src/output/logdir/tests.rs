@@ -628,3 +628,43 @@ fn no_empty_files_are_left() {
     drop(log);
     assert_eq!(names(&tmp.0), Vec::<String>::new());
 }
+
+#[test]
+fn a_reserve_is_held_until_released_and_never_through_a_symlink() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = TempDir::new();
+    let dir = tmp.0.join("evidence");
+    let mut log = LogDir::open(LogDirOptions::new(&dir)).unwrap();
+    let path = dir.join(reserve::RESERVE_NAME);
+    log.reserve(200_000);
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.len(), 200_000);
+    assert!(meta.blocks() * 512 >= 200_000, "allocated, not sparse");
+    assert_eq!(meta.permissions().mode() & 0o777 & !0o640, 0);
+    assert_eq!(log.reserved(), 200_000);
+    // Not a log file: rotation and `report` leave it alone.
+    log.write_record(&rec(1));
+    log.close();
+    assert!(path.exists());
+    log.release_reserve();
+    assert!(!path.exists());
+    assert_eq!(log.reserved(), 0);
+    // A reserve left by an agent that died is taken again; dropping the
+    // writer releases it.
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    let mut again = LogDir::open(LogDirOptions::new(&dir)).unwrap();
+    again.reserve(8192);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
+    drop(again);
+    assert!(!path.exists());
+    // A symbolic link in its place is not followed: no reserve, the
+    // target untouched.
+    let target = tmp.0.join("target");
+    std::fs::write(&target, b"keep").unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let mut third = LogDir::open(LogDirOptions::new(&dir)).unwrap();
+    third.reserve(8192);
+    assert_eq!(third.reserved(), 0);
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    drop(third);
+}
