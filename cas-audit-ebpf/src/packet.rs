@@ -62,6 +62,10 @@ pub trait Packet: EbpfContext {
     /// Reads a `T` at `offset` of the linear area only (no helper call);
     /// `None` past its end.
     fn peek<T: Copy>(&self, offset: u32) -> Option<T>;
+    /// The byte at `offset`, linear or paged, read by the load-bytes helper
+    /// (the offset may be any value the verifier knows nothing of: the
+    /// helper checks it); `None` past the packet's end.
+    fn load_byte(&self, offset: u32) -> Option<u8>;
     /// Copies `n` bytes at `offset` to `dst`, linear and paged data alike;
     /// false when `n` is 0 or above [`PAYLOAD_BYTES`] or the packet is
     /// shorter.
@@ -129,6 +133,15 @@ impl Packet for TcContext {
     }
 
     #[inline(always)]
+    fn load_byte(&self, offset: u32) -> Option<u8> {
+        let mut b = 0u8;
+        // SAFETY: the helper writes at most the one byte given.
+        let rc =
+            unsafe { bpf_skb_load_bytes(self.as_ptr(), offset, &mut b as *mut u8 as *mut _, 1) };
+        (rc == 0).then_some(b)
+    }
+
+    #[inline(always)]
     unsafe fn copy_out(&self, offset: u32, dst: *mut u8, n: u32) -> bool {
         let Some(n) = bounded(n) else {
             return false;
@@ -184,6 +197,14 @@ impl Packet for XdpContext {
         } else {
             Err(())
         }
+    }
+
+    #[inline(always)]
+    fn load_byte(&self, offset: u32) -> Option<u8> {
+        let mut b = 0u8;
+        // SAFETY: the helper writes at most the one byte given.
+        let rc = unsafe { bpf_xdp_load_bytes(self.ctx, offset, &mut b as *mut u8 as *mut _, 1) };
+        (rc == 0).then_some(b)
     }
 
     #[inline(always)]

@@ -259,7 +259,7 @@ impl L4 {
 pub fn quick_handoff<P: Packet>(pkt: &P, proto: u8, l4_off: u32, end: u32) -> bool {
     // Ports, sequence and acknowledgment numbers, data offset (TCP); a
     // UDP header and the start of its DNS message.
-    let Ok(h) = pkt.load::<[u8; 14]>(l4_off) else {
+    let Some(h) = pkt.peek::<[u8; 14]>(l4_off) else {
         return false;
     };
     let what = rules::handoff(
@@ -270,18 +270,21 @@ pub fn quick_handoff<P: Packet>(pkt: &P, proto: u8, l4_off: u32, end: u32) -> bo
     if what != payload_kind::TLS_HELLO {
         return what != 0;
     }
-    // The TCP header (at most 60 bytes) and the payload's first byte, read
-    // at a fixed offset: the byte is indexed in the copy (a variable
-    // packet offset would need its own bounds check for the verifier). A
-    // segment shorter than that holds no ClientHello. `load`, not `peek`:
-    // a socket's TCP payload sits in the skb's pages, past the linear area
-    // (seen on every forwarded ClientHello from a LAN host); the helper
-    // call is only made then.
-    let Ok(t) = pkt.load::<[u8; 61]>(l4_off) else {
+    // The payload's first byte. Where the linear area holds the TCP header
+    // (at most 60 bytes) and that byte, it is read at a fixed offset and
+    // indexed in the copy (a variable packet offset would need its own
+    // bounds check for the verifier). A socket's TCP payload often sits in
+    // the skb's pages past the linear area (every forwarded ClientHello of
+    // a LAN host): then the one byte comes through the load-bytes helper,
+    // which takes any offset.
+    let doff = ((h[12] >> 4) as usize * 4) & 0x3c;
+    if l4_off + (doff as u32) >= end {
         return false;
-    };
-    let doff = ((t[12] >> 4) as usize * 4) & 0x3c;
-    l4_off + (doff as u32) < end && t[doff] == rules::TLS_HANDSHAKE
+    }
+    match pkt.peek::<[u8; 61]>(l4_off) {
+        Some(t) => t[doff] == rules::TLS_HANDSHAKE,
+        None => pkt.load_byte(l4_off + doff as u32) == Some(rules::TLS_HANDSHAKE),
+    }
 }
 
 /// Parses the transport header at `l3.l4_off`. Protocols without ports give
