@@ -232,8 +232,8 @@ impl Metrics {
                                 direction: dir.into(),
                             })
                             .or_default();
-                        e.0 += pk;
-                        e.1 += by;
+                        e.0 = e.0.saturating_add(pk);
+                        e.1 = e.1.saturating_add(by);
                     }
                 }
             }

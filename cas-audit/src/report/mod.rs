@@ -175,12 +175,14 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds a flow. Its figures come from a file: the sums saturate at
+    /// `u64::MAX` rather than wrap (or panic) on crafted values.
     fn add(&mut self, f: &SavedFlow) {
-        self.flows += 1;
-        self.packets_out += f.packets_out;
-        self.packets_in += f.packets_in;
-        self.bytes_out += f.bytes_out;
-        self.bytes_in += f.bytes_in;
+        self.flows = self.flows.saturating_add(1);
+        self.packets_out = self.packets_out.saturating_add(f.packets_out);
+        self.packets_in = self.packets_in.saturating_add(f.packets_in);
+        self.bytes_out = self.bytes_out.saturating_add(f.bytes_out);
+        self.bytes_in = self.bytes_in.saturating_add(f.bytes_in);
     }
 }
 
