@@ -166,7 +166,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     let policy = source.policy(&ranges);
     log::debug!(
         "set {} ({}): {} entries selected, {} distinct ranges; allowed ports {}",
-        set.name,
+        crate::text::shown(&set.name),
         source
             .file
             .as_ref()
@@ -257,7 +257,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         ranges.len(),
         ranges.len() - v6,
         v6,
-        set.name,
+        crate::text::shown(&set.name),
         cfg.ifaces.join(", "),
         policy
     );

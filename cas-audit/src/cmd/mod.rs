@@ -34,7 +34,19 @@ pub fn exit_code(result: &Result<Outcome, Error>) -> i32 {
     }
 }
 
-/// Writes `text` to standard output.
+/// Writes readable `text` (tables, lines) to standard output, every
+/// control character but its line feeds and tabs escaped
+/// ([`crate::text::terminal`]): names and fields from files, pages and
+/// interfaces cannot move the cursor, recolour or clear the terminal.
+///
+/// # Errors
+/// [`Error::Io`] when standard output cannot be written.
+pub fn print_text(text: &str) -> Result<(), Error> {
+    print(&crate::text::terminal(text))
+}
+
+/// Writes `text` (JSON, CSV, firewall rules: data, as it is) to standard
+/// output.
 ///
 /// # Errors
 /// [`Error::Io`] when standard output cannot be written.

@@ -657,7 +657,9 @@ pub fn report(cfg: &ReportConfig) -> Result<String, Error> {
         );
     }
     Ok(match cfg.format {
-        ReportFormat::Table => ev.table(),
+        // Fields of saved records (interfaces, prefixes, ...) come from
+        // files: escaped for the terminal.
+        ReportFormat::Table => crate::text::terminal(&ev.table()).into_owned(),
         ReportFormat::Json => serde_json::to_string(&ev).expect("serialisable") + "\n",
     })
 }
