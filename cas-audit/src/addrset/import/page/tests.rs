@@ -928,6 +928,13 @@ fn bad_addresses_name_their_line() {
         import_page(&text, PAGE_2019, None).unwrap_err().to_string(),
         "line 170: \"10.0.0.0/33\" is not a valid IP address or CIDR prefix"
     );
+    // Host bits set: refused, as the set file it would give is refused.
+    let text = edited(PAGE_2019, "- 207.46.200.0/27", "- 207.46.200.9/27");
+    assert_eq!(
+        import_page(&text, PAGE_2019, None).unwrap_err().to_string(),
+        "line 170: prefix \"207.46.200.9/27\" has host bits set: it is neither the network \
+         207.46.200.0/27 nor the one address 207.46.200.9/32, and is refused rather than guessed"
+    );
     // The MailChimp address in prose (line 180).
     let text = edited(PAGE_2019, "sent: 198.2.134.139", "sent: 198.2.134.1399");
     assert_eq!(
