@@ -13,9 +13,11 @@
 //! - [`terminal`]: a whole readable text (tables, live lines, reports)
 //!   with every control character escaped but its line breaks and tabs.
 //! - [`prometheus_label`]: a label value of the Prometheus text format and
-//!   OpenMetrics (shortened; `\`, `"` and the line feed escaped, as
+//!   OpenMetrics: shortened, control characters written as [`terminal`]
+//!   does (a scrape read on a terminal, `curl .../metrics`, stays safe),
+//!   then `\`, `"` and the line feed escaped, as
 //!   <https://prometheus.io/docs/instrumenting/exposition_formats/> and
-//!   the OpenMetrics specification's "Escaping" require).
+//!   the OpenMetrics specification's "Escaping" require.
 //!
 //! - [`csv_field`]: a CSV field (RFC 4180).
 //!
@@ -131,10 +133,13 @@ impl fmt::Display for Shown<'_> {
 }
 
 /// A label value for the Prometheus text format 0.0.4 and OpenMetrics 1.0,
-/// without its quotes: [`shorten`]ed, then `\` → `\\`, `"` → `\"` and a
-/// line feed → `\n`, so that no value can end its quotes or its line.
+/// without its quotes: [`shorten`]ed, its control characters but line
+/// feeds and tabs written visibly ([`terminal`]), then `\` → `\\`, `"` →
+/// `\"` and a line feed → `\n`, so that no value can end its quotes or
+/// its line.
 pub fn prometheus_label(s: &str) -> String {
-    let s = shorten(s);
+    let short = shorten(s);
+    let s = terminal(&short);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -215,5 +220,6 @@ mod tests {
             "lab\\\"} 1\\ncas_audit_forged 1\\n# x\\\\"
         );
         assert_eq!(prometheus_label("cas-2019-11"), "cas-2019-11");
+        assert_eq!(prometheus_label("a\x1b[2J\tb"), "a\\\\x1b[2J\tb");
     }
 }

@@ -329,7 +329,12 @@ fn hostile_names_stay_in_their_medium() {
             .lines()
             .filter(|l| l.starts_with("cas_audit_address_set{"))
             .collect();
-        let label = format!("{}…", cut.replace('"', "\\\"").replace('\n', "\\n"));
+        // Quote and line feeds escaped (the format's rules), the other
+        // control characters written visibly, their `\` escaped in turn.
+        let escaped_head =
+            r#"lab\"} 1\ncas_audit_forged_total 1\n\\x1b[2J\\x1b]0;owned\\x07\\u{202e}"#;
+        let xs = MAX_SHOWN - head.chars().count();
+        let label = format!("{escaped_head}{}…", "x".repeat(xs));
         assert_eq!(
             info,
             [format!(
