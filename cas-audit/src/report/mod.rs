@@ -618,10 +618,38 @@ impl Evidence {
 /// [`Error::Usage`] for a missing path; [`Error::Input`] for an input that
 /// cannot be read.
 pub fn evidence(paths: &[PathBuf], filters: &Filters, top: usize) -> Result<Evidence, Error> {
+    count(filters, top, |records, mut sink| {
+        read::load(paths, records, &mut sink)
+    })
+}
+
+/// [`evidence`] of one input stream named `name`, plain or gzip (as
+/// `report -` reads standard input): for a caller that holds the bytes,
+/// such as the record reader's fuzz target (`fuzz/`).
+///
+/// # Errors
+/// The input cannot be read, or is not valid gzip.
+pub fn evidence_of_stream(
+    name: &str,
+    input: impl std::io::Read + Send + 'static,
+    filters: &Filters,
+    top: usize,
+) -> std::io::Result<Evidence> {
+    count(filters, top, |records, mut sink| {
+        records.read(name, read::text_of(input)?, &mut sink)
+    })
+}
+
+/// Counts the flows `filters` match among what `read` hands its sink.
+fn count<E>(
+    filters: &Filters,
+    top: usize,
+    read: impl FnOnce(&mut Records, &mut dyn FnMut(SavedFlow)) -> Result<(), E>,
+) -> Result<Evidence, E> {
     let mut records = Records::default();
     let mut tallies = Tallies::new(filters.clone());
     let mut sink = |f: SavedFlow| tallies.add(&f);
-    read::load(paths, &mut records, &mut sink)?;
+    read(&mut records, &mut sink)?;
     records.finish(&mut sink);
     Ok(Evidence::new(&records, tallies, top))
 }
