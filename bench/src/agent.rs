@@ -106,11 +106,13 @@ pub struct AgentResults {
 
 /// The gateway's uplink MAC is 02:ca:5a:00:00:03; frames to this one are
 /// "other host" there and dropped after TC ingress.
-const NOT_GW_MAC: [u8; 6] = [0x02, 0xca, 0x5a, 0, 0, 0x99];
-const EDGE_MAC: [u8; 6] = [0x02, 0xca, 0x5a, 0, 0, 0x04];
+pub const NOT_GW_MAC: [u8; 6] = [0x02, 0xca, 0x5a, 0, 0, 0x99];
+/// The MAC of the cloud namespace's `edge`, the frames' source.
+pub const EDGE_MAC: [u8; 6] = [0x02, 0xca, 0x5a, 0, 0, 0x04];
 /// The built-in set's 65.55.234.192/26 (mail): 64 source addresses.
 const CAS_NET: u32 = u32::from_be_bytes([65, 55, 234, 192]);
-const GW_UPLINK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// The gateway's uplink address, the frames' destination.
+pub const GW_UPLINK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 
 /// Runs the phases, each with a fresh agent.
 pub fn run(bin: &Path, phases: &[Phase]) -> Result<AgentResults> {
@@ -145,7 +147,9 @@ pub fn run(bin: &Path, phases: &[Phase]) -> Result<AgentResults> {
             let n = (ph.rate as f64 * ph.seconds) as u64;
             let first = next_flow;
             next_flow += n;
-            send(&topo, ph.rate, n, first, ph.events, ph.seconds)?
+            let sport = if ph.events { 9999 } else { 443 };
+            let frame = move |i| new_flow_frame(first + i, sport);
+            send(&topo, ph.rate, n, ph.seconds, frame)?
         };
         let load_wall = t0.elapsed().as_secs_f64();
         if ph.ipfix.is_some() {
@@ -194,15 +198,19 @@ pub fn run(bin: &Path, phases: &[Phase]) -> Result<AgentResults> {
     })
 }
 
-/// Sends `n` new-flow frames at `rate` per second (flows `first..first+n`)
-/// from the cloud namespace; gives up after `2 * seconds + 5` s. Returns
-/// the frames sent.
-fn send(topo: &Topology, rate: u64, n: u64, first: u64, events: bool, seconds: f64) -> Result<u64> {
+/// Sends frames `frame(0)`, ..., `frame(n - 1)` at `rate` per second from
+/// the cloud namespace onto the gateway's uplink; gives up after
+/// `2 * seconds + 5` s. Returns the frames sent.
+pub fn send(
+    topo: &Topology,
+    rate: u64,
+    n: u64,
+    seconds: f64,
+    frame: impl Fn(u64) -> Vec<u8> + Send + 'static,
+) -> Result<u64> {
     let limit = Duration::from_secs_f64(seconds * 2.0 + 5.0);
     topo.try_in_ns(topo.cloud(), move || -> Result<u64> {
         let sock = PacketSocket::open(Topology::CLOUD_IF)?;
-        let sport = if events { 9999 } else { 443 };
-        let frame = |i: u64| new_flow_frame(first + i, sport);
         const BATCH: u64 = 32;
         let t0 = Instant::now();
         let mut sent = 0u64;

@@ -182,6 +182,8 @@ fn generate(path: &Path, records: u64) -> Result<(u64, u64)> {
             prefix: range.prefix.to_string(),
             datacenters: range.datacenters.iter().copied().collect(),
             purposes: range.purposes.iter().copied().collect(),
+            dns_name: None,
+            tls_server_name: None,
             verdict,
             packets_out: 1 + below(&mut rng, 20),
             bytes_out: 60 + below(&mut rng, 20_000),

@@ -5,6 +5,8 @@
 //! 3. the real agent under load: events per second, CPU, memory ([`agent`]);
 //! 4. importing published address data: Service Tags, pages, merges ([`import`]).
 //! 5. `cas-audit report` on a generated million-record log ([`evidence`]).
+//! 6. the agent's CPU per DNS answer it learns, or matches with nothing
+//!    ([`learn`]).
 //!
 //! Writes `results.json` (and, unless `--quick`, the section of
 //! BENCHMARKS.md named by `--label`). Needs root, an agent built with its
@@ -15,6 +17,7 @@ mod agent;
 mod agentproc;
 mod evidence;
 mod import;
+mod learn;
 mod net;
 mod prog;
 mod report;
@@ -72,6 +75,8 @@ enum Part {
     Ring,
     /// The agent under load.
     Agent,
+    /// The agent's CPU per DNS answer (learned, or matching no name).
+    Learn,
     /// Importing published address data (needs ../shared/data).
     Import,
     /// `cas-audit report` on a generated log of a million records.
@@ -120,6 +125,7 @@ fn main() -> Result<()> {
             Part::Ring,
             Part::Net,
             Part::Agent,
+            Part::Learn,
             Part::Import,
             Part::Report,
         ]
@@ -130,7 +136,7 @@ fn main() -> Result<()> {
         .agent
         .clone()
         .unwrap_or_else(|| workspace().join("target/release/cas-audit"));
-    let needs_agent = [Part::Net, Part::Agent, Part::Report];
+    let needs_agent = [Part::Net, Part::Agent, Part::Learn, Part::Report];
     if parts.iter().any(|p| needs_agent.contains(p)) && !agent_bin.exists() {
         bail!(
             "agent binary {} not found (build it with `cargo xtask build`, or pass --agent)",
@@ -246,6 +252,35 @@ fn main() -> Result<()> {
         None
     };
 
+    let learn = if parts.contains(&Part::Learn) {
+        let ph = |name: &str, answers_per_s: u64, matching: bool, seconds: f64| learn::Phase {
+            name: name.into(),
+            answers_per_s,
+            matching,
+            seconds,
+        };
+        let (rounds, phases) = if cli.quick {
+            let phases = vec![
+                ph("idle", 0, false, 1.0),
+                ph("500 answers/s, learned", 500, true, 1.0),
+                ph("500 answers/s, no name of the set", 500, false, 1.0),
+            ];
+            (1, phases)
+        } else {
+            let phases = vec![
+                ph("idle", 0, false, 4.0),
+                ph("500 answers/s, learned", 500, true, 8.0),
+                ph("2,000 answers/s, learned", 2_000, true, 4.0),
+                ph("500 answers/s, no name of the set", 500, false, 8.0),
+                ph("2,000 answers/s, no name of the set", 2_000, false, 4.0),
+            ];
+            (3, phases)
+        };
+        Some(learn::run(&agent_bin, &phases, rounds)?)
+    } else {
+        None
+    };
+
     let import = if parts.contains(&Part::Import) {
         match import::data_dir(&workspace()) {
             Some(data) => {
@@ -300,6 +335,7 @@ fn main() -> Result<()> {
         ring,
         net,
         agent,
+        learn,
         import,
         evidence,
         targets,

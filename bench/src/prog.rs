@@ -23,10 +23,10 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{MapData, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use cas_audit::datapath::Datapath;
-use cas_audit::flow::AllowedPorts;
-use cas_audit_common::{names, sizes, Counter};
-use cas_audit_tests::packet::{Pkt, ACK, ETH_P_8021Q, SYN};
+use cas_audit::datapath::{Datapath, LoadOptions};
+use cas_audit::flow::{AllowedPorts, PortPolicy};
+use cas_audit_common::{names, Counter};
+use cas_audit_tests::packet::{Pkt, ACK, ETH_P_8021Q, PSH, SYN};
 use serde::Serialize;
 
 use crate::sets::{self, BenchSet, HIT4, HIT6, LOCAL4, LOCAL6, MISS4, MISS6, NEAR4, NEAR6};
@@ -101,10 +101,19 @@ pub enum Case {
     /// IPv4 TCP SYN opening a new flow to a disallowed port (8443): a
     /// ring-buffer event.
     V4NewEvent,
+    /// A DNS response (UDP from port 53, 120 bytes, not CAS) handed to the
+    /// agent on the payload ring (one test run per packet, ring drained).
+    V4Dns,
+    /// A ClientHello (517 bytes, padded as browsers do) to port 443 of a
+    /// non-CAS address, handed over likewise.
+    V4Hello,
+    /// A non-CAS TCP segment to port 443 with 517 bytes of application data
+    /// (TLS record type 23): stays on the fast path.
+    V4Https,
 }
 
 impl Case {
-    const ALL: [Case; 10] = [
+    const ALL: [Case; 13] = [
         Case::V4Miss,
         Case::V4NearMiss,
         Case::V6Miss,
@@ -115,6 +124,9 @@ impl Case {
         Case::V4HitSingle,
         Case::V4NewAllowed,
         Case::V4NewEvent,
+        Case::V4Dns,
+        Case::V4Hello,
+        Case::V4Https,
     ];
 
     /// The name used in the results.
@@ -130,6 +142,9 @@ impl Case {
             Case::V4HitSingle => "IPv4 hit, existing flow, one test run per packet",
             Case::V4NewAllowed => "IPv4 new flow, allowed port",
             Case::V4NewEvent => "IPv4 new flow, disallowed port (event)",
+            Case::V4Dns => "IPv4 DNS response, handed to the agent",
+            Case::V4Hello => "IPv4 ClientHello to 443, handed to the agent",
+            Case::V4Https => "IPv4 miss, TLS data to 443 (not a ClientHello)",
         }
     }
 
@@ -137,7 +152,7 @@ impl Case {
     fn distinct(self) -> bool {
         matches!(
             self,
-            Case::V4HitSingle | Case::V4NewAllowed | Case::V4NewEvent
+            Case::V4HitSingle | Case::V4NewAllowed | Case::V4NewEvent | Case::V4Dns | Case::V4Hello
         )
     }
 
@@ -163,11 +178,40 @@ impl Case {
             Case::V4HitSingle => (HIT4.into(), 443, ACK, None),
             Case::V4NewAllowed => (HIT4.into(), 443, SYN, None),
             Case::V4NewEvent => (HIT4.into(), 8443, SYN, None),
+            Case::V4Dns | Case::V4Hello | Case::V4Https => (MISS4.into(), 443, ACK | PSH, None),
         }
+    }
+
+    /// Whether the real program hands each packet to the agent.
+    fn handed_over(self) -> bool {
+        matches!(self, Case::V4Dns | Case::V4Hello)
+    }
+
+    /// The hand-off cases' frame (the same for both hooks: traffic between
+    /// two non-CAS hosts).
+    fn payload_frame(self) -> Option<Vec<u8>> {
+        let (remote, _, flags, _) = self.shape();
+        let f = match self {
+            Case::V4Dns => Pkt::udp(remote, LOCAL4, 53, 40_000).payload(120).bytes(),
+            Case::V4Hello | Case::V4Https => {
+                let mut b = Pkt::tcp(LOCAL4, remote, 40_000, 443, flags)
+                    .payload(517)
+                    .bytes();
+                let at = b.len() - 517;
+                let kind = if self == Case::V4Hello { 22 } else { 23 };
+                b[at..at + 6].copy_from_slice(&[kind, 3, 1, 2, 0, 1]);
+                b
+            }
+            _ => return None,
+        };
+        Some(f)
     }
 
     /// The frames for `hook`: one, or `n` distinct new flows for `round`.
     fn frames(self, hook: Hook, round: usize, n: usize) -> Vec<Vec<u8>> {
+        if let Some(f) = self.payload_frame() {
+            return if self.distinct() { vec![f; n] } else { vec![f] };
+        }
         let (remote, rport, flags, vlan) = self.shape();
         let local: IpAddr = if remote.is_ipv4() {
             if self.new_flows() {
@@ -266,13 +310,23 @@ struct Loaded {
     set: BenchSet,
     dp: Datapath,
     ring: RingBuf<MapData>,
+    payloads: RingBuf<MapData>,
 }
 
 fn load(set: BenchSet) -> Result<(Loaded, SetInfo)> {
     sets::check_plan(&set)?;
     let t = Instant::now();
-    let mut dp = Datapath::load(&set.ranges, &AllowedPorts::default(), sizes::MAX_FLOWS)
-        .with_context(|| format!("loading the datapath with set {}", set.name))?;
+    // As `run` loads it: DNS responses and ClientHellos handed over.
+    let mut dp = Datapath::load_with(
+        cas_audit::EBPF_OBJECT,
+        &set.ranges,
+        &PortPolicy::global(AllowedPorts::default()),
+        &LoadOptions {
+            handoff: true,
+            ..LoadOptions::default()
+        },
+    )
+    .with_context(|| format!("loading the datapath with set {}", set.name))?;
     let load_s = t.elapsed().as_secs_f64();
     for name in [names::PROG_BENCH_EMPTY_TC, names::PROG_BENCH_PARSE_TC] {
         let p: &mut SchedClassifier = dp
@@ -291,6 +345,7 @@ fn load(set: BenchSet) -> Result<(Loaded, SetInfo)> {
         p.load().with_context(|| format!("loading {name}"))?;
     }
     let ring = dp.take_events()?;
+    let payloads = dp.take_payloads()?;
     let v6 = set
         .ranges
         .iter()
@@ -304,7 +359,15 @@ fn load(set: BenchSet) -> Result<(Loaded, SetInfo)> {
         prefilter_fill_v6: sets::prefilter_fill(&set, false),
         load_s,
     };
-    Ok((Loaded { set, dp, ring }, info))
+    Ok((
+        Loaded {
+            set,
+            dp,
+            ring,
+            payloads,
+        },
+        info,
+    ))
 }
 
 /// One test run of program `name` on `data`; returns the kernel's average
@@ -446,12 +509,17 @@ fn measure(
             let mut total = 0.0;
             for (j, f) in frames.iter().enumerate() {
                 total += run_once(&mut l.dp, hook, progs[i], f, 1)?;
-                // 256 KiB hold about 3,600 events: drain well before.
+                // 256 KiB hold about 3,600 events, the payload ring
+                // about 480 hand-offs: drain well before.
                 if j % 1000 == 999 {
                     drain(&mut l.ring);
                 }
+                if j % 200 == 199 {
+                    drain(&mut l.payloads);
+                }
             }
             drain(&mut l.ring);
+            drain(&mut l.payloads);
             out.per_prog[i].push(total / frames.len() as f64);
         } else {
             let ns = run_once(&mut l.dp, hook, progs[i], &frames[0], cfg.repeat)?;
@@ -488,7 +556,13 @@ fn check(
     };
     let hit = !matches!(
         case,
-        Case::V4Miss | Case::V4NearMiss | Case::V6Miss | Case::V6NearMiss
+        Case::V4Miss
+            | Case::V4NearMiss
+            | Case::V6Miss
+            | Case::V6NearMiss
+            | Case::V4Dns
+            | Case::V4Hello
+            | Case::V4Https
     );
     let want_matched = if hit { runs } else { 0 };
     let want_created = if case.new_flows() {
@@ -497,6 +571,14 @@ fn check(
         delta(Counter::FlowsCreated)
     };
     let want_events = if case == Case::V4NewEvent { runs } else { 0 };
+    let handed = delta(Counter::DnsResponses) + delta(Counter::ClientHellos);
+    let lost = delta(Counter::PayloadsLost);
+    anyhow::ensure!(
+        handed == if case.handed_over() { runs } else { 0 } && lost == 0,
+        "{set} / {} / {hook:?}: {handed} payloads handed over ({lost} lost), expected {}",
+        case.name(),
+        if case.handed_over() { runs } else { 0 }
+    );
     let got = (
         delta(Counter::Packets),
         delta(Counter::Matched),

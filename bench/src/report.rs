@@ -105,6 +105,8 @@ pub struct Results {
     pub net: Option<NetResults>,
     /// Part 3.
     pub agent: Option<AgentResults>,
+    /// Part 3b: the agent's CPU per DNS answer.
+    pub learn: Option<crate::learn::LearnResults>,
     /// Part 4.
     pub import: Option<crate::import::ImportResults>,
     /// Part 5: `cas-audit report` on a large log.
@@ -639,6 +641,9 @@ pub fn markdown(r: &Results) -> String {
             }
             let _ = writeln!(s);
         }
+    }
+    if let Some(l) = &r.learn {
+        crate::learn::markdown(&mut s, l);
     }
     if let Some(i) = &r.import {
         let _ = writeln!(s, "### Importing published address data\n");

@@ -41,11 +41,23 @@ pub enum Counter {
     /// Of those, ended flows whose figures did not fit in the ring buffer:
     /// not reported (their packets stay in the range counters).
     FlowsLost = 13,
+    /// DNS responses (UDP or TCP from port 53) handed to the agent on the
+    /// payload ring ([`crate::names::PAYLOADS`]) to learn names from.
+    DnsResponses = 14,
+    /// TLS ClientHellos (the first bytes of a TCP payload to port 443 that
+    /// open a handshake) handed to the agent for their server name.
+    ClientHellos = 15,
+    /// Of the payloads handed over, those longer than
+    /// [`crate::sizes::PAYLOAD_BYTES`]: only their first bytes were copied.
+    PayloadsCut = 16,
+    /// DNS responses and ClientHellos that did not fit in the payload ring
+    /// (not handed over: their names are not learned).
+    PayloadsLost = 17,
 }
 
 impl Counter {
     /// Number of counters (size of the counter array).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 18;
     /// All counters in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -62,6 +74,10 @@ impl Counter {
         Counter::IcmpUnmatched,
         Counter::FlowsReopened,
         Counter::FlowsLost,
+        Counter::DnsResponses,
+        Counter::ClientHellos,
+        Counter::PayloadsCut,
+        Counter::PayloadsLost,
     ];
 
     /// The counter's one name (snake_case): its key in the `summary` record
@@ -82,6 +98,10 @@ impl Counter {
             Counter::IcmpUnmatched => "icmp_unmatched",
             Counter::FlowsReopened => "flows_reopened",
             Counter::FlowsLost => "flows_lost",
+            Counter::DnsResponses => "dns_responses",
+            Counter::ClientHellos => "client_hellos",
+            Counter::PayloadsCut => "payloads_cut",
+            Counter::PayloadsLost => "payloads_lost",
         }
     }
 
@@ -102,6 +122,10 @@ impl Counter {
             Counter::IcmpUnmatched => "ICMP destination-unreachable errors about a CAS address whose flow was not in the table",
             Counter::FlowsReopened => "Ended TCP flows started again by a new SYN on the same 5-tuple (the ended one is reported on its own)",
             Counter::FlowsLost => "Ended TCP flows overwritten by a new connection on the same 5-tuple whose figures did not fit in the ring buffer (not reported)",
+            Counter::DnsResponses => "DNS responses (from port 53, UDP or TCP) handed to the agent to learn names from",
+            Counter::ClientHellos => "TLS ClientHellos to port 443 handed to the agent for their server name",
+            Counter::PayloadsCut => "DNS responses and ClientHellos longer than the copy bound: only their first bytes were handed over",
+            Counter::PayloadsLost => "DNS responses and ClientHellos that did not fit in the payload ring (their names are not learned)",
         }
     }
 }

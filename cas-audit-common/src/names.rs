@@ -18,6 +18,14 @@ pub const ALLOWED_PORTS: &str = "CAS_ALLOWED_PORTS";
 /// 5-tuple a new connection reuses), told apart by their first word
 /// ([`crate::record_kind`]).
 pub const EVENTS: &str = "CAS_EVENTS";
+/// Ring buffer of [`crate::Payload`]s: the first bytes of DNS responses
+/// and TLS ClientHellos, for the agent to learn names from. A ring of its
+/// own, so that a burst of DNS answers never crowds out flow events.
+pub const PAYLOADS: &str = "CAS_PAYLOADS";
+/// Read-only global (`u8`, set at load): non-zero makes the programs hand
+/// DNS responses and ClientHellos over on [`PAYLOADS`]. The kernel knows
+/// its value (a frozen map), so with 0 the verifier removes that code.
+pub const HANDOFF: &str = "CAS_HANDOFF";
 /// Per-CPU array of `u64` datapath counters indexed by [`crate::Counter`].
 pub const COUNTERS: &str = "CAS_COUNTERS";
 /// Prefilter: bitmaps over the top 16 address bits (array of `u32`
@@ -67,6 +75,16 @@ pub mod sizes {
     pub const MAX_PORT_PROFILES: u32 = 256;
     /// Ring-buffer size in bytes (power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 256 * 1024;
+    /// Payload ring size in bytes: about 480 hand-offs of
+    /// [`PAYLOAD_BYTES`] (a record always takes its full size).
+    pub const PAYLOADS_BYTES: u32 = 1024 * 1024;
+    /// Bytes of a DNS response or ClientHello copied to the agent: a whole
+    /// first TCP segment at a 1500-byte MTU (1460), the 1232-byte UDP
+    /// answers DNS Flag Day 2020 recommends, and a browser's ClientHello
+    /// padded to 517 bytes (RFC 7685). A power of two, so that the
+    /// verifier sees the copy's bound. Longer payloads are cut here and
+    /// counted (`payloads_cut`).
+    pub const PAYLOAD_BYTES: usize = 2048;
     /// Interfaces one datapath audits at most ([`crate::names::IFACES`]).
     pub const MAX_IFACES: u32 = 256;
     /// Interfaces a flow remembers ([`crate::FlowStats::ifindexes`]).

@@ -6,7 +6,7 @@
 //! what the kernel hands it (events, table snapshots), so the two never
 //! disagree.
 
-use crate::{initiator, proto, tcp_flags, Direction, FlowStats};
+use crate::{initiator, payload_kind, proto, tcp_flags, Direction, FlowStats};
 
 /// Zeek-style history letters (as in Zeek's `conn.log` `history` field).
 /// The originator is the side that sent the flow's first packet (upper
@@ -332,4 +332,38 @@ pub const fn ending(proto_nr: u8, mask: u64) -> Ending {
     } else {
         Ending::Open
     }
+}
+
+/// DNS: the port servers answer from (RFC 1035 section 4.2).
+pub const DNS_PORT: u16 = 53;
+/// HTTPS: the port whose ClientHellos are handed over.
+pub const HTTPS_PORT: u16 = 443;
+/// TLS record content type `handshake` (RFC 8446 section 5.1): the first
+/// byte of a payload that may hold a ClientHello.
+pub const TLS_HANDSHAKE: u8 = 22;
+
+/// Which [`payload_kind`] a packet with a payload of protocol `proto_nr`
+/// from `src_port` to `dst_port` may be handed over as, before its bytes
+/// are looked at; 0 for none. DNS responses come from port 53 (UDP or
+/// TCP: only answers, never queries); a ClientHello goes to TCP port 443
+/// (confirmed by [`client_hello`]).
+#[inline(always)]
+pub const fn handoff(proto_nr: u8, src_port: u16, dst_port: u16) -> u8 {
+    match proto_nr {
+        proto::UDP if src_port == DNS_PORT => payload_kind::DNS_UDP,
+        proto::TCP if src_port == DNS_PORT => payload_kind::DNS_TCP,
+        proto::TCP if dst_port == HTTPS_PORT => payload_kind::TLS_HELLO,
+        _ => 0,
+    }
+}
+
+/// Whether the first six bytes of a TCP payload open a TLS handshake with a
+/// ClientHello: a handshake record (content type 22) of a TLS 1.x record
+/// version (major 3; RFC 8446 section 5.1 and appendix D), whose first
+/// handshake message is a client_hello (type 1, section 4). Any other
+/// payload to port 443 (application data, a TLS alert, HTTP/2 over plain
+/// TCP) is not handed over.
+#[inline(always)]
+pub const fn client_hello(first: [u8; 6]) -> bool {
+    first[0] == TLS_HANDSHAKE && first[1] == 3 && first[5] == 1
 }

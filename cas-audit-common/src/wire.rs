@@ -227,6 +227,63 @@ pub mod record_kind {
     pub const FLAGGED: u32 = 1;
     /// A [`crate::FlowEnded`].
     pub const ENDED: u32 = 2;
+    /// A [`crate::Payload`] (on the payload ring).
+    pub const PAYLOAD: u32 = 3;
+}
+
+/// What a [`Payload`] holds ([`crate::rules::handoff`] decides).
+pub mod payload_kind {
+    /// A DNS message from UDP source port 53 (RFC 1035 section 4.2.1).
+    pub const DNS_UDP: u8 = 1;
+    /// The first bytes of a TCP segment from port 53: a DNS message behind
+    /// its two-byte length (RFC 1035 section 4.2.2), when the segment
+    /// starts one.
+    pub const DNS_TCP: u8 = 2;
+    /// A TLS record opening a handshake with a ClientHello (RFC 8446
+    /// section 4.1.2), sent to TCP port 443.
+    pub const TLS_HELLO: u8 = 3;
+}
+
+/// The fixed part of a [`Payload`] record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PayloadHeader {
+    /// [`record_kind::PAYLOAD`].
+    pub kind: u32,
+    /// Interface the packet was seen on.
+    pub ifindex: u32,
+    /// When (`bpf_ktime_get_ns`: CLOCK_MONOTONIC, ns).
+    pub ts_ns: u64,
+    /// Source address, network byte order (IPv4 in the first 4 bytes).
+    pub src: [u8; 16],
+    /// Destination address, network byte order.
+    pub dst: [u8; 16],
+    /// Source port (host byte order).
+    pub src_port: u16,
+    /// Destination port (host byte order).
+    pub dst_port: u16,
+    /// [`payload_kind`] value.
+    pub what: u8,
+    /// [`family::V4`] or [`family::V6`].
+    pub family: u8,
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 2],
+    /// Transport payload bytes in the packet (after the TCP or UDP header).
+    pub len: u32,
+    /// Of those, the bytes in [`Payload::data`]: at most
+    /// [`sizes::PAYLOAD_BYTES`].
+    pub copied: u32,
+}
+
+/// Payload-ring record: the first bytes of a DNS response or a TLS
+/// ClientHello, for the agent to learn names from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Payload {
+    /// Who sent it to whom, and how much.
+    pub hdr: PayloadHeader,
+    /// The transport payload's first [`PayloadHeader::copied`] bytes.
+    pub data: [u8; sizes::PAYLOAD_BYTES],
 }
 
 /// Ring-buffer record: a new flow whose service port is not allowed.
@@ -305,7 +362,7 @@ pub fn port_bit(profile: u32, port: u16) -> (u32, u32) {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all six types are #[repr(C)], contain only integers and byte
+    // SAFETY: all seven types are #[repr(C)], contain only integers and byte
     // arrays, and have no implicit padding (explicit `_pad` fields instead),
     // so every bit pattern is valid and they can be copied to and from maps.
     unsafe impl aya::Pod for super::RangeValue {}
@@ -314,6 +371,7 @@ mod user {
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::FlowEvent {}
     unsafe impl aya::Pod for super::FlowEnded {}
+    unsafe impl aya::Pod for super::PayloadHeader {}
 }
 
 // Layout checks: the kernel and the agent must agree byte for byte.
@@ -323,3 +381,5 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 128);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 80);
 const _: () = assert!(core::mem::size_of::<FlowEnded>() == 176);
+const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 64);
+const _: () = assert!(core::mem::size_of::<Payload>() == 64 + sizes::PAYLOAD_BYTES);

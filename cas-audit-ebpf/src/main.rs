@@ -13,7 +13,8 @@
 //! Modules, one concern each: [`packet`] (TC/XDP byte access), [`parse`]
 //! (headers), [`lookup`] (prefilter, tries, port bitmaps), [`count`]
 //! (counters), [`flow`] (the flow table and events), [`icmp`] (errors
-//! quoting a flow), [`maps`], and [`bench`] (benchmark baselines).
+//! quoting a flow), [`handoff`] (DNS responses and ClientHellos for the
+//! agent), [`maps`], and [`bench`] (benchmark baselines).
 #![no_std]
 #![no_main]
 // Atomic adds to flow counters: the bpf target has no `AtomicU64::fetch_add`,
@@ -24,6 +25,7 @@
 mod bench;
 mod count;
 mod flow;
+mod handoff;
 mod icmp;
 mod lookup;
 mod maps;

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use cas_audit_common::{
     sizes::{
         EVENTS_BYTES, MAX_FLOWS, MAX_IFACES, MAX_PORT_PROFILES, MAX_RANGES, MAX_RANGES_V4,
-        MAX_RANGES_V6, PORT_WORDS, PREFILTER_WORDS,
+        MAX_RANGES_V6, PAYLOADS_BYTES, PORT_WORDS, PREFILTER_WORDS,
     },
     Counter, FlowKey, FlowStats, RangeStats, RangeValue,
 };
@@ -43,6 +43,25 @@ pub static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
 /// a new connection reuses.
 #[map(name = "CAS_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// DNS responses and ClientHellos for the agent (a ring of its own: a
+/// burst of them never crowds out flow events).
+#[map(name = "CAS_PAYLOADS")]
+pub static PAYLOADS: RingBuf = RingBuf::with_byte_size(PAYLOADS_BYTES, 0);
+
+/// Whether DNS responses and ClientHellos are handed over
+/// ([`cas_audit_common::names::HANDOFF`]): set by the agent at load, in a
+/// frozen read-only map, so that the verifier drops the hand-off when 0.
+#[unsafe(no_mangle)]
+static CAS_HANDOFF: u8 = 0;
+
+/// Whether the agent asked for DNS responses and ClientHellos.
+#[inline(always)]
+pub fn handoff_on() -> bool {
+    // SAFETY: a read of a static the agent set before load; volatile, so
+    // that the compiler does not fold the initial 0 in.
+    unsafe { core::ptr::read_volatile(&CAS_HANDOFF) != 0 }
+}
 
 /// Global counters, per CPU.
 #[map(name = "CAS_COUNTERS")]

@@ -13,11 +13,11 @@ use cas_audit_common::{proto, rules, Counter, Direction, RangeValue};
 use crate::{
     count::{count, count_match},
     flow::observe_flow,
-    icmp,
+    handoff, icmp,
     lookup::{lookup_range, prefilter_passes, prefilter_passes_addr, Lookup},
-    maps::IFACES,
+    maps::{handoff_on, IFACES},
     packet::Packet,
-    parse::{parse_l3, parse_l4, parse_quoted, quick_addrs, L3Status, Quick},
+    parse::{parse_l3, parse_l4, parse_quoted, quick_addrs, quick_handoff, L3Status, Quick, L4},
 };
 
 /// The hook a program is attached to.
@@ -72,11 +72,18 @@ pub fn observe<P: Packet>(pkt: &P, hook: Hook) {
     if segs == 1 {
         if let Quick::Addrs {
             family,
+            proto,
+            l4_off,
+            end,
             src_hi,
             dst_hi,
         } = quick_addrs(pkt)
         {
-            if !prefilter_passes(family, dst_hi) && !prefilter_passes(family, src_hi) {
+            // A DNS response or ClientHello takes the full parse below.
+            if !prefilter_passes(family, dst_hi)
+                && !prefilter_passes(family, src_hi)
+                && !(handoff_on() && quick_handoff(pkt, proto, l4_off, end))
+            {
                 return;
             }
         }
@@ -98,15 +105,25 @@ pub fn observe<P: Packet>(pkt: &P, hook: Hook) {
     }
     let dst_pass = prefilter_passes_addr(l3.family, &l3.dst);
     let src_pass = prefilter_passes_addr(l3.family, &l3.src);
-    if !dst_pass && !src_pass {
+    let cas = dst_pass || src_pass;
+    if !cas && !handoff_on() {
+        return;
+    }
+    let l4 = if l3.status == L3Status::Ok {
+        parse_l4(pkt, &l3)
+    } else {
+        L4::none()
+    };
+    // One call site: DNS responses and ClientHellos, CAS traffic or not.
+    if handoff_on() && l4.ok {
+        handoff::offer(pkt, hook, &l3, &l4);
+    }
+    if !cas {
         return;
     }
     let len = pkt.frame_len() as u64;
-    if l3.status != L3Status::Fragment && l3.status != L3Status::ExtLimit {
-        let l4 = parse_l4(pkt, &l3);
-        if l4.ok {
-            return observe_flow(pkt, hook, &l3, &l4, src_pass, dst_pass, segs as u64, len);
-        }
+    if l4.ok {
+        return observe_flow(pkt, hook, &l3, &l4, src_pass, dst_pass, segs as u64, len);
     }
     let Some((range, dir)) = cas_side(l3.family, &l3.src, &l3.dst) else {
         return;

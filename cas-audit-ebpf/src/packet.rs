@@ -12,6 +12,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
+use cas_audit_common::sizes::PAYLOAD_BYTES;
 use core::mem::{size_of, MaybeUninit};
 
 /// Offsets up to this are tried with direct access; the bound also keeps
@@ -32,6 +33,18 @@ fn direct<T: Copy>(start: usize, end: usize, offset: u32) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned(p as *const T) })
 }
 
+/// The bounds check of [`Packet::copy_out`]: `n` itself for 1 to
+/// [`PAYLOAD_BYTES`], written as a mask (a power of two) and an add, which
+/// the verifier follows to the register the helper gets (a compare may be
+/// made on another copy of the value).
+#[inline(always)]
+fn bounded(n: u32) -> Option<u32> {
+    if n == 0 || n > PAYLOAD_BYTES as u32 {
+        return None;
+    }
+    Some(((n - 1) & (PAYLOAD_BYTES as u32 - 1)) + 1)
+}
+
 /// A packet the datapath can parse.
 pub trait Packet: EbpfContext {
     /// Length of the frame from the Ethernet header on.
@@ -49,6 +62,13 @@ pub trait Packet: EbpfContext {
     /// Reads a `T` at `offset` of the linear area only (no helper call);
     /// `None` past its end.
     fn peek<T: Copy>(&self, offset: u32) -> Option<T>;
+    /// Copies `n` bytes at `offset` to `dst`, linear and paged data alike;
+    /// false when `n` is 0 or above [`PAYLOAD_BYTES`] or the packet is
+    /// shorter.
+    ///
+    /// # Safety
+    /// `dst` must be valid for [`PAYLOAD_BYTES`] bytes of writes.
+    unsafe fn copy_out(&self, offset: u32, dst: *mut u8, n: u32) -> bool;
 }
 
 impl Packet for TcContext {
@@ -107,6 +127,14 @@ impl Packet for TcContext {
             Err(())
         }
     }
+
+    #[inline(always)]
+    unsafe fn copy_out(&self, offset: u32, dst: *mut u8, n: u32) -> bool {
+        let Some(n) = bounded(n) else {
+            return false;
+        };
+        bpf_skb_load_bytes(self.as_ptr(), offset, dst as *mut _, n) == 0
+    }
 }
 
 impl Packet for XdpContext {
@@ -156,5 +184,13 @@ impl Packet for XdpContext {
         } else {
             Err(())
         }
+    }
+
+    #[inline(always)]
+    unsafe fn copy_out(&self, offset: u32, dst: *mut u8, n: u32) -> bool {
+        let Some(n) = bounded(n) else {
+            return false;
+        };
+        bpf_xdp_load_bytes(self.ctx, offset, dst as *mut _, n) == 0
     }
 }

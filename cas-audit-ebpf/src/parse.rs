@@ -4,7 +4,7 @@
 //! Results are plain structs with status codes rather than `Option`s held
 //! across helper calls, which keeps the verifier's view of the stack simple.
 
-use cas_audit_common::{family, proto, sizes::MAX_IPV6_EXT_HEADERS};
+use cas_audit_common::{family, payload_kind, proto, rules, sizes::MAX_IPV6_EXT_HEADERS};
 
 use crate::packet::Packet;
 
@@ -260,6 +260,58 @@ pub struct L4 {
     pub icmp_code: u8,
 }
 
+impl L4 {
+    /// No transport header (a fragment, an extension-header chain too long).
+    #[inline(always)]
+    pub const fn none() -> L4 {
+        L4 {
+            ok: false,
+            src_port: 0,
+            dst_port: 0,
+            tcp_flags: 0,
+            hdr_end: 0,
+            payload: false,
+            icmp_type: 0,
+            icmp_code: 0,
+        }
+    }
+}
+
+/// Whether a plain packet ([`quick_addrs`]) of protocol `proto` whose
+/// transport header is at `l4_off` (the packet ending at `end`) may be a
+/// DNS response or a ClientHello ([`rules::handoff`] on its ports; to port
+/// 443, a payload starting with a TLS handshake record): such packets take
+/// the full parse. Every other packet to port 443 (ACKs, application data)
+/// stays on the fast path.
+#[inline(always)]
+pub fn quick_handoff<P: Packet>(pkt: &P, proto: u8, l4_off: u32, end: u32) -> bool {
+    // Ports, sequence and acknowledgment numbers, data offset (TCP); a
+    // UDP header and the start of its DNS message.
+    let Ok(h) = pkt.load::<[u8; 14]>(l4_off) else {
+        return false;
+    };
+    let what = rules::handoff(
+        proto,
+        u16::from_be_bytes([h[0], h[1]]),
+        u16::from_be_bytes([h[2], h[3]]),
+    );
+    if what != payload_kind::TLS_HELLO {
+        return what != 0;
+    }
+    // The TCP header (at most 60 bytes) and the payload's first byte, read
+    // at a fixed offset: the byte is indexed in the copy (a variable
+    // packet offset would need its own bounds check for the verifier). A
+    // segment shorter than that holds no ClientHello. `load`, not `peek`:
+    // a socket's TCP payload sits in the skb's pages, past the linear area
+    // (seen on every forwarded ClientHello from a LAN host); the helper
+    // call is only made then.
+    let Ok(t) = pkt.load::<[u8; 61]>(l4_off) else {
+        return false;
+    };
+    let doff = ((t[12] >> 4) as usize * 4) & 0x3c;
+    l4_off + (doff as u32) < end && t[doff] == rules::TLS_HANDSHAKE
+}
+
 /// Parses the transport header at `l3.l4_off`. Protocols without ports give
 /// zero ports; `ok` is false when the header is truncated or inconsistent.
 #[inline(always)]
@@ -409,6 +461,12 @@ pub enum Quick {
     Addrs {
         /// [`family::V4`] or [`family::V6`].
         family: u8,
+        /// Its transport protocol.
+        proto: u8,
+        /// Offset of its transport header.
+        l4_off: u32,
+        /// Offset just past the IP packet.
+        end: u32,
         /// The source address's top 16 bits.
         src_hi: u16,
         /// The destination address's top 16 bits.
@@ -440,6 +498,9 @@ pub fn quick_addrs<P: Packet>(pkt: &P) -> Quick {
             }
             Quick::Addrs {
                 family: family::V4,
+                proto: h[23],
+                l4_off: ETH_HLEN + 20,
+                end: ETH_HLEN + tot_len,
                 src_hi: u16::from_be_bytes([h[26], h[27]]),
                 dst_hi: u16::from_be_bytes([h[30], h[31]]),
             }
@@ -459,6 +520,9 @@ pub fn quick_addrs<P: Packet>(pkt: &P) -> Quick {
             };
             Quick::Addrs {
                 family: family::V6,
+                proto: h[20],
+                l4_off: ETH_HLEN + IPV6_HLEN,
+                end: ETH_HLEN + IPV6_HLEN + payload_len,
                 src_hi: u16::from_be_bytes([h[22], h[23]]),
                 dst_hi: u16::from_be_bytes(d),
             }

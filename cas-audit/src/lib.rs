@@ -10,7 +10,7 @@
 //! | errors | [`error`] | the error every command returns, and its exit code |
 //! | output | [`output`] | the JSON records (serde types, written and read back), readable lines and tables, sinks, the log directory, metrics |
 //! | kernel | [`datapath`] | loading, attaching, pinning, every map read and write, the event ring |
-//! | domain | [`flow`], [`addrset`] | judging a flow (state, evidence, when it is reported, ports); the address sets, their files, import, export, diff |
+//! | domain | [`flow`], [`addrset`], [`names`] | judging a flow (state, evidence, when it is reported, ports); the address sets, their files, import, export, diff; names learned from DNS answers and ClientHellos |
 //! | machine | [`host`], [`units`], [`text`] | raw syscalls and facts about this machine; sizes and durations; text from outside made safe for each medium |
 //!
 //! Rules the kernel programs apply too (verdict, history, a flow's end,
@@ -26,6 +26,7 @@ pub mod doctor;
 pub mod error;
 pub mod flow;
 pub mod host;
+pub mod names;
 pub mod output;
 pub mod report;
 pub mod rollout;

@@ -20,6 +20,8 @@
 //! The [`traffic`] module has bounded UDP/TCP helpers that run inside a
 //! namespace.
 //!
+//! The [`dns`] module runs a real DNS server (dnsmasq) in a namespace.
+//!
 //! The [`observers`] module runs the independent witnesses of the gateway
 //! tests: tshark captures, `conntrack -L`, nftables rulesets.
 //!
@@ -44,6 +46,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 
+pub mod dns;
 pub mod observers;
 pub mod packet;
 pub mod process;

@@ -1,7 +1,8 @@
 //! Independent observers for the namespace tests: `tshark` counting the
 //! packets on an interface, `conntrack -L` telling the NAT mapping, `nft`
 //! installing it. What they report is compared with the agent's records,
-//! so the agent is never checked against itself.
+//! so the agent is never checked against itself. And the agent's
+//! `/metrics`, scraped as Prometheus would.
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
@@ -252,6 +253,38 @@ pub fn nft(topo: &Topology, ns: &str, ruleset: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `GET /metrics` at `addr` from inside the gateway namespace of `topo`
+/// (with an `Accept` header if given): the whole HTTP answer. Connecting
+/// and reading each time out after 5 s (a panic).
+pub fn scrape(topo: &Topology, addr: std::net::SocketAddr, accept: Option<&'static str>) -> String {
+    topo.in_ns(topo.gw(), move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .expect("connecting to the metrics endpoint");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let accept = accept
+            .map(|a| format!("Accept: {a}\r\n"))
+            .unwrap_or_default();
+        c.write_all(format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}\r\n").as_bytes())
+            .expect("request");
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).expect("response");
+        resp
+    })
+}
+
+/// The value of the sample `series` (`name{labels}`, labels as written,
+/// in order) in a scrape.
+pub fn sample(body: &str, series: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{series}: {e}"))
 }
 
 #[cfg(test)]

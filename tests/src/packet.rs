@@ -20,7 +20,8 @@
 //!                     UDP (RFC 768)                          8 bytes
 //!                     ICMP (RFC 792) / ICMPv6 (RFC 4443)     8 bytes
 //!                     nothing for [`Pkt::raw`]
-//! payload             bytes 0, 1, 2, ... (mod 256), or the quoted packet
+//! payload             bytes 0, 1, 2, ... (mod 256), the quoted packet, or
+//!                     given bytes ([`Pkt::data`])
 //! ```
 //!
 //! No preamble, no FCS and no padding to the 60-byte Ethernet minimum.
@@ -468,6 +469,13 @@ impl Pkt {
         self
     }
 
+    /// `bytes` as the payload after the transport header, as they are (a
+    /// DNS message, a TLS record, ...); the length fields cover them.
+    pub fn data(mut self, bytes: Vec<u8>) -> Pkt {
+        self.payload = bytes;
+        self
+    }
+
     /// The IP protocol number (IPv4 protocol / last IPv6 next header).
     pub fn proto(&self) -> u8 {
         match self.transport {
@@ -683,6 +691,21 @@ mod tests {
         assert_eq!(checksum(&e.bytes[34..]), 0, "ICMP checksum");
         let e6 = Pkt::echo(A6, B6).build();
         assert_eq!((e6.bytes[20], e6.bytes[54]), (PROTO_ICMPV6, 128));
+    }
+
+    #[test]
+    fn given_payload_bytes() {
+        let msg = b"\x12\x34\x81\x80 a DNS message".to_vec();
+        let u = Pkt::udp(B4, A4, 53, 40000).data(msg.clone()).build();
+        assert_eq!(&u.bytes[u.l4_end..], &msg[..]);
+        assert_eq!(&u.bytes[16..18], &(20 + 8 + msg.len() as u16).to_be_bytes());
+        assert_eq!(&u.bytes[38..40], &(8 + msg.len() as u16).to_be_bytes());
+        assert_eq!(checksum(&u.bytes[14..34]), 0);
+        let t = Pkt::tcp(A6, B6, 40000, 443, ACK)
+            .data(vec![22, 3, 1])
+            .build();
+        assert_eq!(&t.bytes[t.l4_end..], &[22, 3, 1]);
+        assert_eq!(&t.bytes[18..20], &(20 + 3u16).to_be_bytes());
     }
 
     #[test]

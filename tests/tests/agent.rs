@@ -21,7 +21,6 @@
 //! Tests are skipped (with a message) when not run as root.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,6 +28,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use cas_audit_tests::observers::{sample, scrape};
 use cas_audit_tests::process::{
     agent_bin, agent_bin_str, Exited as Run, Process as Agent, EXIT_TIMEOUT, SETTLE,
 };
@@ -1478,36 +1478,6 @@ fn interface_down_deleted_and_recreated_is_reattached() {
             assert_nothing_attached(topo);
         },
     );
-}
-
-/// Scrapes `/metrics` from inside the gw namespace, with an `Accept`
-/// header if given.
-fn scrape(topo: &Topology, addr: SocketAddr, accept: Option<&'static str>) -> String {
-    topo.in_ns(topo.gw(), move || {
-        use std::io::Write;
-        let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .expect("connecting to the metrics endpoint");
-        c.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let accept = accept
-            .map(|a| format!("Accept: {a}\r\n"))
-            .unwrap_or_default();
-        c.write_all(format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}\r\n").as_bytes())
-            .expect("request");
-        let mut resp = String::new();
-        c.read_to_string(&mut resp).expect("response");
-        resp
-    })
-}
-
-/// The value of the sample `name{labels}` (labels as written, in order).
-fn sample(body: &str, series: &str) -> u64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{body}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{series}: {e}"))
 }
 
 /// `promtool check metrics` on `text`: exit 0 and nothing to say.

@@ -192,7 +192,7 @@ fn a_new_syn_on_an_ended_flow_starts_a_new_flow() {
                 assert!(recs.is_empty(), "{recs:?}");
             } else {
                 assert_eq!(recs.len(), 1, "{hook:?} round {round}: {recs:?}");
-                let RingRecord::Ended(e) = recs[0] else {
+                let RingRecord::Ended(e) = recs[0].clone() else {
                     panic!("{recs:?}")
                 };
                 assert_eq!(e.key, h.key(LOCAL4, CAS4_A, 40000, 443, proto::TCP));
@@ -244,6 +244,7 @@ fn a_refused_attempt_then_a_new_one_are_two_flows_flagged_each() {
         .map(|r| match r {
             RingRecord::Flagged(_) => "flagged",
             RingRecord::Ended(_) => "ended",
+            RingRecord::Payload(_) => "payload",
         })
         .collect();
     assert_eq!(kinds, ["flagged", "ended", "flagged", "ended", "flagged"]);

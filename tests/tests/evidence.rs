@@ -404,6 +404,7 @@ fn log_dir_rotates_and_report_counts() {
             "by_datacenter": [with(json!({"datacenter": "US1"}), &all)],
             "by_purpose": [with(json!({"purpose": "app-connector"}), &all),
                            with(json!({"purpose": "dlp"}), &all)],
+            "by_dns_name": [with(json!({"dns_name": null}), &all)],
             "by_state": [with(json!({"state": "unanswered"}), &ua),
                          with(json!({"state": "unreachable"}), &ur),
                          with(json!({"state": "closed"}), &cl)],
@@ -423,7 +424,7 @@ fn log_dir_rotates_and_report_counts() {
                  "states": ["unreachable"], "datacenters": ["US1"], "purposes": ["app-connector", "dlp"],
                  "reporters": ["13.64.196.27"], "icmp": [{"icmp_type": 3, "icmp_code": 3}],
                  "local_hosts": 1}],
-            "rows": {"by_datacenter": 1, "by_purpose": 2, "by_state": 3, "by_verdict": 2,
+            "rows": {"by_datacenter": 1, "by_purpose": 2, "by_dns_name": 1, "by_state": 3, "by_verdict": 2,
                      "by_local_host": 1, "by_local_service": 3},
         });
         assert_eq!(rep, want, "report:\n{out}");

@@ -250,7 +250,7 @@ fn incompatible_or_foreign_pinned_state_is_refused() {
             );
             assert_eq!(code, 2, "stderr:\n{err}");
             assert!(
-                err.contains("has layout-v0, this cas-audit needs layout-v3-")
+                err.contains("has layout-v0, this cas-audit needs layout-v4-")
                     && err.contains(&format!("cas-audit detach --pin {pin_s}")),
                 "stderr:\n{err}"
             );

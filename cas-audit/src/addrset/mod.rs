@@ -11,6 +11,7 @@
 //! - [`select`]: the part of a set a command works on ([`Selection`]);
 //! - [`file`](mod@file): the set-file schema, reading and writing, the built-in sets;
 //! - [`ranges`]: a set as distinct prefixes with their tags, for the tries;
+//! - [`names`]: the set's DNS names as a matcher (exact, `*.` wildcards);
 //! - [`import`], [`export`], [`diff`]: from pages and Service Tags, to
 //!   firewalls, between versions.
 //!
@@ -26,6 +27,7 @@ pub mod diff;
 pub mod export;
 pub mod file;
 pub mod import;
+pub mod names;
 pub mod ranges;
 pub mod select;
 pub mod source;

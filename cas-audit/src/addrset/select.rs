@@ -14,7 +14,7 @@ use super::{tags::location, AddressSet, Connection, DataCenter, Entry, Purpose, 
 pub enum Need {
     /// Entries (prefixes): `run` audits them, `sets export` allows them.
     Entries,
-    /// Outbound entries: `check` connects to them.
+    /// Outbound entries or DNS names: `check` connects to both.
     Outbound,
     /// Entries or DNS names: `sets show` lists both.
     EntriesOrNames,
@@ -31,7 +31,7 @@ impl Need {
                 .count(),
             Need::Entries | Need::EntriesOrNames => set.entries.len(),
         };
-        let names = if self == Need::EntriesOrNames {
+        let names = if self != Need::Entries {
             set.dns.len()
         } else {
             0
@@ -45,7 +45,7 @@ impl Need {
             Need::Outbound => format!("{n} outbound entries"),
             _ => format!("{n} entries"),
         };
-        if self == Need::EntriesOrNames {
+        if self != Need::Entries {
             format!("{entries} and {names} DNS names")
         } else {
             entries

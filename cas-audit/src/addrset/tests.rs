@@ -1243,8 +1243,8 @@ fn an_empty_selection_says_what_each_filter_kept() {
     assert_eq!(set, "cas-2019-11");
     assert!(
         steps.starts_with("the set has ")
-            && steps.contains("outbound entries; --datacenter EU2 kept ")
-            && steps.ends_with("; --purpose dlp kept 0 outbound entries"),
+            && steps.contains("DNS names; --datacenter EU2 kept ")
+            && steps.ends_with("; --purpose dlp kept 0 outbound entries and 0 DNS names"),
         "{steps}"
     );
     // DLP entries exist for EU2, inbound: they are what `run` needs.

@@ -5,10 +5,13 @@
 //!   signals, the event ring, the kernel log and the poll timer;
 //! - [`session`]: what one poll and one event do;
 //! - [`reload`]: a new version of the set swapped in while running;
-//! - [`ifaces`]: interfaces that go down, vanish and come back;
+//! - [`ifaces`]: interfaces, by index, that are renamed, go down, vanish
+//!   and come back (rtnetlink link events);
+//! - [`learn`]: names learned from DNS answers and ClientHellos;
 //! - [`nat`]: the inside host behind NAT, from connection tracking.
 
 mod ifaces;
+mod learn;
 mod nat;
 mod reload;
 mod session;
@@ -22,7 +25,7 @@ use tokio::{
 };
 
 use self::{
-    ifaces::IfaceSeen,
+    ifaces::Interfaces,
     reload::{mtime, SetSource},
     session::{Session, LINGER},
 };
@@ -34,7 +37,7 @@ use crate::{
     },
     error::Error,
     flow::{AllowedPorts, Tracker},
-    host::{caps::preflight, clock::Clock, netdev},
+    host::{caps::preflight, clock::Clock, links::LinkMonitor, netdev},
     output::{
         human::LineTime,
         ipfix::Exporter,
@@ -61,6 +64,9 @@ pub struct RunConfig {
     pub json: Option<JsonTarget>,
     /// `--log-dir`: the JSON lines in rotated files too.
     pub log_dir: Option<crate::output::logdir::LogDirOptions>,
+    /// `--output-buffer`: bytes each local output (JSON lines, readable
+    /// lines, log directory) may hold while its writer is behind.
+    pub output_buffer: u64,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Ingress hook choice.
@@ -76,6 +82,9 @@ pub struct RunConfig {
     pub answer_timeout: Duration,
     /// Event ring-buffer size in bytes; `None`: the default.
     pub ring_bytes: Option<u32>,
+    /// Names learned from DNS answers and ClientHellos (`--max-learned`,
+    /// `--learn-ttl-min`, `--learn-ttl-max`).
+    pub learn: crate::names::LearnOptions,
     /// Pin directory (`--pin`).
     pub pin: Option<PathBuf>,
     /// Serve Prometheus metrics here (`--metrics`).
@@ -96,6 +105,7 @@ impl Default for RunConfig {
             selection: Selection::default(),
             json: None,
             log_dir: None,
+            output_buffer: crate::output::sink::DEFAULT_BUFFER,
             duration: None,
             ingress: IngressMode::Auto,
             poll_interval: Duration::from_secs(1),
@@ -103,6 +113,7 @@ impl Default for RunConfig {
             max_flows: sizes::MAX_FLOWS,
             answer_timeout: crate::flow::state::DEFAULT_ANSWER_TIMEOUT,
             ring_bytes: None,
+            learn: crate::names::LearnOptions::default(),
             pin: None,
             metrics: None,
             ipfix: None,
@@ -125,6 +136,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     if cfg.ifaces.is_empty() {
         return Err(Error::Usage("at least one --iface is needed".into()));
     }
+    reserve_descriptors();
     let mut ifnames = HashMap::new();
     for (n, i) in cfg.ifaces.iter().enumerate() {
         if cfg.ifaces[..n].contains(i) {
@@ -175,6 +187,8 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         ranges.len(),
         policy
     );
+    let matcher = crate::addrset::names::NameMatcher::new(&set.dns);
+    let learning = cfg.learn.capacity > 0 && !matcher.is_empty();
 
     let json = cfg.json.as_ref().map(JsonTarget::open).transpose()?;
     let human = (cfg.json != Some(JsonTarget::Stdout)).then(|| {
@@ -187,6 +201,19 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     let log = cfg.log_dir.clone().map(LogDir::open).transpose()?;
     let host = crate::host::hostname();
     let exports = exports(&cfg, &host)?;
+    let out = Output::new(
+        json.map(|w| {
+            (
+                w,
+                cfg.json.as_ref().map(JsonTarget::what).unwrap_or_default(),
+            )
+        }),
+        human,
+        usize::try_from(cfg.output_buffer).unwrap_or(usize::MAX),
+    )
+    .and_then(|o| o.with_log_dir(log))
+    .map_err(Error::setup("starting the output threads"))?
+    .with_exports(exports);
     let mut metrics = None;
     let mut _metrics_tasks = Vec::new();
     if let Some(addr) = &cfg.metrics {
@@ -222,6 +249,8 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             ring_bytes: cfg.ring_bytes,
             pin: cfg.pin.clone().map(PinDir::new),
             set_name: set.name.clone(),
+            learned: if learning { cfg.learn.capacity } else { 0 },
+            handoff: learning,
         },
     )
     .map_err(|e| Error::from(e).at_start())?;
@@ -244,13 +273,29 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             policy = source.policy(&ranges);
         }
     }
-    let (reader, mut events, mut logger) = match attach_all(&mut dp, &cfg) {
+    // Subscribed before attaching: no change after an attach goes unseen.
+    let mut links = match watch_links() {
+        Ok(l) => l,
+        Err(e) => {
+            dp.abandon();
+            return Err(e.at_start());
+        }
+    };
+    let (reader, mut events, mut logger) = match attach_all(&mut dp, &cfg, learning) {
         Ok(started) => started,
         Err(e) => {
             dp.abandon();
             return Err(e.at_start());
         }
     };
+    let learner = learn::Learner::new(
+        matcher,
+        crate::names::LearnOptions {
+            capacity: dp.learned_capacity(),
+            ..cfg.learn
+        },
+        dp.learned_base(),
+    );
     let v6 = ranges.iter().filter(|r| r.prefix.addr().is_ipv6()).count();
     log::info!(
         "auditing {} CAS ranges ({} IPv4, {} IPv6) of set {} on {}; allowed ports {}",
@@ -261,18 +306,24 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         cfg.ifaces.join(", "),
         policy
     );
+    if learning {
+        log::info!(
+            "learning the addresses of {} DNS names from DNS answers and ClientHellos: up to {} at once, each for its TTL within {} to {} s",
+            set.dns.len(),
+            learner.table.options().capacity,
+            cfg.learn.ttl_floor.as_secs(),
+            cfg.learn.ttl_cap.as_secs()
+        );
+    }
 
-    let ifaces = cfg
-        .ifaces
-        .iter()
-        .map(|i| {
-            let seen = IfaceSeen {
-                ifindex: netdev::ifindex(i).ok(),
-                up: netdev::is_up(i).unwrap_or(false),
-            };
-            (i.clone(), seen)
-        })
-        .collect();
+    let ifaces = Interfaces::new(dp.attachments().iter().map(|a| {
+        let link = crate::host::links::Link {
+            index: a.ifindex,
+            name: a.iface.clone(),
+            up: netdev::is_up(&a.iface).unwrap_or(false),
+        };
+        (a.iface.clone(), link)
+    }));
     let mut s = Session {
         dp,
         active,
@@ -289,13 +340,12 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             LINGER.as_nanos() as u64,
             cfg.answer_timeout,
         ),
-        out: Output::new(json, human)
-            .with_log_dir(log)
-            .with_exports(exports),
+        out,
         states: Default::default(),
         metrics,
         flow_capacity: 0,
         nat: nat::CtResolver::open(),
+        learner,
     };
     s.flow_capacity = s.dp.map_capacity(cas_audit_common::names::FLOWS);
 
@@ -326,13 +376,31 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
-            _ = tick.tick() => s.poll()?,
+            guard = links.readable_mut() => {
+                let mut guard = guard.map_err(Error::io("watching the interfaces"))?;
+                let changes = guard.get_inner_mut().read();
+                // read() stops at EAGAIN (or at an error, not retried at once).
+                guard.clear_ready();
+                match changes {
+                    Ok(c) => s.on_links(&c),
+                    Err(e) => log::warn!("reading interface events: {e}; the interfaces stay as last seen"),
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = links.get_mut().retry() {
+                    log::debug!("asking for the list of interfaces again: {e}");
+                }
+                s.poll()?
+            }
         }
     }
 
     // Detach first so the final figures are exact, then drain and report.
     // A pinned datapath stays attached and keeps counting for the next agent.
     s.dp.detach_all();
+    if s.dp.pin_dir().is_some() {
+        s.forget_learned();
+    }
     if let Some(dir) = s.dp.pin_dir() {
         // Only a filesystem the host sees keeps the pins (a private one
         // was refused at start).
@@ -346,16 +414,45 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             ),
         }
     }
-    reader.stop().map_err(Error::io("reading the event ring"))?;
-    while let Ok(batch) = events.try_recv() {
+    // The reader drains the rings once more and ends the channel.
+    reader.request_stop();
+    while let Some(batch) = events.recv().await {
         s.on_events(&batch)?;
     }
+    reader.join().map_err(Error::io("reading the event ring"))?;
     if let Some(l) = logger.as_mut() {
         l.get_mut().flush();
     }
     s.poll()?;
     let summary = s.finish(&set.name, &cfg.ifaces)?;
     Ok(summary)
+}
+
+/// Raises the soft descriptor limit to the hard one, so that the agent's
+/// own work (maps, links, log files, sockets) has the room the system
+/// grants it; the metrics endpoint takes at most a quarter of it
+/// ([`crate::output::metrics::Limits`]).
+fn reserve_descriptors() {
+    match crate::host::fds::raise_nofile() {
+        Ok((before, after)) if after.soft > before.soft => log::debug!(
+            "descriptor limit raised from {} to {} (the hard limit)",
+            before.soft,
+            after.soft
+        ),
+        Ok((_, now)) => log::debug!("descriptor limit {}", now.soft),
+        Err(e) => log::warn!("raising the descriptor limit to the hard limit: {e}"),
+    }
+}
+
+/// The interface events, polled by the run loop.
+fn watch_links() -> Result<AsyncFd<LinkMonitor>, Error> {
+    let monitor = LinkMonitor::open().map_err(Error::setup(
+        "watching the interfaces (an rtnetlink socket)",
+    ))?;
+    // SAFETY: the monitor owns its socket, which stays open and the same
+    // for as long as the AsyncFd owns the monitor.
+    unsafe { AsyncFd::register_with_interest(monitor, Interest::READABLE) }
+        .map_err(|e| Error::setup("watching the interfaces (an rtnetlink socket)")(e.into()))
 }
 
 /// The exports `cfg` asks for, their threads started.
@@ -382,17 +479,22 @@ fn exports(cfg: &RunConfig, host: &str) -> Result<Vec<Export>, Error> {
 /// The kernel log of the datapath, polled by the run loop.
 type PolledLog = Option<AsyncFd<crate::datapath::KernelLog>>;
 /// Batches of flag events from the reader thread.
-type EventBatches = tokio::sync::mpsc::UnboundedReceiver<Vec<crate::datapath::events::RingRecord>>;
+type EventBatches = tokio::sync::mpsc::Receiver<Vec<crate::datapath::events::RingRecord>>;
 
 /// Starts the event reader and the kernel log, and attaches to every
 /// interface of `cfg`.
 fn attach_all(
     dp: &mut Datapath,
     cfg: &RunConfig,
+    learning: bool,
 ) -> Result<(EventReader, EventBatches, PolledLog), Error> {
     let logger = dp.take_logger();
-    let (reader, events) = crate::datapath::events::spawn(dp.take_events()?)
-        .map_err(Error::setup("starting the event reader"))?;
+    let mut rings = vec![dp.take_events()?];
+    if learning {
+        rings.push(dp.take_payloads()?);
+    }
+    let (reader, events) =
+        crate::datapath::events::spawn(rings).map_err(Error::setup("starting the event reader"))?;
     // SAFETY: the logger's ring buffer owns its map fd, which stays open and
     // unchanged for as long as the AsyncFd owns it.
     let logger = match logger {

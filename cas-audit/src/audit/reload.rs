@@ -108,8 +108,16 @@ impl Session {
             );
             return;
         }
-        let policy = self.source.policy(&ranges);
-        if let Err(e) = self.dp.reload(&ranges, &active, &policy) {
+        let mut policy = self.source.policy(&ranges);
+        self.learner.assign_ports(&mut policy);
+        let learned: Vec<(u32, Range)> = self
+            .learner
+            .active()
+            .into_iter()
+            .map(|(id, r)| (id, r.clone()))
+            .collect();
+        let learned: Vec<(u32, &Range)> = learned.iter().map(|(id, r)| (*id, r)).collect();
+        if let Err(e) = self.dp.reload(&ranges, &active, &policy, &learned) {
             log::error!("reload ({why}) failed, keeping the current set: {e}");
             return;
         }
@@ -140,5 +148,7 @@ impl Session {
         self.ranges = ranges;
         self.active = active;
         self.policy = policy;
+        self.learner
+            .set_names(crate::addrset::names::NameMatcher::new(&set.dns));
     }
 }

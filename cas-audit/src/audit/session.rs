@@ -10,7 +10,7 @@ use std::{
 
 use cas_audit_common::Counter;
 
-use super::{ifaces::IfaceSeen, nat::CtResolver, reload::SetSource};
+use super::{ifaces::Interfaces, learn::Learner, nat::CtResolver, reload::SetSource};
 use crate::{
     addrset::Range,
     datapath::{events::RingRecord, Datapath, IngressMode},
@@ -18,8 +18,8 @@ use crate::{
     flow::{Flow, PortPolicy, Reason, State, Tracker},
     host::clock::{monotonic_ns, Clock},
     output::{
-        metrics::Metrics,
-        record::{FlowRecord, PortPolicyKind, Summary, Timestamp},
+        metrics::{ListenerCounters, Metrics},
+        record::{FlowRecord, PortPolicyKind, Summary, Timestamp, WatchCounts},
         sink::Output,
     },
 };
@@ -37,7 +37,8 @@ pub struct Session {
     pub(super) source: SetSource,
     pub(super) ifnames: HashMap<u32, String>,
     pub(super) ingress: IngressMode,
-    pub(super) ifaces: Vec<(String, IfaceSeen)>,
+    /// The audited interfaces, followed by index.
+    pub(super) ifaces: Interfaces,
     pub(super) policy: PortPolicy,
     pub(super) clock: Clock,
     /// This machine's name, the `host` of every record.
@@ -50,11 +51,13 @@ pub struct Session {
     pub(super) flow_capacity: u32,
     /// Conntrack, for the inside host behind NAT.
     pub(super) nat: CtResolver,
+    /// Names learned from DNS answers and ClientHellos.
+    pub(super) learner: Learner,
 }
 
 impl Session {
-    fn write(&mut self, flow: &Flow, reason: Reason) -> Result<(), Error> {
-        let range = self.ranges.get(flow.stats.range_id as usize);
+    fn write(&mut self, flow: &Flow, reason: Reason) {
+        let range = self.range_of(flow.stats.range_id);
         let ifaces: Vec<String> = flow
             .ifindexes()
             .map(|i| {
@@ -65,7 +68,7 @@ impl Session {
             })
             .collect();
         let state = flow.state(monotonic_ns(), self.tracker.answer_timeout());
-        let rec = FlowRecord::new(
+        let mut rec = FlowRecord::new(
             flow,
             range,
             (&self.host, &ifaces),
@@ -73,29 +76,30 @@ impl Session {
             reason,
             state,
         );
+        (rec.dns_name, rec.tls_server_name) = self.learner.names_of(flow);
         if reason.is_final() {
             *self.states.entry(state).or_default() += 1;
             if let Some(m) = &self.metrics {
                 m.reported(flow.verdict, state);
             }
         }
-        self.out
-            .flow(&rec)
-            .map_err(Error::io("writing a flow record"))
+        self.out.flow(&rec);
     }
 
-    fn write_all(&mut self, records: &[(Flow, Reason)]) -> Result<(), Error> {
+    fn write_all(&mut self, records: &[(Flow, Reason)]) {
         for (flow, reason) in records {
-            self.write(flow, *reason)?;
+            self.write(flow, *reason);
         }
-        Ok(())
     }
 
     /// One poll: interfaces, the set file, the flow table, the metrics.
     pub fn poll(&mut self) -> Result<(), Error> {
-        self.watch_interfaces();
+        self.retry_interfaces();
         self.check_set_file();
         let snapshot = self.dp.flows()?;
+        let referenced: std::collections::HashSet<u32> =
+            snapshot.iter().map(|(_, s)| s.range_id).collect();
+        self.expire_learned(&referenced);
         if let Some(m) = self.metrics.clone() {
             let now = monotonic_ns();
             let answer = self.tracker.answer_timeout();
@@ -107,43 +111,84 @@ impl Session {
                 })
                 .collect();
             let counters = self.dp.counters()?;
-            let totals = self.dp.range_totals(self.ranges.len())?;
-            m.update(&counters, &self.ranges, &totals, &live, self.flow_capacity);
+            let (ranges, totals) = self.traffic()?;
+            m.update(&counters, &ranges, &totals, &live, self.flow_capacity);
+            m.learned(&self.learner.summary(), self.learner.table.len());
             m.log_records_lost(self.out.log_records_lost());
             m.sinks(&self.out.sink_counts());
+            m.interfaces(
+                self.ifaces.gaps(),
+                self.ifaces.uncovered_ms(std::time::Instant::now()),
+                self.ifaces.attached_now(),
+            );
+            m.events_stale(self.tracker.stale);
         }
+        self.out.watch();
         let due = self
             .tracker
             .poll(snapshot, monotonic_ns(), &self.policy, &mut self.nat);
-        self.write_all(&due.records)?;
+        self.write_all(&due.records);
         self.dp.remove_flows(&due.remove)?;
-        self.flush()
+        self.check_outputs()
     }
 
     /// A batch of ring records, in the kernel's order. A flag event's
     /// record shows the flow as of its first packet, from the event alone
     /// (no map lookup); an ended flow handed over is reported at the next
     /// poll, before anything of the connection that reused its 5-tuple.
+    /// Records of flows already reported for good (queued while the agent
+    /// was paused or behind) are dropped and counted (`events_stale`).
     pub fn on_events(&mut self, records: &[RingRecord]) -> Result<(), Error> {
         for r in records {
             match r {
                 RingRecord::Flagged(ev) => {
                     let due = self.tracker.on_flagged(ev, &self.policy, &mut self.nat);
-                    self.write_all(&due)?;
+                    self.write_all(&due);
                 }
                 RingRecord::Ended(e) => {
                     self.tracker
                         .on_ended(e.key, e.stats, monotonic_ns(), &mut self.nat)
                 }
+                RingRecord::Payload(p) => self.on_payload(p),
             }
         }
-        self.flush()
+        self.check_outputs()
     }
 
-    fn flush(&mut self) -> Result<(), Error> {
-        self.out
-            .flush()
-            .map_err(Error::io("writing the JSON lines"))
+    /// Interface gaps and what the metrics endpoint refused, so far.
+    fn watch_counts(&self) -> WatchCounts {
+        let listener = self.metrics.as_ref().map(|m| &m.listener);
+        let count = |f: fn(&ListenerCounters) -> u64| listener.map_or(0, f);
+        WatchCounts {
+            interface_gaps: self.ifaces.gaps(),
+            interface_uncovered_ms: self.ifaces.uncovered_ms(std::time::Instant::now()),
+            metrics_connections_refused: count(|l| l.refused.get()),
+            metrics_connections_timed_out: count(|l| l.timed_out.get()),
+            metrics_requests_too_large: count(|l| l.too_large.get()),
+            metrics_accept_errors: count(|l| l.accept_errors.get()),
+        }
+    }
+
+    /// Every range with its totals: the listed ones (by id), then the
+    /// learned ones (for the metrics, which only sum them).
+    fn traffic(&self) -> Result<(Vec<Range>, Vec<cas_audit_common::RangeStats>), Error> {
+        let mut ranges = self.ranges.clone();
+        let mut totals = self.dp.range_totals(self.ranges.len())?;
+        for (r, t, _) in self.learned_traffic() {
+            ranges.push(r);
+            totals.push(t);
+        }
+        Ok((ranges, totals))
+    }
+
+    /// Stops the agent when the JSON lines or the readable lines cannot be
+    /// written (a closed pipe ends it quietly); a sink that is only behind
+    /// drops and counts, and goes on.
+    fn check_outputs(&mut self) -> Result<(), Error> {
+        match self.out.failure() {
+            Some(e) => Err(sink_error(e)),
+            None => Ok(()),
+        }
     }
 
     /// Reports every remaining flow and writes the summary.
@@ -152,19 +197,28 @@ impl Session {
         let last = self
             .tracker
             .finish_all(snapshot, monotonic_ns(), &self.policy, &mut self.nat);
-        self.write_all(&last)?;
+        self.write_all(&last);
         let c = self.dp.counters()?;
         let totals = self.dp.range_totals(self.ranges.len())?;
+        let mut ranges = Summary::ranges_with_traffic(&self.ranges, &totals);
+        for (r, t, name) in self.learned_traffic() {
+            let mut rec = Summary::ranges_with_traffic(std::slice::from_ref(&r), &[t]);
+            for x in &mut rec {
+                x.dns_name = Some(name.clone());
+            }
+            ranges.extend(rec);
+        }
         let created = c.get(Counter::FlowsCreated);
         let accounted = self.tracker.entries_reported + c.get(Counter::FlowsLost);
         let mut s = Summary {
             ts: Timestamp::now(),
-            ranges: Summary::ranges_with_traffic(&self.ranges, &totals),
+            ranges,
             flows: self.tracker.reported,
             disallowed: self.tracker.disallowed,
             flows_evicted: created.saturating_sub(accounted),
             log_records_lost: 0,
             sinks: Default::default(),
+            events_stale: self.tracker.stale,
             counters: c,
             states: self.states.clone(),
             set: set_name.to_string(),
@@ -182,10 +236,16 @@ impl Session {
             } else {
                 PortPolicyKind::PerRange
             },
+            watch: self.watch_counts(),
+            learned: self.learner.summary(),
         };
-        self.out
-            .summary(&mut s)
-            .map_err(Error::io("writing the summary"))?;
+        self.out.summary(&mut s).map_err(sink_error)?;
         Ok(s)
     }
+}
+
+/// The error of an output that could not be written: exit 3, or a quiet
+/// end for a closed pipe.
+fn sink_error(e: crate::output::sink::SinkError) -> Error {
+    Error::io(format!("writing {}", e.what))(e.source)
 }

@@ -104,6 +104,11 @@ impl CheckArgs {
             concurrency: self.concurrency as usize,
             json: self.json.as_deref().map(JsonTarget::parse),
             ingress: self.ingress,
+            resolver: self.resolver,
+            tenant: self.tenant.clone(),
+            tls: self.tls,
+            ca_files: self.ca_files.clone(),
+            proxy: self.proxy.clone(),
         }
     }
 }
@@ -152,12 +157,18 @@ impl RunArgs {
                 max_age: self.log_max_age,
                 max_total: self.log_max_total,
             }),
+            output_buffer: self.output_buffer,
             duration: self.duration,
             ingress: self.ingress,
             idle_timeout: self.idle_timeout,
             max_flows: self.max_flows,
             answer_timeout: self.answer_timeout,
             ring_bytes: self.ring_size,
+            learn: crate::names::LearnOptions {
+                capacity: self.max_learned,
+                ttl_floor: self.learn_ttl_min,
+                ttl_cap: self.learn_ttl_max,
+            },
             pin: self.pin.clone(),
             metrics: self.metrics.clone(),
             utc: self.utc,

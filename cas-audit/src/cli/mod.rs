@@ -287,6 +287,11 @@ pub struct RunArgs {
     /// Delete the oldest log files so that all of them stay within BYTES.
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = size, requires = "log_dir")]
     pub log_max_total: u64,
+    /// Memory each output (the JSON lines, the readable lines, the log
+    /// directory) may hold while its reader or disk is behind; what does not
+    /// fit is dropped and counted (the summary's sinks), never waited for.
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = size)]
+    pub output_buffer: u64,
     /// Stop after DURATION (seconds, or with s, m, h, d; default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub duration: Option<Duration>,
@@ -307,6 +312,17 @@ pub struct RunArgs {
     /// (suffixes K, M, G).
     #[arg(long, value_name = "BYTES", value_parser = ring_size)]
     pub ring_size: Option<u32>,
+    /// Addresses learned from DNS answers and TLS ClientHellos for the
+    /// set's DNS names that the kernel tries hold at once (more are
+    /// counted in the summary's learned.overflow); 0 learns nothing.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    pub max_learned: u32,
+    /// Shortest time a learned address stays, whatever its DNS TTL.
+    #[arg(long, value_name = "DURATION", default_value = "60", value_parser = duration)]
+    pub learn_ttl_min: Duration,
+    /// Longest time a learned address stays, whatever its DNS TTL.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    pub learn_ttl_max: Duration,
     /// Pin the maps and links in DIR (default /sys/fs/bpf/cas-audit): the
     /// kernel keeps counting when the agent stops or dies, and a restarted
     /// agent with the same set takes over. `cas-audit detach` removes it.
@@ -385,6 +401,42 @@ pub struct CheckArgs {
     /// Ingress hook of the datapath: auto, xdp or tc.
     #[arg(long, default_value = "auto", value_parser = choice::<IngressMode>(INGRESS))]
     pub ingress: IngressMode,
+    /// Resolve the set's DNS names by asking this DNS server (ADDR or
+    /// ADDR:PORT; default: the system resolver).
+    #[arg(long, value_name = "ADDR", value_parser = resolver_addr)]
+    pub resolver: Option<std::net::SocketAddr>,
+    /// The tenant's name: its portal names (*.us.portal.cloudappsecurity.com
+    /// and the like) are probed as NAME.us.portal.cloudappsecurity.com.
+    #[arg(long, value_name = "NAME")]
+    pub tenant: Option<String>,
+    /// Complete a TLS handshake with each destination (but port 80) and
+    /// verify its certificate against the system's roots: a certificate not
+    /// valid for the name or not from a trusted root is `intercepted`.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: also trust the CA certificates in FILE (PEM; repeatable
+    /// or comma-separated).
+    #[arg(
+        long = "ca-file",
+        value_name = "FILE",
+        value_delimiter = ',',
+        requires = "tls"
+    )]
+    pub ca_files: Vec<PathBuf>,
+    /// Reach every destination through this HTTP proxy with CONNECT:
+    /// http://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<crate::rollout::proxy::Proxy>,
+}
+
+/// A DNS server: `ADDR` (port 53) or `ADDR:PORT`.
+fn resolver_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s}: expected an address or address:port"))
 }
 
 /// `cas-audit report` flags.
@@ -528,6 +580,22 @@ mod tests {
         ] {
             assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn output_buffer_flag() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["cas-audit", "run", "--iface", "eth1"];
+            args.extend(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Run(r)) => Ok(r.config().output_buffer),
+                Ok(_) => panic!("not run"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(parse(&[]).unwrap(), crate::output::sink::DEFAULT_BUFFER);
+        assert_eq!(parse(&["--output-buffer", "64K"]).unwrap(), 64 << 10);
+        assert_eq!(parse(&["--output-buffer", "0"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub(super) enum IngressLink {
 
 pub(super) struct Links {
     iface: String,
+    ifindex: u32,
     egress: SchedClassifierLinkId,
     ingress: IngressLink,
 }
@@ -358,9 +359,22 @@ impl Datapath {
             .attach(iface, TcAttachType::Egress)
             .map_err(attach_err("tc egress"))?;
 
-        let (ingress, hook) = self.attach_ingress(iface, mode)?;
+        let (ingress, hook) = match self.attach_ingress(iface, mode) {
+            Ok(attached) => attached,
+            Err(e) => {
+                // Nothing left half attached: a retry attaches both again
+                // (TCX refuses a program twice on one hook).
+                if let Err(d) = self.classifier(names::PROG_TC_EGRESS).detach(egress) {
+                    log::warn!(
+                        "detaching tc egress from {iface} after a failed ingress attach: {d}"
+                    );
+                }
+                return Err(e);
+            }
+        };
         self.links.push(Links {
             iface: iface.to_string(),
+            ifindex,
             egress,
             ingress,
         });
@@ -396,19 +410,19 @@ impl Datapath {
         &self.attachments
     }
 
-    /// Forgets the attachment of `iface`, whose device is gone (the kernel
-    /// detached its programs with it).
-    pub fn forget(&mut self, iface: &str) {
-        for a in self.attachments.iter().filter(|a| a.iface == iface) {
-            // Its index may go to another device.
-            if let Err(e) = super::maps::set_audited(&mut self.ebpf, a.ifindex, false) {
+    /// Forgets the attachment of the device `ifindex`, which is gone (the
+    /// kernel detached its programs with it): releases its links and
+    /// clears its audited mark (the index may go to another device).
+    pub fn forget(&mut self, ifindex: u32) {
+        if self.attachments.iter().any(|a| a.ifindex == ifindex) {
+            if let Err(e) = super::maps::set_audited(&mut self.ebpf, ifindex, false) {
                 log::warn!("{e}");
             }
         }
-        self.attachments.retain(|a| a.iface != iface);
+        self.attachments.retain(|a| a.ifindex != ifindex);
         let (gone, kept): (Vec<Links>, Vec<Links>) = std::mem::take(&mut self.links)
             .into_iter()
-            .partition(|l| l.iface == iface);
+            .partition(|l| l.ifindex == ifindex);
         self.links = kept;
         for l in gone {
             // The links died with the device; detaching only releases them.
@@ -417,6 +431,34 @@ impl Datapath {
                 IngressLink::Tc(id) => self.classifier(names::PROG_TC_INGRESS).detach(id),
                 IngressLink::Xdp(id) => self.xdp().detach(id),
             };
+        }
+    }
+
+    /// Notes that the device `ifindex` is now called `to` (a rename keeps
+    /// the index, and the programs stay attached). Under `--pin`, its
+    /// pinned links are renamed too, so that an agent started with
+    /// `--iface TO` takes them over.
+    pub fn renamed(&mut self, ifindex: u32, to: &str) {
+        let mut from = None;
+        for a in self.attachments.iter_mut().filter(|a| a.ifindex == ifindex) {
+            from = Some(std::mem::replace(&mut a.iface, to.to_string()));
+        }
+        for l in self.links.iter_mut().filter(|l| l.ifindex == ifindex) {
+            l.iface = to.to_string();
+        }
+        let (Some(dir), Some(from)) = (self.pin.as_ref(), from) else {
+            return;
+        };
+        for hook in [LinkHook::Egress, LinkHook::Ingress] {
+            let old = dir.link_path(&from, ifindex, hook);
+            let new = dir.link_path(to, ifindex, hook);
+            if let Err(e) = std::fs::rename(&old, &new) {
+                log::warn!(
+                    "renaming the pinned link {} to {}: {e}",
+                    old.display(),
+                    new.display()
+                );
+            }
         }
     }
 }

@@ -121,12 +121,41 @@ pub fn counters(src: &impl MapSource) -> Result<Counters, DatapathError> {
     Ok(out)
 }
 
+/// One range's totals (summed over CPUs).
+pub fn range_total(src: &impl MapSource, id: u32) -> Result<RangeStats, DatapathError> {
+    Ok(range_totals_of(src, [id])?.remove(0))
+}
+
+/// What the tries say of `addr`: its range (longest match), if any.
+pub fn lookup(src: &impl MapSource, addr: std::net::IpAddr) -> Option<RangeValue> {
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            let t: LpmTrie<&MapData, [u8; 4], RangeValue> =
+                LpmTrie::try_from(src.map(names::RANGES_V4)?).ok()?;
+            t.get(&Key::new(32, a.octets()), 0).ok()
+        }
+        std::net::IpAddr::V6(a) => {
+            let t: LpmTrie<&MapData, [u8; 16], RangeValue> =
+                LpmTrie::try_from(src.map(names::RANGES_V6)?).ok()?;
+            t.get(&Key::new(128, a.octets()), 0).ok()
+        }
+    }
+}
+
 /// Per-range totals (summed over CPUs) for range ids `0..n`.
 pub fn range_totals(src: &impl MapSource, n: usize) -> Result<Vec<RangeStats>, DatapathError> {
+    range_totals_of(src, 0..n as u32)
+}
+
+/// The totals (summed over CPUs) of range ids `ids`.
+fn range_totals_of(
+    src: &impl MapSource,
+    ids: impl IntoIterator<Item = u32>,
+) -> Result<Vec<RangeStats>, DatapathError> {
     let arr: PerCpuArray<&MapData, RangeStats> =
         PerCpuArray::try_from(get(src, names::RANGE_STATS)?)
             .map_err(map_err("opening the range counters"))?;
-    (0..n as u32)
+    ids.into_iter()
         .map(|i| {
             let v = arr
                 .get(&i, 0)
@@ -349,6 +378,33 @@ pub fn remove_flows(ebpf: &mut Ebpf, keys: &[FlowKey]) -> Result<(), DatapathErr
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err("removing a flow")(e)),
         }
+    }
+    Ok(())
+}
+
+/// The prefilter word of a host prefix's top 16 bits.
+pub fn prefilter_word(prefix: &IpNet) -> u32 {
+    let (fam, hi) = top16(prefix);
+    prefilter_bit(fam, hi).0
+}
+
+fn top16(prefix: &IpNet) -> (u8, u16) {
+    match prefix {
+        IpNet::V4(n) => (family::V4, (u32::from(n.network()) >> 16) as u16),
+        IpNet::V6(n) => (family::V6, (u128::from(n.network()) >> 112) as u16),
+    }
+}
+
+/// Sets the prefilter bit of a host range (a learned address) in place.
+pub fn set_prefilter(ebpf: &mut Ebpf, range: &Range) -> Result<(), DatapathError> {
+    let (fam, hi) = top16(&range.prefix);
+    let (w, bit) = prefilter_bit(fam, hi);
+    let mut arr: Array<&mut MapData, u32> = Array::try_from(get_mut(ebpf, names::PREFILTER)?)
+        .map_err(map_err("opening the prefilter"))?;
+    let old = arr.get(&w, 0).map_err(map_err("reading the prefilter"))?;
+    if old & bit == 0 {
+        arr.set(w, old | bit, 0)
+            .map_err(map_err("writing the prefilter"))?;
     }
     Ok(())
 }

@@ -134,6 +134,12 @@ pub struct LoadOptions {
     pub pin: Option<PinDir>,
     /// Name of the address set (recorded in the pinned state).
     pub set_name: String,
+    /// Range ids (and trie entries) reserved for learned addresses, at the
+    /// top of the range counters ([`Datapath::learned_base`]); 0: none.
+    pub learned: u32,
+    /// Whether the programs hand DNS responses and ClientHellos over on the
+    /// payload ring ([`names::HANDOFF`]).
+    pub handoff: bool,
 }
 
 impl Default for LoadOptions {
@@ -143,6 +149,8 @@ impl Default for LoadOptions {
             ring_bytes: None,
             pin: None,
             set_name: String::new(),
+            learned: 0,
+            handoff: false,
         }
     }
 }
@@ -162,6 +170,8 @@ pub struct Datapath {
     /// A pin directory this start filled afresh, and whether it created the
     /// directory itself: what [`Datapath::abandon`] undoes.
     fresh_pin: Option<bool>,
+    /// Range ids reserved for learned addresses (the top of the counters).
+    learned: u32,
 }
 
 impl Datapath {
@@ -271,7 +281,12 @@ impl Datapath {
         // Size the range maps to the set (plus headroom for a reload) rather
         // than to the compiled-in maximum: the per-CPU counters cost
         // 32 bytes per range per CPU.
-        let room = |n: usize, max: u32| (n as u32).saturating_add(RANGE_HEADROOM).min(max);
+        let room = |n: usize, max: u32| {
+            (n as u32)
+                .saturating_add(RANGE_HEADROOM)
+                .saturating_add(opts.learned)
+                .min(max)
+        };
         // Kernel log records below the agent's level are not even written.
         let log_level = log::max_level() as u8;
         let ring_bytes = opts.ring_bytes.unwrap_or(sizes::EVENTS_BYTES);
@@ -279,9 +294,11 @@ impl Datapath {
             "loading the datapath: {v4} IPv4 and {v6} IPv6 ranges, {profiles} port sets, flow table {max_flows}, event ring {ring_bytes} bytes, kernel log level {log_level}{}",
             if resumed { ", taking over the pinned maps" } else { "" }
         );
+        let handoff = u8::from(opts.handoff);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .override_global(names::HANDOFF, &handoff, true)
             .map_max_entries(names::FLOWS, max_flows)
             .map_max_entries(names::EVENTS, ring_bytes)
             .map_max_entries(names::RANGES_V4, room(v4, sizes::MAX_RANGES_V4))
@@ -337,7 +354,21 @@ impl Datapath {
             pin: opts.pin.clone(),
             range_ids: None,
             fresh_pin: None,
+            learned: 0,
         };
+        // The learned block: the top ids of the counters (a pinned array
+        // keeps its size, so the block may be smaller than asked).
+        let cap = dp.map_capacity(names::RANGE_STATS);
+        dp.learned = opts
+            .learned
+            .min(cap.saturating_sub(ranges.len() as u32 + RANGE_HEADROOM));
+        if dp.learned < opts.learned {
+            log::warn!(
+                "room for {} learned addresses, not {} (the range counters hold {cap})",
+                dp.learned,
+                opts.learned
+            );
+        }
         match &opts.pin {
             Some(dir) if resumed => {
                 // Range ids index the pinned counters: take the maps over
@@ -391,17 +422,14 @@ impl Datapath {
     /// Compares the (pinned) tries and port bitmaps with `ranges` and the
     /// ports `policy` gives them (by position): the pinned id of each range,
     /// or `Ok(Err(reason))` at the first difference.
-    /// Compares the (pinned) tries and port bitmaps with `ranges` and the
-    /// ports `policy` gives them (by position): the pinned id of each range,
-    /// or `Ok(Err(reason))` at the first difference.
     fn pinned_ids(
-        &self,
+        &mut self,
         ranges: &[Range],
         policy: &PortPolicy,
     ) -> Result<Result<Vec<u32>, String>, DatapathError> {
         let pinned: std::collections::HashMap<ipnet::IpNet, cas_audit_common::RangeValue> =
             maps::tries(&self.ebpf)?.into_iter().collect();
-        if pinned.len() != ranges.len() {
+        if pinned.len() < ranges.len() {
             return Ok(Err(format!(
                 "{} ranges pinned, {} wanted",
                 pinned.len(),
@@ -426,6 +454,33 @@ impl Datapath {
                     profile_ports[&v.ports]
                 )));
             }
+        }
+        // Entries beyond the set's in the learned block (the top range
+        // ids) are addresses an agent that died had learned: they go, as
+        // they would have at its exit. Any other entry beyond the set's is
+        // a range of another selection (a reload takes dropped ranges out).
+        let wanted: std::collections::HashSet<ipnet::IpNet> =
+            ranges.iter().map(|r| r.prefix.trunc()).collect();
+        let base = self.learned_base();
+        let mut stale = Vec::new();
+        for (p, v) in pinned.iter().filter(|(p, _)| !wanted.contains(*p)) {
+            if v.id < base {
+                return Ok(Err(format!("{p} is pinned, not wanted")));
+            }
+            stale.push(Range {
+                prefix: *p,
+                ..Range::placeholder()
+            });
+        }
+        if !stale.is_empty() {
+            log::info!(
+                "removing {} learned addresses left in the pinned tries",
+                stale.len()
+            );
+            let refs: Vec<&Range> = stale.iter().collect();
+            maps::remove_prefixes(&mut self.ebpf, &refs)?;
+            let words = maps::prefilter_words(ranges.iter());
+            maps::write_words(&mut self.ebpf, names::PREFILTER, indexed(words), true)?;
         }
         Ok(Ok(ids))
     }
@@ -452,8 +507,9 @@ impl Datapath {
         ranges: &[Range],
         active: &[bool],
         policy: &PortPolicy,
+        learned: &[(u32, &Range)],
     ) -> Result<(), DatapathError> {
-        let stats_cap = self.map_capacity(names::RANGE_STATS) as usize;
+        let stats_cap = self.learned_base() as usize;
         if ranges.len() > stats_cap {
             return Err(DatapathError::TooManyRanges {
                 family: "IPv4 and IPv6",
@@ -489,10 +545,12 @@ impl Datapath {
         // The union of old and new: every id in use.
         let words = maps::prefilter_words(ranges.iter());
         maps::write_words(&mut self.ebpf, names::PREFILTER, indexed(words), false)?;
+        // Learned addresses stay, under the profile numbers of the new policy.
         let live: Vec<(usize, &Range)> = ranges
             .iter()
             .enumerate()
             .filter(|(id, _)| active[*id])
+            .chain(learned.iter().map(|(id, r)| (*id as usize, *r)))
             .collect();
         maps::insert_ranges(&mut self.ebpf, live.iter().copied(), policy)?;
         let dropped: Vec<&Range> = ranges
@@ -504,6 +562,95 @@ impl Datapath {
         maps::remove_prefixes(&mut self.ebpf, &dropped)?;
         let words = maps::prefilter_words(live.iter().map(|(_, r)| *r));
         maps::write_words(&mut self.ebpf, names::PREFILTER, indexed(words), true)
+    }
+
+    /// Range id of the first learned address: the top
+    /// [`Datapath::learned_capacity`] ids of the range counters.
+    pub fn learned_base(&self) -> u32 {
+        self.map_capacity(names::RANGE_STATS) - self.learned
+    }
+
+    /// Range ids (and trie entries) reserved for learned addresses.
+    pub fn learned_capacity(&self) -> u32 {
+        self.learned
+    }
+
+    /// Puts a learned range into the tries under `id` (a learned id), with
+    /// the port profile `policy` gives it: a `new_profile`'s bitmap first,
+    /// then the prefilter bit, then the trie entry, so that no packet sees
+    /// the entry without its ports.
+    pub fn learn_insert(
+        &mut self,
+        id: u32,
+        range: &Range,
+        policy: &PortPolicy,
+        new_profile: bool,
+    ) -> Result<(), DatapathError> {
+        if new_profile {
+            let profile = policy.profile_of(id);
+            let words = maps::port_words(policy);
+            let per = sizes::PORT_WORDS as usize;
+            let start = profile as usize * per;
+            let cap = self.map_capacity(names::ALLOWED_PORTS) as usize;
+            if start + per > cap {
+                return Err(DatapathError::TooManyPortProfiles {
+                    have: profile as usize + 1,
+                    max: (cap / per) as u32,
+                });
+            }
+            maps::write_words(
+                &mut self.ebpf,
+                names::ALLOWED_PORTS,
+                (start..start + per).map(|i| (i as u32, words[i])),
+                true,
+            )?;
+        }
+        maps::set_prefilter(&mut self.ebpf, range)?;
+        maps::insert_ranges(
+            &mut self.ebpf,
+            std::iter::once((id as usize, range)),
+            policy,
+        )
+    }
+
+    /// Takes learned ranges out of the tries, then clears the prefilter
+    /// bits that none of `keep` (every range still in the tries) needs.
+    pub fn learn_remove<'a>(
+        &mut self,
+        gone: &[&Range],
+        keep: impl Iterator<Item = &'a Range>,
+    ) -> Result<(), DatapathError> {
+        maps::remove_prefixes(&mut self.ebpf, gone)?;
+        let words = maps::prefilter_words(keep);
+        let touched: std::collections::BTreeSet<u32> = gone
+            .iter()
+            .map(|r| maps::prefilter_word(&r.prefix))
+            .collect();
+        maps::write_words(
+            &mut self.ebpf,
+            names::PREFILTER,
+            touched.into_iter().map(|w| (w, words[w as usize])),
+            true,
+        )
+    }
+
+    /// The range id of the tries' range holding `addr` (listed or learned).
+    pub fn range_id_of(&self, addr: std::net::IpAddr) -> Option<u32> {
+        maps::lookup(&self.ebpf, addr).map(|v| v.id)
+    }
+
+    /// One range's totals (summed over CPUs).
+    pub fn range_total(&self, id: u32) -> Result<RangeStats, DatapathError> {
+        maps::range_total(&self.ebpf, id)
+    }
+
+    /// Takes the payload ring (DNS responses, ClientHellos) out of the object.
+    pub fn take_payloads(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        let map = self
+            .ebpf
+            .take_map(names::PAYLOADS)
+            .ok_or_else(|| DatapathError::Load("payload ring buffer missing".into()))?;
+        RingBuf::try_from(map).map_err(map_err("opening the payload ring buffer"))
     }
 
     /// Sets every prefilter bit, so that every packet goes to the trie: the
@@ -536,7 +683,6 @@ impl Datapath {
         RingBuf::try_from(map).map_err(map_err("opening the event ring buffer"))
     }
 
-    /// Global counters summed over CPUs.
     /// Global counters summed over CPUs.
     pub fn counters(&self) -> Result<Counters, DatapathError> {
         maps::counters(&self.ebpf)

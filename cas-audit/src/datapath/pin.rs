@@ -4,7 +4,7 @@
 //! without a gap.
 //!
 //! ```text
-//! DIR/layout-v3-k40-s128-e80-n176-r32-v8-c14   layout marker (a directory:
+//! DIR/layout-v4-k40-s128-e80-n176-r32-v8-c18   layout marker (a directory:
 //!                                              bpffs holds no regular files)
 //! DIR/maps/CAS_*                          the data maps
 //! DIR/links/egress-IFINDEX-IF             the TCX egress link
@@ -37,7 +37,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cas-audit";
 
 /// Version of the pinned layout: bumped whenever a shared type or a map
 /// changes meaning.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// `statfs(2)` magic of a BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -426,7 +426,7 @@ mod tests {
     fn layout_names_the_sizes() {
         assert_eq!(
             PinDir::layout_name(),
-            "layout-v3-k40-s128-e80-n176-r32-v8-c14"
+            "layout-v4-k40-s128-e80-n176-r32-v8-c18"
         );
     }
 

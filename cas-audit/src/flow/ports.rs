@@ -96,6 +96,29 @@ impl PortPolicy {
         }
     }
 
+    /// Gives range `id` (a learned address) the profile of `ports`, added
+    /// if no range has it yet; returns it. With one set for every range
+    /// (no `--set`, or `--allow-port`), the learned range takes that one:
+    /// the global ports apply to every range, learned or listed.
+    pub fn assign(&mut self, id: u32, ports: AllowedPorts) -> u32 {
+        if self.is_global() {
+            return 0;
+        }
+        let profile = match self.profiles.iter().position(|p| *p == ports) {
+            Some(p) => p as u32,
+            None => {
+                self.profiles.push(ports);
+                self.profiles.len() as u32 - 1
+            }
+        };
+        let i = id as usize;
+        if self.range_profile.len() <= i {
+            self.range_profile.resize(i + 1, 0);
+        }
+        self.range_profile[i] = profile;
+        profile
+    }
+
     /// The profile of range `id`.
     pub fn profile_of(&self, id: u32) -> u32 {
         self.range_profile.get(id as usize).copied().unwrap_or(0)
@@ -140,5 +163,24 @@ mod tests {
         assert_eq!(o.iter().collect::<Vec<_>>(), vec![443, 8443]);
         assert!(!o.contains(80));
         assert_eq!(o.to_string(), "443, 8443");
+    }
+
+    #[test]
+    fn learned_ranges_take_their_names_ports_only_with_a_set() {
+        let mut g = PortPolicy::global(AllowedPorts::default());
+        assert_eq!(g.assign(5000, AllowedPorts::from_ports([80])), 0);
+        assert!(g.for_range(5000).contains(443) && g.for_range(5000).contains(80));
+        let r = |p: &str, ports: &[u16]| Range {
+            prefix: p.parse().unwrap(),
+            datacenters: Default::default(),
+            purposes: Default::default(),
+            ports: ports.iter().copied().collect(),
+        };
+        let mut p = PortPolicy::per_range(&[r("13.64.196.27/32", &[443])]);
+        assert_eq!(p.assign(4000, AllowedPorts::from_ports([443])), 0);
+        assert_eq!(p.assign(4001, AllowedPorts::from_ports([80])), 1);
+        assert!(p.for_range(4001).contains(80) && !p.for_range(4001).contains(443));
+        assert!(!p.for_range(4000).contains(80));
+        assert_eq!(p.profiles().len(), 2);
     }
 }

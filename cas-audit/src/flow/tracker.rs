@@ -136,6 +136,12 @@ pub struct Tracker {
     /// good since the last poll began: a late flag event of one of them is
     /// not a new connection.
     done: std::collections::HashSet<(FlowKey, u64)>,
+    /// `now` of the latest poll, and of the one before it (0: none yet).
+    /// An entry first seen before `settled_ns` was in the table when the
+    /// latest snapshot was read (unless removed): one the tracker does not
+    /// know was reported for good or forgotten already.
+    latest_ns: u64,
+    settled_ns: u64,
     idle_ns: u64,
     linger_ns: u64,
     answer: Duration,
@@ -145,6 +151,9 @@ pub struct Tracker {
     pub disallowed: u64,
     /// Kernel flow entries of the connections reported for good.
     pub entries_reported: u64,
+    /// Ring records of entries already reported for good or forgotten,
+    /// dropped (`events_stale`).
+    pub stale: u64,
 }
 
 impl Tracker {
@@ -160,13 +169,29 @@ impl Tracker {
             by_ident: HashMap::new(),
             deferred: Vec::new(),
             done: Default::default(),
+            latest_ns: 0,
+            settled_ns: 0,
             idle_ns,
             linger_ns,
             answer,
             reported: 0,
             disallowed: 0,
             entries_reported: 0,
+            stale: 0,
         }
+    }
+
+    /// Whether a ring record of kernel entry `key` first seen at
+    /// `first_ns` comes after the entry's end: the entry is not known, and
+    /// it was reported for good in the latest poll, or first seen before
+    /// the poll before it (a snapshot since would have shown it). Such a
+    /// record was queued while the agent was paused or behind; it is
+    /// counted, and nothing is written for it.
+    fn is_stale(&mut self, key: &FlowKey, first_ns: u64) -> bool {
+        let stale = !self.by_member.contains_key(&(*key, first_ns))
+            && (self.done.contains(&(*key, first_ns)) || first_ns < self.settled_ns);
+        self.stale += u64::from(stale);
+        stale
     }
 
     /// The answer timeout.
@@ -294,7 +319,7 @@ impl Tracker {
         res: &mut dyn Resolve,
         out: &mut Vec<(Flow, Reason)>,
     ) {
-        if self.done.contains(&(ev.key, ev.ts_ns)) {
+        if self.is_stale(&ev.key, ev.ts_ns) {
             return;
         }
         // The flow as of its first packet, built with the kernel's own rule.
@@ -342,8 +367,12 @@ impl Tracker {
     /// An ended flow the kernel handed over when a new connection reused
     /// its 5-tuple, at `now_ns`. Reported at the next poll (after its
     /// partners on the other side of a NAT arrived too), before anything
-    /// of the new connection.
+    /// of the new connection; dropped as stale when the flow was reported
+    /// for good already (the agent and the kernel ended it at once).
     pub fn on_ended(&mut self, key: FlowKey, stats: FlowStats, now_ns: u64, res: &mut dyn Resolve) {
+        if self.is_stale(&key, stats.first_seen_ns) {
+            return;
+        }
         self.assign(key, stats, Life::Frozen { arrived_ns: now_ns }, res);
     }
 
@@ -370,6 +399,7 @@ impl Tracker {
         exit: bool,
     ) -> Due {
         self.done.clear();
+        self.settled_ns = std::mem::replace(&mut self.latest_ns, now_ns);
         for c in self.conns.values_mut() {
             for m in &mut c.members {
                 if let Life::Live { seen } = &mut m.life {

@@ -1,12 +1,15 @@
 //! Facts about this machine, and the raw system calls behind them: the
-//! only module that calls `bpf(2)`, `ioctl(2)`, talks netlink to conntrack or
-//! reads `/proc` directly.
+//! only module that calls `bpf(2)`, `ioctl(2)`, `setrlimit(2)`, talks
+//! netlink (to conntrack, and rtnetlink for the interfaces) or reads
+//! `/proc` directly.
 
 pub mod bpf;
 pub mod caps;
 pub mod clock;
 pub mod conntrack;
+pub mod fds;
 pub mod fs;
+pub mod links;
 pub mod mounts;
 pub mod netdev;
 

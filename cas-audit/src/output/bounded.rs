@@ -4,14 +4,19 @@
 //! failed to deliver, or items still queued when the agent stops are
 //! counted as dropped, so that `sent + dropped` is every item offered.
 //!
-//! The IPFIX exporter ([`super::ipfix`]) and the syslog sender
-//! ([`super::syslog`]) are built on it.
+//! Every sink of `run` is built on it: the JSON lines, the readable lines
+//! and the log directory ([`super::sink`]), the IPFIX exporter
+//! ([`super::ipfix`]) and the syslog sender ([`super::syslog`]). A queue is
+//! bounded by the weight of what waits in it: a number of items, or bytes.
+//! A sink that falls behind is noticed ([`Bounded::stall`]): the agent
+//! says so once per stall, with the count, and goes on.
 
 use std::{
+    io,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
-        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        mpsc::{channel, Receiver, Sender},
+        Arc, Mutex,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -22,12 +27,21 @@ use serde::{Deserialize, Serialize};
 /// Items a worker takes from its queue at once, at most.
 pub const MAX_BATCH: usize = 1024;
 
+/// How often [`Bounded::sync`] and [`Bounded::close`] look at the worker.
+const WAIT_STEP: Duration = Duration::from_millis(2);
+
 /// What a sink did with the items offered to it, so far.
 #[derive(Debug, Default)]
 pub struct SinkStats {
     offered: AtomicU64,
     sent: AtomicU64,
     dropped: AtomicU64,
+    /// Of the dropped, those the full queue refused.
+    overflow: AtomicU64,
+    /// Weight of the items waiting in the queue.
+    queued: AtomicUsize,
+    /// The first error the worker's writer met.
+    error: Mutex<Option<io::Error>>,
 }
 
 impl SinkStats {
@@ -41,6 +55,13 @@ impl SinkStats {
         self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Keeps `e` as the sink's failure (the first one only), for the agent
+    /// to act on ([`Bounded::take_error`]).
+    pub fn fail(&self, e: io::Error) {
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
+    }
+
     /// The counts now.
     pub fn counts(&self) -> SinkCounts {
         SinkCounts {
@@ -48,13 +69,21 @@ impl SinkStats {
             dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
+
+    /// Items offered and not yet sent or dropped (queued or being delivered).
+    fn pending(&self) -> u64 {
+        let c = self.counts();
+        self.offered
+            .load(Ordering::Relaxed)
+            .saturating_sub(c.sent + c.dropped)
+    }
 }
 
 /// A sink's counts, as the summary's `sinks` field writes them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkCounts {
     /// Items handed to the transport (a UDP datagram sent, bytes written to
-    /// a TCP stream): what the network was given, not what arrived.
+    /// a TCP stream, a pipe or a file): what was given away, not what arrived.
     pub sent: u64,
     /// Items lost: the queue was full, the transport failed or was not
     /// connected, or the agent stopped before they were sent.
@@ -68,12 +97,36 @@ pub trait Deliver<T>: Send + 'static {
     fn deliver(&mut self, batch: &[T], stats: &SinkStats);
 }
 
+/// A change in whether a sink keeps up, from [`Bounded::stall`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// Its queue overflowed: items are being dropped (`dropped`: the queue
+    /// refused that many so far, in all).
+    Began {
+        /// Items the full queue refused so far.
+        dropped: u64,
+    },
+    /// It caught up: its queue is empty and refused nothing since the last
+    /// look (`dropped`: items refused during the stall).
+    Ended {
+        /// Items the full queue refused while it lasted.
+        dropped: u64,
+    },
+}
+
 /// A bounded queue and the thread that empties it.
 pub struct Bounded<T> {
     name: &'static str,
-    tx: Option<SyncSender<T>>,
+    tx: Option<Sender<T>>,
     stats: Arc<SinkStats>,
     worker: Option<JoinHandle<()>>,
+    /// Most weight waiting at once, and the weight of one item.
+    limit: usize,
+    weigh: fn(&T) -> usize,
+    /// Overflows counted at the last [`Bounded::stall`], and at the start
+    /// of the stall going on, if any.
+    seen_overflow: u64,
+    stalled_at: Option<u64>,
 }
 
 impl<T: Send + 'static> Bounded<T> {
@@ -86,25 +139,45 @@ impl<T: Send + 'static> Bounded<T> {
     pub fn spawn(
         name: &'static str,
         capacity: usize,
+        deliver: impl Deliver<T>,
+    ) -> io::Result<Bounded<T>> {
+        Self::spawn_weighed(name, capacity, |_| 1, deliver)
+    }
+
+    /// [`Bounded::spawn`] with items of weight `weigh(item)` (bytes, say):
+    /// at most `limit` of weight waits, but one item always fits in an
+    /// empty queue. The worker's batch in hand is not counted, so the
+    /// sink holds at most twice `limit`.
+    ///
+    /// # Errors
+    /// The thread cannot be started.
+    pub fn spawn_weighed(
+        name: &'static str,
+        limit: usize,
+        weigh: fn(&T) -> usize,
         mut deliver: impl Deliver<T>,
-    ) -> std::io::Result<Bounded<T>> {
-        let (tx, rx) = sync_channel(capacity);
+    ) -> io::Result<Bounded<T>> {
+        let (tx, rx) = channel();
         let stats = Arc::new(SinkStats::default());
         let worker = {
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name(format!("cas-audit-{name}"))
-                .spawn(move || work(&rx, &mut deliver, &stats))?
+                .spawn(move || work(&rx, weigh, &mut deliver, &stats))?
         };
         Ok(Bounded {
             name,
             tx: Some(tx),
             stats,
             worker: Some(worker),
+            limit,
+            weigh,
+            seen_overflow: 0,
+            stalled_at: None,
         })
     }
 
-    /// The sink's name (`ipfix`, `syslog`).
+    /// The sink's name (`ipfix`, `syslog`, `json`, ...).
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -117,9 +190,19 @@ impl<T: Send + 'static> Bounded<T> {
             self.stats.dropped(1);
             return;
         };
-        match tx.try_send(item) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.stats.dropped(1),
+        // One producer: the weight queued only shrinks between this check
+        // and the add.
+        let w = (self.weigh)(&item);
+        let queued = self.stats.queued.load(Ordering::Relaxed);
+        if queued > 0 && queued.saturating_add(w) > self.limit {
+            self.stats.overflow.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped(1);
+            return;
+        }
+        self.stats.queued.fetch_add(w, Ordering::Relaxed);
+        if tx.send(item).is_err() {
+            self.stats.queued.fetch_sub(w, Ordering::Relaxed);
+            self.stats.dropped(1);
         }
     }
 
@@ -128,25 +211,74 @@ impl<T: Send + 'static> Bounded<T> {
         self.stats.counts()
     }
 
+    /// The writer's first failure, once (later calls return `None`).
+    pub fn take_error(&self) -> Option<io::Error> {
+        self.stats
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Whether the sink fell behind or caught up since the last call (the
+    /// agent calls it once a poll). A stall begins when the full queue
+    /// refuses an item, and ends at a look that finds the queue empty and
+    /// nothing refused since the previous look.
+    pub fn stall(&mut self) -> Option<Stall> {
+        let overflow = self.stats.overflow.load(Ordering::Relaxed);
+        let new = overflow > self.seen_overflow;
+        let before = std::mem::replace(&mut self.seen_overflow, overflow);
+        match self.stalled_at {
+            None if new => {
+                self.stalled_at = Some(before);
+                Some(Stall::Began { dropped: overflow })
+            }
+            Some(start) if !new && self.stats.pending() == 0 => {
+                self.stalled_at = None;
+                Some(Stall::Ended {
+                    dropped: overflow - start,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Waits until `deadline` at most for the worker to send or drop every
+    /// item offered so far; whether it did.
+    pub fn sync(&self, deadline: Instant) -> bool {
+        loop {
+            if self.stats.pending() == 0 {
+                return true;
+            }
+            if self.worker.as_ref().is_none_or(|w| w.is_finished()) || Instant::now() >= deadline {
+                return self.stats.pending() == 0;
+            }
+            std::thread::sleep(WAIT_STEP);
+        }
+    }
+
     /// Closes the queue and waits, at most `grace`, for the thread to send
     /// what is queued; what it has not sent or dropped by then is counted
     /// dropped (the thread is left to the process's exit). Returns the
     /// final counts (an abandoned thread may still count afterwards: use
     /// these).
     pub fn close(&mut self, grace: Duration) -> SinkCounts {
+        self.close_by(Instant::now() + grace)
+    }
+
+    /// [`Bounded::close`], waiting until `deadline` at most.
+    pub fn close_by(&mut self, deadline: Instant) -> SinkCounts {
         self.tx = None;
         if let Some(worker) = self.worker.take() {
-            let deadline = Instant::now() + grace;
             while !worker.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(WAIT_STEP);
             }
             if worker.is_finished() {
                 let _ = worker.join();
             }
         }
         let c = self.stats.counts();
-        let offered = self.stats.offered.load(Ordering::Relaxed);
-        let pending = offered.saturating_sub(c.sent + c.dropped);
+        let pending = self.stats.pending();
         self.stats.dropped(pending);
         SinkCounts {
             sent: c.sent,
@@ -226,7 +358,12 @@ pub fn connect_udp(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpS
     Ok(s)
 }
 
-fn work<T>(rx: &Receiver<T>, deliver: &mut impl Deliver<T>, stats: &SinkStats) {
+fn work<T>(
+    rx: &Receiver<T>,
+    weigh: fn(&T) -> usize,
+    deliver: &mut impl Deliver<T>,
+    stats: &SinkStats,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Ends when the queue is closed and empty.
     while let Ok(first) = rx.recv() {
@@ -237,6 +374,8 @@ fn work<T>(rx: &Receiver<T>, deliver: &mut impl Deliver<T>, stats: &SinkStats) {
                 Err(_) => break,
             }
         }
+        let w: usize = batch.iter().map(weigh).sum();
+        stats.queued.fetch_sub(w, Ordering::Relaxed);
         deliver.deliver(&batch, stats);
         batch.clear();
     }
@@ -318,5 +457,97 @@ mod tests {
         // Offers after close are dropped, never queued.
         sink.offer(1000);
         assert_eq!(sink.counts().dropped, 251);
+    }
+
+    /// Keeps what it is given, after the gate opens.
+    struct Keep(Arc<(Mutex<bool>, Condvar)>, Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Deliver<Vec<u8>> for Keep {
+        fn deliver(&mut self, batch: &[Vec<u8>], stats: &SinkStats) {
+            let (lock, cv) = &*self.0;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            self.1.lock().unwrap().extend(batch.iter().cloned());
+            stats.sent(batch.len() as u64);
+        }
+    }
+
+    fn gate(open: bool) -> Arc<(Mutex<bool>, Condvar)> {
+        Arc::new((Mutex::new(open), Condvar::new()))
+    }
+
+    fn open(g: &Arc<(Mutex<bool>, Condvar)>) {
+        *g.0.lock().unwrap() = true;
+        g.1.notify_all();
+    }
+
+    /// A byte-weighed queue holds at most its limit while the writer is
+    /// stuck; one stall is reported once, with its count, and its end
+    /// once the writer catches up.
+    #[test]
+    fn a_weighed_queue_holds_its_limit_and_reports_one_stall() {
+        let g = gate(false);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let mut sink =
+            Bounded::spawn_weighed("test", 1000, Vec::len, Keep(g.clone(), got.clone())).unwrap();
+        assert_eq!(sink.stall(), None);
+        // The worker takes the first item and blocks; 10 items of 100
+        // bytes fill the queue; 20 more are refused.
+        sink.offer(vec![0; 100]);
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..30 {
+            sink.offer(vec![1; 100]);
+        }
+        assert_eq!(
+            sink.counts(),
+            SinkCounts {
+                sent: 0,
+                dropped: 20
+            }
+        );
+        assert_eq!(sink.stall(), Some(Stall::Began { dropped: 20 }));
+        // Still behind: nothing new to say, even with more refused.
+        sink.offer(vec![2; 100]);
+        assert_eq!(sink.stall(), None);
+        assert!(!sink.sync(Instant::now() + Duration::from_millis(20)));
+        open(&g);
+        assert!(sink.sync(Instant::now() + Duration::from_secs(5)));
+        // The look after the last refusal saw it; the next finds it empty.
+        assert_eq!(sink.stall(), Some(Stall::Ended { dropped: 21 }));
+        assert_eq!(sink.stall(), None);
+        // An item larger than the limit fits an empty queue.
+        sink.offer(vec![3; 5000]);
+        assert!(sink.sync(Instant::now() + Duration::from_secs(5)));
+        let c = sink.close(Duration::from_secs(5));
+        assert_eq!(
+            c,
+            SinkCounts {
+                sent: 12,
+                dropped: 21
+            }
+        );
+        assert_eq!(got.lock().unwrap().len(), 12);
+    }
+
+    /// A writer's failure is kept for the agent, once.
+    #[test]
+    fn the_first_failure_is_kept() {
+        struct Fails;
+        impl Deliver<u32> for Fails {
+            fn deliver(&mut self, batch: &[u32], stats: &SinkStats) {
+                stats.dropped(batch.len() as u64);
+                stats.fail(io::ErrorKind::BrokenPipe.into());
+                stats.fail(io::Error::other("later"));
+            }
+        }
+        let mut sink = Bounded::spawn("test", 10, Fails).unwrap();
+        sink.offer(1);
+        assert!(sink.sync(Instant::now() + Duration::from_secs(5)));
+        let e = sink.take_error().expect("an error");
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert!(sink.take_error().is_none());
+        assert_eq!(sink.close(Duration::from_secs(1)).dropped, 1);
     }
 }

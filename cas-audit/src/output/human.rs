@@ -202,10 +202,42 @@ pub fn summary_table(s: &Summary, disallowed: &[FlowRecord]) -> String {
             s.log_records_lost
         ));
     }
+    let w = &s.watch;
+    if w.interface_gaps > 0 {
+        out.push_str(&format!(
+            "interface gaps: {} (an audited interface was removed: no counting until it was back); {} ms without the programs while an interface of its name existed\n",
+            w.interface_gaps, w.interface_uncovered_ms
+        ));
+    }
+    if w.metrics_connections_refused + w.metrics_connections_timed_out + w.metrics_accept_errors > 0
+    {
+        out.push_str(&format!(
+            "metrics endpoint: {} connections refused (too many open at once), {} timed out, {} failed accepts\n",
+            w.metrics_connections_refused, w.metrics_connections_timed_out, w.metrics_accept_errors
+        ));
+    }
     if c.get(Counter::FlowsLost) > 0 {
         out.push_str(&format!(
             "flows lost: {} ended flows whose 5-tuple was reused before the ring buffer had room for them (raise --ring-size)\n",
             c.get(Counter::FlowsLost)
+        ));
+    }
+    if s.events_stale > 0 {
+        out.push_str(&format!(
+            "events stale: {} ring records of flows already reported, dropped (read after the agent was paused or behind)\n",
+            s.events_stale
+        ));
+    }
+    let dropped: Vec<String> = s
+        .sinks
+        .iter()
+        .filter(|(_, c)| c.dropped > 0)
+        .map(|(name, c)| format!("{name} {} of {}", c.dropped, c.sent + c.dropped))
+        .collect();
+    if !dropped.is_empty() {
+        out.push_str(&format!(
+            "dropped by sinks that could not keep up or deliver: {}\n",
+            dropped.join(", ")
         ));
     }
     if !s.states.is_empty() {
@@ -218,6 +250,28 @@ pub fn summary_table(s: &Summary, disallowed: &[FlowRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_says_what_was_stale_and_dropped() {
+        let mut s = Summary {
+            events_stale: 3,
+            ..Default::default()
+        };
+        let counts = |sent, dropped| crate::output::bounded::SinkCounts { sent, dropped };
+        s.sinks.insert("json".into(), counts(5, 2));
+        s.sinks.insert("ipfix".into(), counts(7, 0));
+        let text = summary_table(&s, &[]);
+        assert!(text.contains("events stale: 3 ring records"), "{text}");
+        assert!(
+            text.contains("dropped by sinks that could not keep up or deliver: json 2 of 7\n"),
+            "{text}"
+        );
+        let quiet = summary_table(&Summary::default(), &[]);
+        assert!(
+            !quiet.contains("stale") && !quiet.contains("dropped"),
+            "{quiet}"
+        );
+    }
 
     #[test]
     fn line_times_have_the_date_and_the_zone() {

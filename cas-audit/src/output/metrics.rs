@@ -13,8 +13,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
-    net::SocketAddr,
-    sync::{atomic::AtomicU64, Arc},
+    sync::atomic::AtomicU64,
 };
 
 use cas_audit_common::{Counter, Counters, RangeStats};
@@ -23,16 +22,41 @@ use prometheus_client::{
     metrics::{counter::Counter as PCounter, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
 
-use super::bounded::SinkCounts;
+use super::{bounded::SinkCounts, record::LearnedSummary};
+
+/// The learned-name counters: the summary's `learned` field each stands
+/// for, and its HELP text. No name or address is ever a label.
+const LEARNED: [(&str, &str); 5] = [
+    (
+        "answers",
+        "DNS answers and ClientHellos naming one of the set's names, learned or refreshed",
+    ),
+    (
+        "added",
+        "Addresses put into the kernel tries as learned ranges",
+    ),
+    (
+        "expired",
+        "Learned addresses taken out of the tries when their TTL ended",
+    ),
+    (
+        "overflow",
+        "Addresses not learned because the learned table was full (--max-learned)",
+    ),
+    (
+        "unreadable",
+        "Payloads handed over that were no readable DNS response or ClientHello",
+    ),
+];
 use crate::{
     addrset::{Range, NO_DATACENTER},
     flow::{State, Verdict},
 };
+
+mod server;
+
+pub use server::{serve, serve_on, serve_with, Limits, ListenerCounters};
 
 /// Labels of the traffic counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,10 +78,10 @@ pub struct FlowLabels {
     pub state: String,
 }
 
-/// Labels of the export counters.
+/// Labels of the sink counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
-    /// `ipfix` or `syslog`.
+    /// `ipfix`, `syslog`, `json`, `lines` or `log_dir`.
     pub sink: String,
 }
 
@@ -104,9 +128,19 @@ pub struct Metrics {
     kernel: HashMap<Counter, Counter64>,
     table_entries: Gauge,
     log_lost: Counter64,
+    events_stale: Counter64,
     table_capacity: Gauge,
     export_sent: Family<SinkLabels, Counter64>,
     export_dropped: Family<SinkLabels, Counter64>,
+    /// What the metrics listeners refused or cut short.
+    pub listener: ListenerCounters,
+    iface_gaps: Counter64,
+    iface_uncovered: PCounter<f64, AtomicU64>,
+    iface_attached: Gauge,
+    /// Names learned: `cas_audit_learned_<name>_total` per [`LEARNED`] field.
+    learned: HashMap<&'static str, Counter64>,
+    learned_now: Gauge,
+    learned_capacity: Gauge,
     /// Last values added, to turn absolute kernel counters into increments.
     last: std::sync::Mutex<HashMap<String, u64>>,
 }
@@ -171,23 +205,67 @@ impl Metrics {
             "JSON-lines records the --log-dir could not write (full disk, I/O errors)",
             log_lost.clone(),
         );
+        let events_stale = Counter64::default();
+        registry.register(
+            "cas_audit_events_stale",
+            "Ring records of flows already reported for good, dropped (queued while the agent was paused or behind)",
+            events_stale.clone(),
+        );
         let export_sent = Family::<SinkLabels, Counter64>::default();
         registry.register(
             "cas_audit_export_sent",
-            "Items handed to an export's transport: flows (ipfix), messages (syslog)",
+            "Items handed to a sink's transport or writer: flows (ipfix), messages (syslog), records (json, lines, log_dir)",
             export_sent.clone(),
         );
         let export_dropped = Family::<SinkLabels, Counter64>::default();
         registry.register(
             "cas_audit_export_dropped",
-            "Items an export lost: queue full, collector or SIEM unreachable",
+            "Items a sink lost: its queue full (a reader, disk, collector or SIEM behind), its transport failed, or still queued at exit",
             export_dropped.clone(),
+        );
+        let listener = ListenerCounters::register(&mut registry);
+        let iface_gaps = Counter64::default();
+        registry.register(
+            "cas_audit_interface_gaps",
+            "Times an audited interface lost its programs (its device was removed); each gap lasts until the programs are attached to the interface of that name again",
+            iface_gaps.clone(),
+        );
+        let iface_uncovered = PCounter::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "cas_audit_interface_uncovered",
+            "Time an interface of an audited name existed without the programs, from the kernel's RTM_NEWLINK as the agent read it to the attach",
+            Unit::Seconds,
+            iface_uncovered.clone(),
+        );
+        let iface_attached = Gauge::default();
+        registry.register(
+            "cas_audit_interfaces_attached",
+            "Audited interfaces (--iface) the programs are attached to now",
+            iface_attached.clone(),
         );
         let info = Family::<SetLabels, Gauge>::default();
         registry.register(
             "cas_audit_address_set",
             "The address set audited (value 1)",
             info.clone(),
+        );
+        let mut learned = HashMap::new();
+        for (name, help) in LEARNED {
+            let m = Counter64::default();
+            registry.register(format!("cas_audit_learned_{name}"), help, m.clone());
+            learned.insert(name, m);
+        }
+        let learned_now = Gauge::default();
+        registry.register(
+            "cas_audit_learned_addresses",
+            "Learned addresses in the kernel tries now",
+            learned_now.clone(),
+        );
+        let learned_capacity = Gauge::default();
+        registry.register(
+            "cas_audit_learned_capacity",
+            "Learned addresses the tries hold at most (--max-learned)",
+            learned_capacity.clone(),
         );
         info.get_or_create(&SetLabels {
             set: LabelText::new(set),
@@ -203,11 +281,35 @@ impl Metrics {
             kernel,
             table_entries,
             log_lost,
+            events_stale,
             table_capacity,
             export_sent,
             export_dropped,
+            listener,
+            iface_gaps,
+            iface_uncovered,
+            iface_attached,
+            learned,
+            learned_now,
+            learned_capacity,
             last: Default::default(),
         }
+    }
+
+    /// Updates the learned-name metrics from the summary's figures and the
+    /// addresses in the tries now.
+    pub fn learned(&self, s: &LearnedSummary, now: usize) {
+        for (name, v) in [
+            ("answers", s.answers),
+            ("added", s.added),
+            ("expired", s.expired),
+            ("overflow", s.overflow),
+            ("unreadable", s.unreadable),
+        ] {
+            self.advance(format!("learned_{name}"), &self.learned[name], v);
+        }
+        self.learned_now.set(now as i64);
+        self.learned_capacity.set(s.capacity as i64);
     }
 
     fn advance(&self, key: String, counter: &Counter64, value: u64) {
@@ -290,7 +392,26 @@ impl Metrics {
         self.advance("log_records_lost".into(), &self.log_lost, n);
     }
 
-    /// Sets what each export sent and dropped so far.
+    /// Sets the interface gaps so far, the time uncovered so far (ms) and
+    /// the audited interfaces attached now.
+    pub fn interfaces(&self, gaps: u64, uncovered_ms: u64, attached: usize) {
+        self.advance("iface_gaps".into(), &self.iface_gaps, gaps);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = last.entry("iface_uncovered_ms".into()).or_insert(0);
+        if uncovered_ms > *prev {
+            self.iface_uncovered
+                .inc_by((uncovered_ms - *prev) as f64 / 1000.0);
+            *prev = uncovered_ms;
+        }
+        self.iface_attached.set(attached as i64);
+    }
+
+    /// Sets the ring records dropped as stale so far.
+    pub fn events_stale(&self, n: u64) {
+        self.advance("events_stale".into(), &self.events_stale, n);
+    }
+
+    /// Sets what each sink sent and dropped so far.
     pub fn sinks(&self, counts: &BTreeMap<String, SinkCounts>) {
         for (name, c) in counts {
             let labels = SinkLabels { sink: name.clone() };
@@ -415,109 +536,6 @@ impl std::fmt::Display for ListenAddr {
             Some(h) => write!(f, "{h}:{}", self.port),
         }
     }
-}
-
-/// Serves `GET /metrics` on every address `addr` stands for (`:PORT`: the
-/// IPv6 wildcard, which takes IPv4 too, or the IPv4 one where IPv6 is off).
-/// Returns the bound addresses and their tasks.
-///
-/// # Errors
-/// The host name does not resolve, or an address cannot be bound (in use,
-/// not local, not allowed).
-pub async fn serve_on(
-    addr: &ListenAddr,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<Vec<(SocketAddr, tokio::task::JoinHandle<()>)>> {
-    use std::net::{Ipv4Addr, Ipv6Addr};
-    let Some(host) = &addr.host else {
-        let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, addr.port));
-        return match serve(any6, metrics.clone()).await {
-            Ok(s) => Ok(vec![s]),
-            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-                let any4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port));
-                Ok(vec![serve(any4, metrics).await?])
-            }
-            Err(e) => Err(e),
-        };
-    };
-    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), addr.port))
-        .await?
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    let mut out = Vec::new();
-    for a in addrs {
-        out.push(serve(a, metrics.clone()).await?);
-    }
-    Ok(out)
-}
-
-/// Serves `GET /metrics` on `addr` until the task is dropped. Returns the
-/// bound address (useful with port 0).
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                // Read the request head (bounded: 4 KiB, 5 s).
-                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                    while n < buf.len() {
-                        let m = conn.read(&mut buf[n..]).await?;
-                        if m == 0 {
-                            break;
-                        }
-                        n += m;
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                    Ok::<_, std::io::Error>(())
-                })
-                .await;
-                if !matches!(read, Ok(Ok(()))) {
-                    return;
-                }
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let line = head.lines().next().unwrap_or("");
-                let mut parts = line.split_whitespace();
-                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                let openmetrics = head.lines().any(|l| {
-                    l.split_once(':').is_some_and(|(k, v)| {
-                        k.eq_ignore_ascii_case("accept")
-                            && v.contains("application/openmetrics-text")
-                    })
-                });
-                let (status, ctype, body) =
-                    if method == "GET" && (path == "/metrics" || path == "/") {
-                        let om = metrics.render();
-                        if openmetrics {
-                            ("200 OK", OPENMETRICS, om)
-                        } else {
-                            ("200 OK", TEXT_004, text_format(&om))
-                        }
-                    } else {
-                        ("404 Not Found", "text/plain", "try /metrics\n".to_string())
-                    };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(resp.as_bytes()).await;
-                let _ = conn.shutdown().await;
-            });
-        }
-    });
-    Ok((bound, task))
 }
 
 #[cfg(test)]

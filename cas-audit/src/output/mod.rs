@@ -6,6 +6,7 @@
 //! blocks the agent.
 
 pub mod bounded;
+pub mod check_record;
 pub mod human;
 pub mod ipfix;
 pub mod logdir;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod record;
 pub mod sink;
 pub mod syslog;
+pub mod writer;
 
 /// An output file that cannot be created.
 #[derive(Debug, thiserror::Error)]

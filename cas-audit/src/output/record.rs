@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::bounded::SinkCounts;
+pub use super::check_record::{CheckRecord, CheckResult, CheckSummary};
 use crate::{
     addrset::{DataCenter, Purpose, Range},
     flow::{
@@ -267,6 +268,15 @@ pub struct FlowRecord {
     /// Purposes of the range.
     #[serde(default)]
     pub purposes: Vec<Purpose>,
+    /// The name the client asked DNS for when the remote address came in
+    /// an answer to one of the set's names (learned, or in a listed
+    /// range); null when none was seen.
+    #[serde(default)]
+    pub dns_name: Option<String>,
+    /// The server name of the flow's TLS ClientHello (SNI); null when none
+    /// was seen (not TLS to port 443, started before the agent, no SNI).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     /// `allowed` or `disallowed-port`.
     pub verdict: Verdict,
     /// Wire packets local → remote.
@@ -367,6 +377,8 @@ impl FlowRecord {
             purposes: range
                 .map(|r| r.purposes.iter().copied().collect())
                 .unwrap_or_default(),
+            dns_name: None,
+            tls_server_name: None,
             verdict: flow.verdict,
             packets_out: flow.stats.packets_out,
             bytes_out: flow.stats.bytes_out,
@@ -449,6 +461,10 @@ pub struct RangeRecord {
     /// Its purposes.
     #[serde(default)]
     pub purposes: Vec<Purpose>,
+    /// For a learned address: the name it was learned as (absent for
+    /// listed ranges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
     /// Packets towards it.
     pub packets_out: u64,
     /// Bytes towards it.
@@ -494,15 +510,24 @@ pub struct Summary {
     /// reported (their packets are still in the range counters).
     #[serde(default)]
     pub flows_evicted: u64,
-    /// Records `--log-dir` could not write (full disk, I/O errors); 0
-    /// without it. Filled in by the sink that writes the summary.
-    #[serde(default)]
-    pub log_records_lost: u64,
-    /// Per export (`ipfix`, `syslog`): items sent and dropped (flows for
-    /// IPFIX, messages for syslog); empty without exports. Filled in by
+    /// Records `--log-dir` could not write (full disk, I/O errors, or its
+    /// queue full while the disk was behind); 0 without it. Filled in by
     /// the sink that writes the summary.
     #[serde(default)]
+    pub log_records_lost: u64,
+    /// Per sink: items sent and dropped, for the exports (`ipfix`: flows,
+    /// `syslog`: messages) and the local outputs (`json`, `lines`: the
+    /// readable lines, `log_dir`: records; a drop is a record its queue
+    /// could not hold while the writer was behind, or one still queued at
+    /// exit). Filled in by the sink that writes the summary, with the
+    /// counts before the summary itself.
+    #[serde(default)]
     pub sinks: BTreeMap<String, SinkCounts>,
+    /// Ring records (flag events, ended flows) of flows already reported
+    /// for good or forgotten, queued while the agent was paused or behind:
+    /// dropped, so that nothing follows a flow's final record.
+    #[serde(default)]
+    pub events_stale: u64,
     /// The kernel counters (`packets`, `matched`, `malformed`, `not_ip`,
     /// `fragments`, `ext_header_limit`, `events_lost`, `flows_created`,
     /// `flow_insert_failed`, `events`, `icmp_errors`, `icmp_unmatched`).
@@ -523,6 +548,66 @@ pub struct Summary {
     /// Whose ports apply.
     #[serde(default)]
     pub port_policy: PortPolicyKind,
+    /// Names learned from DNS answers and ClientHellos.
+    #[serde(default)]
+    pub learned: LearnedSummary,
+    /// Interface gaps and what the metrics endpoint refused.
+    #[serde(flatten)]
+    pub watch: WatchCounts,
+}
+
+/// How the agent kept watching: the summary's interface-gap and listener
+/// fields (flattened into it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WatchCounts {
+    /// Times an audited interface lost its programs: its device was
+    /// removed (`RTM_DELLINK`). Each gap lasts until the programs are on
+    /// the interface of that name again, or until exit.
+    pub interface_gaps: u64,
+    /// Milliseconds during which an interface of an audited name existed
+    /// without the programs: from the `RTM_NEWLINK` of its creation, as the
+    /// agent read it, to the attach (the kernel created it a little
+    /// earlier: a lower bound).
+    pub interface_uncovered_ms: u64,
+    /// Connections to `--metrics` closed at once: the most served at once
+    /// were open.
+    pub metrics_connections_refused: u64,
+    /// Connections to `--metrics` closed because the client was too slow.
+    pub metrics_connections_timed_out: u64,
+    /// Requests to `--metrics` whose head was too long.
+    pub metrics_requests_too_large: u64,
+    /// Failed accepts on `--metrics` (descriptors, memory), each followed
+    /// by a pause.
+    pub metrics_accept_errors: u64,
+}
+
+/// What the agent learned from DNS answers and ClientHellos (the
+/// `learned` object of the summary).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedSummary {
+    /// Addresses the learned table holds at most (`--max-learned`).
+    #[serde(default)]
+    pub capacity: u64,
+    /// Answers (an address of one of the set's names) learned or refreshed.
+    #[serde(default)]
+    pub answers: u64,
+    /// Addresses put into the tries as learned ranges.
+    #[serde(default)]
+    pub added: u64,
+    /// Of those, addresses whose lifetime ended (taken out of the tries).
+    #[serde(default)]
+    pub expired: u64,
+    /// Answer addresses in a listed range (they keep it; only the name is kept).
+    #[serde(default)]
+    pub listed: u64,
+    /// Addresses not learned because the table was full.
+    #[serde(default)]
+    pub overflow: u64,
+    /// Payloads handed over that were no readable DNS response or
+    /// ClientHello (cut before their question, garbage on port 53 or 443).
+    #[serde(default)]
+    pub unreadable: u64,
 }
 
 impl Summary {
@@ -540,6 +625,7 @@ impl Summary {
                 },
                 datacenters: r.datacenters.iter().copied().collect(),
                 purposes: r.purposes.iter().copied().collect(),
+                dns_name: None,
                 packets_out: t.packets_out,
                 bytes_out: t.bytes_out,
                 packets_in: t.packets_in,
@@ -547,125 +633,6 @@ impl Summary {
             })
             .collect()
     }
-}
-
-/// The result of one destination of a `check`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckResult {
-    /// The TCP handshake completed.
-    Reachable,
-    /// Refused with a TCP RST.
-    Refused,
-    /// An ICMP error (or a local route or policy) said no.
-    Unreachable,
-    /// No answer within the timeout.
-    Unanswered,
-}
-
-impl CheckResult {
-    /// Every result, in table order.
-    pub const ALL: [CheckResult; 4] = [
-        CheckResult::Reachable,
-        CheckResult::Refused,
-        CheckResult::Unreachable,
-        CheckResult::Unanswered,
-    ];
-
-    /// The contract string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckResult::Reachable => "reachable",
-            CheckResult::Refused => "refused",
-            CheckResult::Unreachable => "unreachable",
-            CheckResult::Unanswered => "unanswered",
-        }
-    }
-}
-
-/// A `{"type":"check"}` record: one destination.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckRecord {
-    /// The address probed.
-    pub address: IpAddr,
-    /// The TCP port.
-    pub port: u16,
-    /// The range it stands for.
-    pub prefix: String,
-    /// Data centers of the range.
-    #[serde(default)]
-    pub datacenters: Vec<DataCenter>,
-    /// Purposes of the range.
-    #[serde(default)]
-    pub purposes: Vec<Purpose>,
-    /// `reachable`, `refused`, `unreachable` or `unanswered`.
-    pub result: CheckResult,
-    /// The flow's state as the datapath saw it; null without `--iface`.
-    #[serde(default)]
-    pub state: Option<State>,
-    /// The flow's Zeek-style history; null without `--iface`.
-    #[serde(default)]
-    pub history: Option<String>,
-    /// Local address of the attempt (from the datapath); null if unknown.
-    #[serde(default)]
-    pub local_addr: Option<IpAddr>,
-    /// Local port of the attempt.
-    #[serde(default)]
-    pub local_port: Option<u16>,
-    /// Handshake time in milliseconds, for reachable destinations.
-    #[serde(default)]
-    pub rtt_ms: Option<f64>,
-    /// ICMP/ICMPv6 type of the error that quoted the attempt.
-    #[serde(default)]
-    pub icmp_type: Option<u8>,
-    /// Its code.
-    #[serde(default)]
-    pub icmp_code: Option<u8>,
-    /// Who sent the ICMP error.
-    #[serde(default)]
-    pub reporter: Option<IpAddr>,
-    /// TTL of the RST that refused the attempt.
-    #[serde(default)]
-    pub rst_ttl: Option<u8>,
-    /// Hops to the RST's sender (1: a neighbour).
-    #[serde(default)]
-    pub rst_hops: Option<u8>,
-    /// Packets sent for the attempt (from the datapath).
-    #[serde(default)]
-    pub packets_out: Option<u64>,
-    /// Packets received.
-    #[serde(default)]
-    pub packets_in: Option<u64>,
-    /// The socket error, if any.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// What happened, readable.
-    #[serde(default)]
-    pub detail: String,
-}
-
-/// The `{"type":"check-summary"}` record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckSummary {
-    /// When the check ended.
-    pub ts: Timestamp,
-    /// The address set.
-    pub set: String,
-    /// The interface watched, if any.
-    #[serde(default)]
-    pub iface: Option<String>,
-    /// Destinations checked.
-    pub destinations: usize,
-    /// Of those, reachable.
-    pub reachable: usize,
-    /// Refused.
-    pub refused: usize,
-    /// Unreachable.
-    pub unreachable: usize,
-    /// Unanswered.
-    pub unanswered: usize,
-    /// True when every destination is reachable.
-    pub ok: bool,
 }
 
 /// A refused TCP flow to a disallowed port, for the sinks' tests.
@@ -756,31 +723,39 @@ mod tests {
 
 #[cfg(test)]
 mod schema {
-    use cas_audit_common::Counter;
+    use super::{RecordRef, Summary};
 
-    /// The published JSON Schema lists every kernel counter in the summary,
-    /// by its one name: a new counter cannot be forgotten there.
+    /// The published JSON Schema of the records.
+    fn published() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../../schema/cas-audit-run.schema.json"))
+            .expect("the schema is JSON")
+    }
+
+    /// Every field of the summary record as the agent writes it (each
+    /// kernel counter by its one name included) is a property of the
+    /// published schema, and a required one, and so is the name of every
+    /// sink in `sinks`: a new field, counter or sink cannot be forgotten.
     #[test]
-    fn the_published_schema_has_every_counter() {
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../../../schema/cas-audit-run.schema.json"))
-                .expect("the schema is JSON");
+    fn the_published_schema_has_every_summary_field_and_sink() {
+        let schema = published();
         let summary = &schema["$defs"]["summary"];
-        for c in Counter::ALL {
+        let written = serde_json::to_value(RecordRef::Summary(&Summary::default())).unwrap();
+        let required = summary["required"].as_array().unwrap();
+        for field in written.as_object().unwrap().keys() {
             assert!(
-                summary["properties"].get(c.name()).is_some(),
-                "{} missing from the summary's properties",
-                c.name()
+                summary["properties"].get(field).is_some(),
+                "{field} missing from the summary's properties"
             );
             assert!(
-                summary["required"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|r| r == c.name()),
-                "{} missing from the summary's required fields",
-                c.name()
+                required.iter().any(|r| r == field),
+                "{field} missing from the summary's required fields"
             );
+        }
+        let names = summary["properties"]["sinks"]["propertyNames"]["enum"]
+            .as_array()
+            .unwrap();
+        for sink in ["ipfix", "syslog", "json", "lines", "log_dir"] {
+            assert!(names.iter().any(|n| n == sink), "sink {sink} missing");
         }
     }
 }

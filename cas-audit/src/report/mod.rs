@@ -211,6 +211,13 @@ pub struct PurposeKey {
     pub purpose: Option<String>,
 }
 
+/// Key of `by_dns_name` (null: flows to an address no name was seen for).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct NameKey {
+    /// The flow's `dns_name`, else its `tls_server_name`.
+    pub dns_name: Option<String>,
+}
+
 /// Key of `by_state`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct StateKey {
@@ -319,6 +326,9 @@ pub struct Evidence {
     pub by_datacenter: Vec<Row<DataCenterKey>>,
     /// By purpose (a flow counts once in each of its range's).
     pub by_purpose: Vec<Row<PurposeKey>>,
+    /// By DNS name (the `dns_name` the remote address was learned as, else
+    /// the ClientHello's `tls_server_name`).
+    pub by_dns_name: Vec<Row<NameKey>>,
     /// By final state.
     pub by_state: Vec<Row<StateKey>>,
     /// By verdict.
@@ -344,6 +354,8 @@ pub struct RowCounts {
     pub by_datacenter: u64,
     /// `by_purpose`.
     pub by_purpose: u64,
+    /// `by_dns_name`.
+    pub by_dns_name: u64,
     /// `by_state`.
     pub by_state: u64,
     /// `by_verdict`.
@@ -436,6 +448,7 @@ pub struct Tallies {
     last: Option<OffsetDateTime>,
     by_dc: HashMap<Option<DataCenter>, Tally>,
     by_purpose: HashMap<Option<Purpose>, Tally>,
+    by_name: HashMap<Option<String>, Tally>,
     by_state: HashMap<Option<State>, Tally>,
     by_verdict: HashMap<Verdict, Tally>,
     by_host: HashMap<IpAddr, Tally>,
@@ -472,6 +485,10 @@ impl Tallies {
         }
         for p in f.purposes.items(&Purpose::ALL) {
             self.by_purpose.entry(Some(p)).or_default().add(f);
+        }
+        match self.by_name.get_mut(&f.name) {
+            Some(t) => t.add(f),
+            None => self.by_name.entry(f.name.clone()).or_default().add(f),
         }
         self.by_state.entry(f.state).or_default().add(f);
         self.by_verdict.entry(f.verdict).or_default().add(f);
@@ -554,6 +571,8 @@ impl Evidence {
             }),
             top,
         );
+        let (by_dns_name, n_name) =
+            rows(named(tallies.by_name, |dns_name| NameKey { dns_name }), top);
         let (by_state, n_state) = rows(
             named(tallies.by_state, |s| StateKey {
                 state: s.map_or(UNKNOWN, State::as_str).to_string(),
@@ -592,6 +611,7 @@ impl Evidence {
             last_seen: tallies.last.map(rfc3339),
             by_datacenter,
             by_purpose,
+            by_dns_name,
             by_state,
             by_verdict,
             by_local_host,
@@ -602,6 +622,7 @@ impl Evidence {
             rows: RowCounts {
                 by_datacenter: n_dc,
                 by_purpose: n_purpose,
+                by_dns_name: n_name,
                 by_state: n_state,
                 by_verdict: n_verdict,
                 by_local_host: n_host,

@@ -101,6 +101,9 @@ pub(super) struct SavedFlow {
     pub(super) datacenters: Bits,
     /// Over [`Purpose::ALL`].
     pub(super) purposes: Bits,
+    /// The name the remote address was learned as (DNS), else the
+    /// ClientHello's server name; `None` without either (or older logs).
+    pub(super) name: Option<String>,
     pub(super) verdict: Verdict,
     pub(super) packets_out: u64,
     pub(super) bytes_out: u64,
@@ -139,6 +142,7 @@ fn saved(r: &FlowRecord) -> SavedFlow {
         service_port: r.service_port,
         datacenters: Bits::of(&DataCenter::ALL, &r.datacenters),
         purposes: Bits::of(&Purpose::ALL, &r.purposes),
+        name: r.dns_name.clone().or_else(|| r.tls_server_name.clone()),
         verdict: r.verdict,
         packets_out: r.packets_out,
         bytes_out: r.bytes_out,

@@ -87,6 +87,17 @@ impl Evidence {
             r.by_purpose,
             "purposes",
         ));
+        // Only when some flow has a name (a set's DNS name was seen).
+        if self.by_dns_name.iter().any(|r| r.key.dns_name.is_some()) {
+            out.push_str(&breakdown(
+                &["DNS name"],
+                self.by_dns_name
+                    .iter()
+                    .map(|r| (vec![opt(&r.key.dns_name)], r.tally)),
+                r.by_dns_name,
+                "DNS names",
+            ));
+        }
         out.push_str(&breakdown(
             &["State"],
             self.by_state

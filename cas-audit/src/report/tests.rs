@@ -373,6 +373,7 @@ fn json_document_fields() {
             "first_seen": "2026-11-22T10:00:00.000000Z", "last_seen": "2026-11-22T10:00:01.000000Z",
             "by_datacenter": [with(json!({"datacenter": "US1"}))],
             "by_purpose": [with(json!({"purpose": "app-connector"})), with(json!({"purpose": "dlp"}))],
+            "by_dns_name": [with(json!({"dns_name": null}))],
             "by_state": [with(json!({"state": "unreachable"}))],
             "by_verdict": [with(json!({"verdict": "disallowed-port"}))],
             "by_local_host": [with(json!({"local_addr": "198.51.100.2"}))],
@@ -382,7 +383,7 @@ fn json_document_fields() {
                              "states": ["unreachable"], "datacenters": ["US1"],
                              "purposes": ["app-connector", "dlp"], "reporters": ["198.51.100.1"],
                              "icmp": [{"icmp_type": 3, "icmp_code": 13}], "local_hosts": 1}],
-            "rows": {"by_datacenter": 1, "by_purpose": 2, "by_state": 1, "by_verdict": 1,
+            "rows": {"by_datacenter": 1, "by_purpose": 2, "by_dns_name": 1, "by_state": 1, "by_verdict": 1,
                      "by_local_host": 1, "by_local_service": 1},
         })
     );
@@ -872,6 +873,7 @@ fn top_applies_to_every_table() {
         RowCounts {
             by_datacenter: 3,
             by_purpose: 5,
+            by_dns_name: 1,
             by_state: 5,
             by_verdict: 2,
             by_local_host: 3,

@@ -5,8 +5,18 @@
 //! host address), while the datapath on `--iface` watches what really
 //! happens to each attempt: who answered, who refused it, which router or
 //! firewall sent an ICMP error. [`table`] writes the readable report.
+//!
+//! The set's DNS names are destinations too ([`names`]): resolved, each
+//! address probed under its name (`unresolved` when there is none). With
+//! `--tls` ([`tls`]) a reachable destination must also complete a TLS
+//! handshake with a certificate valid for its name, from a trusted root
+//! (`intercepted`, `tls-failed`); with `--proxy` ([`proxy`]) every
+//! destination is reached through the proxy with CONNECT.
 
+pub mod names;
+pub mod proxy;
 pub mod table;
+pub mod tls;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -19,7 +29,11 @@ use std::{
 use cas_audit_common::{proto, FlowStats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ipnet::IpNet;
-use tokio::{io::AsyncWriteExt, net::TcpSocket, sync::Semaphore};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpSocket, TcpStream},
+    sync::Semaphore,
+};
 
 use crate::{
     addrset::Need,
@@ -55,12 +69,45 @@ pub struct CheckConfig {
     pub json: Option<JsonTarget>,
     /// Ingress hook of the datapath.
     pub ingress: IngressMode,
+    /// Resolve names by asking this DNS server (`--resolver`); `None`: the
+    /// system resolver.
+    pub resolver: Option<SocketAddr>,
+    /// The tenant's name, for its portal names (`--tenant`).
+    pub tenant: Option<String>,
+    /// Complete a TLS handshake and verify the certificate (`--tls`).
+    pub tls: bool,
+    /// More trusted roots for `--tls` (PEM files, `--ca-file`).
+    pub ca_files: Vec<std::path::PathBuf>,
+    /// Reach every destination through this proxy with CONNECT (`--proxy`).
+    pub proxy: Option<proxy::Proxy>,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            selection: Selection::default(),
+            iface: None,
+            timeout: Duration::from_secs(5),
+            concurrency: 32,
+            json: None,
+            ingress: IngressMode::Auto,
+            resolver: None,
+            tenant: None,
+            tls: false,
+            ca_files: Vec::new(),
+            proxy: None,
+        }
+    }
 }
 
 /// One required outbound destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
-    /// The address probed.
+    /// The DNS name probed (a named destination), and the set's name it
+    /// stands for.
+    pub name: Option<(String, String)>,
+    /// The address probed (unspecified for a name through a proxy, which
+    /// resolves it).
     pub addr: IpAddr,
     /// The TCP port.
     pub port: u16,
@@ -95,6 +142,7 @@ pub fn destinations(set: &AddressSet) -> Vec<Destination> {
         let addr = probe_address(&e.prefix);
         for &port in &e.ports {
             let d = by.entry((addr, port)).or_insert_with(|| Destination {
+                name: None,
                 addr,
                 port,
                 prefix: e.prefix.trunc(),
@@ -109,21 +157,81 @@ pub fn destinations(set: &AddressSet) -> Vec<Destination> {
 }
 
 /// What the socket saw.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Probe {
     local_port: Option<u16>,
     outcome: CheckResult,
     error: Option<String>,
     rtt: Option<Duration>,
+    /// What happened, when the socket's outcome does not say it (TLS, proxy).
+    detail: Option<String>,
+    issuer: Option<String>,
+    proxy_status: Option<u16>,
 }
 
-/// Connects to `addr` within `timeout`.
-async fn probe(addr: SocketAddr, timeout: Duration) -> Probe {
+/// How a destination is probed besides the TCP handshake.
+#[derive(Clone)]
+struct Via {
+    tls: Option<Arc<tls::Tls>>,
+    proxy: Option<proxy::Proxy>,
+    timeout: Duration,
+}
+
+/// Probes `d`: a TCP connection (directly or through the proxy), then the
+/// TLS handshake with `--tls` (not on port 80: plain HTTP, OCSP).
+async fn probe_dest(d: Destination, via: Via) -> Probe {
+    let addr = SocketAddr::new(d.addr, d.port);
+    let name = d.name.as_ref().map(|(n, _)| n.clone());
+    let (mut p, stream) = match &via.proxy {
+        Some(px) => {
+            let start = Instant::now();
+            match proxy::connect(px, &proxy::target(name.as_deref(), addr), via.timeout).await {
+                proxy::Tunnel::Open(s) => (
+                    Probe {
+                        outcome: CheckResult::Reachable,
+                        rtt: Some(start.elapsed()),
+                        ..Probe::default()
+                    },
+                    Some(s),
+                ),
+                proxy::Tunnel::Closed(outcome, detail, status) => (
+                    Probe {
+                        outcome,
+                        detail: Some(detail),
+                        proxy_status: status,
+                        ..Probe::default()
+                    },
+                    None,
+                ),
+            }
+        }
+        None => probe(addr, via.timeout, via.tls.is_some() && d.port != 80).await,
+    };
+    if let (Some(t), Some(s)) = (&via.tls, stream) {
+        if d.port != 80 {
+            match t.handshake(s, name.as_deref(), d.addr, via.timeout).await {
+                tls::TlsOutcome::Verified => {}
+                tls::TlsOutcome::Intercepted { why, issuer } => {
+                    p.outcome = CheckResult::Intercepted;
+                    p.detail = Some(format!("certificate not trusted: {why}; issuer {issuer}"));
+                    p.issuer = Some(issuer);
+                }
+                tls::TlsOutcome::Failed(why) => {
+                    p.outcome = CheckResult::TlsFailed;
+                    p.detail = Some(why);
+                }
+            }
+        }
+    }
+    p
+}
+
+/// Connects to `addr` within `timeout`; with `keep`, the open stream is
+/// returned (for a TLS handshake) instead of closed.
+async fn probe(addr: SocketAddr, timeout: Duration, keep: bool) -> (Probe, Option<TcpStream>) {
     let mut p = Probe {
-        local_port: None,
         outcome: CheckResult::Unreachable,
-        error: None,
-        rtt: None,
+        ..Probe::default()
     };
     let sock = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
@@ -133,7 +241,7 @@ async fn probe(addr: SocketAddr, timeout: Duration) -> Probe {
         Ok(s) => s,
         Err(e) => {
             p.error = Some(format!("socket: {e}"));
-            return p;
+            return (p, None);
         }
     };
     // Bind first so that the local port is known even when the attempt
@@ -144,11 +252,16 @@ async fn probe(addr: SocketAddr, timeout: Duration) -> Probe {
     };
     if let Err(e) = sock.bind(any) {
         p.error = Some(format!("bind: {e}"));
-        return p;
+        return (p, None);
     }
     p.local_port = sock.local_addr().ok().map(|a| a.port());
     let start = Instant::now();
     match tokio::time::timeout(timeout, sock.connect(addr)).await {
+        Ok(Ok(stream)) if keep => {
+            p.rtt = Some(start.elapsed());
+            p.outcome = CheckResult::Reachable;
+            return (p, Some(stream));
+        }
         Ok(Ok(mut stream)) => {
             p.rtt = Some(start.elapsed());
             p.outcome = CheckResult::Reachable;
@@ -179,7 +292,7 @@ async fn probe(addr: SocketAddr, timeout: Duration) -> Probe {
             p.error = Some(format!("no answer within {} s", timeout.as_secs_f64()));
         }
     }
-    p
+    (p, None)
 }
 
 /// Finds the attempt's flow in a snapshot of the flow table.
@@ -212,6 +325,10 @@ fn record(
     };
     let v6 = d.addr.is_ipv6();
     let detail = match result {
+        _ if p.detail.is_some() => p.detail.clone().unwrap_or_default(),
+        CheckResult::Unresolved | CheckResult::Intercepted | CheckResult::TlsFailed => {
+            p.error.clone().unwrap_or_default()
+        }
         CheckResult::Reachable => match p.rtt {
             Some(rtt) => format!("handshake in {:.1} ms", rtt.as_secs_f64() * 1000.0),
             None => "handshake completed".into(),
@@ -236,7 +353,9 @@ fn record(
         },
     };
     CheckRecord {
-        address: d.addr,
+        address: (!d.addr.is_unspecified()).then_some(d.addr),
+        name: d.name.as_ref().map(|(n, _)| n.clone()),
+        pattern: d.name.as_ref().map(|(_, p)| p.clone()),
         port: d.port,
         prefix: d.prefix.to_string(),
         datacenters: d.datacenters.iter().copied().collect(),
@@ -254,9 +373,40 @@ fn record(
         rst_hops: rst_ttl.map(hops_from_ttl),
         packets_out: flow.map(|(_, st)| st.packets_out),
         packets_in: flow.map(|(_, st)| st.packets_in),
+        issuer: p.issuer.clone(),
+        proxy_status: p.proxy_status,
         error: p.error.clone(),
         detail,
     }
+}
+
+/// Resolves the named destinations, a few at a time (none through a
+/// proxy: it resolves them; the address stays unspecified).
+async fn futures_resolve(
+    named: &[names::NamedDest],
+    cfg: &CheckConfig,
+) -> Vec<Result<Vec<IpAddr>, String>> {
+    if cfg.proxy.is_some() {
+        return named
+            .iter()
+            .map(|_| Ok(vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]))
+            .collect();
+    }
+    let limit = Arc::new(Semaphore::new(cfg.concurrency.min(16)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, n) in named.iter().enumerate() {
+        let (limit, name, resolver, timeout) =
+            (limit.clone(), n.name.clone(), cfg.resolver, cfg.timeout);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            (i, names::resolve(&name, resolver, timeout).await)
+        });
+    }
+    let mut out: Vec<Result<Vec<IpAddr>, String>> = vec![Err("not resolved".into()); named.len()];
+    while let Some(Ok((i, r))) = tasks.join_next().await {
+        out[i] = r;
+    }
+    out
 }
 
 /// Runs the check; returns the records and the summary.
@@ -265,7 +415,52 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
         return Err(Error::Usage("--concurrency must be at least 1".into()));
     }
     let set = cfg.selection.load_some(Need::Outbound)?;
-    let dests = destinations(&set);
+    let mut dests = destinations(&set);
+    let (named, skipped) = names::named_destinations(&set, cfg.tenant.as_deref());
+    for w in &skipped {
+        log::warn!("{w} is a tenant's name: not probed without --tenant NAME");
+    }
+    // Names: resolved here, unless the proxy resolves them.
+    let mut unresolved: Vec<(Destination, Probe)> = Vec::new();
+    let resolved = futures_resolve(&named, &cfg).await;
+    for (n, addrs) in named.iter().zip(resolved) {
+        let tags = |addr: IpAddr, port: u16| Destination {
+            name: Some((n.name.clone(), n.pattern.clone())),
+            addr,
+            port,
+            prefix: IpNet::from(addr),
+            datacenters: n.datacenters.clone(),
+            purposes: n.purposes.clone(),
+        };
+        for &port in &n.ports {
+            match &addrs {
+                Ok(addrs) => dests.extend(addrs.iter().map(|a| tags(*a, port))),
+                Err(why) => unresolved.push((
+                    tags(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                    Probe {
+                        outcome: CheckResult::Unresolved,
+                        detail: Some(format!("{} {why}", n.name)),
+                        ..Probe::default()
+                    },
+                )),
+            }
+        }
+    }
+    let via = Via {
+        tls: if cfg.tls {
+            Some(Arc::new(tls::Tls::new(&cfg.ca_files)?))
+        } else {
+            None
+        },
+        proxy: cfg.proxy.clone(),
+        timeout: cfg.timeout,
+    };
+    if dests.is_empty() && unresolved.is_empty() {
+        return Err(Error::Usage(format!(
+            "the selection of set {} has no outbound destinations to check",
+            set.name
+        )));
+    }
     let mut json = cfg.json.as_ref().map(JsonTarget::open).transpose()?;
     let human = cfg.json != Some(JsonTarget::Stdout);
 
@@ -274,7 +469,30 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
         Some(iface) => {
             netdev::ifindex(iface).map_err(crate::datapath::DatapathError::from)?;
             preflight()?;
-            let ranges = set.ranges();
+            // The set's ranges, and the named destinations' addresses
+            // outside them as host ranges, so that every attempt has a flow.
+            let mut ranges = set.ranges();
+            let mut extra: Vec<crate::addrset::Range> = Vec::new();
+            for d in dests
+                .iter()
+                .filter(|d| d.name.is_some() && !d.addr.is_unspecified())
+            {
+                let host = IpNet::from(d.addr);
+                if !ranges
+                    .iter()
+                    .chain(&extra)
+                    .any(|r| r.prefix.contains(&d.addr))
+                {
+                    extra.push(crate::addrset::Range {
+                        prefix: host,
+                        datacenters: d.datacenters.clone(),
+                        purposes: d.purposes.clone(),
+                        ports: [d.port].into(),
+                    });
+                }
+            }
+            log::debug!("named addresses watched: {extra:?}");
+            ranges.extend(extra);
             // Every port is "allowed": check judges reachability, not ports,
             // and needs no events.
             let policy = PortPolicy::global(AllowedPorts::from_ports(1..=u16::MAX));
@@ -322,11 +540,10 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
     let mut tasks = tokio::task::JoinSet::new();
     for (i, d) in dests.iter().enumerate() {
         let limit = limit.clone();
-        let addr = SocketAddr::new(d.addr, d.port);
-        let timeout = cfg.timeout;
+        let (d, via) = (d.clone(), via.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            (i, probe(addr, timeout).await)
+            (i, probe_dest(d, via).await)
         });
     }
     let mut probes: Vec<Option<Probe>> = vec![None; dests.len()];
@@ -353,7 +570,9 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
     let mut flows = HashMap::new();
     if let Some(dp) = dp.as_mut() {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        for (k, st) in dp.flows()? {
+        let snapshot = dp.flows()?;
+        log::debug!("{} flows in the datapath", snapshot.len());
+        for (k, st) in snapshot {
             if k.proto == proto::TCP {
                 flows.insert(
                     (
@@ -368,7 +587,7 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
         dp.detach_all();
     }
 
-    let records: Vec<CheckRecord> = dests
+    let mut records: Vec<CheckRecord> = dests
         .iter()
         .zip(&probes)
         .filter_map(|(d, p)| {
@@ -382,6 +601,12 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
             ))
         })
         .collect();
+    records.extend(
+        unresolved
+            .iter()
+            .map(|(d, p)| record(d, p, None, dp.is_some(), cfg.timeout)),
+    );
+    let total = dests.len() + unresolved.len();
     let count = |o: CheckResult| records.iter().filter(|r| r.result == o).count();
     let summary = CheckSummary {
         ts: Timestamp::now(),
@@ -392,7 +617,11 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
         refused: count(CheckResult::Refused),
         unreachable: count(CheckResult::Unreachable),
         unanswered: count(CheckResult::Unanswered),
-        ok: records.len() == dests.len() && count(CheckResult::Reachable) == records.len(),
+        unresolved: count(CheckResult::Unresolved),
+        intercepted: count(CheckResult::Intercepted),
+        tls_failed: count(CheckResult::TlsFailed),
+        skipped,
+        ok: records.len() == total && count(CheckResult::Reachable) == records.len(),
     };
     if let Some(w) = json.as_mut() {
         let io = Error::io("writing the JSON output");

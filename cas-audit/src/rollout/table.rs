@@ -23,7 +23,7 @@ fn dc_text(dcs: &[DataCenter]) -> String {
 pub fn tables(records: &[CheckRecord], s: &CheckSummary) -> String {
     let mut out = String::new();
     // Counts per (data center, purpose).
-    let mut groups: BTreeMap<(String, Purpose), [usize; 4]> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, Purpose), [usize; 7]> = BTreeMap::new();
     for r in records {
         let dcs: Vec<String> = if r.datacenters.is_empty() {
             vec![NO_DATACENTER.into()]
@@ -40,17 +40,16 @@ pub fn tables(records: &[CheckRecord], s: &CheckSummary) -> String {
             }
         }
     }
-    let mut t = table(&[
-        "data center",
-        "purpose",
-        "reachable",
-        "refused",
-        "unreachable",
-        "unanswered",
-    ]);
+    // The name and TLS results get a column only when some destination has one.
+    let shown: Vec<usize> = (0..CheckResult::ALL.len())
+        .filter(|&i| i < 4 || groups.values().any(|c| c[i] > 0))
+        .collect();
+    let mut head = vec!["data center", "purpose"];
+    head.extend(shown.iter().map(|&i| CheckResult::ALL[i].as_str()));
+    let mut t = table(&head);
     for ((dc, p), c) in &groups {
         let mut row = vec![Cell::new(dc), Cell::new(p)];
-        row.extend(c.iter().map(|n| num(*n as u64)));
+        row.extend(shown.iter().map(|&i| num(c[i] as u64)));
         t.add_row(row);
     }
     out.push_str(&format!("{t}\n"));
@@ -68,7 +67,12 @@ pub fn tables(records: &[CheckRecord], s: &CheckSummary) -> String {
             "what happened",
         ]);
         for r in &failed {
-            let dst = endpoint(r.address, Some(r.port));
+            let dst = match (&r.name, r.address) {
+                (Some(n), Some(a)) => format!("{n} ({})", endpoint(a, Some(r.port))),
+                (Some(n), None) => format!("{n}:{}", r.port),
+                (None, Some(a)) => endpoint(a, Some(r.port)),
+                (None, None) => format!("?:{}", r.port),
+            };
             t.add_row(vec![
                 Cell::new(dst),
                 Cell::new(dc_text(&r.datacenters)),
@@ -89,6 +93,17 @@ pub fn tables(records: &[CheckRecord], s: &CheckSummary) -> String {
         let mut culprits: BTreeMap<String, (usize, BTreeSet<String>)> = BTreeMap::new();
         for r in &failed {
             let who = match (r.result, r.reporter, r.rst_hops) {
+                _ if r.proxy_status.is_some() => r.detail.clone(),
+                (CheckResult::Unresolved, ..) => {
+                    "names do not resolve (DNS, or the resolver given)".into()
+                }
+                (CheckResult::Intercepted, ..) => format!(
+                    "a TLS-inspecting device answers with certificates issued by {}",
+                    r.issuer.as_deref().unwrap_or("an unknown issuer")
+                ),
+                (CheckResult::TlsFailed, ..) => {
+                    "TLS handshakes fail after the TCP handshake completes".into()
+                }
                 (CheckResult::Unreachable, Some(rep), _) => format!(
                     "{rep} rejects with ICMP type {} code {}",
                     r.icmp_type.unwrap_or(0),
@@ -117,8 +132,24 @@ pub fn tables(records: &[CheckRecord], s: &CheckSummary) -> String {
             ));
         }
     }
+    let mut more = String::new();
+    for (n, what) in [
+        (s.unresolved, "unresolved"),
+        (s.intercepted, "intercepted"),
+        (s.tls_failed, "tls-failed"),
+    ] {
+        if n > 0 {
+            more.push_str(&format!(", {n} {what}"));
+        }
+    }
+    if !s.skipped.is_empty() {
+        out.push_str(&format!(
+            "Not probed (a tenant's names: give --tenant NAME): {}\n",
+            s.skipped.join(", ")
+        ));
+    }
     out.push_str(&format!(
-        "{} of {} destinations reachable ({} refused, {} unreachable, {} unanswered){}\n",
+        "{} of {} destinations reachable ({} refused, {} unreachable, {} unanswered{more}){}\n",
         s.reachable,
         s.destinations,
         s.refused,

@@ -313,3 +313,77 @@ fn a_new_disallowed_flow_waits_for_its_event() {
         [(8443, Reason::Flagged), (8443, Reason::Blocked)]
     );
 }
+
+/// Ring records queued while the agent was paused or behind, of flows
+/// reported for good since: dropped and counted, however many polls came
+/// between; nothing is ever written after a flow's final record.
+#[test]
+fn records_of_flows_reported_for_good_are_stale() {
+    let ports = ports();
+    let nc = &mut NoConntrack;
+    let udp = |port, first| {
+        let s = FlowStats {
+            first_seen_ns: first,
+            last_seen_ns: first,
+            packets_out: 5,
+            history_mask: history::DATA,
+            ..Default::default()
+        };
+        (key(proto::UDP, port), s)
+    };
+    let mut t = Tracker::new(2 * S, 2 * S, Duration::from_secs(3));
+    // While the agent was stopped, 5 datagrams came and went; the first
+    // poll after it resumed flags the flow from the table and expires it.
+    let f = udp(8443, 10 * S);
+    let r = t.poll(vec![f], 30 * S, &ports, nc);
+    assert_eq!(
+        reasons(&r.records),
+        [
+            (8443, Reason::Flagged),
+            (8443, Reason::Blocked),
+            (8443, Reason::Expired)
+        ]
+    );
+    assert_eq!(r.records[2].0.stats.packets_out, 5);
+    // Its flag event, read from the ring right after that poll: stale.
+    assert!(t.on_flagged(&event(f.0, 10 * S), &ports, nc).is_empty());
+    assert_eq!(t.stale, 1);
+    // Another flow expires; its event comes two polls later (the reader
+    // was behind): still stale, not a new flow with a second record.
+    let g = udp(8444, 30 * S + S / 2);
+    assert_eq!(
+        reasons(&t.poll(vec![g], 32 * S, &ports, nc).records),
+        [(8444, Reason::Flagged)]
+    );
+    assert_eq!(
+        reasons(&t.poll(vec![g], 33 * S, &ports, nc).records),
+        [(8444, Reason::Expired)]
+    );
+    assert!(t.poll(vec![], 34 * S, &ports, nc).records.is_empty());
+    assert!(t.poll(vec![], 35 * S, &ports, nc).records.is_empty());
+    assert!(t
+        .on_flagged(&event(g.0, 30 * S + S / 2), &ports, nc)
+        .is_empty());
+    assert_eq!(t.stale, 2);
+    // A flow first seen after the poll before the latest, not in a
+    // snapshot yet: its event flags it as usual.
+    let h = event(key(proto::UDP, 8445), 34 * S + S / 2);
+    assert_eq!(
+        reasons(&t.on_flagged(&h, &ports, nc)),
+        [(8445, Reason::Flagged)]
+    );
+    assert_eq!(t.stale, 2);
+    // A TCP flow reported ended by the agent while the kernel handed it
+    // over (a new SYN reused its 5-tuple): one final record, not two.
+    let k = key(proto::TCP, 443);
+    let c = closed(36 * S, 36 * S);
+    assert!(t.poll(vec![(k, c)], 37 * S, &ports, nc).records.is_empty());
+    assert_eq!(
+        reasons(&t.poll(vec![(k, c)], 39 * S, &ports, nc).records),
+        [(443, Reason::Ended)]
+    );
+    t.on_ended(k, c, 39 * S, nc);
+    assert_eq!(t.stale, 3);
+    assert!(t.poll(vec![], 40 * S, &ports, nc).records.is_empty());
+    assert_eq!(t.reported, 3);
+}

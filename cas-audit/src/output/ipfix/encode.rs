@@ -68,7 +68,7 @@ const fn own(id: u16, len: u16, name: &str) -> Field {
 
 /// The fields after the addresses, in template order (IANA "IPFIX
 /// Information Elements" registry ids; enterprise ids are cas-audit's).
-pub const FIELDS: [Field; 20] = [
+pub const FIELDS: [Field; 22] = [
     iana(7, 2, "sourceTransportPort"),
     iana(11, 2, "destinationTransportPort"),
     iana(4, 1, "protocolIdentifier"),
@@ -89,6 +89,8 @@ pub const FIELDS: [Field; 20] = [
     own(5, VARLEN, "casHistory"),
     own(6, VARLEN, "casPrefix"),
     own(7, 2, "casServicePort"),
+    own(8, VARLEN, "casDnsName"),
+    own(9, VARLEN, "casTlsServerName"),
 ];
 
 /// The address fields of a template: source and destination.
@@ -182,6 +184,8 @@ pub fn data_records(out: &mut Vec<u8>, rec: &FlowRecord, ifindex: u32) -> u32 {
         put_str(out, &rec.history);
         put_str(out, &rec.prefix);
         put16(out, rec.service_port.unwrap_or(0));
+        put_str(out, rec.dns_name.as_deref().unwrap_or(""));
+        put_str(out, rec.tls_server_name.as_deref().unwrap_or(""));
         n += 1;
     }
     n

@@ -116,7 +116,7 @@ fn reason_str(r: Reason) -> &'static str {
 /// JSON fields.
 fn structured(rec: &FlowRecord) -> SDElement {
     let opt = |v: Option<String>| v.unwrap_or_default();
-    let params: [(&str, String); 20] = [
+    let params: [(&str, String); 22] = [
         ("flow_id", rec.flow_id.to_string()),
         ("verdict", rec.verdict.as_str().into()),
         ("state", opt(rec.state.map(|s| s.as_str().into()))),
@@ -137,6 +137,8 @@ fn structured(rec: &FlowRecord) -> SDElement {
         ("bytes_in", rec.bytes_in.to_string()),
         ("duration_ms", rec.duration_ms.to_string()),
         ("reporter", opt(rec.reporter.map(|a| a.to_string()))),
+        ("dns_name", opt(rec.dns_name.clone())),
+        ("tls_server_name", opt(rec.tls_server_name.clone())),
     ];
     let id = format!("{APP_NAME}@{ENTERPRISE}");
     let mut e = SDElement::new(id).expect("a valid SD-ID");
@@ -248,6 +250,11 @@ pub fn cef(rec: &FlowRecord) -> String {
     ]);
     if let Some(p) = rec.service_port {
         ext.extend([("cn1Label", "servicePort".into()), ("cn1", p.to_string())]);
+    }
+    // destinationDnsDomain: the CAS side's DNS name, else the ClientHello's
+    // server name.
+    if let Some(n) = rec.dns_name.as_ref().or(rec.tls_server_name.as_ref()) {
+        ext.push(("destinationDnsDomain", n.clone()));
     }
     ext.extend([
         ("cn2Label", "packetsOut".into()),
