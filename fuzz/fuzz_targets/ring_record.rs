@@ -1,7 +1,8 @@
 //! The kernel's ring-buffer records as the agent decodes them: any bytes
-//! are parsed (`RingRecord::parse`) or refused, and what parses goes
-//! through the connection tracker and into flow records as `run` writes
-//! them, never a panic.
+//! are parsed (`RingRecord::parse`) or refused; flow events go through
+//! the connection tracker and into flow records as `run` writes them, and
+//! payloads (DNS responses, ClientHellos) through the parsers the name
+//! learner uses; never a panic.
 //!
 //! The input is a sequence of records, each a length byte and that many
 //! bytes (a ring item), so that one input can hold several events of one
@@ -14,8 +15,10 @@ use cas_audit::{
     datapath::events::RingRecord,
     flow::{tracker::NoConntrack, AllowedPorts, PortPolicy, State, Tracker},
     host::clock::Clock,
+    names::{dns, tls},
     output::record::FlowRecord,
 };
+use cas_audit_common::payload_kind;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -37,6 +40,17 @@ fuzz_target!(|data: &[u8]| {
                 now = now.max(e.stats.last_seen_ns);
                 tracker.on_ended(e.key, e.stats, now, &mut nat);
             }
+            // The payload ring's DNS responses and ClientHellos, read by
+            // the parsers the learner uses.
+            Some(RingRecord::Payload(p)) => match p.hdr.what {
+                payload_kind::DNS_UDP | payload_kind::DNS_TCP => {
+                    let _ = dns::parse_response(&p.data, p.hdr.what == payload_kind::DNS_TCP);
+                }
+                payload_kind::TLS_HELLO => {
+                    let _ = tls::server_name(&p.data);
+                }
+                _ => {}
+            },
             None => {}
         }
     }
