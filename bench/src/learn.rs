@@ -256,7 +256,7 @@ fn dns_response(i: u64, matching: bool, every: u64) -> Vec<u8> {
         format!("t{i}.example.net")
     };
     let qname = Name::<Vec<u8>>::from_str(&qname).expect("a valid name");
-    let v4 = i % every == 0;
+    let v4 = i.is_multiple_of(every);
     let target = StaticCompressor::new(Vec::new());
     let mut b = MessageBuilder::from_target(target)
         .expect("an empty message fits")

@@ -548,7 +548,7 @@ impl Examples {
         };
         let Some(k) = k else { return false };
         let j = self.breaks.partition_point(|&b| b < k);
-        !self.breaks.get(j).is_some_and(|&b| b + 2 <= pos)
+        self.breaks.get(j).is_none_or(|&b| b + 2 > pos)
     }
 }
 
