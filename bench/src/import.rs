@@ -1,6 +1,8 @@
 //! Part 4: importing address data as Microsoft publishes it: the full
 //! weekly Service Tags download (3.5 MB, 2,604 tags), the same file grown
-//! past 4 MB, a page, and a page merged with Service Tags; in-process
+//! past 4 MB, a page, the page with one 840 KB line (prose; links nested
+//! deep: linear time in a line's length), and a page merged with Service
+//! Tags; in-process
 //! (the library call `sets import` makes) and through the release binary
 //! (`cas-audit sets import FILE --out FILE`: start, read, import, write).
 //!
@@ -79,6 +81,49 @@ fn grown(full: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The page with one prose line of 840 KB appended (the size of the line
+/// that took 12 s when the page reader was quadratic in a line's length):
+/// addresses, links and "e.g." mentions, every word something the reader
+/// looks at. Written to `dir`.
+fn long_line(page: &Path, dir: &Path) -> Result<PathBuf> {
+    let mut text = std::fs::read_to_string(page)?;
+    text.push('\n');
+    let mut line = String::new();
+    while line.len() < 840_000 {
+        line.push_str(
+            "the portal at 13.64.196.27, see [the docs](https://learn.invalid/x), e.g. 13.64.196.28. ",
+        );
+    }
+    text.push_str(&line);
+    text.push('\n');
+    let path = dir.join("network-requirements-long-line.md");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// The page with one 840 KB line of links nested 168,000 deep around an
+/// address (`[[[…[13.64.196.27](a)](a)…](a)`): each link's removal makes
+/// the next, which a reader that searches again from the start of the
+/// line for every link does in time quadratic in the line's length.
+/// Written to `dir`.
+fn nested_links(page: &Path, dir: &Path) -> Result<PathBuf> {
+    let mut text = std::fs::read_to_string(page)?;
+    let depth = 168_000;
+    text.push('\n');
+    text.push_str(&"[".repeat(depth));
+    text.push_str("13.64.196.27");
+    text.push_str(&"](a)".repeat(depth));
+    text.push('\n');
+    let path = dir.join("network-requirements-nested-links.md");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Name of the case with the 840 KB prose line.
+pub const LONG_LINE_CASE: &str = "page 2024-11 + one 840 KB prose line";
+/// Name of the case with the 840 KB line of nested links.
+pub const NESTED_CASE: &str = "page 2024-11 + one 840 KB line of nested links";
+
 /// Milliseconds of `f`, `rounds` times.
 fn time(rounds: usize, mut f: impl FnMut() -> Result<usize>) -> Result<(Stat, usize)> {
     let mut samples = Vec::with_capacity(rounds);
@@ -117,6 +162,9 @@ pub fn run(
 ) -> Result<ImportResults> {
     let full = data.join("servicetags/ServiceTags_Public_20240610.json");
     let grown = grown(&full, out_dir)?;
+    let page = data.join("pages/network-requirements-2024-11-03.md");
+    let long = long_line(&page, out_dir)?;
+    let nested = nested_links(&page, out_dir)?;
     let cases: Vec<(&str, Vec<PathBuf>)> = vec![
         (
             "Service Tags, Public 2024-06-10 (full download)",
@@ -126,10 +174,9 @@ pub fn run(
             "Service Tags, the same grown past 4 MB",
             vec![grown.clone()],
         ),
-        (
-            "page 2024-11",
-            vec![data.join("pages/network-requirements-2024-11-03.md")],
-        ),
+        ("page 2024-11", vec![page.clone()]),
+        (LONG_LINE_CASE, vec![long.clone()]),
+        (NESTED_CASE, vec![nested.clone()]),
         (
             "page 2024-11 + Service Tags 2025-11 (merge)",
             vec![
@@ -186,6 +233,8 @@ pub fn run(
     }
     let _ = std::fs::remove_file(&out_file);
     let _ = std::fs::remove_file(&grown);
+    let _ = std::fs::remove_file(&long);
+    let _ = std::fs::remove_file(&nested);
     Ok(ImportResults {
         rounds,
         cases: results,

@@ -219,11 +219,11 @@ pub fn targets(
         }
     }
     if let Some(i) = import {
-        for c in i
-            .cases
-            .iter()
-            .filter(|c| c.name.starts_with("Service Tags"))
-        {
+        for c in i.cases.iter().filter(|c| {
+            c.name.starts_with("Service Tags")
+                || [crate::import::LONG_LINE_CASE, crate::import::NESTED_CASE]
+                    .contains(&c.name.as_str())
+        }) {
             let (m, how) = match &c.cli_ms {
                 Some(cli) => (cli.median, "through the binary"),
                 None => (c.ms.median, "in-process"),

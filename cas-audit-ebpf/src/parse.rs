@@ -153,6 +153,11 @@ fn parse_ipv6<P: Packet>(pkt: &P, off: u32, len: u32, gso: bool) -> L3 {
     if !gso && payload_len != 0 && off + IPV6_HLEN + payload_len > len {
         return L3::new(L3Status::Malformed);
     }
+    // A payload length of 0 is a jumbogram only with a Jumbo Payload
+    // option (RFC 2675); a super-packet (`gso`) has none and needs none.
+    if !gso && payload_len == 0 && !is_jumbogram(pkt, off, h[6], len) {
+        return L3::new(L3Status::Malformed);
+    }
     let mut l3 = L3::new(L3Status::Ok);
     l3.family = family::V6;
     l3.end = if gso || payload_len == 0 {
@@ -215,6 +220,29 @@ fn parse_ipv6<P: Packet>(pkt: &P, off: u32, len: u32, gso: bool) -> L3 {
         l3.status = L3Status::ExtLimit;
     }
     l3
+}
+
+/// Option type of the Jumbo Payload option (RFC 2675 section 2).
+const IPV6_TLV_JUMBO: u8 = 0xC2;
+
+/// Whether the IPv6 packet at `off` (next header `next`, payload length 0)
+/// is a jumbogram as RFC 2675 defines it: a Hop-by-Hop Options header whose
+/// first option is the Jumbo Payload option (type 0xC2, length 4, at the
+/// 4n+2 alignment it requires), with a Jumbo Payload Length above 65,535
+/// that the frame holds.
+#[inline(always)]
+fn is_jumbogram<P: Packet>(pkt: &P, off: u32, next: u8, len: u32) -> bool {
+    if next != NEXTHDR_HOP {
+        return false;
+    }
+    let Ok(o) = pkt.load::<[u8; 8]>(off + IPV6_HLEN) else {
+        return false;
+    };
+    let jumbo = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
+    o[2] == IPV6_TLV_JUMBO
+        && o[3] == 4
+        && jumbo > 0xffff
+        && (off + IPV6_HLEN) as u64 + jumbo as u64 <= len as u64
 }
 
 /// Transport-layer view of a packet. Ports are in host byte order.

@@ -11,7 +11,7 @@
 //! | output | [`output`] | the JSON records (serde types, written and read back), readable lines and tables, sinks, the log directory, metrics |
 //! | kernel | [`datapath`] | loading, attaching, pinning, every map read and write, the event ring |
 //! | domain | [`flow`], [`addrset`], [`names`] | judging a flow (state, evidence, when it is reported, ports); the address sets, their files, import, export, diff; names learned from DNS answers and ClientHellos |
-//! | machine | [`host`], [`units`] | raw syscalls and facts about this machine; sizes and durations |
+//! | machine | [`host`], [`units`], [`text`] | raw syscalls and facts about this machine; sizes and durations; text from outside made safe for each medium |
 //!
 //! Rules the kernel programs apply too (verdict, history, a flow's end,
 //! counter names) come from `cas_audit_common`.
@@ -30,6 +30,7 @@ pub mod names;
 pub mod output;
 pub mod report;
 pub mod rollout;
+pub mod text;
 pub mod units;
 
 /// The eBPF object built by `build.rs` (empty when built as a stub).

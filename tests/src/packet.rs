@@ -163,13 +163,18 @@ pub enum Ext {
     /// Authentication header (RFC 4302) with a 96-bit ICV: 24 bytes
     /// (Payload Len 4), SPI 0x100, sequence number 1, ICV 0xa5 bytes.
     Auth,
+    /// Hop-by-hop options (RFC 8200 4.3) holding the Jumbo Payload option
+    /// (RFC 2675 section 2): 8 bytes, Hdr Ext Len 0, option type 0xC2,
+    /// length 4, then this Jumbo Payload Length. The builder still writes
+    /// the IPv6 payload length; a jumbogram has 0 there (set it).
+    Jumbo(u32),
 }
 
 impl Ext {
     /// Its next header number: 0, 43, 60, 44 or 51.
     pub fn number(self) -> u8 {
         match self {
-            Ext::HopByHop => 0,
+            Ext::HopByHop | Ext::Jumbo(_) => 0,
             Ext::Routing => 43,
             Ext::Fragment { .. } => 44,
             Ext::Auth => 51,
@@ -186,6 +191,11 @@ impl Ext {
                 b
             }
             Ext::DestOpts => vec![next, 0, 1, 4, 0, 0, 0, 0],
+            Ext::Jumbo(len) => {
+                let mut b = vec![next, 0, 0xc2, 4];
+                b.extend(len.to_be_bytes());
+                b
+            }
             Ext::Routing => {
                 let mut b = vec![next, 2, 2, 1, 0, 0, 0, 0];
                 b.extend(ROUTING_HOME_ADDR.octets());

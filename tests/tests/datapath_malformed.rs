@@ -179,6 +179,32 @@ fn ipv6_payload_length_past_the_frame() {
     expect_malformed("payload length one byte past the frame", &f.bytes);
 }
 
+/// A payload length of 0 names a jumbogram only with a Jumbo Payload option
+/// (RFC 2675) whose length the frame holds; anything else is malformed,
+/// not a packet running to the end of the frame.
+#[test]
+fn ipv6_payload_length_zero_without_a_jumbo_option() {
+    let mut f = cas_to_cas_tcp6().payload(10).build();
+    f.set_u16(f.l3_off + 4, 0);
+    expect_malformed("payload length 0, no hop-by-hop header", &f.bytes);
+    let mut f = cas_to_cas_tcp6().ext(Ext::HopByHop).payload(10).build();
+    f.set_u16(f.l3_off + 4, 0);
+    expect_malformed(
+        "payload length 0, hop-by-hop header without Jumbo",
+        &f.bytes,
+    );
+    // A Jumbo Payload option, but not a jumbogram: a length the frame does
+    // not hold, and one under 65,536 (RFC 2675: an error).
+    for (len, what) in [(70_000, "longer than the frame"), (60, "under 65,536")] {
+        let mut f = cas_to_cas_tcp6().ext(Ext::Jumbo(len)).payload(10).build();
+        f.set_u16(f.l3_off + 4, 0);
+        expect_malformed(
+            &format!("payload length 0, Jumbo length {len} ({what})"),
+            &f.bytes,
+        );
+    }
+}
+
 #[test]
 fn truncated_ipv6_extension_header() {
     for e in [Ext::HopByHop, Ext::Routing, Ext::DestOpts, Ext::Auth] {

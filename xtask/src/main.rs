@@ -264,6 +264,17 @@ fn lint() -> Result<()> {
             "warnings",
         ])
         .env("CAS_AUDIT_EBPF", "require"))?;
+    // The fuzz targets: a workspace of their own (fuzz/), checked with the
+    // host toolchain in the same target directory (cargo fuzz needs
+    // nightly only to run them).
+    let fuzz = ["--manifest-path", "fuzz/Cargo.toml"];
+    run(cargo().arg("fmt").args(fuzz).args(["--", "--check"]))?;
+    run(cargo()
+        .arg("clippy")
+        .args(fuzz)
+        .arg("--target-dir")
+        .arg(target_dir())
+        .args(["--", "-D", "warnings"]))?;
     // The eBPF crate, for its own target.
     run(Command::new("rustup")
         .current_dir(workspace())

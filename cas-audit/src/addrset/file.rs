@@ -72,12 +72,11 @@
 
 use std::{collections::HashSet, str::FromStr};
 
-use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{
-    parse_prefix, valid_dns_name, AddressSet, Connection, DataCenter, DnsName, Entry, Purpose,
-    Region, SetError, Source,
+    host_bits, parse_prefix, valid_dns_name, AddressSet, Connection, DataCenter, DnsName, Entry,
+    Purpose, Region, SetError, Source,
 };
 
 /// The schema version [`AddressSet::to_json`] writes.
@@ -459,12 +458,12 @@ impl AddressSet {
                     index,
                     text: e.prefix.clone(),
                 })?;
-                if prefix != prefix.trunc() {
+                if let Some((network, address)) = host_bits(&prefix) {
                     return Err(SetError::HostBits {
                         index,
                         text: e.prefix.clone(),
-                        network: prefix.trunc(),
-                        address: IpNet::from(prefix.addr()),
+                        network,
+                        address,
                     });
                 }
                 let t = Tags::parse(

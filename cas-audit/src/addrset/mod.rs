@@ -381,6 +381,14 @@ impl SetError {
     }
 }
 
+/// What a prefix with host bits set (`13.64.196.27/24`) may mean: the
+/// network (`13.64.196.0/24`) or the one address (`13.64.196.27/32`);
+/// `None` when it has none. Such a prefix is refused wherever it is read
+/// (set files, pages, Service Tags) rather than guessed.
+pub(crate) fn host_bits(net: &IpNet) -> Option<(IpNet, IpNet)> {
+    (*net != net.trunc()).then(|| (net.trunc(), IpNet::from(net.addr())))
+}
+
 /// Parses `"a.b.c.d/len"`, `"v6::/len"`, or a bare address (as a host prefix).
 pub(crate) fn parse_prefix(text: &str) -> Option<IpNet> {
     let text = text.trim();

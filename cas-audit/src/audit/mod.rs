@@ -181,7 +181,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
     let policy = source.policy(&ranges);
     log::debug!(
         "set {} ({}): {} entries selected, {} distinct ranges; allowed ports {}",
-        set.name,
+        crate::text::shown(&set.name),
         source
             .file
             .as_ref()
@@ -323,7 +323,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         audited.len(),
         audited.len() - v6,
         v6,
-        set.name,
+        crate::text::shown(&set.name),
         cfg.ifaces.join(", "),
         policy
     );

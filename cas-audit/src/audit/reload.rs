@@ -102,7 +102,10 @@ impl Session {
             }
         }
         if added.is_empty() && removed.is_empty() && changed.is_empty() {
-            log::info!("reload ({why}): set {} unchanged", set.name);
+            log::info!(
+                "reload ({why}): set {} unchanged",
+                crate::text::shown(&set.name)
+            );
             return;
         }
         let mut policy = self.source.policy(&ranges);
@@ -141,7 +144,7 @@ impl Session {
         };
         log::info!(
             "reloaded set {} ({why}): +{} ranges, -{} ranges, {} changed; {} ranges audited",
-            set.name,
+            crate::text::shown(&set.name),
             added.len(),
             removed.len(),
             changed.len(),

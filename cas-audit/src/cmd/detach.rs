@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{print, Outcome};
+use super::{print_text, Outcome};
 use crate::{
     datapath::{DatapathError, PinDir},
     error::Error,
@@ -23,7 +23,7 @@ pub struct DetachConfig {
 pub fn run(cfg: DetachConfig) -> Result<Outcome, Error> {
     let dir = &cfg.pin;
     if !dir.exists() {
-        print(&format!("nothing pinned in {}\n", dir.display()))?;
+        print_text(&format!("nothing pinned in {}\n", dir.display()))?;
         return Ok(Outcome::Success);
     }
     let removed = PinDir::new(dir)
@@ -38,6 +38,6 @@ pub fn run(cfg: DetachConfig) -> Result<Outcome, Error> {
         removed.len(),
         dir.display()
     ));
-    print(&text)?;
+    print_text(&text)?;
     Ok(Outcome::Success)
 }

@@ -1,6 +1,6 @@
 //! `cas-audit doctor`: can this machine run cas-audit ([`crate::doctor`])?
 
-use super::{print, Outcome};
+use super::{print, print_text, Outcome};
 use crate::error::Error;
 
 /// What `doctor` needs.
@@ -18,8 +18,11 @@ pub struct DoctorConfig {
 /// An unknown interface; writing to standard output.
 pub fn run(cfg: DoctorConfig) -> Result<Outcome, Error> {
     let r = crate::doctor::doctor(&cfg.ifaces)?;
-    let text = if cfg.json { r.json() + "\n" } else { r.text() };
-    print(&text)?;
+    if cfg.json {
+        print(&(r.json() + "\n"))?;
+    } else {
+        print_text(&r.text())?;
+    }
     Ok(if r.ok {
         Outcome::Success
     } else {

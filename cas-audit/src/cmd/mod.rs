@@ -34,7 +34,19 @@ pub fn exit_code(result: &Result<Outcome, Error>) -> i32 {
     }
 }
 
-/// Writes `text` to standard output.
+/// Writes readable `text` (tables, lines) to standard output, every
+/// control character but its line feeds and tabs escaped
+/// ([`crate::text::terminal`]): names and fields from files, pages and
+/// interfaces cannot move the cursor, recolour or clear the terminal.
+///
+/// # Errors
+/// [`Error::Io`] when standard output cannot be written.
+pub fn print_text(text: &str) -> Result<(), Error> {
+    print(&crate::text::terminal(text))
+}
+
+/// Writes `text` (JSON, CSV, firewall rules: data, as it is) to standard
+/// output.
 ///
 /// # Errors
 /// [`Error::Io`] when standard output cannot be written.
@@ -45,17 +57,18 @@ pub fn print(text: &str) -> Result<(), Error> {
         .map_err(Error::io("writing to standard output"))
 }
 
-/// Writes `text` to the file `out` (created or truncated), or to standard
-/// output.
+/// Writes `text` to the file `out` (created with mode 0640 or truncated,
+/// never through a symbolic link: [`crate::host::fs::create_output`]), or
+/// to standard output.
 ///
 /// # Errors
-/// [`Error::Output`] when the file cannot be created (a bad path: exit 2);
-/// [`Error::Io`] when it cannot be written.
+/// [`Error::Output`] when the file cannot be created (a bad path, a
+/// symbolic link: exit 2); [`Error::Io`] when it cannot be written.
 pub fn print_to(text: &str, out: Option<&Path>) -> Result<(), Error> {
     let Some(p) = out else {
         return print(text);
     };
-    let mut f = std::fs::File::create(p).map_err(|source| crate::output::OpenError {
+    let mut f = crate::host::fs::create_output(p).map_err(|source| crate::output::OpenError {
         path: p.to_path_buf(),
         source,
     })?;

@@ -7,7 +7,7 @@ use std::{
 
 use ipnet::IpNet;
 
-use super::{print, print_to, Outcome};
+use super::{print, print_text, print_to, Outcome};
 use crate::{
     addrset::Need,
     addrset::{
@@ -19,6 +19,7 @@ use crate::{
     },
     error::Error,
     output::human::table,
+    text::{csv_field, shown},
 };
 
 /// Output formats of `sets show`.
@@ -105,13 +106,22 @@ pub enum SetsConfig {
 /// A set or page that cannot be read; writing the output.
 pub fn run(cfg: SetsConfig) -> Result<Outcome, Error> {
     match cfg {
-        SetsConfig::List { files } => print(&list(&files)?)?,
+        SetsConfig::List { files } => print_text(&list(&files)?)?,
         SetsConfig::Show { selection, format } => {
-            print(&show(&selection.load_some(Need::EntriesOrNames)?, format))?
+            let text = show(&selection.load_some(Need::EntriesOrNames)?, format);
+            if format == ShowFormat::Table {
+                print_text(&text)?
+            } else {
+                print(&text)?
+            }
         }
         SetsConfig::Diff { a, b, json } => {
             let (text, same) = diff(&a, &b, json)?;
-            print(&text)?;
+            if json {
+                print(&text)?
+            } else {
+                print_text(&text)?
+            }
             if !same {
                 return Ok(Outcome::Negative);
             }
@@ -126,7 +136,7 @@ pub fn run(cfg: SetsConfig) -> Result<Outcome, Error> {
         )?,
         SetsConfig::Import { inputs, name, out } => {
             let (json, report) = import(&inputs, name.as_deref())?;
-            eprint!("{report}");
+            eprint!("{}", crate::text::terminal(&report));
             print_to(&json, out.as_deref())?;
         }
     }
@@ -172,10 +182,10 @@ pub fn list(files: &[String]) -> Result<String, Error> {
     for (s, kind) in rows {
         let dcs: BTreeSet<DataCenter> = s.entries.iter().filter_map(|e| e.datacenter).collect();
         t.add_row(vec![
-            s.name.clone(),
+            shown(&s.name).to_string(),
             kind,
-            s.source.clone(),
-            s.published.clone(),
+            shown(&s.source).to_string(),
+            shown(&s.published).to_string(),
             s.entries.len().to_string(),
             s.ranges().len().to_string(),
             s.dns.len().to_string(),
@@ -200,7 +210,8 @@ pub fn show(set: &AddressSet, format: ShowFormat) -> String {
             let mut out = String::from(
                 "kind,value,datacenter,purpose,direction,ports,region,cloud,shared,sources\n",
             );
-            let words = |v: &[String]| v.join(" ");
+            // Fields from the set file may hold commas, quotes, line breaks.
+            let words = |v: &[String]| csv_field(&v.join(" ")).into_owned();
             let ports = |p: &[u16]| join(p.iter()).replace(", ", " ");
             for e in &set.entries {
                 out.push_str(&format!(
@@ -210,8 +221,8 @@ pub fn show(set: &AddressSet, format: ShowFormat) -> String {
                     e.purpose,
                     e.direction,
                     ports(&e.ports),
-                    opt(e.region.as_ref().map(ToString::to_string)),
-                    opt(e.cloud.clone()),
+                    csv_field(&opt(e.region.as_ref().map(ToString::to_string))),
+                    csv_field(&opt(e.cloud.clone())),
                     if e.shared { "yes" } else { "" },
                     words(&e.sources)
                 ));
@@ -256,7 +267,7 @@ pub fn show(set: &AddressSet, format: ShowFormat) -> String {
                     e.purpose.to_string(),
                     e.direction.to_string(),
                     join(e.ports.iter()),
-                    sources,
+                    shown(&sources).to_string(),
                 ]);
             }
             for n in &set.dns {
@@ -267,17 +278,17 @@ pub fn show(set: &AddressSet, format: ShowFormat) -> String {
                     n.purpose.to_string(),
                     n.direction.to_string(),
                     join(n.ports.iter()),
-                    join(n.sources.iter()),
+                    shown(&join(n.sources.iter())).to_string(),
                 ]);
             }
             let mut out = format!(
                 "{t}\n{}: {} entries ({} distinct prefixes), {} DNS names; source {}, published {}\n",
-                set.name,
+                shown(&set.name),
                 set.entries.len(),
                 set.ranges().len(),
                 set.dns.len(),
-                set.source,
-                set.published
+                shown(&set.source),
+                shown(&set.published)
             );
             for src in &set.sources {
                 let mut facts = vec![
@@ -288,7 +299,11 @@ pub fn show(set: &AddressSet, format: ShowFormat) -> String {
                 facts.extend(src.cloud.clone());
                 facts.extend(src.change_number.map(|n| format!("changeNumber {n}")));
                 facts.extend(src.sha256.as_ref().map(|h| format!("sha256 {h}")));
-                out.push_str(&format!("  {}: {}\n", src.id, facts.join(", ")));
+                out.push_str(&format!(
+                    "  {}: {}\n",
+                    shown(&src.id),
+                    shown(&facts.join(", "))
+                ));
             }
             out
         }
@@ -345,7 +360,7 @@ fn input_report(input: &str, imported: &Imported) -> String {
             let src = &imp.set.sources[0];
             out.push_str(&format!(
                 "{input}: page dated {} (ms.date), sha256 {}\n",
-                src.published,
+                shown(&src.published),
                 src.sha256.as_deref().unwrap_or("-")
             ));
             let mut t = table(&[
@@ -358,7 +373,7 @@ fn input_report(input: &str, imported: &Imported) -> String {
             ]);
             for c in &imp.counts {
                 t.add_row(vec![
-                    c.section.clone(),
+                    shown(&c.section).to_string(),
                     c.purpose.to_string(),
                     datacenter_text(c.datacenter).into_owned(),
                     c.region.as_ref().map_or("-".into(), ToString::to_string),
@@ -392,7 +407,7 @@ fn input_report(input: &str, imported: &Imported) -> String {
                 out.push_str(&format!(
                     "  line {} ({}): {}\n",
                     l.line,
-                    l.section,
+                    shown(&l.section),
                     what.join("; ")
                 ));
             }
@@ -402,16 +417,16 @@ fn input_report(input: &str, imported: &Imported) -> String {
             let src = &imp.set.sources[0];
             out.push_str(&format!(
                 "{input}: Service Tags, cloud {}, changeNumber {}, dated {}, {} tags, sha256 {}\n",
-                src.cloud.as_deref().unwrap_or("-"),
+                shown(src.cloud.as_deref().unwrap_or("-")),
                 src.change_number.map_or("-".into(), |n| n.to_string()),
-                src.published,
+                shown(&src.published),
                 imp.tags_in_file,
                 src.sha256.as_deref().unwrap_or("-")
             ));
             let mut t = table(&["Tag", "changeNumber", "IPv4", "IPv6", "Taken as"]);
             for tag in &imp.tags {
                 t.add_row(vec![
-                    tag.name.clone(),
+                    shown(&tag.name).to_string(),
                     tag.change_number.map_or("-".into(), |n| n.to_string()),
                     tag.prefixes.0.to_string(),
                     tag.prefixes.1.to_string(),

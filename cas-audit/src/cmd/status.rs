@@ -7,7 +7,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use cas_audit_common::{names, Counters};
 use serde::Serialize;
 
-use super::{print, Outcome};
+use super::{print, print_text, Outcome};
 use crate::{
     datapath::{maps, PinDir, PinnedMaps, PINNED_MAPS},
     error::Error,
@@ -29,12 +29,11 @@ pub struct StatusConfig {
 /// See [`status`]; writing to standard output.
 pub fn run(cfg: StatusConfig) -> Result<Outcome, Error> {
     let s = status(&PinDir::new(&cfg.pin))?;
-    let text = if cfg.json {
-        serde_json::to_string(&s).expect("serialisable") + "\n"
+    if cfg.json {
+        print(&(serde_json::to_string(&s).expect("serialisable") + "\n"))?;
     } else {
-        text(&s)
-    };
-    print(&text)?;
+        print_text(&text(&s))?;
+    }
     Ok(Outcome::Success)
 }
 

@@ -116,7 +116,7 @@ pub fn counters(src: &impl MapSource) -> Result<Counters, DatapathError> {
         let v = arr
             .get(&(c as u32), 0)
             .map_err(map_err("reading the counters"))?;
-        out.set(c, v.iter().sum());
+        out.set(c, v.iter().fold(0u64, |a, x| a.saturating_add(*x)));
     }
     Ok(out)
 }
@@ -161,10 +161,10 @@ fn range_totals_of(
                 .get(&i, 0)
                 .map_err(map_err("reading the range counters"))?;
             Ok(v.iter().fold(RangeStats::default(), |a, s| RangeStats {
-                packets_out: a.packets_out + s.packets_out,
-                bytes_out: a.bytes_out + s.bytes_out,
-                packets_in: a.packets_in + s.packets_in,
-                bytes_in: a.bytes_in + s.bytes_in,
+                packets_out: a.packets_out.saturating_add(s.packets_out),
+                bytes_out: a.bytes_out.saturating_add(s.bytes_out),
+                packets_in: a.packets_in.saturating_add(s.packets_in),
+                bytes_in: a.bytes_in.saturating_add(s.bytes_in),
             }))
         })
         .collect()

@@ -19,10 +19,10 @@ pub fn merge<'a>(parts: impl IntoIterator<Item = &'a FlowStats>) -> Option<FlowS
     let mut m = **first;
     for s in rest {
         m.last_seen_ns = m.last_seen_ns.max(s.last_seen_ns);
-        m.packets_out += s.packets_out;
-        m.bytes_out += s.bytes_out;
-        m.packets_in += s.packets_in;
-        m.bytes_in += s.bytes_in;
+        m.packets_out = m.packets_out.saturating_add(s.packets_out);
+        m.bytes_out = m.bytes_out.saturating_add(s.bytes_out);
+        m.packets_in = m.packets_in.saturating_add(s.packets_in);
+        m.bytes_in = m.bytes_in.saturating_add(s.bytes_in);
         m.tcp_flags_out |= s.tcp_flags_out;
         m.tcp_flags_in |= s.tcp_flags_in;
         if m.initiator == initiator::UNKNOWN {

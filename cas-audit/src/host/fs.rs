@@ -16,6 +16,24 @@
 //!   held up by reading (the agent installs its handlers after its inputs
 //!   are read, and `report` keeps the default action).
 //!
+//! Writing the files the agent creates goes through the other door here:
+//!
+//! - [`create_output`], for a file a user names (`run --json PATH`, `check
+//!   --json PATH`, `sets export --out`, `sets import --out`): a symbolic
+//!   link is refused, not followed (`O_NOFOLLOW`: a link planted where the
+//!   file goes would otherwise have its target truncated), a new file has
+//!   mode 0640 (the log directory's), an existing regular file is
+//!   truncated once the open descriptor shows it is one, a FIFO or a
+//!   character device (a pipe to a reader, `/dev/null`) is written as it
+//!   is, anything else is refused; opening never blocks (a FIFO nobody
+//!   reads is refused at once).
+//! - [`create_new`], for the files the agent names itself (`--log-dir`):
+//!   `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0640; whatever is already at
+//!   the name, a link included, is never opened.
+//!
+//! Both ask for `O_CLOEXEC` (as every `std` open does) and are subject to
+//! the umask (0640 under the usual 022, 0600 under 077).
+//!
 //! Errors are [`io::Error`]s whose text says what is wrong
 //! (`it is a FIFO, not a regular file`); callers prefix the path.
 
@@ -180,10 +198,94 @@ pub fn open_input(path: &Path) -> io::Result<Input> {
     open_regular(path).map(|(f, _)| Input::File(f))
 }
 
+/// Mode of every file the agent creates (before the umask): the owner
+/// reads and writes, its group reads, others nothing.
+pub const FILE_MODE: u32 = 0o640;
+
+/// Opens the output file at `path` (see the [module](self)): created with
+/// [`FILE_MODE`], or truncated if it is a regular file, or written as it
+/// is if it is a FIFO with a reader or a character device.
+///
+/// # Errors
+/// `path` is a symbolic link ([`io::ErrorKind::InvalidInput`], nothing
+/// opened); it is a directory, a socket, a block device, or a FIFO no
+/// process reads (`InvalidInput`); it cannot be created or truncated.
+pub fn create_output(path: &Path) -> io::Result<File> {
+    let opened = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let f = match opened {
+        Ok(f) => f,
+        Err(e) => return Err(output_error(path, e)),
+    };
+    let t = f.metadata()?.file_type();
+    if t.is_file() {
+        f.set_len(0)?;
+    } else if !(t.is_fifo() || t.is_char_device()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {}: name a regular file", kind(t)),
+        ));
+    }
+    // A FIFO was opened without blocking; its writes should block (and
+    // O_NONBLOCK means nothing to the others).
+    // SAFETY: fcntl on a descriptor this function owns.
+    unsafe {
+        let fd = f.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(f)
+}
+
+/// What `open(2)` failing on `path` for [`create_output`] means.
+fn output_error(path: &Path, e: io::Error) -> io::Error {
+    let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    match e.raw_os_error() {
+        Some(libc::ELOOP) if link => io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a symbolic link, which is not followed: name the file itself \
+             (or - for standard output)",
+        ),
+        Some(libc::ENXIO) => io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a FIFO no process reads, or a socket: name a regular file",
+        ),
+        Some(libc::EISDIR) => io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a directory: name a regular file",
+        ),
+        _ => e,
+    }
+}
+
+/// Creates the file `path`, which must not exist: `O_CREAT | O_EXCL |
+/// O_NOFOLLOW`, [`FILE_MODE`], opened for appending.
+///
+/// # Errors
+/// Something is at `path` already, a symbolic link included
+/// ([`io::ErrorKind::AlreadyExists`]); it cannot be created.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::{
+        os::unix::fs::PermissionsExt,
+        time::{Duration, Instant},
+    };
 
     fn scratch(name: &str) -> std::path::PathBuf {
         let p = std::env::temp_dir().join(format!("cas-audit-fs-{name}-{}", std::process::id()));
@@ -257,5 +359,97 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert_eq!(e.to_string(), "not UTF-8 text (byte 2 is invalid)");
         std::fs::remove_file(&p).unwrap();
+    }
+
+    /// Mode bits of `p` and the process's umask (from /proc, proc(5)).
+    fn mode_and_umask(p: &Path) -> (u32, u32) {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+            .unwrap();
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        (mode, umask)
+    }
+
+    #[test]
+    fn output_files_are_new_0640_or_truncated_never_a_link_target() {
+        let dir = scratch("outdir");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let new = dir.join("new.jsonl");
+        let mut f = create_output(&new).unwrap();
+        io::Write::write_all(&mut f, b"{}\n").unwrap();
+        let (mode, umask) = mode_and_umask(&new);
+        assert_eq!(mode, FILE_MODE & !umask, "umask {umask:o}");
+        // An existing regular file is truncated, its mode kept.
+        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o600)).unwrap();
+        drop(create_output(&new).unwrap());
+        assert_eq!(std::fs::read(&new).unwrap(), b"");
+        assert_eq!(mode_and_umask(&new).0, 0o600);
+        // A link to a file the agent may write (it runs as root): refused,
+        // the target neither truncated nor changed.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let link = dir.join("link.jsonl");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = create_output(&link).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            e.to_string(),
+            "it is a symbolic link, which is not followed: name the file itself (or - for standard output)"
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+        // A dangling link is not created through either.
+        let dangling = dir.join("dangling.jsonl");
+        std::os::unix::fs::symlink(dir.join("absent"), &dangling).unwrap();
+        assert!(create_output(&dangling).is_err());
+        assert!(!dir.join("absent").exists());
+        // Nor are the log directory's files.
+        let e = create_new(&link).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+        let log = dir.join("log.jsonl");
+        drop(create_new(&log).unwrap());
+        assert_eq!(mode_and_umask(&log).0, FILE_MODE & !umask);
+        assert_eq!(
+            create_new(&log).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn output_streams_are_written_other_kinds_refused_at_once() {
+        // A character device is written as it is (not truncated).
+        drop(create_output(Path::new("/dev/null")).unwrap());
+        let t = Instant::now();
+        let e = create_output(Path::new("/tmp")).unwrap_err();
+        assert_eq!(e.to_string(), "it is a directory: name a regular file");
+        // A FIFO nobody reads: refused, without waiting for a reader.
+        let fifo = scratch("outfifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = create_output(&fifo).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "it is a FIFO no process reads, or a socket: name a regular file"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // With a reader it is written, and its writes block as usual.
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let mut w = create_output(&fifo).unwrap();
+        // SAFETY: F_GETFL on an open descriptor.
+        let flags = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+        io::Write::write_all(&mut w, b"x\n").unwrap();
+        drop(reader);
+        std::fs::remove_file(&fifo).unwrap();
     }
 }

@@ -108,7 +108,7 @@ pub fn flow_line(rec: &FlowRecord, lt: &LineTime) -> String {
             flow = rec.conversation(),
             by = rec.blocked_by(),
             prefix = rec.prefix,
-            iface = rec.interfaces_text(),
+            iface = crate::text::shown(&rec.interfaces_text()),
         );
     }
     let first = match rec.first_packet {
@@ -128,7 +128,7 @@ pub fn flow_line(rec: &FlowRecord, lt: &LineTime) -> String {
             who => format!("opened by {}", who.as_str()),
         },
         prefix = rec.prefix,
-        iface = rec.interfaces_text(),
+        iface = crate::text::shown(&rec.interfaces_text()),
     )
 }
 

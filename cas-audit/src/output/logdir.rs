@@ -31,9 +31,9 @@
 
 use std::{
     cmp::Ordering,
-    fs::{DirBuilder, File, OpenOptions},
+    fs::{DirBuilder, File},
     io::{self, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -174,14 +174,11 @@ impl LogFile for File {
 /// (`AlreadyExists` makes the caller try the next suffix).
 pub type Opener = Box<dyn FnMut(&Path) -> io::Result<Box<dyn LogFile>> + Send>;
 
-/// The real opener: `O_CREAT | O_EXCL | O_APPEND`, mode 0640.
+/// The real opener: `O_CREAT | O_EXCL | O_NOFOLLOW | O_APPEND`, mode 0640
+/// ([`crate::host::fs::create_new`]).
 pub fn file_opener() -> Opener {
     Box::new(|path: &Path| {
-        let f = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(path)?;
+        let f = crate::host::fs::create_new(path)?;
         Ok(Box::new(f) as Box<dyn LogFile>)
     })
 }

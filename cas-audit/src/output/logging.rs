@@ -12,6 +12,7 @@
 //!   when standard error is the journal stream systemd names in
 //!   `JOURNAL_STREAM` (systemd.exec(5): `DEVICE:INODE` of that stream).
 
+use crate::text::{one_line, terminal};
 use std::{
     io::Write,
     os::fd::AsRawFd,
@@ -100,7 +101,11 @@ pub fn filter(verbose: u8) -> &'static str {
 /// Whether the log went to the journal ([`init`]).
 static JOURNAL: AtomicBool = AtomicBool::new(false);
 
-/// Sets up the logger for `verbose` and `format`.
+/// Sets up the logger for `verbose` and `format`. Every record is one
+/// line: control characters in a message (a line feed, a terminal escape
+/// sequence from a set name or a page) are written escaped
+/// ([`crate::text::one_line`]), so that no text a message quotes can
+/// forge a record or reach the terminal raw.
 pub fn init(verbose: u8, format: LogFormat) {
     let journal = format.journal();
     JOURNAL.store(journal, Ordering::Relaxed);
@@ -109,25 +114,44 @@ pub fn init(verbose: u8, format: LogFormat) {
     );
     if journal {
         b.format(|buf, rec| {
+            let msg = rec.args().to_string();
+            let msg = one_line(&msg);
             let target = rec.target();
             if target == "cas_audit" || target.starts_with("cas_audit::") {
-                writeln!(buf, "<{}>{}", priority(rec.level()), rec.args())
+                writeln!(buf, "<{}>{msg}", priority(rec.level()))
             } else {
-                writeln!(buf, "<{}>{target}: {}", priority(rec.level()), rec.args())
+                writeln!(buf, "<{}>{target}: {msg}", priority(rec.level()))
             }
         });
     } else {
-        b.format_timestamp_millis();
+        // env_logger's own layout (`[TIME LEVEL target] message`).
+        b.format(|buf, rec| {
+            let msg = rec.args().to_string();
+            let style = buf.default_level_style(rec.level());
+            writeln!(
+                buf,
+                "[{} {style}{:<5}{style:#} {}] {}",
+                buf.timestamp_millis(),
+                rec.level(),
+                rec.target(),
+                one_line(&msg)
+            )
+        });
     }
     b.init();
 }
 
 /// Writes the lines of a command's error on standard error: as
 /// `cas-audit: ...` on a terminal, with the error priority in the journal.
+/// A line with line breaks of its own (the verifier's log) goes on as
+/// further lines, each with the prefix; other control characters are
+/// escaped ([`crate::text::terminal`]).
 pub fn print_error(lines: &[String]) {
     let journal = JOURNAL.load(Ordering::Relaxed);
     let mut err = std::io::stderr().lock();
-    for (i, line) in lines.iter().enumerate() {
+    let lines = lines.iter().flat_map(|l| l.split('\n'));
+    for (i, line) in lines.enumerate() {
+        let line = terminal(line);
         let _ = match (journal, i) {
             (true, _) => writeln!(err, "<3>cas-audit: {line}"),
             (false, 0) => writeln!(err, "cas-audit: {line}"),

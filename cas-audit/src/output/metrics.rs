@@ -18,7 +18,7 @@ use std::{
 
 use cas_audit_common::{Counter, Counters, RangeStats};
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter as PCounter, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
 };
@@ -89,9 +89,30 @@ pub struct SinkLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SetLabels {
     /// Set name.
-    pub set: String,
+    pub set: LabelText,
     /// Its publication date.
-    pub published: String,
+    pub published: LabelText,
+}
+
+/// A label value from outside (the set file's name and date), escaped
+/// for the exposition formats and shortened
+/// ([`crate::text::prometheus_label`]): `prometheus-client` 0.22 writes
+/// label values as they are, so a `"` or a line feed in a set name would
+/// otherwise end the value or the sample and forge others.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelText(String);
+
+impl LabelText {
+    /// `value`, escaped.
+    pub fn new(value: &str) -> LabelText {
+        LabelText(crate::text::prometheus_label(value))
+    }
+}
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
 }
 
 type Counter64 = PCounter<u64, AtomicU64>;
@@ -254,8 +275,8 @@ impl Metrics {
             learned_capacity.clone(),
         );
         info.get_or_create(&SetLabels {
-            set: set.to_string(),
-            published: published.to_string(),
+            set: LabelText::new(set),
+            published: LabelText::new(published),
         })
         .set(1);
         Metrics {
@@ -342,8 +363,8 @@ impl Metrics {
                                 direction: dir.into(),
                             })
                             .or_default();
-                        e.0 += pk;
-                        e.1 += by;
+                        e.0 = e.0.saturating_add(pk);
+                        e.1 = e.1.saturating_add(by);
                     }
                 }
             }
@@ -572,6 +593,47 @@ mod tests {
         assert!(
             text.contains("# TYPE cas_audit_flow_table_entries gauge\n"),
             "{text}"
+        );
+    }
+
+    /// A set name or date with `"`, `\` or a line feed stays inside its
+    /// label (no forged sample, the scrape still parses: promtool checks
+    /// a real one in tests/tests/agent.rs), and a 2 MB name costs 256
+    /// characters of every scrape.
+    #[test]
+    fn a_hostile_set_name_stays_in_its_label() {
+        let m = Metrics::new(
+            "lab\"} 1\ncas_audit_forged_total 1\n# EOF\n\\",
+            "2026-11-22\n",
+        );
+        let om = m.render();
+        let info: Vec<&str> = om
+            .lines()
+            .filter(|l| l.starts_with("cas_audit_address_set"))
+            .collect();
+        assert_eq!(
+            info,
+            [
+                r#"cas_audit_address_set{set="lab\"} 1\ncas_audit_forged_total 1\n# EOF\n\\",published="2026-11-22\n"} 1"#
+            ],
+            "{om}"
+        );
+        assert!(
+            !om.lines().any(|l| l.starts_with("cas_audit_forged")),
+            "{om}"
+        );
+        assert_eq!(om.lines().filter(|l| *l == "# EOF").count(), 1, "{om}");
+        let long = Metrics::new(&"x".repeat(2 << 20), "2026-11-22").render();
+        let info = long
+            .lines()
+            .find(|l| l.starts_with("cas_audit_address_set{"))
+            .unwrap();
+        assert_eq!(
+            info,
+            format!(
+                "cas_audit_address_set{{set=\"{}…\",published=\"2026-11-22\"}} 1",
+                "x".repeat(crate::text::MAX_SHOWN)
+            )
         );
     }
 

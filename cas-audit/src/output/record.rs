@@ -616,7 +616,7 @@ impl Summary {
         ranges
             .iter()
             .zip(totals)
-            .filter(|(_, t)| t.packets_out + t.packets_in > 0)
+            .filter(|(_, t)| t.packets_out > 0 || t.packets_in > 0)
             .map(|(r, t)| RangeRecord {
                 prefix: if r.is_placeholder() {
                     DROPPED_RANGE.into()

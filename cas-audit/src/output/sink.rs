@@ -74,7 +74,8 @@ impl Export {
 pub enum JsonTarget {
     /// Standard output (`--json -`).
     Stdout,
-    /// A file, created or truncated.
+    /// A file, created (mode 0640) or truncated; never through a symbolic
+    /// link ([`crate::host::fs::create_output`]).
     File(PathBuf),
 }
 
@@ -101,13 +102,14 @@ impl JsonTarget {
     /// line-buffered: one write(2) per record); flush after every batch.
     ///
     /// # Errors
-    /// The file cannot be created.
+    /// The file cannot be created; it is a symbolic link, a directory, or
+    /// a FIFO nobody reads ([`crate::host::fs::create_output`]).
     pub fn open(&self) -> Result<Box<dyn Write + Send>, crate::output::OpenError> {
         Ok(match self {
             JsonTarget::Stdout => Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout())),
             JsonTarget::File(p) => Box::new(io::BufWriter::with_capacity(
                 1 << 16,
-                std::fs::File::create(p).map_err(|source| crate::output::OpenError {
+                crate::host::fs::create_output(p).map_err(|source| crate::output::OpenError {
                     path: p.clone(),
                     source,
                 })?,

@@ -175,12 +175,14 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds a flow. Its figures come from a file: the sums saturate at
+    /// `u64::MAX` rather than wrap (or panic) on crafted values.
     fn add(&mut self, f: &SavedFlow) {
-        self.flows += 1;
-        self.packets_out += f.packets_out;
-        self.packets_in += f.packets_in;
-        self.bytes_out += f.bytes_out;
-        self.bytes_in += f.bytes_in;
+        self.flows = self.flows.saturating_add(1);
+        self.packets_out = self.packets_out.saturating_add(f.packets_out);
+        self.packets_in = self.packets_in.saturating_add(f.packets_in);
+        self.bytes_out = self.bytes_out.saturating_add(f.bytes_out);
+        self.bytes_in = self.bytes_in.saturating_add(f.bytes_in);
     }
 }
 
@@ -637,10 +639,38 @@ impl Evidence {
 /// [`Error::Usage`] for a missing path; [`Error::Input`] for an input that
 /// cannot be read.
 pub fn evidence(paths: &[PathBuf], filters: &Filters, top: usize) -> Result<Evidence, Error> {
+    count(filters, top, |records, mut sink| {
+        read::load(paths, records, &mut sink)
+    })
+}
+
+/// [`evidence`] of one input stream named `name`, plain or gzip (as
+/// `report -` reads standard input): for a caller that holds the bytes,
+/// such as the record reader's fuzz target (`fuzz/`).
+///
+/// # Errors
+/// The input cannot be read, or is not valid gzip.
+pub fn evidence_of_stream(
+    name: &str,
+    input: impl std::io::Read + Send + 'static,
+    filters: &Filters,
+    top: usize,
+) -> std::io::Result<Evidence> {
+    count(filters, top, |records, mut sink| {
+        records.read(name, read::text_of(input)?, &mut sink)
+    })
+}
+
+/// Counts the flows `filters` match among what `read` hands its sink.
+fn count<E>(
+    filters: &Filters,
+    top: usize,
+    read: impl FnOnce(&mut Records, &mut dyn FnMut(SavedFlow)) -> Result<(), E>,
+) -> Result<Evidence, E> {
     let mut records = Records::default();
     let mut tallies = Tallies::new(filters.clone());
     let mut sink = |f: SavedFlow| tallies.add(&f);
-    read::load(paths, &mut records, &mut sink)?;
+    read(&mut records, &mut sink)?;
     records.finish(&mut sink);
     Ok(Evidence::new(&records, tallies, top))
 }
@@ -676,7 +706,9 @@ pub fn report(cfg: &ReportConfig) -> Result<String, Error> {
         );
     }
     Ok(match cfg.format {
-        ReportFormat::Table => ev.table(),
+        // Fields of saved records (interfaces, prefixes, ...) come from
+        // files: escaped for the terminal.
+        ReportFormat::Table => crate::text::terminal(&ev.table()).into_owned(),
         ReportFormat::Json => serde_json::to_string(&ev).expect("serialisable") + "\n",
     })
 }

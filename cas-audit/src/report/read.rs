@@ -306,7 +306,8 @@ impl Records {
             }
             Ok(Line::Summary { log_records_lost }) => {
                 self.runs += 1;
-                self.log_records_lost += log_records_lost;
+                // From a file: saturate rather than wrap to 0 (or panic).
+                self.log_records_lost = self.log_records_lost.saturating_add(log_records_lost);
             }
             Err(why) => {
                 self.skipped += 1;

@@ -933,3 +933,23 @@ fn agent_written_lines() {
         ["w.jsonl:2: bad flow record: EOF while parsing a string at line 1 column 60"]
     );
 }
+
+/// Counters read from files are summed with saturation: two crafted
+/// records can neither wrap a sum to a small number nor panic.
+#[test]
+fn crafted_counters_saturate() {
+    let big = u64::MAX - 1;
+    let a = flow(json!({"local_port": 40001, "packets_out": big, "bytes_out": big}));
+    let b = flow(json!({"local_port": 40002, "packets_out": 5, "bytes_out": 5}));
+    let s1 = format!(r#"{{"type":"summary","flows":1,"log_records_lost":{big}}}"#);
+    let s2 = r#"{"type":"summary","flows":1,"log_records_lost":2}"#.to_string();
+    let ev = evidence_of(
+        &records(&[("a.jsonl", vec![a, b, s1, s2])]),
+        &Filters::default(),
+        10,
+    );
+    assert_eq!(ev.total.flows, 2);
+    assert_eq!(ev.total.packets_out, u64::MAX);
+    assert_eq!(ev.total.bytes_out, u64::MAX);
+    assert_eq!(ev.log_records_lost, u64::MAX);
+}

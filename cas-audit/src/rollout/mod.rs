@@ -519,7 +519,7 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
     log::info!(
         "checking {} destinations of set {} ({} at a time, {} s timeout)",
         dests.len(),
-        set.name,
+        crate::text::shown(&set.name),
         cfg.concurrency,
         cfg.timeout.as_secs_f64()
     );
@@ -638,7 +638,8 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
     }
     if human {
         let mut so = std::io::stdout().lock();
-        so.write_all(table::tables(&records, &summary).as_bytes())
+        let text = table::tables(&records, &summary);
+        so.write_all(crate::text::terminal(&text).as_bytes())
             .and_then(|_| so.flush())
             .map_err(Error::io("writing to standard output"))?;
     }

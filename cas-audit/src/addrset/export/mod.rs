@@ -33,6 +33,9 @@ use ipnet::IpNet;
 use crate::addrset::{
     ranges::Interval, AddressSet, Connection, DataCenter, Purpose, NO_DATACENTER,
 };
+// Names from the set in `#` comments: on one line (a line feed would end
+// the comment), cut at 256 characters.
+use crate::text::shown;
 
 mod ipset;
 mod iptables;
@@ -365,30 +368,16 @@ fn join<T: ToString>(items: impl Iterator<Item = T>, sep: &str) -> String {
     items.map(|i| i.to_string()).collect::<Vec<_>>().join(sep)
 }
 
-/// Text from the address set made safe for a `#` comment line: control
-/// characters (a newline would end the comment) are escaped.
-fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// `# ` + the set's name, source and publication date (and the number of
 /// entries left out for want of a port, if any).
 fn provenance(out: &mut String, plan: &Plan<'_>) {
     let set = plan.set;
-    let _ = writeln!(out, "# Address set: {}", clean(&set.name));
+    let _ = writeln!(out, "# Address set: {}", shown(&set.name));
     let _ = writeln!(
         out,
         "# Source: {} (published {})",
-        clean(&set.source),
-        clean(&set.published)
+        shown(&set.source),
+        shown(&set.published)
     );
     if plan.portless > 0 {
         let _ = writeln!(
@@ -416,7 +405,7 @@ fn dns_comment(out: &mut String, plan: &Plan<'_>) {
             "#   {} tcp {}: {} ({})",
             d.direction,
             join(d.ports.iter(), ","),
-            clean(&d.name),
+            shown(&d.name),
             d.tags.label()
         );
     }

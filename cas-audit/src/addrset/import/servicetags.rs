@@ -45,7 +45,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::addrset::{
-    parse_prefix, AddressSet, Entry, Purpose, Region, Source, SourceKind, TagVersion,
+    host_bits, parse_prefix, AddressSet, Entry, Purpose, Region, Source, SourceKind, TagVersion,
 };
 
 /// The global Defender for Cloud Apps tag.
@@ -164,6 +164,22 @@ pub enum TagsError {
         /// The text.
         text: String,
     },
+    /// A prefix of a tag with host bits set: the network or the one
+    /// address? Refused (a set file holding it would be refused too).
+    #[error(
+        "tag {tag}: prefix {text:?} has host bits set: it is neither the network {network} \
+         nor the one address {address}, and is refused rather than guessed"
+    )]
+    HostBits {
+        /// The tag.
+        tag: String,
+        /// The prefix as written.
+        text: String,
+        /// The network it would be truncated to.
+        network: IpNet,
+        /// The address as a host prefix.
+        address: IpNet,
+    },
 }
 
 /// The date in a Service Tags file name, `YYYY-MM-DD`:
@@ -261,10 +277,19 @@ pub fn import_service_tags(
             .and_then(|p| p.address_prefixes.as_deref())
             .unwrap_or_default()
         {
-            prefixes.push(parse_prefix(p).ok_or_else(|| TagsError::BadPrefix {
+            let prefix = parse_prefix(p).ok_or_else(|| TagsError::BadPrefix {
                 tag: t.name.clone(),
                 text: p.clone(),
-            })?);
+            })?;
+            if let Some((network, address)) = host_bits(&prefix) {
+                return Err(TagsError::HostBits {
+                    tag: t.name.clone(),
+                    text: p.clone(),
+                    network,
+                    address,
+                });
+            }
+            prefixes.push(prefix);
         }
         let region = match suffix.and_then(|s| s.strip_prefix('.')) {
             Some(s) => s

@@ -148,17 +148,23 @@ fn structured(rec: &FlowRecord) -> SDElement {
     e
 }
 
-/// A CEF header field: `\` and `|` escaped.
+/// A CEF header field: on one line (control characters written as
+/// [`crate::text::one_line`] does), then `\` and `|` escaped.
 fn cef_header(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('|', "\\|")
+    crate::text::one_line(s)
+        .replace('\\', "\\\\")
+        .replace('|', "\\|")
 }
 
-/// A CEF extension value: `\` and `=` escaped, line breaks as `\n`, `\r`.
+/// A CEF extension value: control characters other than the line feed
+/// and tab (a terminal escape sequence in an interface name, a carriage
+/// return) written visibly ([`crate::text::terminal`]), then `\` and `=`
+/// escaped and line feeds written `\n`.
 fn cef_value(s: &str) -> String {
-    s.replace('\\', "\\\\")
+    crate::text::terminal(s)
+        .replace('\\', "\\\\")
         .replace('=', "\\=")
         .replace('\n', "\\n")
-        .replace('\r', "\\r")
 }
 
 /// The CEF event (`CEF:0|cas-audit|cas-audit|VERSION|REASON|NAME|SEVERITY|EXTENSION`):

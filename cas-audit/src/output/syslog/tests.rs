@@ -103,6 +103,25 @@ fn rfc5424_message_carries_the_record_as_structured_data() {
     assert!(m.ends_with("on uplink"), "{m}");
 }
 
+/// An interface name holding a terminal escape sequence and a line break
+/// reaches neither the CEF event nor the readable MSG raw.
+#[test]
+fn control_characters_never_reach_a_message_raw() {
+    let mut rec = sample_flow();
+    rec.iface = "up\x1b[2J\rfake\n".into();
+    rec.interfaces = Vec::new();
+    let c = cef(&rec);
+    assert!(
+        c.contains(" deviceInboundInterface=up\\\\x1b[2J\\\\rfake\\n "),
+        "{c}"
+    );
+    let line = crate::output::human::flow_line(&rec, &crate::output::human::LineTime::utc());
+    assert!(line.ends_with(" on up\\x1b[2J\\rfake\\n"), "{line}");
+    for m in [c, line] {
+        assert!(!m.contains(['\x1b', '\r', '\n']), "{m:?}");
+    }
+}
+
 #[test]
 fn cef_event_has_the_standard_keys_and_escapes() {
     let mut rec = sample_flow();

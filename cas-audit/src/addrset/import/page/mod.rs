@@ -88,8 +88,8 @@ use super::parse_date;
 use ipnet::IpNet;
 
 use crate::addrset::{
-    parse_prefix, valid_dns_name, AddressSet, DataCenter, DnsName, Entry, Purpose, Region, Source,
-    SourceKind,
+    host_bits, parse_prefix, valid_dns_name, AddressSet, DataCenter, DnsName, Entry, Purpose,
+    Region, Source, SourceKind,
 };
 
 /// The result of [`import_page`].
@@ -175,6 +175,22 @@ pub enum ImportError {
         /// The token, markup removed.
         text: String,
     },
+    /// An address with host bits set after its length: the network or
+    /// the one address? Refused (a set file holding it would be refused too).
+    #[error(
+        "line {line}: prefix {text:?} has host bits set: it is neither the network {network} \
+         nor the one address {address}, and is refused rather than guessed"
+    )]
+    HostBits {
+        /// 1-based line number.
+        line: usize,
+        /// The prefix.
+        text: String,
+        /// The network it would be truncated to.
+        network: IpNet,
+        /// The address as a host prefix.
+        address: IpNet,
+    },
     /// No heading is one of the known sections.
     #[error(
         "the page has no recognised section (expected headings such as \"Portal access\", \
@@ -219,6 +235,18 @@ pub fn import_page(text: &str, source: &str, name: Option<&str>) -> Result<Impor
         notes,
         ..
     } = reader;
+    for f in sections.iter().flat_map(|s| &s.found) {
+        if let Token::Addr(prefix) = &f.token {
+            if let Some((network, address)) = host_bits(prefix) {
+                return Err(ImportError::HostBits {
+                    line: f.line,
+                    text: prefix.to_string(),
+                    network,
+                    address,
+                });
+            }
+        }
+    }
 
     let recognised: Vec<String> = sections
         .iter()

@@ -239,8 +239,10 @@ impl Reader {
                     self.table.get_or_insert_with(Table::default);
                     continue;
                 }
-                let table = match &self.table {
-                    Some(t) => t.clone(),
+                // Taken out while the row is read, not cloned: a header
+                // may have any number of cells.
+                let table = match self.table.take() {
+                    Some(t) => t,
                     None => {
                         let next_is_separator = lines
                             .get(i + 1)
@@ -252,10 +254,11 @@ impl Reader {
                             skip_next = true;
                             continue;
                         }
-                        self.table.insert(Table::default()).clone()
+                        Table::default()
                     }
                 };
                 self.row(&cells, &table, n)?;
+                self.table = Some(table);
                 continue;
             }
             self.table = None;
@@ -413,11 +416,12 @@ impl Reader {
     fn prose(&mut self, text: &str, n: usize, place: &Place) -> Result<usize, ImportError> {
         let lower = text.to_ascii_lowercase();
         let ports = prose_ports(&lower);
+        let examples = Examples::new(&lower);
         let mut taken = 0;
         for (pos, word) in prose_words(text) {
             match classify(word, true) {
                 Class::Token(t) => {
-                    if in_example(&lower, pos) {
+                    if examples.covers(pos) {
                         let shown = match &t {
                             Token::Addr(a) => a.to_string(),
                             Token::Name(s) => s.clone(),

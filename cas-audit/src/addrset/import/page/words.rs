@@ -111,22 +111,114 @@ pub(super) fn split_br(cell: &str) -> Vec<String> {
 }
 
 /// The text with `[text](target)` replaced by `text` and images removed.
+///
+/// What it reads as a link is what repeating this step reads: take the
+/// first `](` of the text, the last `[` before it and the first `)` after
+/// it, replace `[text](target)` by `text` (`![alt](target)` by nothing),
+/// and start again; stop at a `](` with no `[` before it or no `)` after.
+/// Done that way the work grows with the square of the length (a line of a
+/// page may be hundreds of kilobytes), so it is done in one pass over the
+/// characters in a linked list instead: a replacement unlinks characters,
+/// and the only places a new `](` can appear are where they were (the
+/// start and the end of the text kept), so no character is read twice.
+/// Linear in the length of the text.
 pub(super) fn strip_links(text: &str) -> String {
-    let mut out = text.to_owned();
-    while let Some(mid) = out.find("](") {
-        let Some(open) = out[..mid].rfind('[') else {
-            break;
-        };
-        let Some(close) = out[mid + 2..].find(')').map(|c| mid + 2 + c) else {
-            break;
-        };
-        let image = open > 0 && out.as_bytes()[open - 1] == b'!';
-        let (start, replacement) = if image {
-            (open - 1, String::new())
+    if !text.contains("](") {
+        return text.to_owned();
+    }
+    // Nodes: 0 the head, 1..=n the characters, n + 1 the tail.
+    let chars: Vec<char> = text.chars().collect();
+    let n = chars.len();
+    let (head, tail) = (0, n + 1);
+    let ch = |i: usize| {
+        if i == head || i == tail {
+            '\0'
         } else {
-            (open, out[open + 1..mid].to_owned())
-        };
-        out.replace_range(start..=close, &replacement);
+            chars[i - 1]
+        }
+    };
+    let mut next: Vec<usize> = (1..=n + 2).collect();
+    let mut prev: Vec<usize> = (0..n + 2).map(|i| i.saturating_sub(1)).collect();
+    let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, i: usize| {
+        let (p, q) = (prev[i], next[i]);
+        next[p] = q;
+        prev[q] = p;
+    };
+    // The `[` read and still in the text, in order.
+    let mut opens: Vec<usize> = Vec::new();
+    // Every node before `front` has been read. Those still in the text
+    // behind it are what is left of links' texts (no `[`, no `](` inside
+    // one): only the places where one ends (`pending`, nearest last) may
+    // now hold a `](`.
+    let mut front = next[head];
+    let mut pending: Vec<usize> = Vec::new();
+    let mut cur = front;
+    while cur != tail {
+        if ch(cur) == '(' && ch(prev[cur]) == ']' {
+            let mid = prev[cur];
+            let Some(&open) = opens.last() else { break };
+            let mut close = next[cur];
+            while close != tail && ch(close) != ')' {
+                close = next[close];
+            }
+            if close == tail {
+                break;
+            }
+            let after = next[close];
+            opens.pop();
+            while pending.last().is_some_and(|&p| p <= after) {
+                // Removed with the target, or `after` itself.
+                pending.pop();
+            }
+            // `(target)` and the `]`.
+            let mut i = mid;
+            while i != after {
+                let following = next[i];
+                unlink(&mut next, &mut prev, i);
+                i = following;
+            }
+            let before = prev[open];
+            let label = if ch(before) == '!' {
+                // An image: `!`, `[` and the alt text go.
+                let mut i = before;
+                while i != after {
+                    let following = next[i];
+                    unlink(&mut next, &mut prev, i);
+                    i = following;
+                }
+                None
+            } else {
+                let first = next[open];
+                unlink(&mut next, &mut prev, open);
+                (first != after).then_some(first)
+            };
+            front = front.max(after);
+            // The next `](` may be where the text kept starts (a `]`
+            // before it, a `(` first in it), then where it ends.
+            cur = match label {
+                Some(first) if ch(first) == '(' && ch(prev[first]) == ']' => {
+                    pending.push(after);
+                    first
+                }
+                _ => after,
+            };
+            continue;
+        }
+        if cur < front {
+            cur = pending.pop().unwrap_or(front);
+            continue;
+        }
+        if ch(cur) == '[' {
+            opens.push(cur);
+        }
+        cur = next[cur];
+        front = cur;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut i = next[head];
+    while i != tail {
+        out.push(ch(i));
+        i = next[i];
     }
     out
 }
@@ -251,6 +343,7 @@ pub(super) fn classify(word: &str, prose: bool) -> Class {
 /// addresses it does not list.
 pub(super) fn tag_mentions(text: &str) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for word in text.split(|c: char| c.is_whitespace() || ",;()[]|<>`*\"".contains(c)) {
         let w = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
         let tag = [
@@ -259,7 +352,7 @@ pub(super) fn tag_mentions(text: &str) -> Vec<String> {
         ]
         .iter()
         .any(|t| w.starts_with(t));
-        if tag && !tags.iter().any(|t| t == w) {
+        if tag && seen.insert(w) {
             tags.push(w.to_owned());
         }
     }
@@ -293,18 +386,20 @@ pub(super) fn repair_dotted(text: &str) -> (String, Vec<String>) {
         }
         out.push(c);
     }
-    let repaired = fixed_at
-        .iter()
-        .map(|&at| {
-            let start = out[..at]
-                .rfind(|c: char| !(c.is_ascii_digit() || c == '.' || c == '/'))
-                .map_or(0, |p| p + 1);
-            let end = out[at..]
-                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '/'))
-                .map_or(out.len(), |p| at + p);
-            out[start..end].to_owned()
-        })
-        .collect();
+    // The address around each repair, once per address: the runs of
+    // address characters are disjoint, so each is scanned once.
+    let part = |c: char| c.is_ascii_digit() || c == '.' || c == '/';
+    let mut repaired = Vec::new();
+    let mut done_until = 0;
+    for at in fixed_at {
+        if at < done_until {
+            continue;
+        }
+        let start = out[..at].rfind(|c| !part(c)).map_or(0, |p| p + 1);
+        let end = out[at..].find(|c| !part(c)).map_or(out.len(), |p| at + p);
+        repaired.push(out[start..end].to_owned());
+        done_until = end.max(at + 1);
+    }
     (out, repaired)
 }
 
@@ -398,21 +493,70 @@ pub(super) fn prose_words(text: &str) -> Vec<(usize, &str)> {
     words
 }
 
+/// Where a lower-cased prose text says "example" or "e.g." (as words, not
+/// inside a host name such as `www.example.com`), and where its sentences
+/// end (`. `): found once per text, so that asking about every word of a
+/// long line stays linear.
+pub(super) struct Examples {
+    /// Ends of the mentions not followed by a name character.
+    ends: Vec<usize>,
+    /// Ends of every mention not preceded by a name character (one right
+    /// at a word's start counts whatever follows).
+    ends_any: Vec<usize>,
+    /// Starts of `. `.
+    breaks: Vec<usize>,
+}
+
+impl Examples {
+    /// The mentions and sentence ends of `lower`.
+    pub(super) fn new(lower: &str) -> Examples {
+        let part_of_name =
+            |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '.');
+        let mut ends = Vec::new();
+        let mut ends_any = Vec::new();
+        for w in ["example", "e.g."] {
+            for (start, _) in lower.match_indices(w) {
+                let end = start + w.len();
+                if part_of_name(lower[..start].chars().next_back()) {
+                    continue;
+                }
+                ends_any.push(end);
+                if lower[..end].ends_with('.') || !part_of_name(lower[end..].chars().next()) {
+                    ends.push(end);
+                }
+            }
+        }
+        ends.sort_unstable();
+        ends_any.sort_unstable();
+        let breaks = lower.match_indices(". ").map(|(i, _)| i).collect();
+        Examples {
+            ends,
+            ends_any,
+            breaks,
+        }
+    }
+
+    /// Whether the word at `pos` follows a mention in its sentence.
+    pub(super) fn covers(&self, pos: usize) -> bool {
+        let last = |v: &[usize], bound: usize| {
+            let n = v.partition_point(|&e| e <= bound);
+            n.checked_sub(1).map(|i| v[i])
+        };
+        let k = match last(&self.ends_any, pos) {
+            Some(e) if e == pos => Some(e),
+            _ => last(&self.ends, pos),
+        };
+        let Some(k) = k else { return false };
+        let j = self.breaks.partition_point(|&b| b < k);
+        self.breaks.get(j).is_none_or(|&b| b + 2 > pos)
+    }
+}
+
 /// Whether the word at `pos` follows "example" or "e.g." (as words, not
 /// inside a host name such as `www.example.com`) in its sentence.
+#[cfg(test)]
 pub(super) fn in_example(lower: &str, pos: usize) -> bool {
-    let before = &lower[..pos];
-    let part_of_name = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '.');
-    ["example", "e.g."]
-        .iter()
-        .flat_map(|w| before.match_indices(w).map(move |(i, _)| (i, i + w.len())))
-        .filter(|&(start, end)| {
-            !part_of_name(before[..start].chars().next_back())
-                && (before[..end].ends_with('.') || !part_of_name(before[end..].chars().next()))
-        })
-        .map(|(_, end)| end)
-        .max()
-        .is_some_and(|k| !before[k..].contains(". "))
+    Examples::new(lower).covers(pos)
 }
 
 /// The ports a prose line gives: `port 80`, `ports 80 and 443`.

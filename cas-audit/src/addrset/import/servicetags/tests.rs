@@ -304,6 +304,16 @@ fn broken_files() {
             text: "10.0.0.0/33".into()
         }
     );
+    // Host bits set (found by the service_tags fuzz target): refused, as
+    // the set file it would give is refused.
+    let hosty = r#"{"cloud": "China", "values": [
+        {"name": "MicrosoftCloudAppSecurity", "properties": {"addressPrefixes": ["40.73.172.32/14"]}}]}"#;
+    assert_eq!(
+        err(hosty).to_string(),
+        "tag MicrosoftCloudAppSecurity: prefix \"40.73.172.32/14\" has host bits set: it is \
+         neither the network 40.72.0.0/14 nor the one address 40.73.172.32/32, and is refused \
+         rather than guessed"
+    );
     // A regional prefix outside the global tag is kept, with a warning.
     let orphan = r#"{"changeNumber": "x", "cloud": "Public", "values": [
         {"name": "MicrosoftCloudAppSecurity", "properties": {"addressPrefixes": ["10.0.0.0/30"]}},
