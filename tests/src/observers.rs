@@ -276,6 +276,37 @@ pub fn scrape(topo: &Topology, addr: std::net::SocketAddr, accept: Option<&'stat
     })
 }
 
+/// `promtool check metrics` (Debian package prometheus) on `text`: exit 0
+/// and nothing to say, else a panic with what it said.
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is needed");
+    // promtool stops reading at the first error: its verdict is the exit
+    // status, not whether the whole text was taken.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes());
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {:?}\n{said}\non:\n{text}",
+        out.status
+    );
+}
+
 /// The value of the sample `series` (`name{labels}`, labels as written,
 /// in order) in a scrape.
 pub fn sample(body: &str, series: &str) -> u64 {

@@ -34,6 +34,21 @@ pub fn agent_bin() -> PathBuf {
     path
 }
 
+/// `cas-audit ARGS` here, in the test's own namespace (commands that
+/// attach nothing: `sets`, `report`).
+pub fn agent_here(args: &[&str]) -> Command {
+    let mut c = Command::new(agent_bin());
+    c.args(args);
+    c
+}
+
+/// `cas-audit ARGS` in namespace `ns` of `topo` (`run`, `check`, ...).
+pub fn agent_in(topo: &crate::Topology, ns: &str, args: &[&str]) -> Command {
+    let mut c = topo.command(ns, &agent_bin_str());
+    c.args(args);
+    c
+}
+
 /// [`agent_bin`] as a string (for [`crate::Topology::command`]).
 pub fn agent_bin_str() -> String {
     agent_bin()

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use cas_audit_tests::observers::{sample, scrape};
+use cas_audit_tests::observers::{promtool_check, sample, scrape};
 use cas_audit_tests::process::{
     agent_bin, agent_bin_str, Exited as Run, Process as Agent, EXIT_TIMEOUT, SETTLE,
 };
@@ -1477,35 +1477,6 @@ fn interface_down_deleted_and_recreated_is_reattached() {
             assert_eq!(str_of(rec, "iface"), Topology::GW_UPLINK, "{rec}");
             assert_nothing_attached(topo);
         },
-    );
-}
-
-/// `promtool check metrics` on `text`: exit 0 and nothing to say.
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is needed");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("writing to promtool");
-    let out = child.wait_with_output().expect("promtool");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {:?}\n{said}\non:\n{text}",
-        out.status
     );
 }
 

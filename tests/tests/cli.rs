@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use cas_audit_tests::process::{agent_bin, agent_bin_str, Process as Agent, EXIT_TIMEOUT};
+use cas_audit_tests::process::{
+    agent_bin, agent_here as here, agent_in as in_ns, Process as Agent, EXIT_TIMEOUT,
+};
 use cas_audit_tests::scratch::{Bpffs, TempDir};
 use cas_audit_tests::traffic::{udp_send, udp_sink, TcpServer};
 use cas_audit_tests::{with_topology, Topology};
@@ -109,20 +111,6 @@ fn finish(mut cmd: Command, out: Out, limit: Duration) -> Done {
         stderr: stderr.join().unwrap_or_default(),
         elapsed: started.elapsed(),
     }
-}
-
-/// `cas-audit ARGS` here (commands that attach nothing).
-fn here(args: &[&str]) -> Command {
-    let mut c = Command::new(agent_bin());
-    c.args(args);
-    c
-}
-
-/// `cas-audit ARGS` in namespace `ns`.
-fn in_ns(topo: &Topology, ns: &str, args: &[&str]) -> Command {
-    let mut c = topo.command(ns, &agent_bin_str());
-    c.args(args);
-    c
 }
 
 /// `cas-audit run --iface uplink --ingress tc EXTRA` in the gateway, with

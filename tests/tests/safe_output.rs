@@ -8,7 +8,6 @@
 //! `run` and `check` run inside the test's own lan / gw / cloud
 //! namespaces; `sets` commands attach nothing and run here.
 
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -18,7 +17,10 @@ use std::time::Duration;
 use cas_audit_common::Counter;
 use serde_json::Value;
 
-use cas_audit_tests::process::{agent_bin, agent_bin_str, Process as Agent, EXIT_TIMEOUT};
+use cas_audit_tests::observers::{promtool_check, sample, scrape};
+use cas_audit_tests::process::{
+    agent_bin_str, agent_here as here, agent_in as in_ns, Process as Agent, EXIT_TIMEOUT,
+};
 use cas_audit_tests::scratch::TempDir;
 use cas_audit_tests::traffic::{udp_send, udp_sink};
 use cas_audit_tests::{with_topology, Topology};
@@ -46,20 +48,6 @@ fn run(mut cmd: Command) -> Output {
     let out = child.wait_with_output().expect("waiting");
     drop(watchdog);
     out
-}
-
-/// `cas-audit ARGS` here (commands that attach nothing).
-fn here(args: &[&str]) -> Command {
-    let mut c = Command::new(agent_bin());
-    c.args(args);
-    c
-}
-
-/// `cas-audit ARGS` in namespace `ns`.
-fn in_ns(topo: &Topology, ns: &str, args: &[&str]) -> Command {
-    let mut c = topo.command(ns, &agent_bin_str());
-    c.args(args);
-    c
 }
 
 /// Exit code, standard output and standard error of a finished command.
@@ -226,53 +214,6 @@ fn output_files_are_never_reached_through_a_link() {
     );
 }
 
-/// Scrapes `/metrics` (the plain text format) from inside the gw namespace.
-fn scrape(topo: &Topology, addr: SocketAddr) -> String {
-    let resp = topo.in_ns(topo.gw(), move || {
-        let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .expect("connecting to the metrics endpoint");
-        c.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("request");
-        let mut resp = String::new();
-        c.read_to_string(&mut resp).expect("response");
-        resp
-    });
-    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    body.to_string()
-}
-
-/// `promtool check metrics` on `text`: exit 0 and nothing to say.
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is needed");
-    // promtool stops reading at the first error: its verdict is the exit
-    // status, not whether the whole text was taken.
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes());
-    let out = child.wait_with_output().expect("promtool");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {:?}\n{said}",
-        out.status
-    );
-}
-
 /// A set named with a quote, line feeds, terminal escape sequences and
 /// 2 MB of text: `/metrics` keeps it in its label, cut at 256 characters
 /// (promtool parses the scrape, no forged sample appears) and serves
@@ -315,12 +256,14 @@ fn hostile_names_stay_in_their_medium() {
         udp_send(topo, topo.lan(), None, SocketAddr::new(CAS, 8443), 3, 10).expect("sending");
         // A poll of the datapath after the traffic.
         std::thread::sleep(Duration::from_millis(1500));
-        let body = scrape(topo, addr);
+        let resp = scrape(topo, addr, None);
+        let (status, body) = resp.split_once("\r\n\r\n").expect("an HTTP answer");
+        assert!(status.starts_with("HTTP/1.1 200 OK"), "{status}");
         let exited = agent.stop();
         assert_eq!(sink.stop(), 3, "datagrams received");
         assert_eq!(exited.status.code(), Some(0), "{}", exited.stderr);
 
-        promtool_check(&body);
+        promtool_check(body);
         assert!(
             !body.lines().any(|l| l.starts_with("cas_audit_forged")),
             "a forged sample:\n{body}"
@@ -355,13 +298,7 @@ fn hostile_names_stay_in_their_medium() {
             .unwrap_or_else(|| panic!("no summary:\n{}", exited.stdout));
         for c in Counter::ALL {
             let series = format!("cas_audit_datapath_{}_total", c.name());
-            let served: u64 = body
-                .lines()
-                .find_map(|l| l.strip_prefix(&series).and_then(|v| v.strip_prefix(' ')))
-                .unwrap_or_else(|| panic!("no sample {series} in:\n{body}"))
-                .trim()
-                .parse()
-                .expect("a count");
+            let served = sample(body, &series);
             let summed = summary[c.name()]
                 .as_u64()
                 .unwrap_or_else(|| panic!("{} in {summary}", c.name()));

@@ -264,17 +264,11 @@ fn lint() -> Result<()> {
             "warnings",
         ])
         .env("CAS_AUDIT_EBPF", "require"))?;
-    // The fuzz targets: a workspace of their own (fuzz/), checked with the
-    // host toolchain in the same target directory (cargo fuzz needs
-    // nightly only to run them).
-    let fuzz = ["--manifest-path", "fuzz/Cargo.toml"];
-    run(cargo().arg("fmt").args(fuzz).args(["--", "--check"]))?;
-    run(cargo()
-        .arg("clippy")
-        .args(fuzz)
-        .arg("--target-dir")
-        .arg(target_dir())
-        .args(["--", "-D", "warnings"]))?;
+    // The fuzz targets (a workspace of their own, fuzz/): formatting only.
+    // CI builds them after the tests; their clippy run would check again
+    // the ~25 dependencies whose features differ from the workspace's
+    // (about 1.5 min on 2 cores), so it is run by hand (README).
+    run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
     // The eBPF crate, for its own target.
     run(Command::new("rustup")
         .current_dir(workspace())
