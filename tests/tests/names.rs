@@ -76,6 +76,21 @@ fn exchange(topo: &Topology, dst: IpAddr, port: u16) {
     assert_eq!(back.len(), 100);
 }
 
+/// The agent's JSON lines.
+fn records(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// The summary record among `recs`.
+fn summary_of(recs: &[Value]) -> &Value {
+    recs.iter()
+        .find(|r| r["type"] == "summary")
+        .expect("summary")
+}
+
 /// The one final record of the TCP flow to `dst:port`.
 fn flow_to(recs: &[Value], dst: IpAddr, port: u16) -> &Value {
     let f: Vec<&Value> = recs
@@ -171,11 +186,7 @@ fn names_from_dns_answers_are_audited_for_their_ttl() {
             s.stop();
         }
         assert_eq!(run.code_or_signal(), 0, "stderr:\n{}", run.stderr);
-        let recs: Vec<Value> = run
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect();
+        let recs = records(&run.stdout);
 
         let ocsp = flow_to(&recs, OCSP4, 80);
         eprintln!("OCSP flow: {ocsp}");
@@ -217,10 +228,7 @@ fn names_from_dns_answers_are_audited_for_their_ttl() {
         assert_eq!(udp_seen, 5, "tshark saw the datagrams after the TTL");
         let tcp_out = count(&frames, |f| f.dst == OCSP4 && f.stream.is_some() && tcp(f)).0;
         let tcp_in = count(&frames, |f| f.src == OCSP4 && f.stream.is_some() && tcp(f)).0;
-        let summary = recs
-            .iter()
-            .find(|r| r["type"] == "summary")
-            .expect("summary");
+        let summary = summary_of(&recs);
         let range = summary["ranges"]
             .as_array()
             .unwrap()
@@ -295,21 +303,14 @@ fn a_client_hello_names_its_flow_and_learns_the_address() {
         );
         server.stop();
         assert_eq!(run.code_or_signal(), 0, "stderr:\n{}", run.stderr);
-        let recs: Vec<Value> = run
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect();
+        let recs = records(&run.stdout);
         let f = flow_to(&recs, HELLO4, 443);
         eprintln!("flow: {f}");
         assert_eq!(f["tls_server_name"], "portal.cloudappsecurity.com");
         assert_eq!(f["verdict"], "allowed");
         assert_eq!(f["purposes"], serde_json::json!(["portal"]));
         assert_eq!(f["prefix"], "203.0.113.202/32");
-        let summary = recs
-            .iter()
-            .find(|r| r["type"] == "summary")
-            .expect("summary");
+        let summary = summary_of(&recs);
         assert_eq!(summary["client_hellos"], 1, "{summary}");
         assert_eq!(summary["learned"]["added"], 1);
         assert_eq!(summary["payloads_lost"], 0);
