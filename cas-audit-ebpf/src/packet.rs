@@ -33,6 +33,23 @@ fn direct<T: Copy>(start: usize, end: usize, offset: u32) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned(p as *const T) })
 }
 
+/// Reads the byte at `start + base + add` when it lies before `end`;
+/// `add` is at most 63 (a TCP data offset, an option's length). The
+/// pointer is bounds-checked after the variable part is added, the form
+/// the verifier follows for a variable packet offset.
+#[inline(always)]
+fn direct_byte(start: usize, end: usize, base: u32, add: u32) -> Option<u8> {
+    if base > DIRECT_MAX_OFFSET {
+        return None;
+    }
+    let p = start + base as usize + (add & 0x3f) as usize;
+    if p + 1 > end {
+        return None;
+    }
+    // SAFETY: p is inside the packet's linear data.
+    Some(unsafe { *(p as *const u8) })
+}
+
 /// The bounds check of [`Packet::copy_out`]: `n` itself for 1 to
 /// [`PAYLOAD_BYTES`], written as a mask (a power of two) and an add, which
 /// the verifier follows to the register the helper gets (a compare may be
@@ -62,6 +79,10 @@ pub trait Packet: EbpfContext {
     /// Reads a `T` at `offset` of the linear area only (no helper call);
     /// `None` past its end.
     fn peek<T: Copy>(&self, offset: u32) -> Option<T>;
+    /// The byte at `base + add` of the linear area only (no helper call),
+    /// for an offset known only at run time; `add` is taken modulo 64.
+    /// `None` past the linear area's end.
+    fn peek_byte(&self, base: u32, add: u32) -> Option<u8>;
     /// The byte at `offset`, linear or paged, read by the load-bytes helper
     /// (the offset may be any value the verifier knows nothing of: the
     /// helper checks it); `None` past the packet's end.
@@ -107,6 +128,11 @@ impl Packet for TcContext {
     #[inline(always)]
     fn peek<T: Copy>(&self, offset: u32) -> Option<T> {
         direct(self.data(), self.data_end(), offset)
+    }
+
+    #[inline(always)]
+    fn peek_byte(&self, base: u32, add: u32) -> Option<u8> {
+        direct_byte(self.data(), self.data_end(), base, add)
     }
 
     #[inline(always)]
@@ -174,6 +200,11 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn peek<T: Copy>(&self, offset: u32) -> Option<T> {
         direct(self.data(), self.data_end(), offset)
+    }
+
+    #[inline(always)]
+    fn peek_byte(&self, base: u32, add: u32) -> Option<u8> {
+        direct_byte(self.data(), self.data_end(), base, add)
     }
 
     #[inline(always)]

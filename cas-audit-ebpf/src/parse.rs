@@ -298,21 +298,18 @@ pub fn quick_handoff<P: Packet>(pkt: &P, proto: u8, l4_off: u32, end: u32) -> bo
     if what != payload_kind::TLS_HELLO {
         return what != 0;
     }
-    // The payload's first byte. Where the linear area holds the TCP header
-    // (at most 60 bytes) and that byte, it is read at a fixed offset and
-    // indexed in the copy (a variable packet offset would need its own
-    // bounds check for the verifier). A socket's TCP payload often sits in
-    // the skb's pages past the linear area (every forwarded ClientHello of
-    // a LAN host): then the one byte comes through the load-bytes helper,
-    // which takes any offset.
-    let doff = ((h[12] >> 4) as usize * 4) & 0x3c;
-    if l4_off + (doff as u32) >= end {
+    // The payload's first byte: one byte read at its own offset (the
+    // data offset is at most 60), straight from the linear area when it is
+    // there, else through the load-bytes helper (a socket's TCP payload
+    // often sits in the skb's pages past the linear area: every forwarded
+    // ClientHello of a LAN host).
+    let doff = (h[12] >> 4) as u32 * 4;
+    if l4_off + doff >= end {
         return false;
     }
-    match pkt.peek::<[u8; 61]>(l4_off) {
-        Some(t) => t[doff] == rules::TLS_HANDSHAKE,
-        None => pkt.load_byte(l4_off + doff as u32) == Some(rules::TLS_HANDSHAKE),
-    }
+    pkt.peek_byte(l4_off, doff)
+        .or_else(|| pkt.load_byte(l4_off + doff))
+        == Some(rules::TLS_HANDSHAKE)
 }
 
 /// Parses the transport header at `l3.l4_off`. Protocols without ports give

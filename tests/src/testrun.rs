@@ -45,8 +45,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::maps::{MapData, RingBuf};
 use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use cas_audit::addrset::Range;
-use cas_audit::datapath::{events::RingRecord, Datapath, DatapathError};
-use cas_audit::flow::AllowedPorts;
+use cas_audit::datapath::{
+    events::{PayloadRecord, RingRecord},
+    Datapath, DatapathError, LoadOptions,
+};
+use cas_audit::flow::{AllowedPorts, PortPolicy};
 use cas_audit_common::{
     family, names, proto, sizes, tcp_flags, Counter, Direction, FlowEvent, FlowKey, FlowStats,
     RangeStats,
@@ -249,17 +252,22 @@ pub struct Harness {
     /// The loopback's interface index: the device test runs use.
     pub lo: u32,
     events: Option<RingBuf<MapData>>,
+    payloads: Option<RingBuf<MapData>>,
 }
 
 /// `let mut h = harness!();` — a [`Harness`] with the plan's [`RANGES`]
 /// named after the enclosing test function, or `return` (skip) when it
-/// cannot be loaded (see [`Harness::new`]).
+/// cannot be loaded (see [`Harness::new`]). `harness!(with_handoff)` makes
+/// it with another constructor of the same signature.
 #[macro_export]
 macro_rules! harness {
-    () => {{
+    () => {
+        $crate::harness!(new)
+    };
+    ($ctor:ident) => {{
         fn f() {}
         let name = std::any::type_name_of_val(&f).trim_end_matches("::f");
-        match $crate::testrun::Harness::new(name) {
+        match $crate::testrun::Harness::$ctor(name) {
             Some(h) => h,
             None => return,
         }
@@ -277,6 +285,17 @@ impl Harness {
     /// policy at its default (80, 443, 11344 allowed), a 1024-entry flow
     /// table.
     pub fn with_ranges(test: &str, prefixes: &[&str]) -> Option<Harness> {
+        Harness::load(test, prefixes, false)
+    }
+
+    /// Like [`Harness::new`], with DNS responses and ClientHellos handed
+    /// over on the payload ring ([`Harness::payloads`]), as `run` loads the
+    /// datapath when it learns names.
+    pub fn with_handoff(test: &str) -> Option<Harness> {
+        Harness::load(test, &RANGES, true)
+    }
+
+    fn load(test: &str, prefixes: &[&str], handoff: bool) -> Option<Harness> {
         // SAFETY: geteuid cannot fail.
         let euid = unsafe { libc::geteuid() };
         if euid != 0 {
@@ -298,7 +317,13 @@ impl Harness {
                 ports: BTreeSet::new(),
             })
             .collect();
-        let dp = match Datapath::load(&ranges, &AllowedPorts::default(), 1024) {
+        let opts = LoadOptions {
+            max_flows: 1024,
+            handoff,
+            ..LoadOptions::default()
+        };
+        let policy = PortPolicy::global(AllowedPorts::default());
+        let dp = match Datapath::load_with(cas_audit::EBPF_OBJECT, &ranges, &policy, &opts) {
             Ok(dp) => dp,
             Err(DatapathError::NoObject) => {
                 eprintln!(
@@ -315,6 +340,7 @@ impl Harness {
             dp,
             lo,
             events: None,
+            payloads: None,
         })
     }
 
@@ -349,6 +375,9 @@ impl Harness {
             flows.remove(&k).expect("removing a flow");
         }
         self.records();
+        if self.payloads.is_some() {
+            self.payloads();
+        }
     }
 
     /// Runs `hook` once on `data`, with `ctx` as the `__sk_buff` (TC only),
@@ -506,6 +535,23 @@ impl Harness {
         let mut out = Vec::new();
         while let Some(item) = ring.next() {
             out.push(RingRecord::parse(&item).expect("a whole, known ring record"));
+        }
+        out
+    }
+
+    /// Records waiting in the payload ring (consumed): the DNS responses
+    /// and ClientHellos handed over ([`Harness::with_handoff`]).
+    pub fn payloads(&mut self) -> Vec<PayloadRecord> {
+        if self.payloads.is_none() {
+            self.payloads = Some(self.dp.take_payloads().expect("payload ring buffer"));
+        }
+        let ring = self.payloads.as_mut().expect("ring");
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            match RingRecord::parse(&item) {
+                Some(RingRecord::Payload(p)) => out.push(p),
+                other => panic!("expected a payload record, got {other:?}"),
+            }
         }
         out
     }
