@@ -7,7 +7,7 @@
 //! and write them in maps.
 //!
 //! Clocks: every `*_ns` timestamp is CLOCK_MONOTONIC nanoseconds (the clock
-//! of `bpf_ktime_get_ns`), except [`FlowStats::last_seen_ns`], which is
+//! of `bpf_ktime_get_ns`), except [`FlowStats::last_seen_ns`], which may be
 //! CLOCK_MONOTONIC_COARSE after a flow's first packet (see there).
 
 use crate::sizes;
@@ -167,10 +167,12 @@ pub struct FlowKey {
 pub struct FlowStats {
     /// First packet: `bpf_ktime_get_ns` (CLOCK_MONOTONIC, nanoseconds).
     pub first_seen_ns: u64,
-    /// Last packet: `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE,
-    /// one scheduler tick of resolution, a few ms) for every packet after
-    /// the first, so it may lag the precise clock by up to a tick; never
-    /// earlier than `first_seen_ns`.
+    /// Last packet: `bpf_ktime_get_ns` for a TCP packet with SYN, FIN or
+    /// RST, else `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, one
+    /// scheduler tick of resolution, 1 to 10 ms), which may lag the precise
+    /// clock by up to a tick and then leaves the value as it was. So a TCP
+    /// connection's last FIN or RST is exact, and other packets are seen
+    /// to within a tick; never earlier than `first_seen_ns`.
     pub last_seen_ns: u64,
     /// Packets local → remote.
     pub packets_out: u64,

@@ -188,13 +188,30 @@ unsafe fn existing_flow(st: *mut FlowStats, key: &FlowKey, seen: &Seen) -> bool 
         hand_over_ended(st, key);
         return false;
     }
-    // The coarse clock (one tick of resolution) is a fraction of the
-    // precise one's cost. SAFETY: no preconditions.
-    let now = bpf_ktime_get_coarse_ns();
+    let now = packet_time(seen.tcp_flags);
     // Its range was decided when the flow was created.
     count_match((*st).range_id, seen.dir, seen.packets, seen.bytes);
     add_to_flow(st, seen, now);
     true
+}
+
+/// When a packet of an existing flow was seen, for its `last_seen_ns`.
+/// The coarse clock (`bpf_ktime_get_coarse_ns`, one tick of resolution: 4 ms
+/// at `CONFIG_HZ=250`; kernel 5.11) costs a fraction of the precise one, and
+/// lags it by up to a tick. A TCP packet that opens or ends a connection
+/// (SYN, FIN, RST) takes the precise clock, so that a connection's
+/// duration runs exactly to its last FIN or RST however short it is;
+/// other packets move `last_seen_ns` only when the coarse clock passed it.
+#[inline(always)]
+fn packet_time(flags: u32) -> u64 {
+    // SAFETY: neither helper has preconditions.
+    unsafe {
+        if flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0 {
+            bpf_ktime_get_ns()
+        } else {
+            bpf_ktime_get_coarse_ns()
+        }
+    }
 }
 
 /// Hands an ended flow to the agent (a [`FlowEnded`] record; a full ring
@@ -312,7 +329,7 @@ fn emit_event(key: &FlowKey, range_id: u32, svc: u16, initiator: u8, seen: &Seen
     }
 }
 
-/// Adds one packet, seen at `now` (CLOCK_MONOTONIC_COARSE), to an
+/// Adds one packet, seen at `now` ([`packet_time`]), to an
 /// existing flow: its counts (0 when an earlier hook counted it), flags,
 /// history and interface.
 ///

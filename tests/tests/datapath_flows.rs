@@ -11,6 +11,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use cas_audit::flow::evidence::history_string;
+use cas_audit::host::clock::monotonic_ns;
 use cas_audit_common::{
     family, history, initiator, proto, tcp_flags, Counter, Direction, FlowStats, RangeStats,
 };
@@ -620,6 +621,51 @@ fn gso_malformed_counts_every_segment() {
     h.expect_counters(&[(Counter::Packets, 5), (Counter::Malformed, 5)]);
     h.expect_ranges(&[]);
     h.expect_no_flows();
+}
+
+// ---------------------------------------------------------------------------
+// Timestamps
+// ---------------------------------------------------------------------------
+
+/// Runs `hook` on `frame` and returns CLOCK_MONOTONIC just before and just
+/// after: the window the program's clock reading must fall in.
+fn run_timed(h: &mut Harness, hook: Hook, frame: &[u8]) -> (u64, u64) {
+    let before = monotonic_ns();
+    h.run(hook, frame);
+    (before, monotonic_ns())
+}
+
+/// A TCP connection shorter than a clock tick lasts from its SYN to its
+/// last FIN or RST exactly (the coarse clock, which lags by up to a tick,
+/// is only used for the packets in between).
+#[test]
+fn a_short_connection_lasts_from_its_syn_to_its_last_fin_or_rst() {
+    let mut h = harness!();
+    let pause = std::time::Duration::from_millis(2);
+    for last in [FIN | ACK, RST | ACK] {
+        h.reset();
+        let out = |flags| Pkt::tcp(LOCAL4, CAS4_A, 40000, 443, flags).bytes();
+        let syn = run_timed(&mut h, Hook::TcEgress, &out(SYN));
+        std::thread::sleep(pause);
+        let inn = Pkt::tcp(CAS4_A, LOCAL4, 443, 40000, SYN | ACK).bytes();
+        h.run(Hook::Xdp, &inn);
+        std::thread::sleep(pause);
+        h.run(Hook::TcEgress, &out(ACK | PSH));
+        std::thread::sleep(pause);
+        let end = run_timed(&mut h, Hook::TcEgress, &out(last));
+        let st = h.only_flow().1;
+        assert!(
+            (syn.0..=syn.1).contains(&st.first_seen_ns),
+            "first_seen {} outside the SYN's run {syn:?}",
+            st.first_seen_ns
+        );
+        assert!(
+            (end.0..=end.1).contains(&st.last_seen_ns),
+            "flags {last:#x}: last_seen {} outside the last packet's run {end:?} (lag {} ns)",
+            st.last_seen_ns,
+            end.0.saturating_sub(st.last_seen_ns)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
