@@ -163,7 +163,12 @@ impl Evidence {
                 Cell::new(endpoint(b.remote_addr, b.service_port)),
                 num(b.flows),
                 Cell::new(list(&b.states)),
-                Cell::new(list(&b.datacenters)),
+                // Ranges of no data center, as in every other table.
+                Cell::new(if b.datacenters.is_empty() {
+                    NO_DATACENTER.to_string()
+                } else {
+                    list(&b.datacenters)
+                }),
                 Cell::new(list(&b.purposes)),
                 Cell::new(list(&b.reporters)),
                 Cell::new(list(

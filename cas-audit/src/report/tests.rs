@@ -916,6 +916,24 @@ fn table_names_everything() {
     );
 }
 
+/// A blocked destination in a range of no data center reads `global`, as
+/// in the data-center breakdown (not `-`, which reads as "unknown").
+#[test]
+fn a_blocked_destination_of_every_data_center_reads_global() {
+    let line = flow(json!({"state": "refused", "datacenters": [], "purposes": ["portal"]}));
+    let text = evidence_of_bytes(
+        &[("g.jsonl", format!("{line}\n").as_bytes())],
+        &Filters::default(),
+        10,
+    )
+    .table();
+    assert!(text.contains("Blocked: 1 flow to 1 destination"), "{text}");
+    assert!(
+        text.contains("│ 13.64.196.27:8443 ┆     1 ┆ refused ┆ global       ┆ portal   ┆"),
+        "{text}"
+    );
+}
+
 /// Lines as the agent writes them (the type first) take the one-parse
 /// path, and read as the same flow; one cut short is named.
 #[test]
