@@ -531,12 +531,7 @@ impl Harness {
         if self.events.is_none() {
             self.events = Some(self.dp.take_events().expect("event ring buffer"));
         }
-        let ring = self.events.as_mut().expect("ring");
-        let mut out = Vec::new();
-        while let Some(item) = ring.next() {
-            out.push(RingRecord::parse(&item).expect("a whole, known ring record"));
-        }
-        out
+        drain(self.events.as_mut().expect("ring"))
     }
 
     /// Records waiting in the payload ring (consumed): the DNS responses
@@ -545,15 +540,13 @@ impl Harness {
         if self.payloads.is_none() {
             self.payloads = Some(self.dp.take_payloads().expect("payload ring buffer"));
         }
-        let ring = self.payloads.as_mut().expect("ring");
-        let mut out = Vec::new();
-        while let Some(item) = ring.next() {
-            match RingRecord::parse(&item) {
-                Some(RingRecord::Payload(p)) => out.push(p),
+        drain(self.payloads.as_mut().expect("ring"))
+            .into_iter()
+            .map(|r| match r {
+                RingRecord::Payload(p) => p,
                 other => panic!("expected a payload record, got {other:?}"),
-            }
-        }
-        out
+            })
+            .collect()
     }
 
     /// Flag events waiting in the ring buffer (consumed); fails on any
@@ -600,6 +593,15 @@ impl Harness {
             _pad: [0; 2],
         }
     }
+}
+
+/// Every record waiting in `ring` (consumed), read as the agent reads them.
+fn drain(ring: &mut RingBuf<MapData>) -> Vec<RingRecord> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        out.push(RingRecord::parse(&item).expect("a whole, known ring record"));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
