@@ -221,6 +221,85 @@ fn masquerade_names_the_inside_host_wherever_the_agent_runs() {
     );
 }
 
+/// A connection refused at once (its SYN answered by an RST) behind
+/// masquerade: conntrack destroys the entry with the RST, before the agent
+/// can ask for it (`conntrack -L` has no entry afterwards). The agent keeps
+/// the entries conntrack announces as destroyed, so the flow still names the
+/// inside host and the address and port tshark saw on the uplink, and with
+/// the agent on both interfaces it is one flow, not one per side.
+#[test]
+fn a_refused_connection_behind_masquerade_names_the_inside_host() {
+    with_topology(
+        "a_refused_connection_behind_masquerade_names_the_inside_host",
+        &[CAS4],
+        |topo| {
+            nft(
+                topo,
+                topo.gw(),
+                "table inet nat {\n chain post {\n  type nat hook postrouting priority srcnat;\n  oifname \"uplink\" masquerade\n }\n}\n",
+            )
+            .expect("nft");
+            let placements: [&[&str]; 2] = [
+                &[Topology::GW_UPLINK],
+                &[Topology::GW_INSIDE, Topology::GW_UPLINK],
+            ];
+            for (i, ifaces) in placements.iter().enumerate() {
+                let port = 42000 + i as u16;
+                let filter = format!("tcp port {DISALLOWED}");
+                let up = Capture::start(topo, topo.gw(), Topology::GW_UPLINK, &filter).unwrap();
+                let agent = start_agent(topo, ifaces);
+                // Nothing listens on the cloud side: the SYN is refused.
+                let err = tcp_exchange(
+                    topo,
+                    topo.lan(),
+                    Some(SocketAddr::new(LAN4, port)),
+                    SocketAddr::new(CAS4, DISALLOWED),
+                    b"x",
+                )
+                .expect_err("nothing listens");
+                assert!(format!("{err:#}").contains("refused"), "{err:#}");
+                let recs = stop(agent);
+                let up = up.stop().unwrap();
+                let left = conntrack_list(topo, topo.gw(), false, "tcp").expect("conntrack -L");
+                assert!(
+                    !left.iter().any(|c| c.orig.0 == LAN4 && c.orig.2 == port),
+                    "conntrack still has the entry: {left:?}"
+                );
+                // What the uplink carried: the SYN from the translated
+                // address and port, the RST back.
+                let syn = up
+                    .iter()
+                    .find(|f| f.dst == CAS4)
+                    .unwrap_or_else(|| panic!("tshark saw no SYN: {up:?}"));
+                let (f, mine) = one_flow(&recs, LAN4, port, CAS4);
+                eprintln!(
+                    "{ifaces:?}: tshark SYN {}:{}, record {}:{} nat {} {}:{} out/in {:?}",
+                    syn.src,
+                    syn.sport,
+                    f["local_addr"],
+                    f["local_port"],
+                    f["nat"],
+                    f["nat_addr"],
+                    f["nat_port"],
+                    packets(f)
+                );
+                assert_eq!(f["state"], "refused", "{f:#}");
+                assert_eq!(f["history"], "Sr", "{f:#}");
+                assert_eq!(f["nat"], "snat", "{f:#}");
+                assert_eq!(f["nat_addr"], syn.src.to_string(), "{f:#}");
+                assert_eq!(f["nat_port"], syn.sport, "{f:#}");
+                assert_eq!(strs(&f["interfaces"]), *ifaces, "{f:#}");
+                assert_eq!(packets(f), wire(&up, CAS4), "{f:#}");
+                assert_eq!(packets(f), (1, 1), "{f:#}");
+                // Every record is of that one flow.
+                let ids: std::collections::BTreeSet<String> =
+                    recs.iter().map(|r| r["flow_id"].to_string()).collect();
+                assert_eq!(ids.len(), 1, "{ifaces:?}: {mine:#?}\nall: {recs:#?}");
+            }
+        },
+    );
+}
+
 /// The agent on the LAN host's own interface (no router involved): the
 /// same connection is the same flow, local and remote as on the gateway,
 /// its counts tshark's on that interface.

@@ -296,6 +296,10 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
             return Err(e.at_start());
         }
     };
+    // Conntrack only announces the destruction of entries made while a
+    // listener existed (`nf_conntrack_events` 2, the default): listening
+    // before attaching covers every flow the datapath can see.
+    let nat = nat::CtResolver::open();
     let (reader, mut events, mut logger) = match attach_all(&mut dp, &cfg, learning) {
         Ok(started) => started,
         Err(e) => {
@@ -365,7 +369,7 @@ pub async fn run(cfg: RunConfig) -> Result<Summary, Error> {
         states: Default::default(),
         metrics,
         flow_capacity: 0,
-        nat: nat::CtResolver::open(),
+        nat,
         learner,
         evictions,
     };

@@ -131,6 +131,7 @@ impl Session {
             m.events_stale(self.tracker.stale);
         }
         self.out.watch();
+        self.nat.drain();
         let due = self
             .tracker
             .poll(snapshot, monotonic_ns(), &self.policy, &mut self.nat);

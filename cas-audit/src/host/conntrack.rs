@@ -23,6 +23,13 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 /// How long one answer may take before the lookup fails.
 const TIMEOUT: Duration = Duration::from_millis(500);
 
+/// `NFNLGRP_CONNTRACK_DESTROY` (`linux/netfilter/nfnetlink.h`): the
+/// multicast group on which ctnetlink announces every destroyed entry.
+const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
+/// Receive buffer asked for the event socket: about 4,000 announcements
+/// (each skb of one is under 1 KiB) between two reads.
+const EVENTS_RCVBUF: libc::c_int = 4 << 20;
+
 /// One direction of a connection: protocol, addresses and ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CtTuple {
@@ -154,6 +161,103 @@ impl Conntrack {
                 )),
             };
         }
+    }
+}
+
+/// The entries conntrack destroys in the agent's network namespace, as
+/// ctnetlink announces them (`IPCTNL_MSG_CT_DELETE` on the multicast group
+/// `NFNLGRP_CONNTRACK_DESTROY`; the kernel sends it before it unlinks the
+/// entry, so an entry a [`Conntrack::get`] no longer finds has been
+/// announced). A connection refused at once, its SYN answered by an RST,
+/// is destroyed with the RST: this is how its NAT can still be told.
+///
+/// The socket does not block; announcements past its receive buffer
+/// (4 MiB asked) between two [`CtEvents::drain`]s are lost and counted.
+/// Needs `CAP_NET_ADMIN`; with `net.netfilter.nf_conntrack_events` at 0
+/// nothing is announced.
+pub struct CtEvents {
+    socket: Socket,
+    buf: Vec<u8>,
+    lost: u64,
+}
+
+impl CtEvents {
+    /// Opens the socket and joins the group.
+    ///
+    /// # Errors
+    /// The OS error: no netlink (`EPROTONOSUPPORT`), no privilege (`EPERM`).
+    pub fn open() -> io::Result<CtEvents> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.add_membership(NFNLGRP_CONNTRACK_DESTROY)?;
+        socket.set_non_blocking(true)?;
+        // SO_RCVBUFFORCE passes net.core.rmem_max with CAP_NET_ADMIN;
+        // without it, SO_RCVBUF gets what the limit allows.
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: a valid socket and an int of the size given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&EVENTS_RCVBUF as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
+        Ok(CtEvents {
+            socket,
+            buf: Vec::with_capacity(64 * 1024),
+            lost: 0,
+        })
+    }
+
+    /// Calls `each` with every entry announced since the last call.
+    pub fn drain(&mut self, mut each: impl FnMut(CtEntry)) {
+        loop {
+            self.buf.clear();
+            match self.socket.recv(&mut self.buf, 0) {
+                Ok(_) => {}
+                // The buffer overflowed: announcements were dropped.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.lost += 1;
+                    continue;
+                }
+                // Nothing more (EAGAIN), or the socket failed: the next
+                // call tries again.
+                Err(_) => return,
+            }
+            let mut off = 0;
+            while off < self.buf.len() {
+                let Ok(msg) = NetlinkMessage::<NetfilterMessage>::deserialize(&self.buf[off..])
+                else {
+                    break;
+                };
+                if let NetlinkPayload::InnerMessage(NetfilterMessage {
+                    inner: NetfilterMessageInner::Conntrack(ConntrackMessage::Delete(attrs)),
+                    ..
+                }) = &msg.payload
+                {
+                    if let Some(e) = entry_of(attrs) {
+                        each(e);
+                    }
+                }
+                // Messages are 4-byte aligned (NLMSG_ALIGN).
+                let len = (msg.header.length as usize + 3) & !3;
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+        }
+    }
+
+    /// Times the receive buffer overflowed and announcements were lost.
+    pub fn lost(&self) -> u64 {
+        self.lost
     }
 }
 
