@@ -516,8 +516,16 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
             None
         }
     };
+    // The summary counts the unresolved names too: say so here.
+    let unresolved_note = match unresolved.len() {
+        0 => String::new(),
+        n => format!(
+            "; {n} more name{} did not resolve (reported as unresolved)",
+            if n == 1 { "" } else { "s" }
+        ),
+    };
     log::info!(
-        "checking {} destinations of set {} ({} at a time, {} s timeout)",
+        "checking {} destinations of set {} ({} at a time, {} s timeout){unresolved_note}",
         dests.len(),
         crate::text::shown(&set.name),
         cfg.concurrency,
