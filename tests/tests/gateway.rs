@@ -154,6 +154,16 @@ fn strs(v: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// Masquerade on the gateway's uplink (IPv4 and IPv6, one `inet` table).
+fn masquerade(topo: &Topology) {
+    nft(
+        topo,
+        topo.gw(),
+        "table inet nat {\n chain post {\n  type nat hook postrouting priority srcnat;\n  oifname \"uplink\" masquerade\n }\n}\n",
+    )
+    .expect("nft");
+}
+
 /// Masquerade on the uplink (IPv4 and IPv6, one `inet` table). Wherever
 /// the agent runs (uplink, LAN side, both) a disallowed connection is one
 /// flow naming the inside host, with the address and port conntrack
@@ -164,12 +174,7 @@ fn masquerade_names_the_inside_host_wherever_the_agent_runs() {
         "masquerade_names_the_inside_host_wherever_the_agent_runs",
         &[CAS4, CAS6],
         |topo| {
-            nft(
-                topo,
-                topo.gw(),
-                "table inet nat {\n chain post {\n  type nat hook postrouting priority srcnat;\n  oifname \"uplink\" masquerade\n }\n}\n",
-            )
-            .expect("nft");
+            masquerade(topo);
             let s4 =
                 TcpServer::start(topo, topo.cloud(), SocketAddr::new(CAS4, DISALLOWED)).unwrap();
             let s6 =
@@ -233,12 +238,7 @@ fn a_refused_connection_behind_masquerade_names_the_inside_host() {
         "a_refused_connection_behind_masquerade_names_the_inside_host",
         &[CAS4],
         |topo| {
-            nft(
-                topo,
-                topo.gw(),
-                "table inet nat {\n chain post {\n  type nat hook postrouting priority srcnat;\n  oifname \"uplink\" masquerade\n }\n}\n",
-            )
-            .expect("nft");
+            masquerade(topo);
             let placements: [&[&str]; 2] = [
                 &[Topology::GW_UPLINK],
                 &[Topology::GW_INSIDE, Topology::GW_UPLINK],

@@ -88,19 +88,7 @@ impl Conntrack {
             tv_sec: 0,
             tv_usec: TIMEOUT.as_micros() as libc::suseconds_t,
         };
-        // SAFETY: a valid socket and a timeval of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_socket_option(&socket, libc::SO_RCVTIMEO, &tv)?;
         Ok(Conntrack {
             socket,
             seq: 0,
@@ -193,20 +181,9 @@ impl CtEvents {
         socket.set_non_blocking(true)?;
         // SO_RCVBUFFORCE passes net.core.rmem_max with CAP_NET_ADMIN;
         // without it, SO_RCVBUF gets what the limit allows.
-        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-            // SAFETY: a valid socket and an int of the size given.
-            let rc = unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&EVENTS_RCVBUF as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                break;
-            }
+        if set_socket_option(&socket, libc::SO_RCVBUFFORCE, &EVENTS_RCVBUF).is_err() {
+            // The smaller buffer is still a buffer: no error.
+            let _ = set_socket_option(&socket, libc::SO_RCVBUF, &EVENTS_RCVBUF);
         }
         Ok(CtEvents {
             socket,
@@ -258,6 +235,25 @@ impl CtEvents {
     /// Times the receive buffer overflowed and announcements were lost.
     pub fn lost(&self) -> u64 {
         self.lost
+    }
+}
+
+/// `setsockopt(SOL_SOCKET, opt, value)` on `socket`.
+fn set_socket_option<T>(socket: &Socket, opt: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: a valid socket, and a value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
