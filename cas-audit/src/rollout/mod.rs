@@ -516,16 +516,30 @@ pub async fn check(cfg: CheckConfig) -> Result<(Vec<CheckRecord>, CheckSummary),
             None
         }
     };
-    // The summary counts the unresolved names too: say so here.
-    let unresolved_note = match unresolved.len() {
-        0 => String::new(),
-        n => format!(
+    // The summary counts the unresolved names too, and inbound entries
+    // are never probed: say both here.
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let mut notes = String::new();
+    if !unresolved.is_empty() {
+        let n = unresolved.len();
+        notes += &format!(
             "; {n} more name{} did not resolve (reported as unresolved)",
-            if n == 1 { "" } else { "s" }
-        ),
-    };
+            plural(n)
+        );
+    }
+    let inbound = set
+        .entries
+        .iter()
+        .filter(|e| e.direction != Connection::Outbound)
+        .count();
+    if inbound > 0 {
+        notes += &format!(
+            "; {inbound} inbound entr{} (CAS connects to you) not probed",
+            if inbound == 1 { "y" } else { "ies" }
+        );
+    }
     log::info!(
-        "checking {} destinations of set {} ({} at a time, {} s timeout){unresolved_note}",
+        "checking {} destinations of set {} ({} at a time, {} s timeout){notes}",
         dests.len(),
         crate::text::shown(&set.name),
         cfg.concurrency,
