@@ -285,4 +285,45 @@ impl Exited {
             .code()
             .unwrap_or_else(|| -self.status.signal().unwrap_or(0))
     }
+
+    /// Asserts the process exited with status 0 (its standard error in
+    /// the message).
+    #[track_caller]
+    pub fn assert_ok(&self) {
+        assert_eq!(
+            self.status.code(),
+            Some(0),
+            "exit status {:?}; stderr:\n{}",
+            self.status,
+            self.stderr
+        );
+    }
+
+    /// Every non-empty line of standard output, parsed as JSON (a line
+    /// that is not JSON fails the test).
+    #[track_caller]
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// The flow records (in order) and the summary of an agent `run` that
+    /// exited 0; any other record type fails the test.
+    #[track_caller]
+    pub fn flows_and_summary(&self) -> (Vec<serde_json::Value>, serde_json::Value) {
+        self.assert_ok();
+        let mut flows = Vec::new();
+        let mut summary = None;
+        for v in self.json_lines() {
+            match v["type"].as_str() {
+                Some("flow") => flows.push(v),
+                Some("summary") => summary = Some(v),
+                other => panic!("unexpected record type {other:?}: {v}"),
+            }
+        }
+        (flows, summary.expect("a summary record"))
+    }
 }

@@ -61,13 +61,7 @@ fn start_agent(topo: &Topology, args: &[&str]) -> Agent {
 /// SIGTERM, wait, and insist on exit status 0.
 fn stop_ok(agent: Agent) -> Run {
     let run = agent.stop_with(libc::SIGTERM);
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "agent exit status {:?}; stderr:\n{}",
-        run.status,
-        run.stderr
-    );
+    run.assert_ok();
     run
 }
 

@@ -107,12 +107,7 @@ fn start_agent(topo: &Topology, extra: &[&str]) -> Process {
 /// Flow records (in order) and the summary of a run that exited 0, each
 /// line valid against the published schema.
 fn records(run: &Exited) -> (Vec<Value>, Value) {
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "agent failed; stderr:\n{}",
-        run.stderr
-    );
+    run.assert_ok();
     let schema_path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/cas-audit-run.schema.json");
     let schema: Value = serde_json::from_str(
@@ -121,22 +116,14 @@ fn records(run: &Exited) -> (Vec<Value>, Value) {
     )
     .expect("the schema is JSON");
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
-    let mut flows = Vec::new();
-    let mut summary = None;
-    for line in run.stdout.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    for v in run.json_lines() {
         let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
         assert!(
             errors.is_empty(),
-            "{line}\ndoes not match the schema: {errors:?}"
+            "{v}\ndoes not match the schema: {errors:?}"
         );
-        match v["type"].as_str() {
-            Some("flow") => flows.push(v),
-            Some("summary") => summary = Some(v),
-            other => panic!("unexpected record type {other:?}"),
-        }
     }
-    (flows, summary.expect("a summary"))
+    run.flows_and_summary()
 }
 
 /// The last record of each flow (by `flow_id`), checking that a flow's

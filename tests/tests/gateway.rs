@@ -67,10 +67,9 @@ fn start_agent_in(topo: &Topology, ns: &str, ifaces: &[&str]) -> Agent {
 /// Stops the agent and returns its flow records.
 fn stop(agent: Agent) -> Vec<Value> {
     let run = agent.stop();
-    assert_eq!(run.code_or_signal(), 0, "stderr:\n{}", run.stderr);
-    run.stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+    run.assert_ok();
+    run.json_lines()
+        .into_iter()
         .filter(|v| v["type"] == "flow")
         .collect()
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use cas_audit_common::names::{PROG_TC_EGRESS, PROG_TC_INGRESS};
-use cas_audit_tests::process::{agent_bin_str, Exited, Process as Agent};
+use cas_audit_tests::process::{agent_bin_str, Process as Agent};
 use cas_audit_tests::scratch::Bpffs;
 use cas_audit_tests::traffic::{udp_send, udp_sink};
 use cas_audit_tests::{with_topology, Topology};
@@ -49,28 +49,6 @@ fn start_agent(topo: &Topology, wrapper: &[&str], iface: &str, args: &[&str]) ->
     let agent = Agent::spawn(cmd);
     agent.wait_ready();
     agent
-}
-
-/// The records of a run that exited 0: (flow records, the summary).
-fn records(run: &Exited) -> (Vec<Value>, Value) {
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "agent exit status {:?}; stderr:\n{}",
-        run.status,
-        run.stderr
-    );
-    let mut flows = Vec::new();
-    let mut summary = None;
-    for line in run.stdout.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        match v["type"].as_str() {
-            Some("flow") => flows.push(v),
-            Some("summary") => summary = Some(v),
-            other => panic!("unexpected record type {other:?}: {line}"),
-        }
-    }
-    (flows, summary.expect("a summary record"))
 }
 
 /// Packets out the summary counted for the CAS range.
@@ -208,7 +186,7 @@ fn a_renamed_interface_keeps_its_programs_and_counts() {
                 run.stderr
             );
             assert!(!run.stderr.contains("disappeared"), "{}", run.stderr);
-            let (flows, summary) = records(&run);
+            let (flows, summary) = run.flows_and_summary();
             assert_eq!(
                 packets_out(&summary),
                 received as u64,
@@ -252,7 +230,7 @@ fn a_renamed_interface_is_taken_over_under_its_new_name() {
             burst(topo, 40400, 7);
             let run = again.stop();
             assert!(run.stderr.contains("took over up9"), "{}", run.stderr);
-            let (flows, _) = records(&run);
+            let (flows, _) = run.flows_and_summary();
             let flow = flow_from(&flows, 40400);
             assert_eq!(flow["packets_out"], 7, "{flow}");
             assert_eq!(flow["iface"], "up9", "{flow}");
@@ -292,7 +270,7 @@ fn a_recreated_interface_is_attached_from_its_creation_event() {
                 [PROG_TC_EGRESS, PROG_TC_INGRESS]
             );
             let run = agent.stop();
-            let (flows, summary) = records(&run);
+            let (flows, summary) = run.flows_and_summary();
             assert_eq!(
                 packets_out(&summary),
                 (first + second) as u64,
@@ -433,7 +411,7 @@ fn a_local_user_holding_metrics_connections_cannot_blind_the_agent() {
 
             let run = agent.stop();
             assert!(!run.stderr.contains("disappeared"), "{}", run.stderr);
-            let (_, summary) = records(&run);
+            let (_, summary) = run.flows_and_summary();
             assert_eq!(packets_out(&summary), received as u64, "{summary}");
             assert_eq!(summary["interface_gaps"], 0, "{summary}");
             assert!(

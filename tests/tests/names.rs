@@ -76,12 +76,24 @@ fn exchange(topo: &Topology, dst: IpAddr, port: u16) {
     assert_eq!(back.len(), 100);
 }
 
-/// The agent's JSON lines.
-fn records(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
+/// The agent on the gateway's uplink with the built-in set (names
+/// learned), JSON lines on standard output, `extra` arguments; ready.
+fn start_agent(topo: &Topology, extra: &[&str]) -> Agent {
+    let mut cmd = topo.command(topo.gw(), &agent_bin_str());
+    cmd.args([
+        "run",
+        "--json",
+        "-",
+        "--ingress",
+        "tc",
+        "--iface",
+        Topology::GW_UPLINK,
+    ])
+    .args(["--set", "cas-2019-11"])
+    .args(extra);
+    let agent = Agent::spawn(cmd);
+    agent.wait_ready();
+    agent
 }
 
 /// The summary record among `recs`.
@@ -134,26 +146,7 @@ fn names_from_dns_answers_are_audited_for_their_ttl() {
             &format!("host {OCSP4}"),
         )
         .expect("tshark");
-        let mut cmd = topo.command(topo.gw(), &agent_bin_str());
-        cmd.args([
-            "run",
-            "--json",
-            "-",
-            "--ingress",
-            "tc",
-            "--iface",
-            Topology::GW_UPLINK,
-        ])
-        .args([
-            "--set",
-            "cas-2019-11",
-            "--learn-ttl-min",
-            "1",
-            "--learn-ttl-max",
-            TTL,
-        ]);
-        let agent = Agent::spawn(cmd);
-        agent.wait_ready();
+        let agent = start_agent(topo, &["--learn-ttl-min", "1", "--learn-ttl-max", TTL]);
         let learned = |addr: IpAddr| {
             agent.wait_for_log(&format!("learned {addr} as "), Duration::from_secs(5))
         };
@@ -186,7 +179,7 @@ fn names_from_dns_answers_are_audited_for_their_ttl() {
             s.stop();
         }
         assert_eq!(run.code_or_signal(), 0, "stderr:\n{}", run.stderr);
-        let recs = records(&run.stdout);
+        let recs = run.json_lines();
 
         let ocsp = flow_to(&recs, OCSP4, 80);
         eprintln!("OCSP flow: {ocsp}");
@@ -262,20 +255,7 @@ fn a_client_hello_names_its_flow_and_learns_the_address() {
     with_topology("names_hello", &[HELLO4], |topo| {
         let server =
             TcpServer::start(topo, topo.cloud(), SocketAddr::new(HELLO4, 443)).expect("server");
-        let mut cmd = topo.command(topo.gw(), &agent_bin_str());
-        cmd.args([
-            "run",
-            "--json",
-            "-",
-            "--ingress",
-            "tc",
-            "--iface",
-            Topology::GW_UPLINK,
-            "--set",
-            "cas-2019-11",
-        ]);
-        let agent = Agent::spawn(cmd);
-        agent.wait_ready();
+        let agent = start_agent(topo, &[]);
         let client = topo
             .command(topo.lan(), "timeout")
             .args(["5", "openssl", "s_client", "-connect"])
@@ -303,7 +283,7 @@ fn a_client_hello_names_its_flow_and_learns_the_address() {
         );
         server.stop();
         assert_eq!(run.code_or_signal(), 0, "stderr:\n{}", run.stderr);
-        let recs = records(&run.stdout);
+        let recs = run.json_lines();
         let f = flow_to(&recs, HELLO4, 443);
         eprintln!("flow: {f}");
         assert_eq!(f["tls_server_name"], "portal.cloudappsecurity.com");
