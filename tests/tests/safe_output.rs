@@ -122,22 +122,10 @@ fn output_files_are_never_reached_through_a_link() {
             let page = page.to_str().expect("UTF-8");
             let (gw, lan, up) = (topo.gw(), topo.lan(), Topology::GW_UPLINK);
             let says = "it is a symbolic link, which is not followed";
+            // The agent on the uplink for one second.
+            let run_1s = ["run", "--iface", up, "--ingress", "tc", "--duration", "1"];
             for cmd in [
-                in_ns(
-                    topo,
-                    gw,
-                    &[
-                        "run",
-                        "--iface",
-                        up,
-                        "--ingress",
-                        "tc",
-                        "--duration",
-                        "1",
-                        "--json",
-                        &link,
-                    ],
-                ),
+                in_ns(topo, gw, &[&run_1s[..], &["--json", &link]].concat()),
                 in_ns(
                     topo,
                     lan,
@@ -167,23 +155,13 @@ fn output_files_are_never_reached_through_a_link() {
 
             let json = dir.0.join("run.jsonl");
             let logs = dir.0.join("logs");
-            let (code, _, stderr) = done(&run(in_ns(
-                topo,
-                gw,
-                &[
-                    "run",
-                    "--iface",
-                    up,
-                    "--ingress",
-                    "tc",
-                    "--duration",
-                    "1",
-                    "--json",
-                    json.to_str().expect("UTF-8"),
-                    "--log-dir",
-                    logs.to_str().expect("UTF-8"),
-                ],
-            )));
+            let outputs = [
+                "--json",
+                json.to_str().expect("UTF-8"),
+                "--log-dir",
+                logs.to_str().expect("UTF-8"),
+            ];
+            let (code, _, stderr) = done(&run(in_ns(topo, gw, &[&run_1s[..], &outputs].concat())));
             assert_eq!(code, 0, "{stderr}");
             assert!(std::fs::read_to_string(&json)
                 .expect("run.jsonl")
