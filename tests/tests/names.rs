@@ -296,3 +296,67 @@ fn a_client_hello_names_its_flow_and_learns_the_address() {
         assert_eq!(summary["payloads_lost"], 0);
     });
 }
+
+/// One address that dnsmasq gives two names of the set.
+const SHARED4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 203));
+
+/// Two names of the set on one address (CDNs do this): a
+/// certificate-check name (port 80 only) answered first, then a portal name
+/// (443). The address carries the union of their tags and ports, as a listed
+/// address of several purposes does: HTTPS to it is allowed, and so is 80;
+/// 8080 is not. (Before: the first name's tags stayed, and the HTTPS flow
+/// was `disallowed-port`.)
+#[test]
+fn an_address_of_two_names_carries_both_their_ports() {
+    with_topology("names_shared", &[SHARED4], |topo| {
+        let _dns = Dnsmasq::start(
+            topo,
+            topo.cloud(),
+            DNS,
+            60,
+            &[
+                ("ocsp.digicert.com", &[SHARED4]),
+                ("dc.services.visualstudio.com", &[SHARED4]),
+            ],
+        )
+        .expect("dnsmasq");
+        let servers: Vec<TcpServer> = [80, 443, 8080]
+            .into_iter()
+            .map(|p| TcpServer::start(topo, topo.cloud(), SocketAddr::new(SHARED4, p)))
+            .collect::<Result<_, _>>()
+            .expect("servers");
+        let agent = start_agent(topo, &[]);
+        for (name, how) in [
+            ("ocsp.digicert.com", "as"),
+            ("dc.services.visualstudio.com", "also as"),
+        ] {
+            assert!(dig(topo, &[name, "A", "+short"]).contains(&SHARED4.to_string()));
+            agent.wait_for_log(
+                &format!("learned {SHARED4} {how} {name} "),
+                Duration::from_secs(5),
+            );
+        }
+        for port in [80, 443, 8080] {
+            exchange(topo, SHARED4, port);
+        }
+        let run = agent.stop();
+        for s in servers {
+            s.stop();
+        }
+        let recs = run.json_lines();
+        for (port, verdict) in [(80, "allowed"), (443, "allowed"), (8080, "disallowed-port")] {
+            let f = flow_to(&recs, SHARED4, port);
+            assert_eq!(f["verdict"], verdict, "port {port}: {f:#}");
+            let purposes: Vec<&str> = f["purposes"]
+                .as_array()
+                .expect("purposes")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert!(
+                purposes.contains(&"portal") && purposes.contains(&"siem-agent"),
+                "port {port}: {f:#}"
+            );
+        }
+    });
+}

@@ -179,18 +179,21 @@ impl Session {
         }
     }
 
-    /// Learns `addr` as `name`; a new learned range goes into the tries.
+    /// Learns `addr` as `name`; a new learned range, or one widened by a
+    /// second name, goes into the tries.
     fn learn(&mut self, addr: IpAddr, name: &str, tags: &NameTags, via: Via, ttl: u32, now: u64) {
         let listed = self
             .dp
             .range_id_of(addr)
             .is_some_and(|id| id < self.learner.table.base());
-        let Outcome::Added { id } = self
+        let (id, widened) = match self
             .learner
             .table
             .learn(addr, name, tags, via, ttl, now, listed)
-        else {
-            return;
+        {
+            Outcome::Added { id } => (id, false),
+            Outcome::Widened { id } => (id, true),
+            _ => return,
         };
         let Some(range) = self.learner.table.get(id).map(|l| l.range.clone()) else {
             return;
@@ -199,11 +202,14 @@ impl Session {
         self.policy
             .assign(id, AllowedPorts::from_ports(range.ports.iter().copied()));
         let new_profile = self.policy.profiles().len() > profiles;
-        let base = self.dp.range_total(id).unwrap_or_default();
-        self.learner.baselines.insert(id, base);
+        if !widened {
+            let base = self.dp.range_total(id).unwrap_or_default();
+            self.learner.baselines.insert(id, base);
+        }
         match self.dp.learn_insert(id, &range, &self.policy, new_profile) {
             Ok(()) => log::info!(
-                "learned {addr} as {name} (from a {}): {} [{}], ports {}, for {} s",
+                "learned {addr} {} {name} (from a {}): {} [{}], ports {}, for {} s",
+                if widened { "also as" } else { "as" },
                 match via {
                     Via::Dns => "DNS answer",
                     Via::ClientHello => "ClientHello",

@@ -109,6 +109,14 @@ pub enum Outcome {
     },
     /// Known already: its lifetime was extended.
     Refreshed,
+    /// Known already, and now also the address of a name whose tags or
+    /// ports it did not have (two names of the set on one address, as CDNs
+    /// do): its range now carries the union, as a listed address of several
+    /// purposes does; put it into the tries again under `id`.
+    Widened {
+        /// Its range id.
+        id: u32,
+    },
     /// In a listed range: only the name is remembered.
     Listed,
     /// The table is full: not learned (counted).
@@ -214,7 +222,19 @@ impl LearnedTable {
                 Slot::Active(l) => {
                     l.expires_ns = l.expires_ns.max(until);
                     l.name = name.to_string();
-                    return Outcome::Refreshed;
+                    let r = &mut l.range;
+                    let before = (r.datacenters.len(), r.purposes.len(), r.ports.len());
+                    r.datacenters.extend(tags.datacenters.iter().copied());
+                    r.purposes.extend(tags.purposes.iter().copied());
+                    r.ports.extend(tags.ports.iter().copied());
+                    let after = (r.datacenters.len(), r.purposes.len(), r.ports.len());
+                    return if after == before {
+                        Outcome::Refreshed
+                    } else {
+                        Outcome::Widened {
+                            id: self.base + i as u32,
+                        }
+                    };
                 }
                 s @ Slot::Draining(_) => {
                     *s = Slot::Active(learned(IpNet::from(addr)));
@@ -396,6 +416,25 @@ mod tests {
         assert_eq!(
             t.learn(c, "y.cas.ms", &tags(443), Via::Dns, 1, 2 * S, false),
             Outcome::Added { id: 101 }
+        );
+        // A second name on c, with another port: the range is widened.
+        assert_eq!(
+            t.learn(c, "ocsp.msocsp.com", &tags(80), Via::Dns, 1, 2 * S, false),
+            Outcome::Widened { id: 101 }
+        );
+        assert_eq!(
+            t.get(101)
+                .unwrap()
+                .range
+                .ports
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            [80, 443]
+        );
+        assert_eq!(
+            t.learn(c, "y.cas.ms", &tags(443), Via::Dns, 1, 2 * S, false),
+            Outcome::Refreshed
         );
         // c (floor: 2 s from 2 s) ends at 4 s, a at 9 s.
         assert_eq!(t.expire(4 * S).len(), 1);
